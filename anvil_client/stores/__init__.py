@@ -1,0 +1,75 @@
+"""Object stores behind one small interface: ``file://``, ``s3://``, ``http(s)://``.
+
+    >>> from anvil_client.stores import open_store
+    >>> open_store("file:///tmp/anvil-store").read_only
+    False
+
+``open_store`` imports boto3 only for ``s3://`` URLs and urllib3 only for ``http(s)://``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from anvil_client.errors import ConfigError
+from anvil_client.stores._base import (
+    DEFAULT_MAX_SIZE,
+    GetResult,
+    ObjectStore,
+    PutResult,
+    cache_control_for,
+    check_key,
+)
+from anvil_client.stores._file import FileStore, write_atomically
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "FileStore",
+    "GetResult",
+    "ObjectStore",
+    "PutResult",
+    "cache_control_for",
+    "check_key",
+    "open_store",
+    "write_atomically",
+]
+
+
+def open_store(url: str) -> ObjectStore:
+    """Open a store from its URL (DESIGN §2).
+
+    Raises:
+        ConfigError: for an unknown scheme or a malformed URL.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"file store URL must be file:///absolute/path, got {url!r}")
+        return FileStore(unquote(parts.path))
+    if scheme == "s3":
+        if not parts.netloc:
+            raise ConfigError(f"s3 store URL needs a bucket: s3://bucket/prefix, got {url!r}")
+        query = parse_qs(parts.query)
+        try:
+            from anvil_client.stores._s3 import S3Store
+        except ImportError as e:
+            raise ConfigError(
+                "s3:// stores need boto3: pip install 'anvil-prompts[s3]'"
+            ) from e
+        return S3Store(
+            parts.netloc,
+            parts.path.strip("/"),
+            endpoint_url=query.get("endpoint_url", [None])[0],
+            region=query.get("region", [None])[0],
+        )
+    if scheme in ("http", "https"):
+        if not parts.netloc:
+            raise ConfigError(f"store URL has no host: {url!r}")
+        from anvil_client.stores._http import HttpStore
+
+        return HttpStore(url)
+    raise ConfigError(
+        f"unknown store scheme {parts.scheme or '(none)'!r} in {url!r}: "
+        "use file://, s3://, http:// or https://"
+    )

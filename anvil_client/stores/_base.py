@@ -1,0 +1,169 @@
+"""The one small storage interface; the checks that must never be skipped live here."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from anvil_client.errors import AnvilError, SizeLimitError, StoreError, StoreUnavailable
+
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+_KEY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+MUTABLE_CACHE_CONTROL = "no-cache"
+JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """A GET's answer. ``modified`` is False for a 304 (then ``data`` is empty)."""
+
+    data: bytes
+    etag: str | None
+    modified: bool = True
+
+
+@dataclass(frozen=True)
+class PutResult:
+    etag: str | None
+
+
+def cache_control_for(key: str) -> str:
+    """Cache-Control per DESIGN §2: bundle objects are immutable, pointers and history are not."""
+    return IMMUTABLE_CACHE_CONTROL if "/bundles/" in key else MUTABLE_CACHE_CONTROL
+
+
+def check_key(key: str) -> None:
+    """Keys are relative, slash-separated, of safe characters, with no ``.``/``..`` segments.
+
+    Raises:
+        StoreError: if the key is unsafe.
+    """
+    if not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise StoreError(f"refusing unsafe object key {key[:200]!r}")
+
+
+class ObjectStore(ABC):
+    """``get`` (conditional, size-capped), ``put`` (conditional), ``list`` and ``delete``.
+
+    Subclasses implement the underscored methods; this base validates keys, enforces the size
+    cap on every answer and maps any unexpected error to :class:`StoreUnavailable`.
+    """
+
+    url: str
+    read_only: bool = False
+
+    def get(
+        self, key: str, *, if_none_match: str | None = None, max_size: int = DEFAULT_MAX_SIZE
+    ) -> GetResult:
+        """Fetch an object, or learn it did not change (``modified=False``).
+
+        Raises:
+            NotFound: if there is no such object.
+            SizeLimitError: if the object is larger than ``max_size``.
+            StoreUnavailable: if the store cannot be reached.
+        """
+        check_key(key)
+        try:
+            result = self._get(key, if_none_match, max_size)
+        except AnvilError:
+            raise
+        except Exception as e:
+            raise StoreUnavailable(f"GET {key} from {self.url} failed: {e}") from e
+        if len(result.data) > max_size:
+            raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
+        return result
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        content_type: str = JSON_CONTENT_TYPE,
+        cache_control: str | None = None,
+    ) -> PutResult:
+        """Write an object, optionally only if its ETag is ``if_match`` or it does not exist.
+
+        Raises:
+            PreconditionFailed: if the condition does not hold.
+            StoreError: if the store is read-only.
+            StoreUnavailable: if the store cannot be reached.
+        """
+        check_key(key)
+        if self.read_only:
+            raise StoreError(f"{self.url} is read-only")
+        if if_match is not None and if_none_match:
+            raise ValueError("if_match and if_none_match exclude each other")
+        try:
+            return self._put(
+                key,
+                data,
+                if_match=if_match,
+                if_none_match=if_none_match,
+                content_type=content_type,
+                cache_control=cache_control or cache_control_for(key),
+            )
+        except AnvilError:
+            raise
+        except Exception as e:
+            raise StoreUnavailable(f"PUT {key} to {self.url} failed: {e}") from e
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted.
+
+        Raises:
+            StoreUnavailable: if the store cannot be reached.
+        """
+        try:
+            return sorted(self._list(prefix))
+        except AnvilError:
+            raise
+        except Exception as e:
+            raise StoreUnavailable(f"LIST {prefix} in {self.url} failed: {e}") from e
+
+    def delete(self, key: str) -> None:
+        """Delete an object; deleting a missing object is not an error.
+
+        Raises:
+            StoreUnavailable: if the store cannot be reached.
+        """
+        check_key(key)
+        if self.read_only:
+            raise StoreError(f"{self.url} is read-only")
+        try:
+            self._delete(key)
+        except AnvilError:
+            raise
+        except Exception as e:
+            raise StoreUnavailable(f"DELETE {key} in {self.url} failed: {e}") from e
+
+    def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    @abstractmethod
+    def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult: ...
+
+    @abstractmethod
+    def _put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None,
+        if_none_match: bool,
+        content_type: str,
+        cache_control: str,
+    ) -> PutResult: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...

@@ -1,0 +1,117 @@
+"""``file:///path`` stores: a local directory, with compare-and-swap under a file lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from anvil_client.errors import NotFound, PreconditionFailed, SizeLimitError
+from anvil_client.stores._base import GetResult, ObjectStore, PutResult
+
+_LOCK_NAME = ".anvil-store.lock"
+
+
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
+
+class FileStore(ObjectStore):
+    """A directory as an object store. ETags are content hashes, so they change with content."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult:
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                if os.fstat(f.fileno()).st_size > max_size:
+                    raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
+                data = f.read(max_size + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise NotFound(f"{key} does not exist in {self.url}") from e
+        etag = etag_of(data)
+        if if_none_match is not None and if_none_match == etag:
+            return GetResult(data=b"", etag=etag, modified=False)
+        return GetResult(data=data, etag=etag)
+
+    def _put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None,
+        if_none_match: bool,
+        content_type: str,
+        cache_control: str,
+    ) -> PutResult:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            current = None
+            with contextlib.suppress(FileNotFoundError):
+                current = etag_of(path.read_bytes())
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{key} already exists in {self.url}")
+            if if_match is not None and current != if_match:
+                raise PreconditionFailed(f"{key} changed in {self.url} since it was read")
+            write_atomically(path, data)
+        return PutResult(etag=etag_of(data))
+
+    def _list(self, prefix: str) -> list[str]:
+        base = self.root
+        out = []
+        for dirpath, _, filenames in os.walk(base):
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = Path(dirpath, name).relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    out.append(key)
+        return out
+
+    def _delete(self, key: str) -> None:
+        with self._locked(), contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / _LOCK_NAME).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory.
+
+    A crash at any point leaves either the old or the new content, never a mix.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,254 @@
+"""Wire models: pointer (signed), release, bundle and its prompts (DESIGN §3–§4)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ValidationError as PydanticValidationError
+
+from anvil_client.errors import FormatError
+from anvil_client.wire._canonical import canonical_json, parse_json_object
+
+PROMPT_ID_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)*$")
+PROMPT_ID_MAX = 128
+CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+SEMVER_RE = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+ROLES = ("system", "user", "assistant")
+POINTER_TYPE = "anvil.pointer/v1"
+BUNDLE_TYPE = "anvil.bundle/v1"
+_OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\.(jwe|json)$")
+
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Timestamp = Annotated[str, StringConstraints(max_length=64)]
+_STRICT = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``2026-01-15T10:30:00Z``) into an aware datetime.
+
+    Raises:
+        FormatError: if it is not a timestamp with a time zone.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise FormatError(f"{value!r} is not an RFC 3339 timestamp") from e
+    if parsed.tzinfo is None:
+        raise FormatError(f"timestamp {value!r} has no time zone")
+    return parsed
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_prompt_id(value: str) -> bool:
+    return len(value) <= PROMPT_ID_MAX and PROMPT_ID_RE.match(value) is not None
+
+
+class ObjectRef(BaseModel):
+    """Where a release's stored bytes live and how to check them."""
+
+    model_config = _STRICT
+    path: str = Field(max_length=1024)
+    sha256: Hex64
+    size: int = Field(ge=0)
+    encoding: Literal["jwe", "json"]
+
+    def check_location(self, project_id: str) -> None:
+        """The object must sit directly under ``projects/{project_id}/bundles/``.
+
+        Raises:
+            FormatError: otherwise.
+        """
+        prefix = f"projects/{project_id}/bundles/"
+        name = self.path[len(prefix) :]
+        if not self.path.startswith(prefix) or not _OBJECT_NAME_RE.match(name):
+            raise FormatError(f"bundle object path {self.path!r} is outside {prefix}")
+
+
+class Release(BaseModel):
+    """One published prompt set version and its stored object."""
+
+    model_config = _STRICT
+    version: Annotated[str, StringConstraints(pattern=SEMVER_RE.pattern, max_length=256)]
+    prompt_set_id: str = Field(max_length=128)
+    content_sha256: Hex64
+    object: ObjectRef
+
+
+class Rollout(BaseModel):
+    model_config = _STRICT
+    percent: int = Field(ge=0, le=100)
+    previous: Release
+
+
+class Pointer(BaseModel):
+    """The signed body saying which release a channel serves (DESIGN §4)."""
+
+    model_config = _STRICT
+    type: Literal["anvil.pointer/v1"]
+    project_id: str = Field(max_length=128)
+    channel: Annotated[str, StringConstraints(pattern=CHANNEL_RE.pattern)]
+    sequence: int = Field(ge=1)
+    published_at: Timestamp
+    expires_at: Timestamp | None = None
+    release: Release
+    rollout: Rollout | None = None
+
+    @classmethod
+    def parse(cls, body: bytes) -> Pointer:
+        """Parse a verified pointer body.
+
+        Raises:
+            FormatError: if it is not a valid ``anvil.pointer/v1`` body.
+        """
+        data = parse_json_object(body, "pointer")
+        try:
+            pointer = cls.model_validate(data)
+        except PydanticValidationError as e:
+            raise FormatError(f"pointer is invalid: {_first_error(e)}") from e
+        parse_timestamp(pointer.published_at)
+        if pointer.expires_at is not None:
+            parse_timestamp(pointer.expires_at)
+        return pointer
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @property
+    def expires(self) -> datetime | None:
+        return None if self.expires_at is None else parse_timestamp(self.expires_at)
+
+
+def _first_error(e: PydanticValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    template: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSpec:
+    """One prompt of a bundle: exactly one of ``template`` or ``messages``."""
+
+    template: str | None
+    messages: tuple[Message, ...] | None
+    variables: tuple[str, ...]
+    metadata: Mapping[str, Any]
+
+    @property
+    def kind(self) -> Literal["text", "chat"]:
+        return "text" if self.template is not None else "chat"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"variables": list(self.variables), "metadata": dict(self.metadata)}
+        if self.template is not None:
+            out["template"] = self.template
+        else:
+            assert self.messages is not None
+            out["messages"] = [{"role": m.role, "template": m.template} for m in self.messages]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """A verified, parsed bundle. ``content_sha256`` is the hash of the bytes it came from."""
+
+    version: str
+    project_id: str
+    prompt_set_id: str
+    created_at: str
+    prompts: Mapping[str, PromptSpec]
+    content_sha256: str
+
+
+_EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+def parse_bundle(data: bytes, *, content_sha256: str) -> Bundle:
+    """Parse and structurally validate plaintext bundle bytes.
+
+    Variable lists are taken from the (hash-verified) bundle; templates are compiled lazily on
+    first render, so loading 10,000 prompts costs a JSON parse and one loop.
+
+    Raises:
+        FormatError: if the bundle is malformed, naming the first offending prompt id.
+    """
+    doc = parse_json_object(data, "bundle")
+    if doc.get("type") != BUNDLE_TYPE:
+        raise FormatError(f"bundle type must be {BUNDLE_TYPE!r}")
+    header = {}
+    for name in ("version", "project_id", "prompt_set_id", "created_at"):
+        value = doc.get(name)
+        if not isinstance(value, str):
+            raise FormatError(f"bundle field {name!r} must be a string")
+        header[name] = value
+    if not SEMVER_RE.match(header["version"]):
+        raise FormatError(f"bundle version {header['version']!r} is not semver")
+    parse_timestamp(header["created_at"])
+    snapshot = doc.get("snapshot")
+    if not isinstance(snapshot, dict):
+        raise FormatError("bundle snapshot must be an object")
+    prompts = {prompt_id: _parse_prompt(prompt_id, raw) for prompt_id, raw in snapshot.items()}
+    return Bundle(prompts=prompts, content_sha256=content_sha256, **header)
+
+
+def _parse_prompt(prompt_id: str, raw: object) -> PromptSpec:
+    if not is_prompt_id(prompt_id):
+        raise FormatError(f"bundle has an invalid prompt id {prompt_id[:140]!r}")
+    if not isinstance(raw, dict):
+        raise FormatError(f"prompt {prompt_id!r} is not an object")
+    template = raw.get("template")
+    messages = raw.get("messages")
+    if (template is None) == (messages is None):
+        raise FormatError(f"prompt {prompt_id!r} must have exactly one of template or messages")
+    parsed_messages = None
+    if template is not None and not isinstance(template, str):
+        raise FormatError(f"prompt {prompt_id!r} template must be a string")
+    if messages is not None:
+        parsed_messages = _parse_messages(prompt_id, messages)
+    variables = raw.get("variables", [])
+    if not isinstance(variables, list) or not all(isinstance(v, str) for v in variables):
+        raise FormatError(f"prompt {prompt_id!r} variables must be a list of strings")
+    metadata = raw.get("metadata", _EMPTY_METADATA)
+    if not isinstance(metadata, dict | MappingProxyType):
+        raise FormatError(f"prompt {prompt_id!r} metadata must be an object")
+    return PromptSpec(
+        template=template,
+        messages=parsed_messages,
+        variables=tuple(sys.intern(v) for v in variables),
+        metadata=metadata or _EMPTY_METADATA,
+    )
+
+
+def _parse_messages(prompt_id: str, messages: object) -> tuple[Message, ...]:
+    if not isinstance(messages, list) or not messages:
+        raise FormatError(f"prompt {prompt_id!r} messages must be a non-empty list")
+    out = []
+    for entry in messages:
+        if not isinstance(entry, dict):
+            raise FormatError(f"prompt {prompt_id!r} has a message that is not an object")
+        role, text = entry.get("role"), entry.get("template")
+        if role not in ROLES:
+            raise FormatError(f"prompt {prompt_id!r} has a message with invalid role {role!r}")
+        if not isinstance(text, str):
+            raise FormatError(f"prompt {prompt_id!r} has a message without a template string")
+        out.append(Message(role=sys.intern(role), template=text))
+    return tuple(out)

@@ -1,0 +1,233 @@
+"""Sandboxed rendering shared by the client, the publisher's validation and the FORGE preview.
+
+    >>> from anvil_client.wire import compile_prompt, PromptSpec
+    >>> compile_prompt("x", PromptSpec("Hi {{ name }}", None, ("name",), {})).render({"name": "Al"})
+    'Hi Al'
+
+One environment for everyone (DESIGN §7): ``ImmutableSandboxedEnvironment`` with
+``StrictUndefined``, no autoescape, trailing newlines kept. ``*`` and ``**`` are intercepted and
+capped, and output is capped, because the sandbox itself bounds neither CPU nor memory.
+Templates made only of text and ``{{ name }}`` placeholders take a fast path (a prepared
+``str.format_map`` pattern) that gives byte-identical output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from anvil_client.errors import MissingVariable, RenderError, TemplateError
+from anvil_client.wire._models import PromptSpec
+
+DEFAULT_MAX_OUTPUT = 1024 * 1024
+_MAX_INT_BITS = 64 * 1024
+_CONSTANT_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+
+
+class AnvilSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox with arithmetic that cannot allocate without bound."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "**":
+            _check_power(left, right)
+        elif operator == "*":
+            _check_product(left, right)
+        return super().call_binop(context, operator, left, right)
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1:
+        if exponent * max(base.bit_length(), 1) > _MAX_INT_BITS:
+            raise SecurityError("the result of ** would be too large")
+
+
+def _check_product(left: Any, right: Any) -> None:
+    if isinstance(left, int) and isinstance(right, int):
+        if left.bit_length() + right.bit_length() > _MAX_INT_BITS:
+            raise SecurityError("the result of * would be too large")
+        return
+    for seq, count in ((left, right), (right, left)):
+        if isinstance(seq, str | bytes | list | tuple) and isinstance(count, int):
+            if len(seq) * count > DEFAULT_MAX_OUTPUT:
+                raise SecurityError("the result of * would be too large")
+
+
+ENVIRONMENT = AnvilSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def parse_template(source: str) -> nodes.Template:
+    """Parse a template in the shared sandbox.
+
+    Raises:
+        TemplateError: with the line number of the first syntax error.
+    """
+    try:
+        return ENVIRONMENT.parse(source)
+    except TemplateSyntaxError as e:
+        raise TemplateError(f"line {e.lineno}: {e.message}", lineno=e.lineno) from e
+
+
+def template_variables(source: str) -> list[str]:
+    """Undeclared variables of a template, sorted (DESIGN §3).
+
+    Raises:
+        TemplateError: if the template does not parse.
+    """
+    return sorted(meta.find_undeclared_variables(parse_template(source)))
+
+
+def spec_variables(template: str | None, messages: list[tuple[str, str]] | None) -> list[str]:
+    """Sorted union of the variables of a text prompt or of every chat message.
+
+    Raises:
+        TemplateError: for the first template that does not parse.
+    """
+    sources = [template] if template is not None else [text for _, text in messages or []]
+    found: set[str] = set()
+    for source in sources:
+        found.update(template_variables(source))
+    return sorted(found)
+
+
+class _Compiled:
+    """One template, compiled once: a ``format_map`` pattern or a Jinja2 template."""
+
+    __slots__ = ("_pattern", "_template")
+
+    def __init__(self, source: str) -> None:
+        self._pattern = _fast_pattern(source)
+        self._template: jinja2.Template | None = None
+        if self._pattern is None:
+            try:
+                self._template = ENVIRONMENT.from_string(source)
+            except TemplateSyntaxError as e:
+                raise TemplateError(f"line {e.lineno}: {e.message}", lineno=e.lineno) from e
+
+    def render(self, variables: Mapping[str, Any], max_output: int) -> str:
+        if self._pattern is not None:
+            text = self._pattern.format_map(variables)
+            if len(text) > max_output:
+                raise SecurityError("output is larger than the render limit")
+            return text
+        template = self._template
+        assert template is not None
+        parts = []
+        size = 0
+        for piece in template.root_render_func(template.new_context(dict(variables))):
+            size += len(piece)
+            if size > max_output:
+                raise SecurityError("output is larger than the render limit")
+            parts.append(piece)
+        return "".join(parts)
+
+
+def _fast_pattern(source: str) -> str | None:
+    """A ``str.format_map`` pattern when the template is only text and ``{{ name }}``.
+
+    The pieces come from Jinja2's own lexer, so newline normalisation and whitespace control
+    are exactly Jinja2's; ``!s`` makes formatting call ``str()`` as Jinja2's output does.
+    """
+    pieces: list[str] = []
+    expect = "data"
+    name = ""
+    for _, token_type, value in ENVIRONMENT.lex(source):
+        if expect == "data":
+            if token_type == "data":
+                pieces.append(value.replace("{", "{{").replace("}", "}}"))
+            elif token_type == "variable_begin":
+                expect = "name"
+            elif token_type != "whitespace":
+                return None
+        elif expect == "name":
+            if token_type == "whitespace":
+                continue
+            if token_type != "name" or value in _CONSTANT_NAMES or value in ENVIRONMENT.globals:
+                return None
+            name, expect = value, "end"
+        elif token_type == "variable_end":
+            pieces.append("{" + name + "!s}")
+            expect = "data"
+        elif token_type != "whitespace":
+            return None
+    return "".join(pieces) if expect == "data" else None
+
+
+class CompiledPrompt:
+    """A prompt ready to render; compiled on first use, once per bundle."""
+
+    __slots__ = ("_messages", "_text", "prompt_id", "spec")
+
+    def __init__(self, prompt_id: str, spec: PromptSpec) -> None:
+        self.prompt_id = prompt_id
+        self.spec = spec
+        try:
+            if spec.template is not None:
+                self._text: _Compiled | None = _Compiled(spec.template)
+                self._messages: tuple[tuple[str, _Compiled], ...] = ()
+            else:
+                assert spec.messages is not None
+                self._text = None
+                self._messages = tuple((m.role, _Compiled(m.template)) for m in spec.messages)
+        except TemplateError as e:
+            raise RenderError(f"prompt {prompt_id!r} has a broken template: {e}") from e
+
+    def render(self, variables: Mapping[str, Any], max_output: int = DEFAULT_MAX_OUTPUT) -> str:
+        """Render a text prompt (a chat prompt renders its messages joined by blank lines).
+
+        Raises:
+            MissingVariable: naming the prompt and the variable not given.
+            RenderError: for any other failure inside the template.
+        """
+        if self._text is not None:
+            return self._guarded(self._text, variables, max_output)
+        return "\n\n".join(m["content"] for m in self.render_messages(variables, max_output))
+
+    def render_messages(
+        self, variables: Mapping[str, Any], max_output: int = DEFAULT_MAX_OUTPUT
+    ) -> list[dict[str, str]]:
+        """Render a chat prompt to ``[{"role", "content"}]`` (a text prompt is one user message).
+
+        Raises:
+            MissingVariable: naming the prompt and the variable not given.
+            RenderError: for any other failure inside the template.
+        """
+        if self._text is not None:
+            return [{"role": "user", "content": self._guarded(self._text, variables, max_output)}]
+        return [
+            {"role": role, "content": self._guarded(compiled, variables, max_output)}
+            for role, compiled in self._messages
+        ]
+
+    def _guarded(self, compiled: _Compiled, variables: Mapping[str, Any], max_output: int) -> str:
+        try:
+            return compiled.render(variables, max_output)
+        except (KeyError, UndefinedError) as e:
+            missing = [v for v in self.spec.variables if v not in variables]
+            if missing:
+                raise MissingVariable(
+                    f"prompt {self.prompt_id!r} needs variable {missing[0]!r}, which was not given"
+                ) from None
+            raise RenderError(f"prompt {self.prompt_id!r} failed to render: {e}") from None
+        except SecurityError as e:
+            raise RenderError(f"prompt {self.prompt_id!r} was stopped by the sandbox: {e}") from None
+        except Exception as e:  # any error raised inside a template is a render error
+            raise RenderError(
+                f"prompt {self.prompt_id!r} failed to render: {type(e).__name__}: {e}"
+            ) from None
+
+
+def compile_prompt(prompt_id: str, spec: PromptSpec) -> CompiledPrompt:
+    """Compile one prompt.
+
+    Raises:
+        RenderError: if a template does not compile.
+    """
+    return CompiledPrompt(prompt_id, spec)
