@@ -44,6 +44,15 @@ def free_port_block(count: int, *, low: int = 20000, high: int = 50000) -> list[
     raise RuntimeError("no free block of ports on 127.0.0.1")
 
 
+def missing_tool(reason: str) -> None:
+    """Skip with ``reason``; in CI (``ANVIL_REQUIRE_ALL_TOOLS=1``) fail instead, as nothing may skip."""
+    import pytest
+
+    if os.environ.get("ANVIL_REQUIRE_ALL_TOOLS") == "1":
+        pytest.fail(f"required tool missing in CI: {reason}")
+    pytest.skip(reason)
+
+
 def weed_binary() -> str | None:
     candidate = Path(sys.executable).with_name("weed")
     if candidate.exists():
