@@ -100,7 +100,14 @@ class RenderError(AnvilError):
 
 
 class MissingVariable(RenderError):
-    """A template used a variable that was not given."""
+    """A template used a variable that was not given; ``prompt_id`` and ``variable`` say which."""
+
+    def __init__(
+        self, message: str, *, prompt_id: str | None = None, variable: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.prompt_id = prompt_id
+        self.variable = variable
 
 
 class TemplateError(AnvilError):

@@ -1,0 +1,43 @@
+"""Build, validate, sign, encrypt and publish prompt bundles (DESIGN §3-§6).
+
+    >>> from publisher import build_bundle
+    >>> build_bundle({"hi": {"template": "Hi {{ name }}"}}, project_id="p", version="1.0.0",
+    ...              prompt_set_id="s").document["snapshot"]["hi"]["variables"]
+    ['name']
+
+The FORGE's publish button and ``anvil-publish`` (CI) share this library; it is the only
+code that writes to a store.
+"""
+
+from __future__ import annotations
+
+from publisher._bundle import BuiltBundle, build_bundle
+from publisher._files import dump_prompt_file, load_prompt_files, parse_prompt_file
+from publisher._inspect import Inspection, export_bootstrap, inspect
+from publisher._publish import (
+    BundleSource,
+    HistoryEntry,
+    Publisher,
+    PublishResult,
+    read_history,
+)
+from publisher._validate import PromptFiles, SourceLocation, validate_prompts
+
+__all__ = [
+    "BuiltBundle",
+    "BundleSource",
+    "HistoryEntry",
+    "Inspection",
+    "PromptFiles",
+    "PublishResult",
+    "Publisher",
+    "SourceLocation",
+    "build_bundle",
+    "dump_prompt_file",
+    "export_bootstrap",
+    "inspect",
+    "load_prompt_files",
+    "parse_prompt_file",
+    "read_history",
+    "validate_prompts",
+]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from anvil_client.errors import ConfigError
@@ -22,12 +23,18 @@ from anvil_client.stores._base import (
 )
 from anvil_client.stores._file import FileStore, write_atomically
 
+if TYPE_CHECKING:
+    from anvil_client.stores._http import HttpStore
+    from anvil_client.stores._s3 import S3Store
+
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "FileStore",
     "GetResult",
+    "HttpStore",
     "ObjectStore",
     "PutResult",
+    "S3Store",
     "cache_control_for",
     "check_key",
     "open_store",
@@ -35,8 +42,24 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # S3Store and HttpStore are importable from here, but boto3 and urllib3 load only on use.
+    if name == "S3Store":
+        from anvil_client.stores._s3 import S3Store
+
+        return S3Store
+    if name == "HttpStore":
+        from anvil_client.stores._http import HttpStore
+
+        return HttpStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_store(url: str) -> ObjectStore:
     """Open a store from its URL (DESIGN §2).
+
+    ``file:///abs/path``; ``s3://bucket/prefix`` (credentials and region from the AWS chain,
+    ``?endpoint_url=…&region=…`` override); ``http(s)://host/prefix`` (read-only).
 
     Raises:
         ConfigError: for an unknown scheme or a malformed URL.
@@ -44,19 +67,26 @@ def open_store(url: str) -> ObjectStore:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ConfigError(f"file store URL must be file:///absolute/path, got {url!r}")
         return FileStore(unquote(parts.path))
     if scheme == "s3":
         if not parts.netloc:
             raise ConfigError(f"s3 store URL needs a bucket: s3://bucket/prefix, got {url!r}")
         query = parse_qs(parts.query)
+        unknown = sorted(set(query) - {"endpoint_url", "region"})
+        if unknown:
+            raise ConfigError(
+                f"s3 store URL has unknown parameter {unknown[0]!r}; "
+                "only endpoint_url and region are understood"
+            )
+        endpoint = query.get("endpoint_url", [""])[0]
+        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ConfigError(f"s3 endpoint_url must be an http(s) URL, got {endpoint!r}")
         try:
             from anvil_client.stores._s3 import S3Store
         except ImportError as e:
-            raise ConfigError(
-                "s3:// stores need boto3: pip install 'anvil-prompts[s3]'"
-            ) from e
+            raise ConfigError("s3:// stores need boto3: pip install 'anvil-prompts[s3]'") from e
         return S3Store(
             parts.netloc,
             parts.path.strip("/"),

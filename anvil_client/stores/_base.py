@@ -1,7 +1,12 @@
-"""The one small storage interface; the checks that must never be skipped live here."""
+"""The one small storage interface; the checks that must never be skipped live here.
+
+>>> from anvil_client.stores import check_key
+>>> check_key("projects/p/channels/production.json")
+"""
 
 from __future__ import annotations
 
+import builtins
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -9,7 +14,7 @@ from dataclasses import dataclass
 from anvil_client.errors import AnvilError, SizeLimitError, StoreError, StoreUnavailable
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
-_KEY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z")
 
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 MUTABLE_CACHE_CONTROL = "no-cache"
@@ -27,6 +32,8 @@ class GetResult:
 
 @dataclass(frozen=True)
 class PutResult:
+    """A PUT's answer: the new object's ETag, for a later ``if_match``."""
+
     etag: str | None
 
 
@@ -36,13 +43,30 @@ def cache_control_for(key: str) -> str:
 
 
 def check_key(key: str) -> None:
-    """Keys are relative, slash-separated, of safe characters, with no ``.``/``..`` segments.
+    """Keys are relative, slash-separated, of safe characters; no segment starts with ``.``.
+
+    That excludes ``.``/``..`` traversal and the store's own dot-files (lock, temp files).
 
     Raises:
         StoreError: if the key is unsafe.
     """
-    if not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/")):
+    if (
+        not isinstance(key, str)
+        or len(key) > 1024
+        or not _KEY_RE.match(key)
+        or any(part.startswith(".") for part in key.split("/"))
+    ):
         raise StoreError(f"refusing unsafe object key {key[:200]!r}")
+
+
+def check_prefix(prefix: str) -> None:
+    """A listing prefix is empty or a safe key, optionally ending with ``/``.
+
+    Raises:
+        StoreError: if the prefix is unsafe.
+    """
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
 
 
 class ObjectStore(ABC):
@@ -60,10 +84,13 @@ class ObjectStore(ABC):
     ) -> GetResult:
         """Fetch an object, or learn it did not change (``modified=False``).
 
+        A 304 is a result (``modified=False``), never an exception.
+
         Raises:
             NotFound: if there is no such object.
             SizeLimitError: if the object is larger than ``max_size``.
-            StoreUnavailable: if the store cannot be reached.
+            StoreError: if the key is unsafe or the store refuses the request.
+            StoreUnavailable: if the store cannot be reached or fails.
         """
         check_key(key)
         try:
@@ -90,7 +117,7 @@ class ObjectStore(ABC):
 
         Raises:
             PreconditionFailed: if the condition does not hold.
-            StoreError: if the store is read-only.
+            StoreError: if the key is unsafe or the store is read-only.
             StoreUnavailable: if the store cannot be reached.
         """
         check_key(key)
@@ -113,11 +140,13 @@ class ObjectStore(ABC):
             raise StoreUnavailable(f"PUT {key} to {self.url} failed: {e}") from e
 
     def list(self, prefix: str = "") -> list[str]:
-        """Keys under ``prefix``, sorted.
+        """Keys starting with ``prefix`` (a plain string prefix, as in S3), sorted.
 
         Raises:
+            StoreError: if the prefix is unsafe or the store cannot list (read-only HTTP).
             StoreUnavailable: if the store cannot be reached.
         """
+        check_prefix(prefix)
         try:
             return sorted(self._list(prefix))
         except AnvilError:
@@ -129,6 +158,7 @@ class ObjectStore(ABC):
         """Delete an object; deleting a missing object is not an error.
 
         Raises:
+            StoreError: if the key is unsafe or the store is read-only.
             StoreUnavailable: if the store cannot be reached.
         """
         check_key(key)
@@ -141,7 +171,7 @@ class ObjectStore(ABC):
         except Exception as e:
             raise StoreUnavailable(f"DELETE {key} in {self.url} failed: {e}") from e
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most stores hold nothing to release
         """Release connections; the store may not be used afterwards."""
 
     def __repr__(self) -> str:
@@ -163,7 +193,7 @@ class ObjectStore(ABC):
     ) -> PutResult: ...
 
     @abstractmethod
-    def _list(self, prefix: str) -> list[str]: ...
+    def _list(self, prefix: str) -> builtins.list[str]: ...
 
     @abstractmethod
     def _delete(self, key: str) -> None: ...

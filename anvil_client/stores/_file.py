@@ -1,4 +1,9 @@
-"""``file:///path`` stores: a local directory, with compare-and-swap under a file lock."""
+"""``file:///path`` stores: a local directory, with compare-and-swap under a file lock.
+
+>>> import tempfile; from anvil_client.stores import FileStore
+>>> FileStore(tempfile.mkdtemp()).put("a/b.json", b"{}").etag is not None
+True
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,17 @@ _LOCK_NAME = ".anvil-store.lock"
 
 
 def etag_of(data: bytes) -> str:
+    """The quoted ETag a FileStore gives ``data`` (a content hash)."""
     return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
 
 
 class FileStore(ObjectStore):
-    """A directory as an object store. ETags are content hashes, so they change with content."""
+    """A directory as an object store. ETags are content hashes, so they change with content.
+
+    Conditional writes hold an exclusive ``flock`` on ``.anvil-store.lock`` in the root, so
+    compare-and-swap is exact across threads and processes on one host (not across NFS).
+    Objects are written atomically (temp file, fsync, rename) with mode 0644.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
@@ -64,17 +75,18 @@ class FileStore(ObjectStore):
                 raise PreconditionFailed(f"{key} already exists in {self.url}")
             if if_match is not None and current != if_match:
                 raise PreconditionFailed(f"{key} changed in {self.url} since it was read")
-            write_atomically(path, data)
+            write_atomically(path, data, mode=0o644)
         return PutResult(etag=etag_of(data))
 
     def _list(self, prefix: str) -> list[str]:
-        base = self.root
+        # Walk only the deepest directory the prefix names (the prefix was checked safe).
+        start = self.root / prefix.rpartition("/")[0]
         out = []
-        for dirpath, _, filenames in os.walk(base):
+        for dirpath, _, filenames in os.walk(start):
             for name in filenames:
                 if name.startswith("."):
                     continue
-                key = Path(dirpath, name).relative_to(base).as_posix()
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     out.append(key)
         return out
@@ -94,13 +106,19 @@ class FileStore(ObjectStore):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Temp file in the same directory, fsync, rename, fsync the directory.
 
-    A crash at any point leaves either the old or the new content, never a mix.
+    A crash at any point leaves either the old or the new content, never a mix. The file
+    is private (0600) unless ``mode`` says otherwise.
+
+    Raises:
+        OSError: if the directory is not writable or the disk is full (the temp file is removed).
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -123,4 +123,5 @@ __all__ = [
     "spec_variables",
     "template_variables",
     "verify_envelope",
+    "write_private_key_file",
 ]

@@ -23,6 +23,7 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
+    """Lowercase hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -53,16 +54,42 @@ def b64decode_any(text: object, what: str) -> bytes:
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse UTF-8 JSON that must be an object.
 
+    Duplicate member names, ``NaN`` and ``Infinity`` are refused: two parsers must never
+    read different values out of the same signed or hashed bytes.
+
     Raises:
-        FormatError: if the bytes are not UTF-8 JSON or not an object.
+        FormatError: if the bytes are not UTF-8 JSON, not an object, or repeat a member name.
     """
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(
+            data.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_members,
+        )
+    except _DuplicateMember as e:
+        raise FormatError(f"{what} repeats the member {e.name[:100]!r}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError(f"{what} is not valid UTF-8 JSON") from e
     if not isinstance(value, dict):
         raise FormatError(f"{what} is not a JSON object")
     return value
+
+
+class _DuplicateMember(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateMember(name)
+            seen.add(name)
+    return obj
 
 
 def _reject_constant(name: str) -> Any:

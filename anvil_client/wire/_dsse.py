@@ -1,4 +1,10 @@
-"""DSSE v1 envelopes signed with Ed25519 (DESIGN §4)."""
+"""DSSE v1 envelopes signed with Ed25519 (DESIGN §4).
+
+>>> from anvil_client.wire import TrustedKey, generate_private_key, sign_envelope, verify_envelope
+>>> key = generate_private_key()
+>>> verify_envelope(sign_envelope(b"{}", key), [TrustedKey.from_key(key.public_key())])
+b'{}'
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ def pae(payload_type: str, body: bytes) -> bytes:
 def sign_envelope(
     body: bytes, key: Ed25519PrivateKey, payload_type: str = POINTER_PAYLOAD_TYPE
 ) -> bytes:
-    """Return the canonical JSON bytes of a DSSE envelope over ``body``."""
+    """Return the canonical JSON bytes of a DSSE envelope over ``body``.
+
+    The payload and signature are standard base64 with padding; ``keyid`` is the key's id.
+    """
     sig = key.sign(pae(payload_type, body))
     envelope = {
         "payload": b64encode_std(body),
@@ -48,16 +57,22 @@ def verify_envelope(
     The order is the one DESIGN §4 prescribes: a trusted signature first, then the payload
     type; the caller parses the returned body only afterwards.
 
+    A signature's ``keyid`` only selects which trusted key to try; a signature without one
+    is tried against every trusted key.
+
     Raises:
-        FormatError: if the envelope is malformed or of another payload type.
+        FormatError: if the envelope is malformed, or (after a signature verified) of
+            another payload type.
         SignatureError: if no signature verifies with a trusted key.
     """
     envelope = parse_json_object(data, "pointer envelope")
     envelope_type = envelope.get("payloadType")
     signatures = envelope.get("signatures")
     if not isinstance(envelope_type, str):
-        raise FormatError("pointer envelope has no payloadType")
-    if not isinstance(signatures, list) or not signatures:
+        raise FormatError("pointer envelope has no payloadType string")
+    if not isinstance(signatures, list):
+        raise FormatError("pointer envelope has no signatures list")
+    if not signatures:
         raise SignatureError("pointer envelope carries no signatures")
     body = b64decode_any(envelope.get("payload"), "pointer payload")
     message = pae(envelope_type, body)

@@ -1,4 +1,11 @@
-"""JWE (RFC 7516) general JSON serialization of bundles: A256KW per token, A256GCM, DEF."""
+"""JWE (RFC 7516) general JSON serialization of bundles: A256KW per token, A256GCM, DEF.
+
+>>> from anvil_client.wire import AccessToken, decrypt_bundle, encrypt_bundle
+>>> token = AccessToken.generate()
+>>> jwe = encrypt_bundle(b"{}", {token.token_id: token.kek()})
+>>> decrypt_bundle(jwe, token.token_id, token.kek(), max_plaintext=1024)
+b'{}'
+"""
 
 from __future__ import annotations
 
@@ -20,7 +27,6 @@ from anvil_client.wire._canonical import (
 
 BUNDLE_MEDIA_TYPE = "application/vnd.anvil.bundle.v1+json"
 PROTECTED_HEADER = {"alg": "A256KW", "cty": BUNDLE_MEDIA_TYPE, "enc": "A256GCM", "zip": "DEF"}
-_KNOWN_HEADER_NAMES = {"alg", "enc", "zip", "cty", "kid", "typ"}
 
 
 def encrypt_bundle(plaintext: bytes, recipients: Mapping[str, bytes]) -> bytes:
@@ -67,6 +73,10 @@ def recipient_ids(data: bytes) -> list[str]:
 def decrypt_bundle(data: bytes, token_id: str, kek: bytes, *, max_plaintext: int) -> bytes:
     """Decrypt a JWE bundle object with one token's KEK, inflating at most ``max_plaintext``.
 
+    Only ``alg: A256KW``, ``enc: A256GCM`` and an integrity-protected ``zip: DEF`` are
+    accepted; header names must not repeat across the protected, shared and recipient
+    headers, and ``crit`` is refused (this reader understands no extensions).
+
     Raises:
         FormatError: if the JWE is malformed or uses other algorithms.
         DecryptionError: if the token is not a recipient or a key or tag does not verify.
@@ -74,25 +84,22 @@ def decrypt_bundle(data: bytes, token_id: str, kek: bytes, *, max_plaintext: int
     """
     jwe = parse_json_object(data, "bundle JWE")
     protected_b64 = jwe.get("protected")
-    if not isinstance(protected_b64, str):
+    if not isinstance(protected_b64, str) or not protected_b64.isascii():
         raise FormatError("bundle JWE has no protected header")
-    protected = parse_json_object(b64decode_any(protected_b64, "JWE protected header"), "header")
+    protected = parse_json_object(
+        b64decode_any(protected_b64, "JWE protected header"), "JWE protected header"
+    )
     shared = jwe.get("unprotected", {})
     if not isinstance(shared, dict):
         raise FormatError("bundle JWE unprotected header is not an object")
-    wrapped = None
-    joint: dict[str, object] = {}
-    for header, kid, encrypted_key in _recipients(jwe):
-        if kid == token_id:
-            wrapped = encrypted_key
-            joint = {**shared, **header, **protected}
-            break
-    if wrapped is None:
+    mine = [(header, key) for header, kid, key in _recipients(jwe) if kid == token_id]
+    if not mine:
         raise DecryptionError(
             f"this ACCESS_TOKEN ({token_id}) is not a recipient of the bundle; "
             "it may have been revoked"
         )
-    _check_header(joint)
+    for header, _ in mine:
+        _check_header(protected, shared, header)
     iv = b64decode_any(jwe.get("iv"), "JWE iv")
     tag = b64decode_any(jwe.get("tag"), "JWE tag")
     ciphertext = b64decode_any(jwe.get("ciphertext"), "JWE ciphertext")
@@ -100,17 +107,23 @@ def decrypt_bundle(data: bytes, token_id: str, kek: bytes, *, max_plaintext: int
         raise FormatError("bundle JWE iv or tag has the wrong length")
     aad = protected_b64.encode("ascii")
     if "aad" in jwe:
-        if not isinstance(jwe["aad"], str):
-            raise FormatError("bundle JWE aad is not a string")
-        aad += b"." + jwe["aad"].encode("ascii")
-    try:
-        cek = aes_key_unwrap(kek, wrapped)
-        compressed = AESGCM(cek).decrypt(iv, ciphertext + tag, aad)
-    except (InvalidUnwrap, InvalidTag, ValueError) as e:
-        raise DecryptionError(
-            f"bundle cannot be decrypted with this ACCESS_TOKEN ({token_id})"
-        ) from e
-    if joint.get("zip") == "DEF":
+        extra = jwe["aad"]
+        if not isinstance(extra, str) or not extra.isascii():
+            raise FormatError("bundle JWE aad is not a base64url string")
+        aad += b"." + extra.encode("ascii")
+    compressed = None
+    for _, wrapped in mine:
+        try:
+            cek = aes_key_unwrap(kek, wrapped)
+            if len(cek) != 32:
+                continue  # A256GCM needs a 256-bit key; anything else is not ours
+            compressed = AESGCM(cek).decrypt(iv, ciphertext + tag, aad)
+            break
+        except (InvalidUnwrap, InvalidTag, ValueError):
+            continue
+    if compressed is None:
+        raise DecryptionError(f"bundle cannot be decrypted with this ACCESS_TOKEN ({token_id})")
+    if protected.get("zip") == "DEF":
         return inflate_bounded(compressed, max_plaintext)
     if len(compressed) > max_plaintext:
         raise SizeLimitError(f"bundle is larger than the {max_plaintext}-byte limit")
@@ -120,9 +133,11 @@ def decrypt_bundle(data: bytes, token_id: str, kek: bytes, *, max_plaintext: int
 def inflate_bounded(data: bytes, limit: int) -> bytes:
     """Raw DEFLATE (RFC 1951) decompression that stops past ``limit`` output bytes.
 
+    At most ``limit + 1`` bytes are ever produced, whatever the ratio of the stream.
+
     Raises:
         SizeLimitError: if the output would exceed ``limit``.
-        FormatError: if the stream is corrupt or truncated.
+        FormatError: if the stream is corrupt, truncated or followed by extra bytes.
     """
     inflater = zlib.decompressobj(-15)
     try:
@@ -133,11 +148,18 @@ def inflate_bounded(data: bytes, limit: int) -> bytes:
         raise SizeLimitError(f"bundle inflates past the {limit}-byte limit")
     if not inflater.eof:
         raise FormatError("bundle DEFLATE stream is truncated")
+    if inflater.unused_data:
+        raise FormatError("bundle DEFLATE stream is followed by extra bytes")
     return out
 
 
 def _recipients(jwe: dict[str, object]) -> list[tuple[dict[str, object], str, bytes]]:
     recipients = jwe.get("recipients")
+    if recipients is None and "encrypted_key" in jwe:
+        # The flattened JSON serialization (RFC 7516 §7.2.2) of a single recipient.
+        recipients = [{"header": jwe.get("header", {}), "encrypted_key": jwe["encrypted_key"]}]
+    elif "encrypted_key" in jwe or "header" in jwe:
+        raise FormatError("bundle JWE mixes the general and flattened serializations")
     if not isinstance(recipients, list) or not recipients:
         raise FormatError("bundle JWE has no recipients")
     out = []
@@ -154,12 +176,18 @@ def _recipients(jwe: dict[str, object]) -> list[tuple[dict[str, object], str, by
     return out
 
 
-def _check_header(header: dict[str, object]) -> None:
-    if header.get("alg") != "A256KW" or header.get("enc") != "A256GCM":
+def _check_header(
+    protected: dict[str, object], shared: dict[str, object], recipient: dict[str, object]
+) -> None:
+    names = [*protected, *shared, *recipient]
+    if len(names) != len(set(names)):
+        raise FormatError("bundle JWE repeats a header parameter across its headers")
+    joint = {**shared, **recipient, **protected}
+    if joint.get("alg") != "A256KW" or joint.get("enc") != "A256GCM":
         raise FormatError("bundle JWE must use alg A256KW and enc A256GCM")
-    if header.get("zip") not in (None, "DEF"):
+    if "zip" in shared or "zip" in recipient:
+        raise FormatError("bundle JWE zip must be in the protected header")
+    if joint.get("zip", "DEF") != "DEF":
         raise FormatError("bundle JWE uses an unsupported zip algorithm")
-    crit = header.get("crit")
-    if crit is not None:
-        if not isinstance(crit, list) or any(name not in _KNOWN_HEADER_NAMES for name in crit):
-            raise FormatError("bundle JWE has critical headers this client does not understand")
+    if "crit" in joint:
+        raise FormatError("bundle JWE has critical header parameters this client does not support")

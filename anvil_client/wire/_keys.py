@@ -1,4 +1,9 @@
-"""Ed25519 keys: the ``ed25519:<base64>`` text form, PEM, and key ids."""
+"""Ed25519 keys: the ``ed25519:<base64>`` text form, PEM, and key ids.
+
+>>> from anvil_client.wire import TrustedKey
+>>> TrustedKey.parse("ed25519:uhIT/MMJEKl24xuQ440NefwCbt8ZIJmSkGXOsN/iI/k=").keyid[:8]
+'08c189d1'
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,15 @@ class TrustedKey:
 
     @classmethod
     def parse(cls, text: str) -> TrustedKey:
-        key = parse_public_key(text)
+        """Parse ``ed25519:<base64>`` or PEM text.
+
+        Raises:
+            ConfigError: if the text is not an Ed25519 public key.
+        """
+        return cls.from_key(parse_public_key(text))
+
+    @classmethod
+    def from_key(cls, key: Ed25519PublicKey) -> TrustedKey:
         return cls(keyid=key_id(key), key=key)
 
     @property
@@ -45,6 +58,7 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 def public_key_text(key: Ed25519PublicKey) -> str:
+    """``ed25519:<standard base64 of the raw 32 bytes>``, the form users paste into config."""
     return _PREFIX + base64.b64encode(raw_public_bytes(key)).decode("ascii")
 
 
@@ -54,6 +68,8 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
     Raises:
         ConfigError: if the text is neither form or not an Ed25519 key.
     """
+    if not isinstance(text, str):
+        raise ConfigError("trusted key must be text")
     stripped = text.strip()
     if stripped.startswith(_PREFIX):
         body = stripped[len(_PREFIX) :].strip()
@@ -63,11 +79,14 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
             raise ConfigError("trusted key is not valid base64 after 'ed25519:'") from e
         if len(raw) != 32:
             raise ConfigError(f"trusted key must be 32 bytes, got {len(raw)}")
-        return Ed25519PublicKey.from_public_bytes(raw)
+        try:
+            return Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError as e:
+            raise ConfigError("trusted key is not a valid Ed25519 public key") from e
     if stripped.startswith("-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(stripped.encode("ascii"))
-        except (ValueError, UnsupportedAlgorithm) as e:
+        except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as e:
             raise ConfigError("trusted key PEM could not be read") from e
         if not isinstance(key, Ed25519PublicKey):
             raise ConfigError("trusted key PEM is not an Ed25519 public key")
@@ -76,10 +95,12 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
 
 
 def generate_private_key() -> Ed25519PrivateKey:
+    """A new Ed25519 signing key."""
     return Ed25519PrivateKey.generate()
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM; keep it out of logs and repositories."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -93,10 +114,10 @@ def load_private_key(pem: bytes | str) -> Ed25519PrivateKey:
     Raises:
         ConfigError: if the PEM cannot be read or is not Ed25519.
     """
-    data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
+        data = pem.encode("ascii") if isinstance(pem, str) else pem
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm) as e:
         raise ConfigError("signing key is not an unencrypted Ed25519 PEM private key") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError("signing key is not an Ed25519 private key")

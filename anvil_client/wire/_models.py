@@ -1,4 +1,4 @@
-"""Wire models: pointer (signed), release, bundle and its prompts (DESIGN §3–§4)."""
+"""Wire models: pointer (signed), release, bundle and its prompts (DESIGN §3-§4)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,39 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from anvil_client.errors import FormatError
 from anvil_client.wire._canonical import canonical_json, parse_json_object
 
-PROMPT_ID_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)*$")
-PROMPT_ID_MAX = 128
-CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+# Python's ``$`` also matches before a final newline, so the compiled expressions end in
+# ``\Z`` (``.match`` is then exact); pydantic (Rust regex) gets the ``$`` spelling.
+_PROMPT_ID_PATTERN = r"^[a-z0-9_]+(\.[a-z0-9_-]+)*$"
+_CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+_SEMVER_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
+
+
+def _exact(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern[:-1] + r"\Z", re.ASCII)
+
+
+PROMPT_ID_RE = _exact(_PROMPT_ID_PATTERN)
+PROMPT_ID_MAX = 128
+CHANNEL_RE = _exact(_CHANNEL_PATTERN)
+SEMVER_RE = _exact(_SEMVER_PATTERN)
 ROLES = ("system", "user", "assistant")
 POINTER_TYPE = "anvil.pointer/v1"
 BUNDLE_TYPE = "anvil.bundle/v1"
-_OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\.(jwe|json)$")
+_OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\.(jwe|json)\Z")
+_RFC3339_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,
+)
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Timestamp = Annotated[str, StringConstraints(max_length=64)]
@@ -38,23 +53,28 @@ def parse_timestamp(value: str) -> datetime:
     """Parse an RFC 3339 timestamp (``2026-01-15T10:30:00Z``) into an aware datetime.
 
     Raises:
-        FormatError: if it is not a timestamp with a time zone.
+        FormatError: if it is not an RFC 3339 date-time with a time zone.
     """
+    if not isinstance(value, str) or not _RFC3339_RE.match(value):
+        raise FormatError(f"{str(value)[:64]!r} is not an RFC 3339 timestamp with a time zone")
     try:
-        parsed = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError as e:
-        raise FormatError(f"{value!r} is not an RFC 3339 timestamp") from e
-    if parsed.tzinfo is None:
-        raise FormatError(f"timestamp {value!r} has no time zone")
-    return parsed
+        raise FormatError(f"{value!r} is not a valid RFC 3339 timestamp") from e
 
 
 def format_timestamp(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` in UTC (a naive datetime is taken as local time)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_prompt_id(value: str) -> bool:
-    return len(value) <= PROMPT_ID_MAX and PROMPT_ID_RE.match(value) is not None
+    """Whether ``value`` is a valid prompt id (DESIGN §1)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= PROMPT_ID_MAX
+        and PROMPT_ID_RE.match(value) is not None
+    )
 
 
 class ObjectRef(BaseModel):
@@ -75,14 +95,18 @@ class ObjectRef(BaseModel):
         prefix = f"projects/{project_id}/bundles/"
         name = self.path[len(prefix) :]
         if not self.path.startswith(prefix) or not _OBJECT_NAME_RE.match(name):
-            raise FormatError(f"bundle object path {self.path!r} is outside {prefix}")
+            raise FormatError(f"bundle object path {self.path[:300]!r} is outside {prefix}")
+        if not name.endswith(f".{self.encoding}"):
+            raise FormatError(
+                f"bundle object path {self.path!r} does not match its encoding {self.encoding!r}"
+            )
 
 
 class Release(BaseModel):
     """One published prompt set version and its stored object."""
 
     model_config = _STRICT
-    version: Annotated[str, StringConstraints(pattern=SEMVER_RE.pattern, max_length=256)]
+    version: Annotated[str, StringConstraints(pattern=_SEMVER_PATTERN, max_length=256)]
     prompt_set_id: str = Field(max_length=128)
     content_sha256: Hex64
     object: ObjectRef
@@ -100,12 +124,22 @@ class Pointer(BaseModel):
     model_config = _STRICT
     type: Literal["anvil.pointer/v1"]
     project_id: str = Field(max_length=128)
-    channel: Annotated[str, StringConstraints(pattern=CHANNEL_RE.pattern)]
+    channel: Annotated[str, StringConstraints(pattern=_CHANNEL_PATTERN)]
     sequence: int = Field(ge=1)
     published_at: Timestamp
     expires_at: Timestamp | None = None
     release: Release
     rollout: Rollout | None = None
+
+    @field_validator("published_at", "expires_at")
+    @classmethod
+    def _rfc3339(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_timestamp(value)
+            except FormatError as e:
+                raise ValueError(str(e)) from None
+        return value
 
     @classmethod
     def parse(cls, body: bytes) -> Pointer:
@@ -119,12 +153,10 @@ class Pointer(BaseModel):
             pointer = cls.model_validate(data)
         except PydanticValidationError as e:
             raise FormatError(f"pointer is invalid: {_first_error(e)}") from e
-        parse_timestamp(pointer.published_at)
-        if pointer.expires_at is not None:
-            parse_timestamp(pointer.expires_at)
         return pointer
 
     def to_bytes(self) -> bytes:
+        """The canonical JSON body, ready to sign."""
         return canonical_json(self.model_dump(mode="json"))
 
     @property

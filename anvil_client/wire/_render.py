@@ -13,19 +13,23 @@ Templates made only of text and ``{{ name }}`` placeholders take a fast path (a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from anvil_client.errors import MissingVariable, RenderError, TemplateError
 from anvil_client.wire._models import PromptSpec
 
 DEFAULT_MAX_OUTPUT = 1024 * 1024
 _MAX_INT_BITS = 64 * 1024
-_CONSTANT_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+_UNDEFINED_RE = re.compile(r"^'([^']+)' is undefined$")
+# ``self`` is the TemplateReference in every template, whatever the variables say.
+_SPECIAL_NAMES = frozenset({"self"})
 
 
 class AnvilSandbox(ImmutableSandboxedEnvironment):
@@ -44,9 +48,13 @@ class AnvilSandbox(ImmutableSandboxedEnvironment):
 
 
 def _check_power(base: Any, exponent: Any) -> None:
-    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1:
-        if exponent * max(base.bit_length(), 1) > _MAX_INT_BITS:
-            raise SecurityError("the result of ** would be too large")
+    if (
+        isinstance(base, int)
+        and isinstance(exponent, int)
+        and abs(base) > 1
+        and exponent * base.bit_length() > _MAX_INT_BITS
+    ):
+        raise SecurityError("the result of ** would be too large")
 
 
 def _check_product(left: Any, right: Any) -> None:
@@ -55,9 +63,12 @@ def _check_product(left: Any, right: Any) -> None:
             raise SecurityError("the result of * would be too large")
         return
     for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | bytes | list | tuple) and isinstance(count, int):
-            if len(seq) * count > DEFAULT_MAX_OUTPUT:
-                raise SecurityError("the result of * would be too large")
+        if (
+            isinstance(seq, str | bytes | list | tuple)
+            and isinstance(count, int)
+            and len(seq) * count > DEFAULT_MAX_OUTPUT
+        ):
+            raise SecurityError("the result of * would be too large")
 
 
 ENVIRONMENT = AnvilSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -100,20 +111,29 @@ def spec_variables(template: str | None, messages: list[tuple[str, str]] | None)
 class _Compiled:
     """One template, compiled once: a ``format_map`` pattern or a Jinja2 template."""
 
-    __slots__ = ("_pattern", "_template")
+    __slots__ = ("_pattern", "_source", "_template")
 
     def __init__(self, source: str) -> None:
-        self._pattern = _fast_pattern(source)
+        tree = parse_template(source)
+        self._source = source
+        self._pattern = _fast_pattern(tree)
         self._template: jinja2.Template | None = None
         if self._pattern is None:
             try:
-                self._template = ENVIRONMENT.from_string(source)
-            except TemplateSyntaxError as e:
+                self._template = ENVIRONMENT.from_string(tree)
+            except TemplateSyntaxError as e:  # e.g. a block defined twice
                 raise TemplateError(f"line {e.lineno}: {e.message}", lineno=e.lineno) from e
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names the template reads from its variables (computed only to report an error)."""
+        return frozenset(template_variables(self._source))
 
     def render(self, variables: Mapping[str, Any], max_output: int) -> str:
         if self._pattern is not None:
-            text = self._pattern.format_map(variables)
+            # ``format_map`` on a plain dict, as Jinja2 copies the variables into one too.
+            given = variables if type(variables) is dict else dict(variables)
+            text = self._pattern.format_map(given)
             if len(text) > max_output:
                 raise SecurityError("output is larger than the render limit")
             return text
@@ -129,35 +149,31 @@ class _Compiled:
         return "".join(parts)
 
 
-def _fast_pattern(source: str) -> str | None:
+def _fast_pattern(tree: nodes.Template) -> str | None:
     """A ``str.format_map`` pattern when the template is only text and ``{{ name }}``.
 
-    The pieces come from Jinja2's own lexer, so newline normalisation and whitespace control
-    are exactly Jinja2's; ``!s`` makes formatting call ``str()`` as Jinja2's output does.
+    Built from Jinja2's own parse tree, so newline normalisation, whitespace control,
+    comments and ``raw`` blocks are exactly Jinja2's. ``!s`` makes formatting call ``str()``,
+    as Jinja2's output does. Names Jinja2 resolves specially (``self``, globals such as
+    ``range``) keep the Jinja2 path.
     """
     pieces: list[str] = []
-    expect = "data"
-    name = ""
-    for _, token_type, value in ENVIRONMENT.lex(source):
-        if expect == "data":
-            if token_type == "data":
-                pieces.append(value.replace("{", "{{").replace("}", "}}"))
-            elif token_type == "variable_begin":
-                expect = "name"
-            elif token_type != "whitespace":
-                return None
-        elif expect == "name":
-            if token_type == "whitespace":
-                continue
-            if token_type != "name" or value in _CONSTANT_NAMES or value in ENVIRONMENT.globals:
-                return None
-            name, expect = value, "end"
-        elif token_type == "variable_end":
-            pieces.append("{" + name + "!s}")
-            expect = "data"
-        elif token_type != "whitespace":
+    for statement in tree.body:
+        if not isinstance(statement, nodes.Output):
             return None
-    return "".join(pieces) if expect == "data" else None
+        for node in statement.nodes:
+            if type(node) is nodes.TemplateData:
+                pieces.append(node.data.replace("{", "{{").replace("}", "}}"))
+            elif (
+                type(node) is nodes.Name
+                and node.ctx == "load"
+                and node.name not in _SPECIAL_NAMES
+                and node.name not in ENVIRONMENT.globals
+            ):
+                pieces.append("{" + node.name + "!s}")
+            else:
+                return None
+    return "".join(pieces)
 
 
 class CompiledPrompt:
@@ -210,18 +226,34 @@ class CompiledPrompt:
         try:
             return compiled.render(variables, max_output)
         except (KeyError, UndefinedError) as e:
-            missing = [v for v in self.spec.variables if v not in variables]
+            missing = sorted(name for name in compiled.names if name not in variables)
             if missing:
+                named = _undefined_name(e)
+                variable = named if named in missing else missing[0]
                 raise MissingVariable(
-                    f"prompt {self.prompt_id!r} needs variable {missing[0]!r}, which was not given"
+                    f"prompt {self.prompt_id!r} needs variable {variable!r}, which was not given",
+                    prompt_id=self.prompt_id,
+                    variable=variable,
                 ) from None
             raise RenderError(f"prompt {self.prompt_id!r} failed to render: {e}") from None
         except SecurityError as e:
-            raise RenderError(f"prompt {self.prompt_id!r} was stopped by the sandbox: {e}") from None
+            raise RenderError(
+                f"prompt {self.prompt_id!r} was stopped by the sandbox: {e}"
+            ) from None
+        except RecursionError:
+            raise RenderError(f"prompt {self.prompt_id!r} recursed too deeply") from None
         except Exception as e:  # any error raised inside a template is a render error
             raise RenderError(
                 f"prompt {self.prompt_id!r} failed to render: {type(e).__name__}: {e}"
             ) from None
+
+
+def _undefined_name(error: Exception) -> str | None:
+    """The variable a ``KeyError`` (fast path) or ``UndefinedError`` (Jinja2) is about."""
+    if isinstance(error, KeyError):
+        return str(error.args[0]) if error.args else None
+    match = _UNDEFINED_RE.match(str(error))
+    return match.group(1) if match else None
 
 
 def compile_prompt(prompt_id: str, spec: PromptSpec) -> CompiledPrompt:

@@ -1,0 +1,916 @@
+"""The LIVE client: poll or stay frozen, verify, cache on disk, render from memory.
+
+    >>> import anvil_client
+    >>> callable(anvil_client.AnvilClient.from_env)
+    True
+
+``prompt()`` reads one reference to an immutable :class:`Snapshot` and renders; it never does
+I/O and never waits for a poll. A background thread does everything else: at most one process
+per cache dir (the holder of a file lock) talks to the store, the others reload the disk cache
+when it changes, so N workers on a host cost one request per poll interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypedDict
+
+from anvil_client._cache import CacheState, DiskCache, Signature
+from anvil_client._config import DEFAULT_CACHE_DIR, ClientConfig, Mode
+from anvil_client._heartbeat import HeartbeatSender, heartbeat_body
+from anvil_client._snapshot import Snapshot, Source
+from anvil_client._verify import POINTER_MAX_SIZE, Verifier, describe, is_expired
+from anvil_client.errors import (
+    AnvilError,
+    ConfigError,
+    ExpiredError,
+    PromptNotFound,
+    RenderError,
+)
+from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore, open_store
+from anvil_client.wire import (
+    CompiledPrompt,
+    PromptSpec,
+    TrustedKey,
+    compile_prompt,
+    parse_timestamp,
+    select_release,
+    template_variables,
+)
+
+log = logging.getLogger("anvil_client")
+
+#: How often every process looks at the disk cache (a few stat calls) at most.
+DISK_CHECK_INTERVAL = 1.0
+#: The longest pause between polls after repeated errors.
+MAX_BACKOFF = 600.0
+_FALLBACK_CACHE_SIZE = 256
+
+
+class Status(TypedDict):
+    """What ``status()`` reports (every value is JSON-serialisable)."""
+
+    project_id: str
+    channel: str
+    mode: Mode
+    mode_source: Literal["override", "config", "default"]
+    version: str | None
+    sequence: int | None
+    content_sha256: str | None
+    prompt_set_id: str | None
+    prompts: int
+    source: Source | None
+    published_at: str | None
+    expires_at: str | None
+    last_sync: str | None
+    last_check: str | None
+    last_error: str | None
+    stale: bool
+    instance_id: str
+    leader: bool
+    store: str
+    cache_dir: str
+    last_heartbeat: str | None
+    heartbeat_error: str | None
+
+
+class AnvilClient:
+    """A LIVE instance of one project's channel.
+
+    Construct it with keyword arguments (the names are the public API), with
+    ``config=ClientConfig(...)``, or through :meth:`from_env` / :meth:`from_file`. It loads the
+    verified disk cache (and the bootstrap file) at once and, unless ``start=False``, polls in a
+    background thread (ACCEPTING) or only watches the disk cache (FROZEN).
+
+    Raises:
+        ConfigError: if the configuration is invalid or the cache dir cannot be created.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: str | ObjectStore | None = None,
+        project_id: str | None = None,
+        channel: str = "production",
+        access_token: str | None = None,
+        trusted_keys: Sequence[str | TrustedKey] | str | None = None,
+        cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+        mode: Mode = "accepting",
+        poll_interval: float = 30.0,
+        forge_url: str | None = None,
+        bootstrap: str | os.PathLike[str] | None = None,
+        heartbeat_interval: float = 300.0,
+        max_bundle_size: int = DEFAULT_MAX_SIZE,
+        config: ClientConfig | None = None,
+        start: bool = True,
+    ) -> None:
+        if config is None:
+            config = ClientConfig(
+                store=store if store is not None else "",
+                project_id=project_id or "",
+                channel=channel,
+                access_token=access_token,
+                trusted_keys=trusted_keys,  # type: ignore[arg-type]  # normalised by ClientConfig
+                cache_dir=Path(cache_dir),
+                mode=mode,
+                poll_interval=poll_interval,
+                forge_url=forge_url,
+                bootstrap=Path(bootstrap) if bootstrap is not None else None,
+                heartbeat_interval=heartbeat_interval,
+                max_bundle_size=max_bundle_size,
+            )
+        elif store is not None or project_id is not None or trusted_keys is not None:
+            raise ConfigError("pass either config= or individual settings, not both")
+        self.config = config
+        self._verifier = Verifier(
+            project_id=config.project_id,
+            channel=config.channel,
+            trusted_keys=config.keys,
+            token=config.token,
+            max_bundle_size=config.max_bundle_size,
+            token_env=config.access_token_env,
+        )
+        self._pointer_key = f"projects/{config.project_id}/channels/{config.channel}.json"
+        self._cache = DiskCache(config.cache_dir, config.project_id, config.channel)
+        self._store: ObjectStore | None = None if isinstance(config.store, str) else config.store
+        self._owns_store = isinstance(config.store, str)
+        self._abandoned: list[ObjectStore] = []
+        self._snapshot: Snapshot | None = None
+        self._fallbacks: dict[str, CompiledPrompt] = {}
+        self._clock = time.monotonic
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = start
+        self._last_check: datetime | None = None
+        self._last_sync: datetime | None = None
+        self._last_error: str | None = None
+        self._shared: CacheState | None = None
+        self._failures = 0
+        now = self._clock()
+        self._next_poll = now
+        self._next_disk_check = now
+        self._next_full_compare = now
+        self._heartbeat: HeartbeatSender | None = None
+        if config.forge_url and config.access_token:
+            self._heartbeat = HeartbeatSender(config.forge_url, config.access_token)
+        self._heartbeat_due = True
+        self._next_heartbeat = now
+        self._reported_error: str | None = None
+        self._last_heartbeat: datetime | None = None
+        self._heartbeat_error: str | None = None
+
+        self._cache.prepare()
+        state = self._cache.ensure_state()
+        self._instance_id = state.instance_id
+        self._floor = state.sequence
+        self._etag: str | None = state.etag
+        self._etag_sequence: int | None = state.etag_sequence
+        self._shared = state
+        self._mode_override = self._cache.read_mode()
+        self._disk_sig: Signature = self._cache.signature()
+        self._load_from_disk()
+        if config.bootstrap is not None:
+            self._load_bootstrap(config.bootstrap)
+        _CLIENTS.add(self)
+        if start:
+            self._start_thread()
+
+    # --- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, *, start: bool = True, **settings: Any) -> AnvilClient:
+        """A client from arguments > ``ANVIL_*`` env vars > ``./anvil.toml`` > defaults.
+
+        Raises:
+            ConfigError: if the configuration is incomplete or invalid.
+        """
+        return cls(config=ClientConfig.from_env(**settings), start=start)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, start: bool = True, **settings: Any
+    ) -> AnvilClient:
+        """A client from arguments > ``ANVIL_*`` env vars > the TOML file ``path`` > defaults.
+
+        Raises:
+            ConfigError: if the file is missing or malformed, or the configuration is invalid.
+        """
+        return cls(config=ClientConfig.from_file(path, **settings), start=start)
+
+    def __repr__(self) -> str:
+        return (
+            f"AnvilClient(project_id={self.config.project_id!r}, "
+            f"channel={self.config.channel!r}, mode={self.mode!r})"
+        )
+
+    def __enter__(self) -> AnvilClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- serving (no I/O) ----------------------------------------------------------------
+
+    def prompt(self, prompt_id: str, /, *, fallback: str | None = None, **variables: Any) -> str:
+        """Render a prompt with ``variables``; a chat prompt's messages are joined by blank lines.
+
+        ``fallback`` is a template (rendered in the same sandbox with the same variables) used
+        only when no source has ``prompt_id``.
+
+        Raises:
+            PromptNotFound: if the prompt is not served and no fallback is given.
+            MissingVariable: naming the prompt and the variable that was not given.
+            RenderError: if rendering fails (including a sandbox violation).
+        """
+        snapshot = self._snapshot
+        if snapshot is not None:
+            compiled = snapshot.compiled.get(prompt_id) or snapshot.compile(prompt_id)
+            if compiled is not None:
+                return compiled.render(variables)
+        if fallback is not None:
+            return self._fallback(prompt_id, fallback).render(variables)
+        raise self._not_found(prompt_id)
+
+    def messages(self, prompt_id: str, /, **variables: Any) -> list[dict[str, str]]:
+        """Render a chat prompt to ``[{"role": ..., "content": ...}]`` (a text prompt is one
+        ``user`` message).
+
+        Raises:
+            PromptNotFound: if the prompt is not served.
+            MissingVariable: naming the prompt and the variable that was not given.
+            RenderError: if rendering fails.
+        """
+        snapshot = self._snapshot
+        compiled = snapshot.compile(prompt_id) if snapshot is not None else None
+        if compiled is None:
+            raise self._not_found(prompt_id)
+        return compiled.render_messages(variables)
+
+    def template(self, prompt_id: str, /) -> str:
+        """The source of a text prompt's template.
+
+        Raises:
+            PromptNotFound: if the prompt is not served.
+            RenderError: if it is a chat prompt (use :meth:`messages`).
+        """
+        spec = self._spec(prompt_id)
+        if spec.template is None:
+            raise RenderError(f"prompt {prompt_id!r} is a chat prompt; use messages()")
+        return spec.template
+
+    def metadata(self, prompt_id: str, /) -> Mapping[str, Any]:
+        """The prompt's metadata (``model``, ``temperature``, ...), read-only.
+
+        Raises:
+            PromptNotFound: if the prompt is not served.
+        """
+        return self._spec(prompt_id).metadata
+
+    def prompt_ids(self) -> list[str]:
+        """The ids of every prompt being served, sorted."""
+        snapshot = self._snapshot
+        return sorted(snapshot.bundle.prompts) if snapshot is not None else []
+
+    def _spec(self, prompt_id: str) -> PromptSpec:
+        snapshot = self._snapshot
+        spec = snapshot.bundle.prompts.get(prompt_id) if snapshot is not None else None
+        if spec is None:
+            raise self._not_found(prompt_id)
+        return spec
+
+    def _fallback(self, prompt_id: str, source: str) -> CompiledPrompt:
+        compiled = self._fallbacks.get(source)
+        if compiled is None:
+            try:
+                variables = tuple(template_variables(source))
+            except AnvilError as e:
+                raise RenderError(f"the fallback for prompt {prompt_id!r} is broken: {e}") from e
+            compiled = compile_prompt(prompt_id, PromptSpec(source, None, variables, {}))
+            if len(self._fallbacks) >= _FALLBACK_CACHE_SIZE:
+                self._fallbacks.clear()
+            self._fallbacks[source] = compiled
+        return compiled
+
+    def _not_found(self, prompt_id: str) -> PromptNotFound:
+        snapshot = self._snapshot
+        channel = self.config.channel
+        if snapshot is not None:
+            return PromptNotFound(
+                f"prompt {prompt_id!r} is not in version {snapshot.release.version} "
+                f"served on channel {channel!r}"
+            )
+        why = self._last_error or (
+            "nothing has been synced yet" if self.mode == "accepting" else "run `anvil sync`"
+        )
+        return PromptNotFound(
+            f"prompt {prompt_id!r} is not available: no prompts are served yet on channel "
+            f"{channel!r} ({why})"
+        )
+
+    # --- status --------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        """The effective mode: the ``anvil mode`` override if set, else the configured one."""
+        return self._mode_override or self.config.mode
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    def status(self) -> Status:
+        """Mode and its source, what is served, when the store was last checked, errors."""
+        snapshot = self._snapshot
+        shared = None if self._cache.leading else self._shared
+        last_check, last_sync = self._last_check, self._last_sync
+        if shared is not None:
+            last_check = _latest(last_check, _parse_time(shared.last_check))
+            last_sync = _latest(last_sync, _parse_time(shared.last_sync))
+        last_error = self._last_error or (shared.last_error if shared is not None else None)
+        served: dict[str, Any] = dict.fromkeys(
+            ("version", "sequence", "content_sha256", "prompt_set_id", "published_at")
+        )
+        served["expires_at"] = None
+        if snapshot is not None:
+            served = describe(snapshot.pointer, snapshot.release)
+        return Status(
+            project_id=self.config.project_id,
+            channel=self.config.channel,
+            mode=self.mode,
+            mode_source="override" if self._mode_override else self.config.mode_source,
+            version=served["version"],
+            sequence=served["sequence"],
+            content_sha256=served["content_sha256"],
+            prompt_set_id=served["prompt_set_id"],
+            prompts=len(snapshot.bundle.prompts) if snapshot is not None else 0,
+            source=snapshot.source if snapshot is not None else None,
+            published_at=served["published_at"],
+            expires_at=served["expires_at"],
+            last_sync=_format_time(last_sync),
+            last_check=_format_time(last_check),
+            last_error=last_error,
+            stale=self._is_stale(snapshot, last_sync),
+            instance_id=self._instance_id,
+            leader=self._cache.leading,
+            store=self.config.store_url,
+            cache_dir=str(self._cache.dir),
+            last_heartbeat=_format_time(self._last_heartbeat),
+            heartbeat_error=self._heartbeat_error,
+        )
+
+    def _is_stale(self, snapshot: Snapshot | None, last_sync: datetime | None) -> bool:
+        now = _utcnow()
+        if snapshot is None or is_expired(snapshot.pointer, now):
+            return True
+        if self.mode == "frozen":
+            return False
+        horizon = timedelta(seconds=3 * self.config.poll_interval)
+        return last_sync is None or now - last_sync > horizon
+
+    # --- fetching (the shell around the pure core) ---------------------------------------
+
+    def sync(self) -> Status:
+        """One verified pull now, in any mode; the result is written to the disk cache, where
+        the other processes of this instance pick it up.
+
+        Raises:
+            VerificationError: (a subclass) if what the store holds fails a check.
+            StoreError: (a subclass) if the store cannot be read.
+            AnvilError: if the disk cache cannot be written.
+        """
+        self._poll(conditional=False)
+        return self.status()
+
+    def _poll(self, *, conditional: bool) -> bool:
+        """Run DESIGN §7's poll once; ``True`` when a new snapshot is served.
+
+        Raises:
+            AnvilError: for the first failure (also recorded for ``status()``).
+        """
+        with self._lock:
+            self._check_disk(full=True)
+            snapshot = self._snapshot
+            etag = None
+            if conditional and snapshot is not None and self._etag_sequence == snapshot.sequence:
+                etag = self._etag
+            self._last_check = _utcnow()
+            try:
+                changed = self._fetch_and_apply(snapshot, etag)
+            except AnvilError as e:
+                self._record_failure(e)
+                raise
+            except OSError as e:
+                error = AnvilError(f"cannot write the disk cache in {self._cache.dir}: {e}")
+                self._record_failure(error)
+                raise error from e
+            self._record_success(share=not changed)
+            return changed
+
+    def _fetch_and_apply(self, snapshot: Snapshot | None, etag: str | None) -> bool:
+        store = self._open_store()
+        result = store.get(self._pointer_key, if_none_match=etag, max_size=POINTER_MAX_SIZE)
+        if not result.modified:
+            if snapshot is not None:
+                self._check_still_valid(snapshot)
+            return False
+        accepted = self._verifier.accept_pointer(
+            result.data,
+            applied=snapshot.pointer if snapshot is not None else None,
+            applied_content=snapshot.content_sha256 if snapshot is not None else None,
+            floor=self._floor,
+            instance_id=self._instance_id,
+            now=_utcnow(),
+        )
+        if (
+            snapshot is not None
+            and accepted.reuse
+            and self._cache.has_bundle(snapshot.content_sha256)
+        ):
+            new = snapshot.with_pointer(result.data, accepted.pointer, accepted.release)
+            return self._commit(new, None, result.etag)
+        release = accepted.release
+        obj = store.get(release.object.path, max_size=self._verifier.check_object_ref(release))
+        plaintext = self._verifier.open_object(release, obj.data)
+        bundle = self._verifier.verify_bundle(plaintext, accepted.pointer, release)
+        new = Snapshot(
+            envelope=result.data,
+            pointer=accepted.pointer,
+            release=release,
+            bundle=bundle,
+            source="store",
+        )
+        return self._commit(new, plaintext, result.etag)
+
+    def _check_still_valid(self, snapshot: Snapshot) -> None:
+        if is_expired(snapshot.pointer, _utcnow()):
+            raise ExpiredError(
+                f"the served pointer (sequence {snapshot.sequence}) expired at "
+                f"{snapshot.pointer.expires_at} and the store has published no newer one"
+            )
+
+    def _commit(self, new: Snapshot, plaintext: bytes | None, etag: str | None) -> bool:
+        """Write the disk cache (bundle, then pointer, then state), then swap the snapshot.
+
+        Under the cache's write lock; if another process applied a newer pointer meanwhile,
+        nothing is written and that one is loaded instead.
+        """
+        cache = self._cache
+        old = self._snapshot
+        with cache.write_lock():
+            disk_envelope = cache.read_pointer()
+            newer_on_disk = False
+            if disk_envelope is not None and disk_envelope != new.envelope:
+                disk_sequence = self._verified_sequence(disk_envelope)
+                newer_on_disk = disk_sequence is not None and disk_sequence > new.sequence
+            if not newer_on_disk:
+                if plaintext is not None:
+                    cache.write_bundle(new.content_sha256, plaintext)
+                if disk_envelope != new.envelope:
+                    cache.write_pointer(new.envelope)
+                state = cache.read_state() or CacheState(instance_id=self._instance_id)
+                state.sequence = max(state.sequence, new.sequence)
+                state.etag, state.etag_sequence = etag, new.sequence
+                state.content_sha256, state.version = new.content_sha256, new.release.version
+                state.last_check = state.last_sync = _format_time(_utcnow())
+                state.last_error = None
+                cache.write_state(state, durable=True)
+                keep = {new.content_sha256}
+                if old is not None:
+                    keep.add(old.content_sha256)
+                cache.prune(keep)
+        if newer_on_disk:
+            self._check_disk(full=True)
+            return self._snapshot is not old
+        self._disk_sig = cache.signature()
+        self._etag, self._etag_sequence = etag, new.sequence
+        self._floor = max(self._floor, new.sequence)
+        changed = old is None or old.envelope != new.envelope
+        self._snapshot = new  # the swap: one reference assignment
+        if changed:
+            self._announce(new)
+        return changed
+
+    def _verified_sequence(self, envelope: bytes) -> int | None:
+        try:
+            return self._verifier.verify_pointer(envelope).sequence
+        except AnvilError:
+            return None
+
+    def _announce(self, snapshot: Snapshot) -> None:
+        log.info(
+            "anvil: serving %s version %s (sequence %d, %d prompts, from %s)",
+            self.config.channel,
+            snapshot.release.version,
+            snapshot.sequence,
+            len(snapshot.bundle.prompts),
+            snapshot.source,
+        )
+        self._heartbeat_due = True
+        self._wake.set()
+
+    def _record_success(self, *, share: bool) -> None:
+        self._last_sync = _utcnow()
+        self._failures = 0
+        self._set_error(None)
+        self._next_poll = self._clock() + self.config.poll_interval * random.uniform(0.9, 1.1)
+        if share:
+            self._share_state()
+
+    def _record_failure(self, error: AnvilError) -> None:
+        self._failures += 1
+        self._set_error(str(error) or type(error).__name__)
+        interval = self.config.poll_interval
+        cap = max(interval, min(10 * interval, MAX_BACKOFF))
+        base = min(cap, interval * 2 ** min(self._failures, 16))
+        self._next_poll = self._clock() + base * random.uniform(0.5, 1.0)
+        self._share_state()
+
+    def _set_error(self, message: str | None) -> None:
+        if message != self._last_error:
+            if message is not None:
+                log.warning("anvil: %s (still serving the last verified prompts)", message)
+            self._last_error = message
+        if message != self._reported_error:
+            self._heartbeat_due = True
+
+    def _share_state(self) -> None:
+        """Record times and the last error in ``state.json`` for the other processes."""
+        try:
+            with self._cache.write_lock():
+                state = self._cache.read_state() or CacheState(instance_id=self._instance_id)
+                state.last_check = _format_time(self._last_check)
+                if self._last_error is None:
+                    state.last_sync = _format_time(self._last_sync)
+                state.last_error = self._last_error
+                self._cache.write_state(state, durable=False)
+        except OSError as e:
+            log.warning("anvil: cannot update %s: %s", self._cache.state_path, e)
+
+    def _open_store(self) -> ObjectStore:
+        store = self._store
+        if store is None:
+            assert isinstance(self.config.store, str)
+            store = self._store = open_store(self.config.store)
+        return store
+
+    # --- the disk cache and the bootstrap file -------------------------------------------
+
+    def _check_disk(self, *, full: bool = False) -> None:
+        """Pick up what another process (or ``anvil sync``/``anvil mode``) wrote."""
+        signature = self._cache.signature()
+        if signature == self._disk_sig and not full:
+            return
+        with self._lock:
+            self._disk_sig = signature
+            mode = self._cache.read_mode()
+            if mode != self._mode_override:
+                before = self.mode
+                self._mode_override = mode
+                if self.mode != before:
+                    log.info("anvil: mode is now %s", self.mode)
+                    self._next_poll = self._clock()
+                    self._heartbeat_due = True
+            state = self._cache.read_state()
+            if state is not None:
+                self._shared = state
+                self._floor = max(self._floor, state.sequence)
+            self._load_from_disk()
+            snapshot = self._snapshot
+            if (
+                state is not None
+                and snapshot is not None
+                and state.etag
+                and state.etag_sequence == snapshot.sequence
+            ):
+                self._etag, self._etag_sequence = state.etag, state.etag_sequence
+
+    def _load_from_disk(self) -> None:
+        envelope = self._cache.read_pointer()
+        current = self._snapshot
+        if envelope is None or (current is not None and envelope == current.envelope):
+            return
+        try:
+            pointer = self._verifier.verify_pointer(envelope)
+            if current is not None and pointer.sequence < current.sequence:
+                return  # an older cache than what is served (e.g. a newer bootstrap)
+            release = select_release(pointer, self._instance_id)
+            if current is not None and release.content_sha256 == current.content_sha256:
+                new = current.with_pointer(envelope, pointer, release)
+            else:
+                plaintext = self._cache.read_bundle(
+                    release.content_sha256, self._verifier.max_bundle_size
+                )
+                if plaintext is None:
+                    raise AnvilError(
+                        f"the disk cache has no bundle {release.content_sha256[:12]}… for "
+                        f"sequence {pointer.sequence}"
+                    )
+                verified = self._verifier.verify_cached(envelope, self._instance_id, plaintext)
+                del plaintext
+                new = Snapshot(
+                    envelope=envelope,
+                    pointer=verified.pointer,
+                    release=verified.release,
+                    bundle=verified.bundle,
+                    source="disk",
+                )
+        except AnvilError as e:
+            self._disk_sig = None  # look again next time
+            self._set_error(f"the disk cache in {self._cache.dir} was not loaded: {e}")
+            return
+        self._floor = max(self._floor, new.sequence)
+        changed = current is None or current.content_sha256 != new.content_sha256
+        self._snapshot = new
+        if self._last_error and self._last_error.startswith("the disk cache"):
+            self._set_error(None)
+        if changed:
+            self._announce(new)
+
+    def _load_bootstrap(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            self._set_error(f"cannot read the bootstrap file {path}: {e.strerror or e}")
+            return
+        try:
+            envelope, verified = self._verifier.verify_bootstrap(data, self._instance_id)
+        except AnvilError as e:
+            self._set_error(f"the bootstrap file {path} was not used: {e}")
+            return
+        current = self._snapshot
+        if current is not None and current.sequence >= verified.pointer.sequence:
+            return
+        self._snapshot = Snapshot(
+            envelope=envelope,
+            pointer=verified.pointer,
+            release=verified.release,
+            bundle=verified.bundle,
+            source="bootstrap",
+        )
+        self._floor = max(self._floor, verified.pointer.sequence)
+
+    # --- the background thread -----------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"anvil-{self.config.channel}", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                delay = self._tick()
+            except Exception:  # the poller must survive anything; serving never depends on it
+                log.exception("anvil: unexpected error in the background poller")
+                delay = min(self.config.poll_interval, 30.0)
+            self._wake.wait(max(delay, 0.001))
+            self._wake.clear()
+
+    def _tick(self) -> float:
+        """One step of the background loop; returns how long to sleep."""
+        now = self._clock()
+        if now >= self._next_disk_check:
+            full = now >= self._next_full_compare
+            self._check_disk(full=full)
+            self._next_disk_check = now + min(DISK_CHECK_INTERVAL, self.config.poll_interval)
+            if full:
+                self._next_full_compare = now + self.config.poll_interval
+        if not self._cache.leading and self._cache.try_lead():
+            log.debug("anvil: this process (pid %d) polls for %s", os.getpid(), self._cache.dir)
+            self._next_poll = now
+            self._heartbeat_due = True
+        wake_at = [self._next_disk_check]
+        if self._cache.leading:
+            if self.mode == "accepting":
+                if self._clock() >= self._next_poll:
+                    with contextlib.suppress(AnvilError):  # recorded for status(), backs off
+                        self._poll(conditional=True)
+                wake_at.append(self._next_poll)
+            if self._heartbeat is not None:
+                if self._heartbeat_due or self._clock() >= self._next_heartbeat:
+                    self._send_heartbeat()
+                wake_at.append(self._next_heartbeat)
+        return min(wake_at) - self._clock()
+
+    def _send_heartbeat(self) -> None:
+        sender = self._heartbeat
+        if sender is None:
+            return
+        snapshot = self._snapshot
+        error = self._last_error
+        body = heartbeat_body(
+            {
+                "instance_id": self._instance_id,
+                "hostname": socket.gethostname(),
+                "project_id": self.config.project_id,
+                "channel": self.config.channel,
+                "mode": self.mode,
+                "sequence": snapshot.sequence if snapshot is not None else None,
+                "version": snapshot.release.version if snapshot is not None else None,
+                "content_sha256": snapshot.content_sha256 if snapshot is not None else None,
+                "last_error": error,
+                "client_version": client_version(),
+            }
+        )
+        self._heartbeat_due = False
+        self._reported_error = error
+        self._next_heartbeat = self._clock() + self.config.heartbeat_interval
+        problem = sender.send(body, f"anvil-client/{client_version()}")
+        self._last_heartbeat = _utcnow()
+        if problem != self._heartbeat_error and problem is not None:
+            log.warning("anvil: %s", problem)
+        self._heartbeat_error = problem
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background thread, give up polling for the cache dir, close the store.
+
+        Prompts already loaded can still be rendered afterwards.
+        """
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        with self._lock:
+            self._cache.resign()
+            if self._owns_store and self._store is not None:
+                self._store.close()
+                self._store = None
+        _CLIENTS.discard(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Threads do not survive ``fork()``: new locks, no inherited leadership, a new poller."""
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        closed, self._closed = self._closed.is_set(), threading.Event()
+        if closed:
+            self._closed.set()
+        self._cache.forget_lock_after_fork()
+        if self._owns_store and self._store is not None:
+            # Its connections belong to the parent; keep the object alive, never use it again.
+            self._abandoned.append(self._store)
+            self._store = None
+        self._thread = None
+        self._disk_sig = None
+        now = self._clock()
+        self._next_disk_check = self._next_full_compare = now
+        if self._started and not self._closed.is_set():
+            self._start_thread()
+
+
+_CLIENTS: weakref.WeakSet[AnvilClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+    for client in list(_CLIENTS):
+        client._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_VERSION: str | None = None
+
+
+def client_version() -> str:
+    """The installed ``anvil-prompts`` version (looked up once, lazily)."""
+    global _VERSION
+    if _VERSION is None:
+        from importlib import metadata
+
+        try:
+            _VERSION = metadata.version("anvil-prompts")
+        except metadata.PackageNotFoundError:
+            _VERSION = "0+unknown"
+    return _VERSION
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _format_time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return parse_timestamp(text)
+    except AnvilError:
+        return None
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+# --- the module-level default client -----------------------------------------------------
+
+_default: AnvilClient | None = None
+_default_lock = threading.Lock()
+
+
+def configure(*, config: ClientConfig | None = None, **settings: Any) -> AnvilClient:
+    """(Re)configure the default client behind ``anvil_client.prompt()`` and friends.
+
+    Settings are keyword arguments of :class:`AnvilClient`; anything not given comes from
+    ``ANVIL_*`` env vars and ``./anvil.toml``. The disk cache is read here, once.
+
+    Raises:
+        ConfigError: if the configuration is incomplete or invalid.
+    """
+    global _default
+    client = AnvilClient(config=config) if config is not None else AnvilClient.from_env(**settings)
+    with _default_lock:
+        old, _default = _default, client
+    if old is not None:
+        old.close()
+    return client
+
+
+def default_client() -> AnvilClient:
+    """The default client, configured from the environment on first use.
+
+    Raises:
+        ConfigError: if the environment does not configure a client.
+    """
+    global _default
+    client = _default
+    if client is None:
+        with _default_lock:
+            if _default is None:
+                _default = AnvilClient.from_env()
+            client = _default
+    return client
+
+
+def prompt(prompt_id: str, /, *, fallback: str | None = None, **variables: Any) -> str:
+    """:meth:`AnvilClient.prompt` on the default client.
+
+    Raises:
+        ConfigError: if no client could be configured from the environment.
+        PromptNotFound: if the prompt is not served and no fallback is given.
+        RenderError: if rendering fails (MissingVariable names the variable).
+    """
+    return (_default or default_client()).prompt(prompt_id, fallback=fallback, **variables)
+
+
+def messages(prompt_id: str, /, **variables: Any) -> list[dict[str, str]]:
+    """:meth:`AnvilClient.messages` on the default client.
+
+    Raises:
+        ConfigError: if no client could be configured from the environment.
+        PromptNotFound: if the prompt is not served.
+        RenderError: if rendering fails.
+    """
+    return (_default or default_client()).messages(prompt_id, **variables)
+
+
+def template(prompt_id: str, /) -> str:
+    """:meth:`AnvilClient.template` on the default client.
+
+    Raises:
+        ConfigError: if no client could be configured from the environment.
+        PromptNotFound: if the prompt is not served.
+    """
+    return (_default or default_client()).template(prompt_id)
+
+
+def status() -> Status:
+    """:meth:`AnvilClient.status` of the default client.
+
+    Raises:
+        ConfigError: if no client could be configured from the environment.
+    """
+    return (_default or default_client()).status()

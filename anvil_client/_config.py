@@ -1,0 +1,360 @@
+"""Client configuration: one frozen dataclass and the one place that resolves its sources.
+
+    >>> from anvil_client import ClientConfig
+    >>> key = "ed25519:uhIT/MMJEKl24xuQ440NefwCbt8ZIJmSkGXOsN/iI/k="
+    >>> ClientConfig(store="file:///tmp/s", project_id="p1", trusted_keys=(key,)).channel
+    'production'
+
+Precedence (DESIGN §9): keyword arguments > ``ANVIL_*`` environment variables > ``anvil.toml``
+(or ``[tool.anvil]`` in ``pyproject.toml``) > defaults. The file never holds the ACCESS_TOKEN: its
+``access_token_env`` names the environment variable that does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from anvil_client.errors import ConfigError
+from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore
+from anvil_client.wire import CHANNEL_RE, DEFAULT_MAX_OUTPUT, AccessToken, TrustedKey
+
+Mode = Literal["accepting", "frozen"]
+MODES: tuple[Mode, ...] = ("accepting", "frozen")
+CONFIG_FILE = "anvil.toml"
+DEFAULT_CACHE_DIR = ".anvil_cache"
+DEFAULT_TOKEN_ENV = "ANVIL_ACCESS_TOKEN"  # noqa: S105 - the name of a variable
+DEFAULT_POLL_INTERVAL = 30.0
+DEFAULT_HEARTBEAT_INTERVAL = 300.0
+PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+ENV_VARS: Mapping[str, str] = {
+    "store": "ANVIL_STORE",
+    "project_id": "ANVIL_PROJECT_ID",
+    "channel": "ANVIL_CHANNEL",
+    "access_token": DEFAULT_TOKEN_ENV,
+    "trusted_keys": "ANVIL_TRUSTED_KEYS",
+    "cache_dir": "ANVIL_CACHE_DIR",
+    "mode": "ANVIL_MODE",
+    "poll_interval": "ANVIL_POLL_INTERVAL",
+    "forge_url": "ANVIL_FORGE_URL",
+    "bootstrap": "ANVIL_BOOTSTRAP",
+}
+FILE_KEYS = frozenset(
+    {
+        "store",
+        "project_id",
+        "channel",
+        "access_token_env",
+        "trusted_keys",
+        "cache_dir",
+        "mode",
+        "poll_interval",
+        "forge_url",
+        "bootstrap",
+        "heartbeat_interval",
+        "max_bundle_size",
+    }
+)
+_PATH_KEYS = ("cache_dir", "bootstrap")
+_NUMBER_KEYS = ("poll_interval", "heartbeat_interval")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    """Everything an :class:`~anvil_client.AnvilClient` needs, validated on construction.
+
+    Raises:
+        ConfigError: for a missing store, project id or trusted key, or any invalid value.
+    """
+
+    store: str | ObjectStore
+    project_id: str
+    channel: str = "production"
+    access_token: str | None = field(default=None, repr=False)
+    trusted_keys: tuple[str, ...] = ()
+    cache_dir: Path = Path(DEFAULT_CACHE_DIR)
+    mode: Mode = "accepting"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    forge_url: str | None = None
+    bootstrap: Path | None = None
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    max_bundle_size: int = DEFAULT_MAX_SIZE
+    max_output: int = DEFAULT_MAX_OUTPUT
+    access_token_env: str = DEFAULT_TOKEN_ENV
+    #: Names of the settings that came from an argument, the environment or a file.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+    #: The file the settings were read from, if any.
+    source_file: Path | None = field(default=None, compare=False)
+    _keys: tuple[TrustedKey, ...] = field(init=False, repr=False, compare=False)
+    _token: AccessToken | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.store, str):
+            if not self.store.strip():
+                raise ConfigError(_missing("store"))
+            _set(self, "store", self.store.strip())
+        elif not isinstance(self.store, ObjectStore):
+            raise ConfigError("store must be a store URL or an ObjectStore")
+        if not self.project_id:
+            raise ConfigError(_missing("project_id"))
+        if not PROJECT_ID_RE.match(self.project_id):
+            raise ConfigError(f"project_id {self.project_id[:140]!r} is not a project id (a UUID)")
+        if not CHANNEL_RE.match(self.channel):
+            raise ConfigError(
+                f"channel {self.channel[:40]!r} is invalid: use 1-32 of a-z, 0-9 and '-'"
+            )
+        keys = _as_key_texts(self.trusted_keys)
+        if not keys:
+            raise ConfigError(_missing("trusted_keys"))
+        _set(self, "trusted_keys", keys)
+        _set(self, "_keys", tuple(TrustedKey.parse(text) for text in keys))
+        token = self.access_token.strip() if self.access_token else None
+        _set(self, "access_token", token or None)
+        _set(self, "_token", AccessToken.parse(token) if token else None)
+        _set(self, "cache_dir", Path(self.cache_dir))
+        if self.bootstrap is not None:
+            _set(self, "bootstrap", Path(self.bootstrap))
+        mode = str(self.mode).strip().lower()
+        if mode not in MODES:
+            raise ConfigError(f"mode must be 'accepting' or 'frozen', got {str(self.mode)[:40]!r}")
+        _set(self, "mode", mode)
+        for name in ("poll_interval", "heartbeat_interval"):
+            _set(self, name, _positive_seconds(name, getattr(self, name)))
+        for name in ("max_bundle_size", "max_output"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of bytes")
+        if self.forge_url is not None:
+            _set(self, "forge_url", _check_forge_url(self.forge_url))
+
+    @property
+    def keys(self) -> tuple[TrustedKey, ...]:
+        """The parsed trusted keys."""
+        return self._keys
+
+    @property
+    def token(self) -> AccessToken | None:
+        """The parsed ACCESS_TOKEN, if one is configured."""
+        return self._token
+
+    @property
+    def store_url(self) -> str:
+        return self.store if isinstance(self.store, str) else self.store.url
+
+    @property
+    def mode_source(self) -> Literal["config", "default"]:
+        return "config" if "mode" in self.explicit or self.mode != "accepting" else "default"
+
+    @classmethod
+    def from_env(
+        cls, *, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ClientConfig:
+        """Resolve arguments > ``ANVIL_*`` > ``./anvil.toml`` or ``./pyproject.toml`` > defaults.
+
+        Raises:
+            ConfigError: if the result is incomplete or invalid, or the file is malformed.
+        """
+        return cls.load(None, environ=environ, **overrides)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ClientConfig:
+        """Resolve arguments > ``ANVIL_*`` > the given TOML file > defaults.
+
+        ``path`` is an ``anvil.toml`` or a ``pyproject.toml`` with a ``[tool.anvil]`` table;
+        relative paths inside it are relative to the file.
+
+        Raises:
+            ConfigError: if the file is missing or malformed, or the result is invalid.
+        """
+        return cls.load(Path(path), environ=environ, **overrides)
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ClientConfig:
+        """``from_file`` when ``path`` is given, else ``from_env`` with file discovery in ``.``.
+
+        Raises:
+            ConfigError: as :meth:`from_file`.
+        """
+        env = os.environ if environ is None else environ
+        unknown = set(overrides) - _FIELD_NAMES
+        if unknown:
+            raise ConfigError(f"unknown client setting {sorted(unknown)[0]!r}")
+        if path is None:
+            path = discover_config_file(Path.cwd())
+        values: dict[str, Any] = {}
+        if path is not None:
+            values.update(read_config_file(path))
+        token_env = str(
+            overrides.get("access_token_env") or values.pop("access_token_env", DEFAULT_TOKEN_ENV)
+        )
+        values.pop("access_token_env", None)
+        if token_env and env.get(token_env):
+            values["access_token"] = env[token_env]
+        for name, var in ENV_VARS.items():
+            raw = env.get(var, "").strip()
+            if raw:
+                values[name] = _from_env_text(name, var, raw)
+        values.update(
+            {k: v for k, v in overrides.items() if v is not None and k != "access_token_env"}
+        )
+        explicit = frozenset(values)
+        values["access_token_env"] = token_env or DEFAULT_TOKEN_ENV
+        for required in ("store", "project_id"):
+            values.setdefault(required, "")
+        return cls(**values, explicit=explicit, source_file=path)
+
+
+_FIELD_NAMES = frozenset(ClientConfig.__dataclass_fields__) - {
+    "_keys",
+    "_token",
+    "explicit",
+    "source_file",
+}
+
+
+def discover_config_file(directory: Path) -> Path | None:
+    """``anvil.toml`` in ``directory``, else its ``pyproject.toml`` if it has ``[tool.anvil]``."""
+    candidate = directory / CONFIG_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = directory / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
+        if isinstance(data.get("tool"), dict) and "anvil" in data["tool"]:
+            return pyproject
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of an ``anvil.toml`` (or ``[tool.anvil]``), relative paths resolved.
+
+    Raises:
+        ConfigError: if the file cannot be read, is not TOML, holds an unknown key or a token.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text") from e
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    if path.name == "pyproject.toml":
+        tool = data.get("tool", {})
+        data = tool.get("anvil", {}) if isinstance(tool, dict) else {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"[tool.anvil] in {path} must be a table")
+    if "access_token" in data:
+        raise ConfigError(
+            f"{path} must not contain the ACCESS_TOKEN; set access_token_env to the name of "
+            "the environment variable that holds it"
+        )
+    unknown = sorted(set(data) - FILE_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in {path}")
+    for key, value in data.items():
+        if key == "trusted_keys":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"trusted_keys in {path} must be a list of strings")
+        elif key in _NUMBER_KEYS or key == "max_bundle_size":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{key} in {path} must be a number")
+        elif not isinstance(value, str):
+            raise ConfigError(f"{key} in {path} must be a string")
+    for key in _PATH_KEYS:
+        if key in data:
+            data[key] = path.parent / Path(data[key]).expanduser()
+    return data
+
+
+def _from_env_text(name: str, var: str, raw: str) -> Any:
+    if name == "trusted_keys":
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if name in _NUMBER_KEYS:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be a number of seconds, got {raw[:40]!r}") from None
+    return raw
+
+
+def _as_key_texts(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value] if value.lstrip().startswith("-----BEGIN") else value.split(",")
+    if not isinstance(value, Iterable):
+        raise ConfigError("trusted_keys must be a list of 'ed25519:...' or PEM strings")
+    texts: list[str] = []
+    for item in value:
+        if isinstance(item, TrustedKey):
+            texts.append(item.text)
+        elif isinstance(item, str):
+            if item.strip():
+                texts.append(item.strip())
+        else:
+            raise ConfigError("trusted_keys must be a list of 'ed25519:...' or PEM strings")
+    return tuple(texts)
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _check_forge_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"forge_url must be an http:// or https:// URL, got {url[:200]!r}")
+    return url.strip().rstrip("/")
+
+
+def _missing(name: str) -> str:
+    return f"no {name} configured: pass {name}=, set {ENV_VARS[name]} or add {name} to anvil.toml"
+
+
+def _set(config: ClientConfig, name: str, value: object) -> None:
+    object.__setattr__(config, name, value)
+
+
+def parse_mode(text: str) -> Mode:
+    """Validate a mode name.
+
+    Raises:
+        ConfigError: if it is neither ``accepting`` nor ``frozen``.
+    """
+    mode = text.strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"mode must be 'accepting' or 'frozen', got {text[:40]!r}")
+    return mode

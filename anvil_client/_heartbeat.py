@@ -1,0 +1,102 @@
+"""Outbound-only heartbeats to the FORGE (DESIGN §7): reports, never updates.
+
+    >>> from anvil_client._heartbeat import heartbeat_body
+    >>> len(heartbeat_body({"instance_id": "i", "last_error": "x" * 9000})) <= 4096
+    True
+
+``POST {forge_url}/api/v1/live/heartbeat`` with ``Authorization: Bearer <ACCESS_TOKEN>``.
+A failed heartbeat is reported in ``status()`` and never affects serving; the token is never
+logged, and redirects are not followed (they could carry it elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+HEARTBEAT_PATH = "/api/v1/live/heartbeat"
+MAX_BODY = 4096
+_FIELDS = (
+    "instance_id",
+    "hostname",
+    "project_id",
+    "channel",
+    "mode",
+    "sequence",
+    "version",
+    "content_sha256",
+    "last_error",
+    "client_version",
+)
+_ANSWERS = {
+    401: "the FORGE rejected the ACCESS_TOKEN (401: unknown or revoked)",
+    400: "the FORGE rejected the heartbeat as invalid (400)",
+    429: "the FORGE asked for fewer heartbeats (429)",
+}
+
+
+def heartbeat_body(fields: dict[str, Any]) -> bytes:
+    """The JSON body with exactly DESIGN §7's fields, at most 4 KiB (long texts shortened)."""
+    body = {name: fields.get(name) for name in _FIELDS}
+    for name, limit in (("hostname", 255), ("last_error", 1000)):
+        value = body[name]
+        if isinstance(value, str) and len(value) > limit:
+            body[name] = value[: limit - 1] + "…"
+    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    while len(data) > MAX_BODY and isinstance(body["last_error"], str) and body["last_error"]:
+        body["last_error"] = body["last_error"][: len(body["last_error"]) // 2]
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return data
+
+
+class HeartbeatSender:
+    """Sends one heartbeat per call over a fresh connection (they are minutes apart)."""
+
+    def __init__(self, forge_url: str, token_text: str, *, timeout: float = 5.0) -> None:
+        parts = urlsplit(forge_url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = parts.path.rstrip("/") + HEARTBEAT_PATH
+        self._timeout = timeout
+        self._authorization = f"Bearer {token_text}"
+        self.url = f"{parts.scheme}://{parts.netloc}{self._path}"
+
+    def __repr__(self) -> str:
+        return f"HeartbeatSender({self.url!r})"
+
+    def send(self, body: bytes, user_agent: str) -> str | None:
+        """POST one heartbeat; returns ``None`` when recorded, else one sentence saying why not."""
+        import http.client  # only processes that send heartbeats pay for it
+
+        connection: http.client.HTTPConnection
+        if self._https:
+            import ssl
+
+            connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=ssl.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        try:
+            connection.request(
+                "POST",
+                self._path,
+                body=body,
+                headers={
+                    "Authorization": self._authorization,
+                    "Content-Type": "application/json",
+                    "User-Agent": user_agent,
+                },
+            )
+            response = connection.getresponse()
+            response.read(64 * 1024)
+            status = response.status
+        except (OSError, http.client.HTTPException) as e:
+            return f"heartbeat to {self.url} failed: {type(e).__name__}: {e}"
+        finally:
+            connection.close()
+        if 200 <= status < 300:
+            return None
+        return _ANSWERS.get(status, f"heartbeat to {self.url} failed with HTTP {status}")

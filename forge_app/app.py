@@ -1,0 +1,216 @@
+"""The FORGE application factory.
+
+    >>> from forge_app import create_app
+    >>> app = create_app({"FORGE_DATABASE_URL": "sqlite:///instance/anvil.db"})  # doctest: +SKIP
+
+``config`` keys named ``FORGE_*`` feed :func:`forge_app.config.load_settings` (they win over env
+vars and ``forge.toml``); any other key (``TESTING``, ``WTF_CSRF_ENABLED``…) goes to
+``app.config`` as it is. The database schema is managed by migrations
+(``anvil-forge db upgrade``), never created here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.wrappers import Response
+
+from forge_app.authz import login_required_by_default, public
+from forge_app.config import load_settings
+from forge_app.extensions import csrf, db, login_manager
+from forge_app.models import User
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app"]
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+_FRIENDLY = {
+    400: ("Bad request", "The request could not be understood. Go back and try again."),
+    401: ("Sign-in needed", "Sign in to continue."),
+    403: ("Not allowed", "Your role in this organisation does not allow this action."),
+    404: ("Not found", "There is nothing here, or you do not have access to it."),
+    405: ("Not allowed", "This page cannot be used that way."),
+    413: ("Too large", "The upload is larger than the FORGE accepts (16 MiB)."),
+    429: ("Slow down", "Too many requests. Wait a moment and try again."),
+    500: (
+        "Something went wrong",
+        "The FORGE hit an unexpected error. Nothing was changed; try again in a moment.",
+    ),
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build a configured FORGE app.
+
+    Raises:
+        anvil_client.errors.ConfigError: for invalid settings or, in production, missing secrets.
+    """
+    settings = load_settings(config)
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        FORGE_SETTINGS=settings,
+        FORGE_ENV=settings.env,
+        FORGE_DATABASE_URL=settings.database_url,
+        FORGE_STORE_URL=settings.store_url,
+        FORGE_SIGNING_KEY=settings.signing_key,
+        FORGE_DATA_KEY=settings.data_key,
+        SESSION_COOKIE_NAME="forge_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(days=7),
+        # A token valid for the whole session: an editor's page open all day can still save.
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        FORGE_LOGIN_MAX_FAILURES=5,
+        FORGE_LOGIN_MAX_FAILURES_PER_IP=30,
+        FORGE_LOGIN_WINDOW=timedelta(minutes=15),
+        FORGE_PAGE_SIZE=50,
+    )
+    for key, value in (config or {}).items():
+        if not key.startswith("FORGE_") or key not in app.config:
+            app.config[key] = value
+    app.config["FORGE_SETTINGS"] = settings
+
+    init_extensions(app)
+    register_blueprints(app)
+    register_hooks(app)
+    return app
+
+
+def init_extensions(app: Flask) -> None:
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Sign in to continue."
+    login_manager.login_message_category = "info"
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> User | None:
+    try:
+        user = db.session.get(User, int(user_id))
+    except ValueError:
+        return None
+    return user if user is not None and user.is_active else None
+
+
+def register_blueprints(app: Flask) -> None:
+    from forge_app.blueprints import (
+        admin,
+        api,
+        auth,
+        distribution,
+        forges,
+        orgs,
+        projects,
+        prompt_sets,
+        prompts,
+    )
+
+    for module in (auth, orgs, projects, prompt_sets, prompts, admin, forges, distribution):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # bearer-token API, no cookies
+
+    @app.get("/")
+    def index() -> ResponseReturnValue:
+        return redirect(url_for("projects.index"))
+
+    @app.get("/healthz")
+    @public
+    def healthz() -> ResponseReturnValue:
+        return jsonify(status="ok")
+
+
+def register_hooks(app: Flask) -> None:
+    from forge_app import presentation
+
+    app.before_request(login_required_by_default)
+    app.after_request(_security_headers)
+    presentation.init_app(app)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(error: CSRFError) -> ResponseReturnValue:
+        message = (
+            "The form could not be verified (its security token is missing or expired). "
+            "Reload the page and try again."
+        )
+        return _error_page(400, message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> ResponseReturnValue:
+        if error.code is None or error.code < 400:
+            return error
+        return _error_page(error.code, None, error)
+
+    @app.errorhandler(InternalServerError)
+    def _server_error(error: InternalServerError) -> ResponseReturnValue:
+        return _error_page(500, None)
+
+
+def _error_page(code: int, message: str | None, error: HTTPException | None = None) -> Response:
+    title, default = _FRIENDLY.get(code, ("Error", "The request could not be completed."))
+    description = message or default
+    if error is not None and code in (400, 429) and error.description and not message:
+        # Our own aborts carry one plain sentence; Werkzeug's defaults are generic.
+        if not error.description.startswith("The browser (or proxy)"):
+            description = error.description
+    headers: dict[str, str] = {}
+    if error is not None and code == 405:
+        headers = dict(error.get_headers())
+        headers.pop("Content-Type", None)
+    if request.blueprint == "api" or (
+        request.accept_mimetypes.best == "application/json" and not request.accept_html
+    ):
+        response = jsonify(error=description)
+    else:
+        g.error_page = True
+        response = Response(
+            render_template("errors/error.html", code=code, title=title, message=description),
+            mimetype="text/html",
+        )
+    response.status_code = code
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if response.mimetype == "text/html" and "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"
+    if current_app.config["SESSION_COOKIE_SECURE"]:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return response

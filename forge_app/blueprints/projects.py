@@ -1,0 +1,260 @@
+"""Projects: the list across your organisations, one project's prompt sets, settings,
+audit log and search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from markupsafe import Markup, escape
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from forge_app.audit import ACTION_LABELS, project_events, record_event
+from forge_app.authz import require_org_role, require_project_role, signed_in_user
+from forge_app.extensions import db
+from forge_app.forms import ProjectForm
+from forge_app.models import (
+    Membership,
+    Organisation,
+    Project,
+    Prompt,
+    PromptSet,
+    PromptSetVersion,
+    Role,
+    User,
+)
+
+bp = Blueprint("projects", __name__, url_prefix="/projects")
+
+SEARCH_LIMIT = 100
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    user = signed_in_user()
+    set_count = (
+        select(func.count(PromptSet.id))
+        .where(PromptSet.project_id == Project.id)
+        .correlate(Project)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        select(Project, Organisation, Membership.role_name, set_count)
+        .join(Organisation, Organisation.id == Project.org_id)
+        .join(Membership, (Membership.org_id == Project.org_id) & (Membership.user_id == user.id))
+        .order_by(Organisation.name, Project.name)
+    ).all()
+    owned_orgs = db.session.scalars(
+        select(Organisation)
+        .join(Membership, Membership.org_id == Organisation.id)
+        .where(Membership.user_id == user.id, Membership.role_name == Role.OWNER.label)
+        .order_by(Organisation.name)
+    ).all()
+    groups: dict[int, dict[str, Any]] = {}
+    for project, org, role_name, sets in rows:
+        group = groups.setdefault(org.id, {"org": org, "role": role_name, "projects": []})
+        group["projects"].append({"project": project, "sets": sets})
+    return render_template(
+        "projects/index.html", groups=list(groups.values()), owned_orgs=owned_orgs, nav="projects"
+    )
+
+
+@bp.route("/new/<org_slug>", methods=["GET", "POST"])
+@require_org_role(Role.OWNER)
+def create(org: Organisation) -> ResponseReturnValue:
+    form = ProjectForm()
+    if form.validate_on_submit():
+        name = (form.name.data or "").strip()
+        if db.session.scalar(
+            select(Project.id).where(Project.org_id == org.id, Project.name == name)
+        ):
+            form.name.errors = [f"{org.name} already has a project named {name!r}."]
+        else:
+            project = Project(
+                org_id=org.id,
+                name=name,
+                description=(form.description.data or "").strip(),
+                created_by_id=signed_in_user().id,
+            )
+            db.session.add(project)
+            db.session.flush()
+            record_event("project.create", project, project=project)
+            db.session.commit()
+            flash(f"Project {name} is created. Add a prompt set to start.", "success")
+            return redirect(url_for("projects.show", project_id=project.id))
+    return render_template("projects/create.html", form=form, org=org, nav="projects")
+
+
+@bp.get("/<uuid:project_id>")
+@require_project_role(Role.VIEWER)
+def show(project: Project) -> ResponseReturnValue:
+    prompt_count = (
+        select(func.count(Prompt.id))
+        .where(Prompt.prompt_set_id == PromptSet.id)
+        .correlate(PromptSet)
+        .scalar_subquery()
+    )
+    latest_ids = (
+        select(
+            PromptSetVersion.prompt_set_id.label("set_id"),
+            func.max(PromptSetVersion.id).label("version_id"),
+        )
+        .where(~PromptSetVersion.version.contains("-"))
+        .group_by(PromptSetVersion.prompt_set_id)
+        .subquery()
+    )
+    latest = aliased(PromptSetVersion)
+    rows = db.session.execute(
+        select(PromptSet, prompt_count, latest.version, latest.created_at, User)
+        .outerjoin(latest_ids, latest_ids.c.set_id == PromptSet.id)
+        .outerjoin(latest, latest.id == latest_ids.c.version_id)
+        .outerjoin(User, User.id == PromptSet.updated_by_id)
+        .where(PromptSet.project_id == project.id)
+        .order_by(PromptSet.name)
+    ).all()
+    sets = [
+        {
+            "set": prompt_set,
+            "prompts": count,
+            "version": version,
+            "version_at": version_at,
+            "updated_by": updated_by,
+        }
+        for prompt_set, count, version, version_at, updated_by in rows
+    ]
+    return render_template("projects/show.html", project=project, sets=sets, nav="projects")
+
+
+@bp.route("/<uuid:project_id>/settings", methods=["GET", "POST"])
+@require_project_role(Role.VIEWER)
+def settings(project: Project) -> ResponseReturnValue:
+    from flask import g
+
+    form = ProjectForm(obj=project)
+    if request.method == "POST":
+        if g.role < Role.OWNER:
+            abort(403)
+        if form.validate_on_submit():
+            name = (form.name.data or "").strip()
+            changes = {}
+            if name != project.name:
+                changes["name"] = {"from": project.name, "to": name}
+            description = (form.description.data or "").strip()
+            if description != project.description:
+                changes["description"] = "changed"
+            project.name, project.description = name, description
+            if changes:
+                record_event("project.update", project, project=project, details=changes)
+            try:
+                db.session.commit()
+            except IntegrityError:
+                db.session.rollback()
+                form.name.errors = [f"Another project is already named {name!r}."]
+            else:
+                flash("Project settings are saved.", "success")
+                return redirect(url_for("projects.settings", project_id=project.id))
+    return render_template(
+        "projects/settings.html", project=project, form=form, nav="projects", tab="settings"
+    )
+
+
+@bp.get("/<uuid:project_id>/audit")
+@require_project_role(Role.VIEWER)
+def audit(project: Project) -> ResponseReturnValue:
+    before = request.args.get("before", type=int)
+    from flask import current_app
+
+    page_size = current_app.config["FORGE_PAGE_SIZE"]
+    events = project_events(project, before=before, limit=page_size + 1)
+    more = len(events) > page_size
+    events = events[:page_size]
+    return render_template(
+        "projects/audit.html",
+        project=project,
+        events=events,
+        next_before=events[-1].id if more and events else None,
+        labels=ACTION_LABELS,
+        nav="projects",
+        tab="audit",
+    )
+
+
+@bp.get("/<uuid:project_id>/search")
+@require_project_role(Role.VIEWER)
+def search(project: Project) -> ResponseReturnValue:
+    query = (request.args.get("q") or "").strip()[:200]
+    results: list[dict[str, Any]] = []
+    truncated = False
+    if query:
+        needle = query.lower()
+        rows = db.session.execute(
+            select(Prompt, PromptSet.name, PromptSet.status)
+            .join(PromptSet, PromptSet.id == Prompt.prompt_set_id)
+            .where(
+                PromptSet.project_id == project.id,
+                Prompt.search_text.contains(needle, autoescape=True),
+            )
+            .order_by(Prompt.key.contains(needle, autoescape=True).desc(), PromptSet.name, Prompt.key)
+            .limit(SEARCH_LIMIT + 1)
+        ).all()
+        truncated = len(rows) > SEARCH_LIMIT
+        for prompt, set_name, status in rows[:SEARCH_LIMIT]:
+            results.append(
+                {
+                    "prompt": prompt,
+                    "set_name": set_name,
+                    "status": status,
+                    "key": highlight(prompt.key, needle),
+                    "snippet": snippet(prompt, needle),
+                }
+            )
+    return render_template(
+        "projects/search.html",
+        project=project,
+        query=query,
+        results=results,
+        truncated=truncated,
+        limit=SEARCH_LIMIT,
+        nav="projects",
+        tab="search",
+    )
+
+
+def highlight(text: str, needle: str) -> Markup:
+    """``text`` with every case-insensitive occurrence of ``needle`` in ``<mark>``."""
+    if not needle:
+        return escape(text)
+    lower = text.lower()
+    out: list[Markup] = []
+    start = 0
+    while True:
+        found = lower.find(needle, start)
+        if found < 0:
+            break
+        out.append(escape(text[start:found]))
+        out.append(Markup("<mark>{}</mark>").format(text[found : found + len(needle)]))
+        start = found + len(needle)
+    out.append(escape(text[start:]))
+    return Markup("").join(out)
+
+
+def snippet(prompt: Prompt, needle: str, width: int = 80) -> Markup:
+    """The first line of the prompt's text that contains ``needle``, shortened around it."""
+    texts = [prompt.template or ""] if prompt.kind == "text" else [
+        m.get("template", "") for m in prompt.messages or []
+    ]
+    texts.append(prompt.description)
+    for text in texts:
+        for line in text.splitlines():
+            position = line.lower().find(needle)
+            if position >= 0:
+                begin = max(0, position - width // 2)
+                piece = line[begin : begin + width + len(needle)]
+                prefix = "…" if begin > 0 else ""
+                suffix = "…" if begin + width + len(needle) < len(line) else ""
+                return Markup("{}{}{}").format(prefix, highlight(piece, needle), suffix)
+    first = (texts[0].splitlines() or [""])[0]
+    return escape(first[:width] + ("…" if len(first) > width else ""))

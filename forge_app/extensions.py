@@ -1,0 +1,95 @@
+"""Flask extensions: the database session, Flask-Login and CSRF protection.
+
+    >>> from forge_app.extensions import db
+    >>> # inside a request or app context:  db.session.scalars(select(User)).all()
+
+``db`` is plain SQLAlchemy 2: one engine per app, one ``Session`` per app context (created on
+first use of ``db.session``, closed at teardown, rolled back if not committed). Views commit
+explicitly, once, after their audit event is added, so a change and its audit record land in
+one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app, g
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["Database", "csrf", "db", "login_manager"]
+
+
+@dataclass
+class _DatabaseState:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+class Database:
+    """The FORGE's SQLAlchemy engine and per-app-context session."""
+
+    def init_app(self, app: Flask) -> None:
+        engine = make_engine(app.config["FORGE_DATABASE_URL"])
+        app.extensions["forge_db"] = _DatabaseState(
+            engine=engine, sessions=sessionmaker(engine, expire_on_commit=False)
+        )
+        app.teardown_appcontext(self._close_session)
+
+    @property
+    def engine(self) -> Engine:
+        state: _DatabaseState = current_app.extensions["forge_db"]
+        return state.engine
+
+    @property
+    def session(self) -> Session:
+        session: Session | None = g.get("_forge_db_session")
+        if session is None:
+            state: _DatabaseState = current_app.extensions["forge_db"]
+            session = state.sessions()
+            g._forge_db_session = session
+        return session
+
+    @staticmethod
+    def _close_session(_exc: BaseException | None) -> None:
+        session: Session | None = g.pop("_forge_db_session", None)
+        if session is not None:
+            session.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the connection settings the FORGE relies on.
+
+    SQLite gets foreign keys, WAL and a busy timeout (the dev server is threaded);
+    PostgreSQL gets pre-ping so a restarted server does not surface as a 500.
+    """
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False}
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            kwargs["poolclass"] = StaticPool
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+db = Database()
+login_manager = LoginManager()
+csrf = CSRFProtect()

@@ -1,0 +1,78 @@
+"""WTForms forms of the simple pages (the prompt editor parses its own, dynamic form)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    EmailField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
+
+from forge_app.users import MIN_PASSWORD_LENGTH
+
+__all__ = [
+    "AddMemberForm",
+    "CreateOrgForm",
+    "CreateUserForm",
+    "LoginForm",
+    "PasswordForm",
+    "ProjectForm",
+    "PromptSetForm",
+]
+
+ROLE_CHOICES = [
+    ("viewer", "Viewer — can read everything"),
+    ("editor", "Editor — edits prompts and submits them for review"),
+    ("reviewer", "Reviewer — approves or sends back submissions"),
+    ("owner", "Owner — manages members and settings"),
+]
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    remember = BooleanField("Keep me signed in on this device")
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired()])
+    new = PasswordField(
+        "New password", validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=1024)]
+    )
+    confirm = PasswordField(
+        "Repeat new password", validators=[DataRequired(), EqualTo("new", "The passwords differ.")]
+    )
+
+
+class ProjectForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
+
+
+class PromptSetForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
+
+
+class CreateOrgForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    slug = StringField("Short name (in URLs)", validators=[Optional(), Length(max=64)])
+
+
+class AddMemberForm(FlaskForm):
+    email = EmailField("E-mail of an existing user", validators=[DataRequired(), Length(max=254)])
+    role = SelectField("Role", choices=ROLE_CHOICES, default="editor")
+
+
+class CreateUserForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+    name = StringField("Name", validators=[Optional(), Length(max=120)])
+    password = PasswordField(
+        "Initial password", validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=1024)]
+    )
+    is_admin = BooleanField("Site administrator")

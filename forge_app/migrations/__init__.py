@@ -1,0 +1,1 @@
+"""Alembic migrations of the FORGE database (run with ``anvil-forge db upgrade``)."""

@@ -1,0 +1,356 @@
+"""Validation of prompt sets: ids, shapes, JSON metadata and templates in the client's sandbox.
+
+    >>> from publisher import validate_prompts
+    >>> validate_prompts({"hi": {"template": "Hi {{ name }}"}})["hi"]["variables"]
+    ['name']
+
+Every problem is collected before anything is raised, so one run of ``anvil-publish`` (or one
+FORGE save) shows all of them. Large sets are validated on every core, since parsing one
+template costs a fraction of a millisecond and a set can hold tens of thousands.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import meta, nodes
+
+from anvil_client.errors import TemplateError, ValidationError
+from anvil_client.wire import ENVIRONMENT, PROMPT_ID_MAX, ROLES, is_prompt_id, parse_template
+
+__all__ = ["PromptFiles", "SourceLocation", "validate_prompts"]
+
+PROMPT_FIELDS = ("template", "messages", "metadata", "variables")
+MESSAGE_FIELDS = ("role", "template")
+PARALLEL_THRESHOLD = 2000
+_CHUNKS_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where a prompt came from: file, line of its id, and where each template's text starts.
+
+    ``templates`` maps ``"template"`` or ``"messages.<index>"`` to ``(line, literal_block)``;
+    for a YAML literal block (``|``) template line *k* is file line ``line + k - 1``.
+    """
+
+    file: str
+    line: int | None = None
+    templates: Mapping[str, tuple[int, bool]] = field(default_factory=dict)
+
+    def where(self, template_key: str | None = None, template_line: int | None = None) -> str:
+        line = self.line
+        if template_key is not None and template_key in self.templates:
+            start, literal = self.templates[template_key]
+            line = start + template_line - 1 if literal and template_line else start
+        return f"{self.file}:{line}" if line is not None else self.file
+
+
+class PromptFiles(dict[str, dict[str, Any]]):
+    """Prompts loaded from files: a plain ``dict`` that also knows where each prompt came from.
+
+    :func:`validate_prompts` (and so ``build_bundle``) uses ``locations`` to name the file and
+    line of every problem.
+    """
+
+    def __init__(
+        self,
+        prompts: Iterable[tuple[str, dict[str, Any]]] = (),
+        locations: Mapping[str, SourceLocation] | None = None,
+    ) -> None:
+        super().__init__(prompts)
+        self.locations: dict[str, SourceLocation] = dict(locations or {})
+
+
+def validate_prompts(prompts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Validate a prompt set and return the prompt objects exactly as they go in a bundle.
+
+    Each returned prompt has ``template`` or ``messages``, ``variables`` (derived from the
+    templates with Jinja2's parser, sorted; any given ``variables`` are ignored) and ``metadata``
+    (a JSON object, ``{}`` when absent). Input order is kept.
+
+    Raises:
+        ValidationError: listing every problem, each naming the prompt id (and the file and
+            line when the prompts come from :func:`~publisher.load_prompt_files`).
+    """
+    if not isinstance(prompts, Mapping):
+        raise ValidationError(
+            [f"a prompt set must be a mapping of id to prompt, got {_kind(prompts)}"]
+        )
+    locations: Mapping[str, SourceLocation] = getattr(prompts, "locations", None) or {}
+    items = [
+        (key, value, locations.get(key) if isinstance(key, str) else None)
+        for key, value in prompts.items()
+    ]
+    results = _validate_items(items)
+    normalized: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for prompt_id, prompt, prompt_problems in results:
+        problems.extend(prompt_problems)
+        if prompt is not None:
+            normalized[prompt_id] = prompt
+    if problems:
+        raise ValidationError(problems)
+    return normalized
+
+
+_Item = tuple[Any, Any, "SourceLocation | None"]
+_Result = tuple[str, "dict[str, Any] | None", list[str]]
+
+
+def _validate_items(items: Sequence[_Item]) -> list[_Result]:
+    workers = min(os.cpu_count() or 1, 8)
+    # fork() is only safe while this process has a single thread (a CLI run, a benchmark);
+    # a threaded server (the FORGE) validates in-process.
+    if len(items) < PARALLEL_THRESHOLD or workers < 2 or threading.active_count() != 1:
+        return _validate_chunk(items)
+    size = math.ceil(len(items) / (workers * _CHUNKS_PER_WORKER))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    try:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            return [result for part in pool.map(_validate_chunk, chunks) for result in part]
+    except (OSError, RuntimeError, ValueError):  # no fork here (or a broken pool): stay serial
+        return _validate_chunk(items)
+
+
+def _validate_chunk(items: Sequence[_Item]) -> list[_Result]:
+    cache: dict[str, tuple[list[str], str | None, int | None]] = {}
+    return [_validate_one(key, value, location, cache) for key, value, location in items]
+
+
+def _validate_one(
+    prompt_id: Any,
+    prompt: Any,
+    location: SourceLocation | None,
+    cache: dict[str, tuple[list[str], str | None, int | None]],
+) -> _Result:
+    problems: list[str] = []
+
+    def problem(message: str, template_key: str | None = None, line: int | None = None) -> None:
+        label = f"prompt {str(prompt_id)[: PROMPT_ID_MAX + 12]!r}"
+        if location is not None:
+            label = f"{location.where(template_key, line)}: {label}"
+        problems.append(f"{label}: {message}")
+
+    if not isinstance(prompt_id, str):
+        problem(f"the id must be a string, got {_kind(prompt_id)} (quote it in YAML)")
+        return str(prompt_id), None, problems
+    if not is_prompt_id(prompt_id):
+        problem(_bad_id_reason(prompt_id))
+    if not isinstance(prompt, Mapping):
+        problem(f"must be a mapping with 'template' or 'messages', got {_kind(prompt)}")
+        return prompt_id, None, problems
+    unknown = [str(k) for k in prompt if k not in PROMPT_FIELDS]
+    for name in unknown:
+        problem(f"unknown field {name!r} (a prompt has 'template' or 'messages', and 'metadata')")
+    template, messages = prompt.get("template"), prompt.get("messages")
+    out: dict[str, Any] = {}
+    found: set[str] = set()
+
+    def check_template(source: Any, key: str, what: str) -> None:
+        if not isinstance(source, str):
+            problem(f"{what} must be a string, got {_kind(source)}", key)
+            return
+        text_problem = _string_problem(source)
+        if text_problem:
+            problem(f"{what} {text_problem}", key)
+            return
+        variables, error, line = _template_variables(source, cache)
+        if error is not None:
+            problem(f"{what} line {line}: {error}" if line else f"{what}: {error}", key, line)
+        found.update(variables)
+
+    if template is not None and messages is not None:
+        problem("has both 'template' and 'messages'; give exactly one")
+    elif template is None and messages is None:
+        hint = " (ids are flat: write 'a.b:' instead of nesting 'b' under 'a')" if unknown else ""
+        problem(f"has neither 'template' nor 'messages'{hint}")
+    elif template is not None:
+        check_template(template, "template", "template")
+        out["template"] = template
+    else:
+        out["messages"] = _check_messages(messages, problem, check_template)
+    metadata = prompt.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        problem(f"metadata must be a mapping (a JSON object), got {_kind(metadata)}")
+        metadata = {}
+    else:
+        metadata_problem = _json_problem(metadata, "metadata")
+        if metadata_problem:
+            problem(metadata_problem)
+    if problems:
+        return prompt_id, None, problems
+    out["variables"] = sorted(found)
+    out["metadata"] = _plain_json(metadata)
+    return prompt_id, out, problems
+
+
+def _check_messages(messages: Any, problem: Any, check_template: Any) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        problem(f"messages must be a non-empty list of {{role, template}}, got {_kind(messages)}")
+        return []
+    out = []
+    for index, message in enumerate(messages):
+        what = f"message {index + 1}"
+        key = f"messages.{index}"
+        if not isinstance(message, Mapping):
+            problem(f"{what} must be a mapping with 'role' and 'template', got {_kind(message)}")
+            continue
+        for name in message:
+            if name not in MESSAGE_FIELDS:
+                problem(f"{what} has unknown field {str(name)!r} (use 'role' and 'template')")
+        role = message.get("role")
+        if role not in ROLES:
+            problem(f"{what} has role {role!r}; roles are {', '.join(ROLES)}")
+        else:
+            what = f"{what} ({role})"
+        if "template" not in message:
+            problem(f"{what} has no 'template'")
+            continue
+        check_template(message["template"], key, what)
+        out.append({"role": role, "template": message["template"]})
+    return out
+
+
+def _template_variables(
+    source: str, cache: dict[str, tuple[list[str], str | None, int | None]]
+) -> tuple[list[str], str | None, int | None]:
+    """(variables, error, error line) of one template; identical templates are parsed once."""
+    hit = cache.get(source)
+    if hit is None:
+        try:
+            hit = (_undeclared(parse_template(source)), None, None)
+        except TemplateError as e:
+            message = str(e)
+            if e.lineno is not None and message.startswith(f"line {e.lineno}: "):
+                message = message[len(f"line {e.lineno}: ") :]
+            hit = ([], message, e.lineno)
+        cache[source] = hit
+    return hit
+
+
+# Node types that neither bind names nor open scopes: in a template made only of these, every
+# loaded name that is not a global is undeclared, which is what jinja2.meta reports.
+_PLAIN_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Const,
+    nodes.If,
+    nodes.Filter,
+    nodes.Test,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.Slice,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.BinExpr,
+    nodes.UnaryExpr,
+    nodes.Concat,
+    nodes.CondExpr,
+    nodes.List,
+    nodes.Dict,
+    nodes.Pair,
+    nodes.Keyword,
+    nodes.Call,
+)
+_SPECIAL_NAMES = frozenset({"self", "loop", "caller", "varargs", "kwargs", "super"})
+
+
+def _undeclared(tree: nodes.Template) -> list[str]:
+    """``jinja2.meta.find_undeclared_variables``, sorted, with a fast path for plain templates.
+
+    Running Jinja2's code generator costs as much as parsing; templates without loops,
+    assignments, macros or blocks need only a walk of the tree.
+    """
+    names: set[str] = set()
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name):
+            if node.ctx != "load" or node.name in _SPECIAL_NAMES:
+                return sorted(meta.find_undeclared_variables(tree))
+            if node.name not in ENVIRONMENT.globals:
+                names.add(node.name)
+        elif (isinstance(node, nodes.Tuple) and node.ctx == "load") or isinstance(
+            node, _PLAIN_NODES
+        ):
+            stack.extend(node.iter_child_nodes())
+        else:
+            return sorted(meta.find_undeclared_variables(tree))
+    return sorted(names)
+
+
+def _bad_id_reason(prompt_id: str) -> str:
+    if len(prompt_id) > PROMPT_ID_MAX:
+        return f"id is {len(prompt_id)} characters long; at most {PROMPT_ID_MAX} are allowed"
+    return (
+        "id is invalid: use lowercase letters, digits and '_', with dotted segments that may "
+        "also hold '-' (like 'support.chat-v2')"
+    )
+
+
+def _string_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def _json_problem(value: Any, path: str, depth: int = 0) -> str | None:
+    """Why ``value`` is not plain JSON (string keys, finite numbers), or None."""
+    if depth > 64:
+        return f"{path} is nested too deeply"
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} holds {value}, which JSON cannot carry"
+    if isinstance(value, str):
+        problem = _string_problem(value)
+        return f"{path} {problem}" if problem else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key {key!r} that is not a string (quote it in YAML)"
+            found = _json_problem(item, f"{path}.{key}", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _json_problem(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    return f"{path} holds a {_kind(value)}, which is not JSON (quote dates and times in YAML)"
+
+
+def _plain_json(value: Any) -> Any:
+    """A deep copy made of dict, list, str, int, float, bool and None only."""
+    if isinstance(value, Mapping):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(item) for item in value]
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return "nothing" if value is None else type(value).__name__

@@ -1,0 +1,551 @@
+"""``anvil-publish``: build, publish, roll back, promote and inspect prompt bundles from CI.
+
+    $ anvil-publish keygen --out signing.pem
+    $ anvil-publish publish prompts/ --store s3://bucket/anvil --project-id P --channel staging \\
+          --version 1.4.0 --signing-key signing.pem --recipients-file tokens.txt --json
+
+Thin commands over the library: they parse, call it and print. Every failure ends as one
+clear sentence on stderr and a non-zero exit (1 for errors, 2 for usage), never a traceback.
+Secrets may come from the environment: ``ANVIL_SIGNING_KEY`` (the PEM text),
+``ANVIL_RECIPIENTS`` (comma-separated ACCESS_TOKENs), ``ANVIL_ACCESS_TOKEN`` and
+``ANVIL_TRUSTED_KEYS`` (comma-separated public keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from anvil_client.errors import AnvilError, ConfigError, ValidationError
+from anvil_client.stores import write_atomically
+from anvil_client.wire import (
+    AccessToken,
+    generate_private_key,
+    key_id,
+    load_private_key,
+    load_private_key_file,
+    public_key_text,
+    write_private_key_file,
+)
+from publisher._bundle import BuiltBundle, build_bundle, header_problems
+from publisher._files import load_prompt_files
+from publisher._inspect import Inspection, export_bootstrap, inspect
+from publisher._layout import parse_duration
+from publisher._publish import Publisher, PublishResult, read_history
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Group(click.Group):
+    """Maps every error to one sentence on stderr: the only ``except`` of the CLI."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except ValidationError as e:
+            raise click.ClickException(_problems_text(e)) from None
+        except AnvilError as e:
+            raise click.ClickException(_sentence(str(e))) from None
+        except OSError as e:
+            raise click.ClickException(_sentence(_os_error_text(e))) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as e:  # the CLI boundary: no traceback, ever
+            raise click.ClickException(
+                _sentence(f"unexpected error ({type(e).__name__}): {e}")
+            ) from None
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _problems_text(error: ValidationError) -> str:
+    if len(error.problems) == 1:
+        return _sentence(error.problems[0])
+    lines = [f"{len(error.problems)} problems found; nothing was written:"]
+    lines += [f"  - {problem}" for problem in error.problems]
+    return "\n".join(lines)
+
+
+def _os_error_text(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="anvil-prompts", prog_name="anvil-publish")
+def cli() -> None:
+    """Publish prompt bundles to an Anvil store: signed pointers, encrypted bundles."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``anvil-publish``."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="anvil-publish")
+
+
+# ------------------------------------------------------------------ shared options
+
+
+def _store_options(func: F) -> F:
+    func = click.option(
+        "--project-id", required=True, envvar="ANVIL_PROJECT_ID", help="Project UUID."
+    )(func)
+    return click.option(
+        "--store",
+        "store_url",
+        required=True,
+        envvar="ANVIL_STORE",
+        help="Store URL: s3://bucket/prefix, file:///path.",
+    )(func)
+
+
+def _signing_options(func: F) -> F:
+    return click.option(
+        "--signing-key",
+        "signing_key_path",
+        type=click.Path(dir_okay=False),
+        help="Ed25519 PEM file (or the PEM text in ANVIL_SIGNING_KEY).",
+    )(func)
+
+
+def _recipient_options(func: F) -> F:
+    func = click.option(
+        "--plaintext", is_flag=True, help="Publish unencrypted (no recipients) on purpose."
+    )(func)
+    func = click.option(
+        "--recipients-file",
+        type=click.Path(dir_okay=False),
+        help="File of ACCESS_TOKENs, one per line ('#' starts a comment).",
+    )(func)
+    return click.option(
+        "--recipient",
+        "recipient_texts",
+        multiple=True,
+        metavar="TOKEN",
+        help="ACCESS_TOKEN that may decrypt (repeatable; or ANVIL_RECIPIENTS).",
+    )(func)
+
+
+def _json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
+
+
+def _expiry_option(func: F) -> F:
+    return click.option(
+        "--expires-in", metavar="DURATION", help="Pointer lifetime, like 30d, 12h or 90m."
+    )(func)
+
+
+def _signing_key(path: str | None) -> Ed25519PrivateKey:
+    if path:
+        return load_private_key_file(path)
+    pem = os.environ.get("ANVIL_SIGNING_KEY", "")
+    if not pem.strip():
+        raise ConfigError("no signing key: pass --signing-key KEY.pem or set ANVIL_SIGNING_KEY")
+    if "-----BEGIN" not in pem:
+        raise ConfigError("ANVIL_SIGNING_KEY must hold the PEM text of the key, not a path")
+    return load_private_key(pem)
+
+
+def _recipients(texts: Sequence[str], path: str | None, *, from_env: bool) -> list[str]:
+    tokens = [t.strip() for t in texts if t.strip()]
+    if path:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                tokens.append(line)
+    if not tokens and not path and from_env:
+        env = os.environ.get("ANVIL_RECIPIENTS", "")
+        tokens = [t.strip() for t in env.split(",") if t.strip()]
+    for index, text in enumerate(tokens):
+        try:
+            AccessToken.parse(text)
+        except ConfigError as e:
+            raise ConfigError(f"recipient {index + 1} is not an ACCESS_TOKEN: {e}") from None
+    return tokens
+
+
+def _trusted_keys(keys: Sequence[str]) -> list[str]:
+    found = [k for k in keys if k.strip()]
+    if not found:
+        env = os.environ.get("ANVIL_TRUSTED_KEYS", "")
+        found = [k.strip() for k in env.split(",") if k.strip()]
+    return found
+
+
+def _access_token(text: str | None) -> str | None:
+    return text or os.environ.get("ANVIL_ACCESS_TOKEN") or None
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _echo_result(result: PublishResult, as_json: bool, headline: str) -> None:
+    if as_json:
+        _echo_json(result.to_json())
+        return
+    if result.encoding == "jwe":
+        count = len(result.recipients)
+        sealed = f"encrypted for {count} recipient{'s' * (count != 1)}" if count else "encrypted"
+    else:
+        sealed = "UNENCRYPTED"
+    reused = ", reused" if result.reused_object else ""
+    rollout = f", rollout {result.rollout_percent}%" if result.rollout_percent is not None else ""
+    click.echo(f"{headline} as sequence {result.sequence} ({sealed}{rollout}{reused})")
+    click.echo(f"  content_sha256 {result.content_sha256}")
+    click.echo(f"  object         {result.object_path} ({result.object_size} bytes)")
+    if result.expires_at:
+        click.echo(f"  expires        {result.expires_at}")
+
+
+# ----------------------------------------------------------------------- commands
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PEM file to write.")
+def keygen(out: str) -> None:
+    """Create an Ed25519 signing key (PEM, mode 0600); print its public key last."""
+    key = generate_private_key()
+    write_private_key_file(key, out)
+    public = key.public_key()
+    click.echo(f"wrote signing key {out} (mode 0600, keep it secret); keyid {key_id(public)}")
+    click.echo("public key for the clients' trusted_keys:")
+    click.echo(public_key_text(public))
+
+
+@cli.group()
+def token() -> None:
+    """ACCESS_TOKENs."""
+
+
+@token.command("new")
+def token_new() -> None:
+    """Print a new random ACCESS_TOKEN (give it to the application and to --recipient)."""
+    click.echo(AccessToken.generate().text)
+
+
+def _prompt_set_id(project_id: str, directory: Path) -> str:
+    """A UUID5 of the project and the directory name, stable across CI runs."""
+    try:
+        namespace = uuid.UUID(project_id)
+    except ValueError:
+        namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"anvil:project:{project_id}")
+    return str(uuid.uuid5(namespace, directory.resolve().name))
+
+
+def _bundle_from_directory(
+    directory: Path, project_id: str, version: str | None, prompt_set_id: str | None
+) -> BuiltBundle:
+    if not version:
+        raise ConfigError("--version is required when publishing a prompt directory")
+    prompt_set_id = prompt_set_id or _prompt_set_id(project_id, directory)
+    try:
+        prompts = load_prompt_files(directory)
+    except ValidationError as e:
+        header = header_problems(
+            project_id=project_id, version=version, prompt_set_id=prompt_set_id
+        )
+        raise ValidationError(header + e.problems) from None
+    return build_bundle(
+        prompts, project_id=project_id, version=version, prompt_set_id=prompt_set_id
+    )
+
+
+@cli.command()
+@click.argument("prompts_dir", type=click.Path(file_okay=False))
+@click.option("--project-id", required=True, envvar="ANVIL_PROJECT_ID", help="Project UUID.")
+@click.option("--version", "version", required=True, help="Semantic version, like 1.4.0.")
+@click.option("--prompt-set-id", help="Default: a UUID5 of the project and directory name.")
+@click.option("--out", required=True, help="Bundle file to write ('-' for stdout).")
+@_json_option
+def build(
+    prompts_dir: str,
+    project_id: str,
+    version: str,
+    prompt_set_id: str | None,
+    out: str,
+    as_json: bool,
+) -> None:
+    """Validate a prompt directory and write its canonical bundle JSON."""
+    built = _bundle_from_directory(Path(prompts_dir), project_id, version, prompt_set_id)
+    if out == "-":
+        sys.stdout.buffer.write(built.data)
+        sys.stdout.buffer.flush()
+        return
+    write_atomically(Path(out).resolve(), built.data)
+    summary = {
+        "out": out,
+        "version": built.version,
+        "prompt_set_id": built.prompt_set_id,
+        "content_sha256": built.content_sha256,
+        "prompt_count": built.prompt_count,
+        "size": len(built.data),
+    }
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(
+            f"built {built.version} ({built.prompt_count} prompts, {len(built.data)} bytes) "
+            f"into {out}; content_sha256 {built.content_sha256}"
+        )
+
+
+@cli.command()
+@click.argument("source", type=click.Path())
+@_store_options
+@click.option("--channel", required=True, help="Channel, like production.")
+@click.option("--version", "version", help="Semantic version (required for a directory).")
+@click.option("--prompt-set-id", help="Default: a UUID5 of the project and directory name.")
+@_signing_options
+@_recipient_options
+@_expiry_option
+@click.option("--rollout-percent", type=click.IntRange(0, 100), help="Gradual rollout share.")
+@_json_option
+def publish(
+    source: str,
+    store_url: str,
+    project_id: str,
+    channel: str,
+    version: str | None,
+    prompt_set_id: str | None,
+    signing_key_path: str | None,
+    recipient_texts: tuple[str, ...],
+    recipients_file: str | None,
+    plaintext: bool,
+    expires_in: str | None,
+    rollout_percent: int | None,
+    as_json: bool,
+) -> None:
+    """Publish PROMPTS_DIR or BUNDLE.json to a channel (new signed sequence)."""
+    key = _signing_key(signing_key_path)
+    recipients = _recipients(recipient_texts, recipients_file, from_env=not plaintext)
+    expires = parse_duration(expires_in) if expires_in else None
+    path = Path(source)
+    if path.is_dir():
+        built = _bundle_from_directory(path, project_id, version, prompt_set_id)
+    elif path.is_file():
+        built = BuiltBundle.from_bytes(path.read_bytes(), project_id=project_id)
+        for flag, given, actual in (
+            ("--version", version, built.version),
+            ("--prompt-set-id", prompt_set_id, built.prompt_set_id),
+        ):
+            if given and given != actual:
+                raise ConfigError(f"{flag} {given} differs from the bundle's {actual}")
+    else:
+        raise ConfigError(f"{source} is neither a prompt directory nor a bundle file")
+    with Publisher(store_url, project_id=project_id, signing_key=key) as publisher:
+        result = publisher.publish(
+            built,
+            channel=channel,
+            recipients=recipients,
+            plaintext=plaintext,
+            expires_at=expires,
+            rollout_percent=rollout_percent,
+        )
+    _echo_result(result, as_json, f"published {result.version} to {channel}")
+
+
+@cli.command()
+@_store_options
+@click.option("--channel", required=True)
+@click.option("--to-sequence", required=True, type=click.IntRange(min=1))
+@_signing_options
+@click.option("--access-token", help="Token that can decrypt the old release (or env).")
+@_recipient_options
+@_expiry_option
+@_json_option
+def rollback(
+    store_url: str,
+    project_id: str,
+    channel: str,
+    to_sequence: int,
+    signing_key_path: str | None,
+    access_token: str | None,
+    recipient_texts: tuple[str, ...],
+    recipients_file: str | None,
+    plaintext: bool,
+    expires_in: str | None,
+    as_json: bool,
+) -> None:
+    """Serve the content of history entry N again, re-encrypted, as a new sequence."""
+    key = _signing_key(signing_key_path)
+    recipients = _recipients(recipient_texts, recipients_file, from_env=not plaintext)
+    expires = parse_duration(expires_in) if expires_in else None
+    with Publisher(store_url, project_id=project_id, signing_key=key) as publisher:
+        result = publisher.rollback(
+            channel,
+            to_sequence=to_sequence,
+            recipients=recipients,
+            plaintext=plaintext,
+            access_token=_access_token(access_token),
+            expires_at=expires,
+        )
+    _echo_result(
+        result,
+        as_json,
+        f"rolled {channel} back to {result.version} (the content of sequence {to_sequence})",
+    )
+
+
+@cli.command()
+@_store_options
+@click.option("--from", "from_channel", required=True, help="Source channel, like staging.")
+@click.option("--to", "to_channel", required=True, help="Target channel, like production.")
+@_signing_options
+@click.option("--access-token", help="Token that can decrypt it, to re-encrypt (or env).")
+@_recipient_options
+@_expiry_option
+@_json_option
+def promote(
+    store_url: str,
+    project_id: str,
+    from_channel: str,
+    to_channel: str,
+    signing_key_path: str | None,
+    access_token: str | None,
+    recipient_texts: tuple[str, ...],
+    recipients_file: str | None,
+    plaintext: bool,
+    expires_in: str | None,
+    as_json: bool,
+) -> None:
+    """Copy the current release of one channel to another, signed anew."""
+    key = _signing_key(signing_key_path)
+    # Without recipients the very object is promoted; ANVIL_RECIPIENTS does not apply here.
+    recipients = _recipients(recipient_texts, recipients_file, from_env=False)
+    expires = parse_duration(expires_in) if expires_in else None
+    with Publisher(store_url, project_id=project_id, signing_key=key) as publisher:
+        result = publisher.promote(
+            from_channel,
+            to_channel,
+            recipients=recipients or None,
+            plaintext=plaintext,
+            access_token=_access_token(access_token),
+            expires_at=expires,
+        )
+    _echo_result(result, as_json, f"promoted {result.version} from {from_channel} to {to_channel}")
+
+
+@cli.command()
+@_store_options
+@click.option("--channel", required=True)
+@click.option("--trusted-key", "trusted", multiple=True, help="Verify with this public key.")
+@_json_option
+def history(
+    store_url: str, project_id: str, channel: str, trusted: tuple[str, ...], as_json: bool
+) -> None:
+    """List a channel's published sequences, oldest first."""
+    keys = _trusted_keys(trusted)
+    entries = read_history(store_url, project_id, channel, keys or None)
+    if as_json:
+        _echo_json(
+            {
+                "project_id": project_id,
+                "channel": channel,
+                "entries": [e.to_json() for e in entries],
+            }
+        )
+        return
+    if not entries:
+        click.echo(f"channel {channel} has no history")
+        return
+    click.echo(f"{'SEQ':>6}  {'PUBLISHED':20}  {'VERSION':16}  {'CONTENT':12}  {'CHECK':10}  NOTE")
+    for entry in entries:
+        data = entry.to_json()
+        check = {True: "verified", False: "INVALID", None: "unchecked"}[entry.verified]
+        note = entry.error or ""
+        if data["rollout_percent"] is not None:
+            note = f"rollout {data['rollout_percent']}% {note}".strip()
+        if data["encoding"] == "json":
+            note = f"unencrypted {note}".strip()
+        click.echo(
+            f"{entry.sequence:>6}  {data['published_at'] or '?':20}  "
+            f"{data['version'] or '?':16}  {(data['content_sha256'] or '?')[:12]:12}  "
+            f"{check:10}  {note}"
+        )
+
+
+def _inspection_lines(result: Inspection) -> list[str]:
+    lines = [
+        f"channel {result.channel}: sequence {result.sequence}, version {result.version} "
+        f"(prompt set {result.prompt_set_id})",
+        f"  signature      verified with key {result.keyid}",
+        f"  published      {result.published_at}",
+        f"  expires        {result.expires_at or 'never'}"
+        + ("  (EXPIRED: clients reject this pointer)" if result.expired else ""),
+        f"  content_sha256 {result.content_sha256}",
+        f"  object         {result.object_path} ({result.object_size} bytes, "
+        f"{result.encoding}, sha256 verified)",
+    ]
+    if result.recipients is not None:
+        lines.append(f"  recipients     {', '.join(result.recipients)}")
+    if result.rollout_percent is not None:
+        lines.append(
+            f"  rollout        {result.rollout_percent}% (others: {result.previous_version})"
+        )
+    if result.prompt_count is not None:
+        lines.append(f"  prompts        {result.prompt_count} (decrypted and hash-checked)")
+    return lines
+
+
+@cli.command("inspect")
+@_store_options
+@click.option("--channel", required=True)
+@click.option("--trusted-key", "trusted", multiple=True, help="Public key (ed25519:… or PEM).")
+@click.option("--access-token", help="Decrypt and summarise the bundle (or env).")
+@_json_option
+def inspect_command(
+    store_url: str,
+    project_id: str,
+    channel: str,
+    trusted: tuple[str, ...],
+    access_token: str | None,
+    as_json: bool,
+) -> None:
+    """Verify what a channel serves: signature, hashes, and with a token the bundle."""
+    keys = _trusted_keys(trusted)
+    if not keys:
+        raise ConfigError("inspect needs --trusted-key (or ANVIL_TRUSTED_KEYS)")
+    result = inspect(store_url, project_id, channel, keys, _access_token(access_token))
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        click.echo("\n".join(_inspection_lines(result)))
+
+
+@cli.command("export")
+@_store_options
+@click.option("--channel", required=True)
+@click.option("--trusted-key", "trusted", multiple=True, help="Public key (ed25519:… or PEM).")
+@click.option("--access-token", help="Token that can decrypt the bundle (or env).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+def export_command(
+    store_url: str,
+    project_id: str,
+    channel: str,
+    trusted: tuple[str, ...],
+    access_token: str | None,
+    out: str,
+) -> None:
+    """Write a verified bootstrap file (pointer + plaintext bundle) to ship with an app."""
+    keys = _trusted_keys(trusted)
+    if not keys:
+        raise ConfigError("export needs --trusted-key (or ANVIL_TRUSTED_KEYS)")
+    data = export_bootstrap(store_url, project_id, channel, keys, _access_token(access_token))
+    write_atomically(Path(out).resolve(), data)
+    click.echo(f"wrote bootstrap {out} ({len(data)} bytes; it holds plaintext prompts)")
