@@ -97,7 +97,9 @@ class DiskCache:
             ConfigError: if the cache dir cannot be created.
         """
         try:
-            self.bundles.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.dir.parent.parent.mkdir(parents=True, exist_ok=True)
+            for directory in (self.dir.parent, self.dir, self.bundles):
+                directory.mkdir(mode=0o700, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the cache dir {self.dir}: {_reason(e)}") from e
 

@@ -50,6 +50,7 @@ from anvil_client.wire import (
 )
 
 log = logging.getLogger("anvil_client")
+log.addHandler(logging.NullHandler())  # a library logs only where the app configures it
 
 #: How often every process looks at the disk cache (a few stat calls) at most.
 DISK_CHECK_INTERVAL = 1.0

@@ -33,7 +33,7 @@ DEFAULT_CACHE_DIR = ".anvil_cache"
 DEFAULT_TOKEN_ENV = "ANVIL_ACCESS_TOKEN"  # noqa: S105 - the name of a variable
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_HEARTBEAT_INTERVAL = 300.0
-PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
 ENV_VARS: Mapping[str, str] = {
     "store": "ANVIL_STORE",

@@ -177,17 +177,15 @@ def register_hooks(app: Flask) -> None:
 def _error_page(code: int, message: str | None, error: HTTPException | None = None) -> Response:
     title, default = _FRIENDLY.get(code, ("Error", "The request could not be completed."))
     description = message or default
-    if error is not None and code in (400, 429) and error.description and not message:
-        # Our own aborts carry one plain sentence; Werkzeug's defaults are generic.
-        if not error.description.startswith("The browser (or proxy)"):
+    if error is not None and not message and error.description:
+        # Our own aborts carry one plain sentence; Werkzeug's class defaults are generic.
+        if error.description != type(error).description:
             description = error.description
     headers: dict[str, str] = {}
     if error is not None and code == 405:
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
-    if request.blueprint == "api" or (
-        request.accept_mimetypes.best == "application/json" and not request.accept_html
-    ):
+    if request.blueprint == "api" or request.accept_mimetypes.best == "application/json":
         response = jsonify(error=description)
     else:
         g.error_page = True

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from forge_app.extensions import db
 from forge_app.models import (
@@ -79,14 +80,17 @@ def record_event(
     org_id: int | None = None,
     details: dict[str, Any] | None = None,
     actor: User | None = None,
+    session: Session | None = None,
 ) -> AuditEvent:
-    """Add one audit event to the current session (committed with the caller's change)."""
+    """Add one audit event to ``session`` (default: ``db.session``), committed with the
+    caller's change. ``actor`` defaults to the signed-in user."""
+    session = session if session is not None else db.session
     if actor is None:
         user = current_user._get_current_object() if current_user else None  # type: ignore[attr-defined]
         actor = user if isinstance(user, User) else None
     object_type, object_id, label = describe_object(obj)
     if obj is not None and object_id in ("", "None"):
-        db.session.flush()  # new objects get their ids before the event refers to them
+        session.flush()  # new objects get their ids before the event refers to them
         object_type, object_id, label = describe_object(obj)
     event = AuditEvent(
         org_id=org_id if org_id is not None else (project.org_id if project else None),
@@ -99,7 +103,7 @@ def record_event(
         object_label=label[:300],
         details=details or {},
     )
-    db.session.add(event)
+    session.add(event)
     return event
 
 

@@ -11,6 +11,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from forge_app.users import MIN_PASSWORD_LENGTH
@@ -26,10 +27,10 @@ __all__ = [
 ]
 
 ROLE_CHOICES = [
-    ("viewer", "Viewer — can read everything"),
-    ("editor", "Editor — edits prompts and submits them for review"),
-    ("reviewer", "Reviewer — approves or sends back submissions"),
-    ("owner", "Owner — manages members and settings"),
+    SelectChoice("viewer", "Viewer — can read everything"),
+    SelectChoice("editor", "Editor — edits prompts and submits them for review"),
+    SelectChoice("reviewer", "Reviewer — approves or sends back submissions"),
+    SelectChoice("owner", "Owner — manages members and settings"),
 ]
 
 

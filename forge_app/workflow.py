@@ -6,7 +6,8 @@
 Every transition starts with one conditional ``UPDATE … WHERE status = … AND revision = …`` on
 the prompt set: it takes the row's write lock and proves nobody changed the set since the user
 looked at it, so two concurrent transitions (or an edit racing a submit) cannot both win, on
-SQLite or PostgreSQL. Functions add audit events and leave committing to the caller.
+SQLite or PostgreSQL. Functions add audit events and leave committing to the caller; after a
+``WorkflowError`` the caller must roll the session back (a transition may have been half done).
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ def _claim(
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
         session.refresh(prompt_set)
         if prompt_set.status != from_status.value:
             raise WorkflowError(
@@ -121,8 +121,8 @@ def touch_live_set(session: Session, prompt_set: PromptSet, user: User) -> None:
         .values(revision=PromptSet.revision + 1, updated_at=utcnow(), updated_by_id=user.id)
         .execution_options(synchronize_session=False)
     )
+    session.expire(prompt_set, ["revision", "updated_at", "updated_by_id"])
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
         session.refresh(prompt_set)
         raise WorkflowError(
             f"This prompt set is {prompt_set.status} now, so it cannot be edited. "
@@ -236,8 +236,6 @@ def submit(
     prompts = draft_prompts(session, prompt_set)
     problem = _content_problem(prompts, project, prompt_set, latest)
     if problem is not None:
-        session.rollback()
-        session.refresh(prompt_set)
         raise WorkflowError(problem[0], status=400, problems=problem[1])
     record_event(
         "prompt_set.submit",
@@ -245,6 +243,7 @@ def submit(
         project=project,
         actor=user,
         details={"version": version, "bump": bump, "changelog": changelog[:500]},
+        session=session,
     )
     return version
 
@@ -286,7 +285,9 @@ def withdraw(
         status=SetStatus.LIVE.value,
         **_cleared_submission(),
     )
-    record_event("prompt_set.withdraw", prompt_set, project=prompt_set.project, actor=user)
+    record_event(
+        "prompt_set.withdraw", prompt_set, project=prompt_set.project, actor=user, session=session
+    )
 
 
 def _cleared_submission() -> dict[str, Any]:
@@ -338,7 +339,6 @@ def approve(
             PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version
         )
     ):
-        session.rollback()
         raise WorkflowError(f"Version {version} already exists; withdraw and submit again.")
     from publisher import build_bundle
 
@@ -353,7 +353,6 @@ def approve(
             created_at=created_at,
         )
     except ValidationError as e:
-        session.rollback()
         raise WorkflowError(
             "The prompts do not validate; request changes instead.", problems=e.problems
         ) from e
@@ -376,6 +375,7 @@ def approve(
         project=prompt_set.project,
         actor=user,
         details={"version": version, "content_sha256": built.content_sha256},
+        session=session,
     )
     return record
 
@@ -416,6 +416,7 @@ def request_changes(
         project=prompt_set.project,
         actor=user,
         details={"comment": comment[:500]},
+        session=session,
     )
 
 
@@ -439,7 +440,9 @@ def unlock(
         review_comment_by_id=None,
         review_comment_at=None,
     )
-    record_event("prompt_set.unlock", prompt_set, project=prompt_set.project, actor=user)
+    record_event(
+        "prompt_set.unlock", prompt_set, project=prompt_set.project, actor=user, session=session
+    )
 
 
 def replace_prompts(
@@ -531,5 +534,6 @@ def restore_version(
         project=prompt_set.project,
         actor=user,
         details={"version": version.version, **{k: len(v) for k, v in summary.items()}},
+        session=session,
     )
     return summary

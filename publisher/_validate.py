@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import meta, nodes
+from jinja2 import TemplateSyntaxError, meta, nodes
 
 from anvil_client.errors import TemplateError, ValidationError
 from anvil_client.wire import ENVIRONMENT, PROMPT_ID_MAX, ROLES, is_prompt_id, parse_template
@@ -229,15 +229,32 @@ def _template_variables(
     """(variables, error, error line) of one template; identical templates are parsed once."""
     hit = cache.get(source)
     if hit is None:
-        try:
-            hit = (_undeclared(parse_template(source)), None, None)
-        except TemplateError as e:
-            message = str(e)
-            if e.lineno is not None and message.startswith(f"line {e.lineno}: "):
-                message = message[len(f"line {e.lineno}: ") :]
-            hit = ([], message, e.lineno)
+        hit = _analyse(source)
         cache[source] = hit
     return hit
+
+
+def _analyse(source: str) -> tuple[list[str], str | None, int | None]:
+    try:
+        tree = parse_template(source)
+    except TemplateError as e:
+        message = str(e)
+        if e.lineno is not None and message.startswith(f"line {e.lineno}: "):
+            message = message[len(f"line {e.lineno}: ") :]
+        return [], message, e.lineno
+    # Stricter than Jinja2, which accepts an unknown filter inside {% if %} until that branch
+    # renders: in a prompt it is always a mistake, so it fails here rather than in production.
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        if isinstance(node, nodes.Filter) and node.name not in ENVIRONMENT.filters:
+            return [], f"unknown filter {node.name!r}", node.lineno
+        if isinstance(node, nodes.Test) and node.name not in ENVIRONMENT.tests:
+            return [], f"unknown test {node.name!r}", node.lineno
+    try:
+        return _undeclared(tree), None, None
+    except TemplateSyntaxError as e:  # what the code generator refuses (loop as a target, …)
+        return [], e.message or str(e), e.lineno
+    except Exception as e:  # constant folding failed: compiling it in the client would too
+        return [], f"does not compile: {type(e).__name__}: {e}", None
 
 
 # Node types that neither bind names nor open scopes: in a template made only of these, every
@@ -272,24 +289,45 @@ def _undeclared(tree: nodes.Template) -> list[str]:
     """``jinja2.meta.find_undeclared_variables``, sorted, with a fast path for plain templates.
 
     Running Jinja2's code generator costs as much as parsing; templates without loops,
-    assignments, macros or blocks need only a walk of the tree.
+    assignments, macros, blocks or constant sub-expressions (which the generator folds, and
+    may refuse) need only a walk of the tree. Anything else goes through Jinja2 itself.
+
+    Raises:
+        TemplateSyntaxError: what Jinja2's code generator refuses.
+        Exception: whatever constant folding raises (as compiling the template would).
     """
     names: set[str] = set()
-    stack: list[nodes.Node] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, nodes.Name):
-            if node.ctx != "load" or node.name in _SPECIAL_NAMES:
-                return sorted(meta.find_undeclared_variables(tree))
-            if node.name not in ENVIRONMENT.globals:
-                names.add(node.name)
-        elif (isinstance(node, nodes.Tuple) and node.ctx == "load") or isinstance(
-            node, _PLAIN_NODES
-        ):
-            stack.extend(node.iter_child_nodes())
-        else:
-            return sorted(meta.find_undeclared_variables(tree))
+    try:
+        _collect(tree, names)
+    except _Fallback:
+        return sorted(meta.find_undeclared_variables(tree))
     return sorted(names)
+
+
+class _Fallback(Exception):
+    """The fast walk cannot vouch for this template."""
+
+
+def _collect(node: nodes.Node, names: set[str]) -> bool:
+    """Add the loaded names under ``node``; True if there is any (so nothing can be folded)."""
+    if isinstance(node, nodes.Name):
+        if node.ctx != "load" or node.name in _SPECIAL_NAMES:
+            raise _Fallback
+        if node.name not in ENVIRONMENT.globals:
+            names.add(node.name)
+        return True
+    if isinstance(node, nodes.Const | nodes.TemplateData):
+        return False
+    if not (
+        isinstance(node, _PLAIN_NODES) or (isinstance(node, nodes.Tuple) and node.ctx == "load")
+    ):
+        raise _Fallback
+    found = False
+    for child in node.iter_child_nodes():
+        found = _collect(child, names) or found
+    if not found and isinstance(node, nodes.Expr):
+        raise _Fallback
+    return found
 
 
 def _bad_id_reason(prompt_id: str) -> str:

@@ -44,6 +44,7 @@ from publisher._publish import Publisher, PublishResult, read_history
 __all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_MAX_PROBLEMS_SHOWN = 50
 
 
 class _Group(click.Group):
@@ -77,7 +78,9 @@ def _problems_text(error: ValidationError) -> str:
     if len(error.problems) == 1:
         return _sentence(error.problems[0])
     lines = [f"{len(error.problems)} problems found; nothing was written:"]
-    lines += [f"  - {problem}" for problem in error.problems]
+    lines += [f"  - {problem}" for problem in error.problems[:_MAX_PROBLEMS_SHOWN]]
+    if len(error.problems) > _MAX_PROBLEMS_SHOWN:
+        lines.append(f"  ... and {len(error.problems) - _MAX_PROBLEMS_SHOWN} more")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import (
+    ConnectTimeoutError,
     HTTPError,
     LocationParseError,
     NameResolutionError,
@@ -155,7 +156,7 @@ class HttpStore(ObjectStore):
             finally:
                 _finish(response)
         raise StoreError(
-            f"GET {key} from {self.url} was redirected more than {_MAX_REDIRECTS} times"
+            f"GET {key} from {self.url} was redirected too many times (more than {_MAX_REDIRECTS})"
         )
 
     def _request(
@@ -184,12 +185,18 @@ class HttpStore(ObjectStore):
                     decode_content=False,
                     timeout=timeout,
                 )
+            # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: catch it first.
+            except (NewConnectionError, NameResolutionError) as e:
+                raise StoreUnavailable(f"store {self.url} is unreachable: {_reason(e)}") from e
+            except ConnectTimeoutError as e:
+                raise StoreUnavailable(
+                    f"store {self.url} is unreachable: no connection within "
+                    f"{min(self.connect_timeout, remaining):g} s"
+                ) from e
             except Urllib3Timeout as e:
                 raise StoreUnavailable(
                     f"GET {key} from {self.url} timed out after {self.timeout:g} s"
                 ) from e
-            except (NewConnectionError, NameResolutionError) as e:
-                raise StoreUnavailable(f"store {self.url} is unreachable: {_reason(e)}") from e
             except SSLError as e:
                 raise StoreUnavailable(
                     f"TLS with {self.host} failed for store {self.url}: {_reason(e)}"
@@ -303,7 +310,9 @@ def _finish(response: BaseHTTPResponse) -> None:
     left unread (a cap or deadline was hit), or of unknown or large length, is never read.
     """
     try:
-        if not response.closed:
+        if response.status in (204, 304) or response.status < 200:
+            pass  # no body by definition (RFC 9110 §6.4.1)
+        elif not response.closed:
             length = _content_length(response)
             if response.status != 200 and length is not None and length <= _ERROR_BODY_LIMIT:
                 response.read(length)

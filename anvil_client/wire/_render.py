@@ -125,6 +125,10 @@ class _Compiled:
                 raise TemplateError(f"line {e.lineno}: {e.message}", lineno=e.lineno) from e
 
     @property
+    def fast(self) -> bool:
+        return self._pattern is not None
+
+    @property
     def names(self) -> frozenset[str]:
         """The names the template reads from its variables (computed only to report an error)."""
         return frozenset(template_variables(self._source))
@@ -194,6 +198,12 @@ class CompiledPrompt:
                 self._messages = tuple((m.role, _Compiled(m.template)) for m in spec.messages)
         except TemplateError as e:
             raise RenderError(f"prompt {prompt_id!r} has a broken template: {e}") from e
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether every template of this prompt renders by ``str.format_map`` (no Jinja2)."""
+        compiled = [self._text] if self._text is not None else [c for _, c in self._messages]
+        return all(c.fast for c in compiled)
 
     def render(self, variables: Mapping[str, Any], max_output: int = DEFAULT_MAX_OUTPUT) -> str:
         """Render a text prompt (a chat prompt renders its messages joined by blank lines).

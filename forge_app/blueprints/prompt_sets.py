@@ -240,6 +240,8 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
                 expected_revision=_expected_revision(),
             )
         except WorkflowError as e:
+            db.session.rollback()
+            db.session.refresh(prompt_set)
             if e.status == 400 and prompt_set.status == SetStatus.LIVE.value and not e.problems:
                 flash(str(e), "error")
                 return _render_submit(project, prompt_set, latest, 400)

@@ -1,4 +1,4 @@
-"""DSSE envelopes: PAE, signing, verification order and errors; cross-checked with securesystemslib."""
+"""DSSE envelopes: PAE, signing, verification order, errors; cross-checked with securesystemslib."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def test_deeply_nested_json_is_a_format_error(trusted: list[TrustedKey]) -> None
 
 
 def _sslib_key(key: Ed25519PrivateKey) -> Any:
-    from securesystemslib.signer import SSlibKey
+    from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
 
     return SSlibKey.from_crypto(key.public_key(), keyid=key_id(key.public_key()))
 
@@ -215,7 +215,7 @@ def test_securesystemslib_envelopes_verify_with_us(
     key: Ed25519PrivateKey, trusted: list[TrustedKey]
 ) -> None:
     from securesystemslib.dsse import Envelope
-    from securesystemslib.signer import CryptoSigner
+    from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
     envelope = Envelope(payload=BODY, payload_type=POINTER_PAYLOAD_TYPE, signatures={})
     envelope.sign(CryptoSigner(key, public_key=_sslib_key(key)))

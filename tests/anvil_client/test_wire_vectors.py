@@ -29,7 +29,8 @@ MAX = 64 * 1024 * 1024
 
 def _project_root(vectors: dict[str, Any], step: str) -> Path:
     root: Path = vectors[step]
-    return root / "projects" / vectors["keys"]["project_id"]
+    project: str = vectors["keys"]["project_id"]
+    return root / "projects" / project
 
 
 def _pointer(vectors: dict[str, Any], step: str, channel: str, key: str = "trusted_key") -> Pointer:
@@ -42,7 +43,7 @@ def _bundle_bytes(vectors: dict[str, Any], step: str, channel: str, token: str) 
     pointer = _pointer(vectors, step, channel)
     release = pointer.release
     release.object.check_location(vectors["keys"]["project_id"])
-    stored = (vectors[step] / release.object.path).read_bytes()
+    stored: bytes = (vectors[step] / release.object.path).read_bytes()
     assert len(stored) == release.object.size
     assert sha256_hex(stored) == release.object.sha256
     if release.object.encoding == "json":

@@ -20,6 +20,7 @@ from anvil_client.wire import (
     decrypt_bundle,
     generate_private_key,
     parse_bundle,
+    public_key_text,
     select_release,
     sha256_hex,
     verify_envelope,
@@ -100,11 +101,7 @@ def client_apply(
     instance_id: str = "00000000-0000-4000-8000-000000000000",
 ) -> Applied:
     """DESIGN §7, one poll, with the wire functions only (the reader the client must be)."""
-    key = (
-        TrustedKey.parse(trusted)
-        if isinstance(trusted, str)
-        else TrustedKey.parse(_public_text(trusted))
-    )
+    key = TrustedKey.parse(trusted if isinstance(trusted, str) else public_text(trusted))
     envelope = store.get(f"projects/{project_id}/channels/{channel}.json", max_size=65536).data
     pointer = Pointer.parse(verify_envelope(envelope, [key]))
     assert (pointer.project_id, pointer.channel) == (project_id, channel)
@@ -124,11 +121,5 @@ def client_apply(
     return Applied(pointer, bundle, data)
 
 
-def _public_text(key: Ed25519PrivateKey) -> str:
-    from anvil_client.wire import public_key_text
-
-    return public_key_text(key.public_key())
-
-
 def public_text(key: Ed25519PrivateKey) -> str:
-    return _public_text(key)
+    return public_key_text(key.public_key())

@@ -1,0 +1,95 @@
+"""prompt() against its baselines, measured in the same run.
+
+    $ .venv/bin/python benchmarks/bench_client_render.py
+
+1. A 3-variable ``{{ }}`` template: ``client.prompt()`` vs ``str.format`` of the same text
+   (target ≤ 2×).
+2. A template with filters, a loop and conditionals: ``client.prompt()`` vs a precompiled
+   Jinja2 template of the same sandboxed environment, ``template.render(**vars)``
+   (target ≤ 1.15×); a plain (unsandboxed) Jinja2 environment is printed for reference.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import timeit
+from pathlib import Path
+
+from client_setup import BenchPublisher, bundle_bytes
+
+import jinja2
+from anvil_client import AnvilClient
+from anvil_client.stores import FileStore
+from anvil_client.wire import ENVIRONMENT
+
+SIMPLE = "Hello {{ name }}, you are signed in as {{ role }} with {{ level }} access."
+SIMPLE_FORMAT = "Hello {name}, you are signed in as {role} with {level} access."
+FANCY = (
+    "{% if vip %}Dear {{ name | upper }}{% else %}Hi {{ name | title }}{% endif %},\n"
+    "{% for item in items %}- {{ item.title | truncate(20) }}: {{ '%.2f' | format(item.price) }}"
+    "{% if not loop.last %}\n{% endif %}{% endfor %}\n"
+    "Total: {{ items | sum(attribute='price') | round(2) }} ({{ items | length }} items)"
+)
+FANCY_VARS = {
+    "vip": False,
+    "name": "ada lovelace",
+    "items": [
+        {"title": "Analytical engine manual", "price": 12.5},
+        {"title": "Punch cards", "price": 3.25},
+        {"title": "Notes on the Bernoulli numbers", "price": 7.0},
+    ],
+}
+
+
+def best(statement, number: int, repeat: int = 7) -> float:  # type: ignore[no-untyped-def]
+    """Best per-call time in nanoseconds (min of repeats: the least disturbed run)."""
+    gc.collect()
+    return min(timeit.repeat(statement, number=number, repeat=repeat)) / number * 1e9
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        publisher = BenchPublisher(FileStore(root / "store"))
+        publisher.publish(bundle_bytes({"simple": SIMPLE, "fancy": FANCY}))
+        settings = publisher.settings(root / "cache", FileStore(root / "store"))
+        with AnvilClient(**settings, start=False) as client:
+            client.sync()
+            prompt = client.prompt
+            assert prompt("simple", name="Ada", role="admin", level="full") == (
+                SIMPLE_FORMAT.format(name="Ada", role="admin", level="full")
+            )
+            precompiled = ENVIRONMENT.from_string(FANCY)
+            plain = jinja2.Environment(keep_trailing_newline=True).from_string(FANCY)
+            assert prompt("fancy", **FANCY_VARS) == precompiled.render(**FANCY_VARS)
+
+            n = 200_000
+            t_format = best(
+                lambda: SIMPLE_FORMAT.format(name="Ada", role="admin", level="full"), n
+            )
+            t_simple = best(lambda: prompt("simple", name="Ada", role="admin", level="full"), n)
+            n = 20_000
+            t_jinja = best(lambda: precompiled.render(**FANCY_VARS), n)
+            t_plain = best(lambda: plain.render(**FANCY_VARS), n)
+            t_fancy = best(lambda: prompt("fancy", **FANCY_VARS), n)
+
+    print("prompt() render benchmark (best of 7 runs, ns per call)")
+    print(f"  3-variable template  str.format            {t_format:9.0f} ns")
+    print(f"                       client.prompt()       {t_simple:9.0f} ns")
+    ratio_simple = t_simple / t_format
+    print(f"                       ratio                 {ratio_simple:9.2f}x  (target <= 2.00x)")
+    print(f"  filters/loop/if      precompiled Jinja2    {t_jinja:9.0f} ns  (same sandbox)")
+    print(f"                       client.prompt()       {t_fancy:9.0f} ns")
+    ratio_fancy = t_fancy / t_jinja
+    print(f"                       ratio                 {ratio_fancy:9.2f}x  (target <= 1.15x)")
+    print(f"                       plain Jinja2 (ref.)   {t_plain:9.0f} ns  (no sandbox)")
+    print(
+        "RESULT render "
+        + ("OK" if ratio_simple <= 2.0 and ratio_fancy <= 1.15 else "MISSED")
+        + f" simple={ratio_simple:.2f}x fancy={ratio_fancy:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

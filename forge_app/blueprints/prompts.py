@@ -1,0 +1,302 @@
+"""The prompt editor: text and chat prompts, metadata, validation at the line, live preview.
+
+Saving is optimistic: the form carries the prompt's ``revision``; if someone else saved in the
+meantime the save is refused, the editor's text is kept on the page, and the other version is
+shown next to it. Nothing is ever overwritten silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from forge_app.audit import record_event
+from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.diffing import diff_prompt_sets
+from forge_app.editing import (
+    MessageDraft,
+    Problem,
+    PromptDraft,
+    check_draft,
+    prompt_file_entry,
+    render_preview,
+)
+from forge_app.extensions import db
+from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User, utcnow
+from forge_app.workflow import WorkflowError, apply_entry, touch_live_set
+
+bp = Blueprint(
+    "prompts", __name__, url_prefix="/projects/<uuid:project_id>/sets/<uuid:set_id>/prompts"
+)
+
+MAX_SAMPLE_CHARS = 10_000
+
+
+def _entry(prompt: Prompt) -> dict[str, Any]:
+    return prompt_file_entry(prompt.kind, prompt.template, prompt.messages, prompt.meta)
+
+
+def _load_prompt(prompt_set: PromptSet, key: str) -> Prompt:
+    prompt = db.session.scalar(
+        select(Prompt).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == key)
+    )
+    if prompt is None:
+        abort(404)
+    return prompt
+
+
+def _render(
+    project: Project,
+    prompt_set: PromptSet,
+    draft: PromptDraft,
+    *,
+    prompt: Prompt | None,
+    problems: list[Problem] | None = None,
+    conflict: dict[str, Any] | None = None,
+    status: int = 200,
+) -> ResponseReturnValue:
+    editable = prompt_set.editable and g.role >= Role.EDITOR
+    preview = render_preview(draft)
+    by_field: dict[str, list[Problem]] = {}
+    for problem in problems or []:
+        by_field.setdefault(problem.field, []).append(problem)
+    updated_by = db.session.get(User, prompt.updated_by_id) if prompt and prompt.updated_by_id else None
+    return (
+        render_template(
+            "prompts/edit.html",
+            project=project,
+            prompt_set=prompt_set,
+            prompt=prompt,
+            draft=draft,
+            preview=preview,
+            problems=problems or [],
+            by_field=by_field,
+            conflict=conflict,
+            editable=editable,
+            updated_by=updated_by,
+            nav="projects",
+        ),
+        status,
+    )
+
+
+def _form_draft() -> tuple[PromptDraft, str]:
+    draft = PromptDraft.from_form(request.form)
+    draft.samples = {k: v[:MAX_SAMPLE_CHARS] for k, v in list(draft.samples.items())[:200]}
+    action = request.form.get("action", "save")
+    if action == "add_message":
+        rows = draft.messages or []
+        last_role = rows[-1].role if rows else "system"
+        draft.messages = [
+            *rows,
+            MessageDraft("assistant" if last_role == "user" else "user", ""),
+        ]
+        draft.kind = "chat"
+    return draft, action
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@require_project_role(Role.EDITOR)
+def new(project: Project, set_id: str) -> ResponseReturnValue:
+    prompt_set = load_prompt_set(project, set_id)
+    if not prompt_set.editable:
+        flash(_not_editable(prompt_set), "error")
+        return redirect(url_for("prompt_sets.show", project_id=project.id, set_id=prompt_set.id))
+    if request.method == "GET":
+        kind = "chat" if request.args.get("kind") == "chat" else "text"
+        return _render(project, prompt_set, PromptDraft(kind=kind), prompt=None)
+    draft, action = _form_draft()
+    if action != "save":
+        return _render(project, prompt_set, draft, prompt=None)
+    checked = check_draft(draft)
+    problems = list(checked.problems)
+    if draft.key and db.session.scalar(
+        select(Prompt.id).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == draft.key)
+    ):
+        problems.append(Problem("key", f"This prompt set already has a prompt {draft.key!r}."))
+    if problems or checked.entry is None:
+        return _render(project, prompt_set, draft, prompt=None, problems=problems, status=400)
+    user = signed_in_user()
+    try:
+        touch_live_set(db.session, prompt_set, user)
+    except WorkflowError as e:
+        db.session.rollback()
+        return _render(
+            project,
+            prompt_set,
+            draft,
+            prompt=None,
+            problems=[Problem("prompt", str(e))],
+            status=409,
+        )
+    prompt = Prompt(prompt_set_id=prompt_set.id, key=draft.key, created_at=utcnow())
+    apply_entry(prompt, checked.entry, checked.variables, user)
+    prompt.samples = _kept_samples(draft, checked.variables)
+    db.session.add(prompt)
+    db.session.flush()
+    record_event("prompt.create", prompt, project=project, details={"set": prompt_set.name})
+    db.session.commit()
+    flash(f"Prompt {prompt.key} is saved.", "success")
+    return redirect(_edit_url(project, prompt_set, prompt.key))
+
+
+def _edit_url(project: Project, prompt_set: PromptSet, key: str) -> str:
+    return url_for("prompts.edit", project_id=project.id, set_id=prompt_set.id, key=key)
+
+
+def _kept_samples(draft: PromptDraft, variables: list[str]) -> dict[str, str]:
+    return {name: draft.samples[name] for name in variables if name in draft.samples}
+
+
+def _not_editable(prompt_set: PromptSet) -> str:
+    if prompt_set.status == SetStatus.REVIEW.value:
+        return "This prompt set is in review, so it is read-only until it is approved or sent back."
+    return "This prompt set is locked. Unlock it for editing to change its prompts."
+
+
+@bp.route("/<key>", methods=["GET", "POST"])
+@require_project_role(Role.VIEWER)
+def edit(project: Project, set_id: str, key: str) -> ResponseReturnValue:
+    prompt_set = load_prompt_set(project, set_id)
+    prompt = _load_prompt(prompt_set, key)
+    if request.method == "GET":
+        draft = PromptDraft.from_entry(
+            prompt.key, _entry(prompt), samples=prompt.samples, revision=prompt.revision
+        )
+        return _render(project, prompt_set, draft, prompt=prompt)
+    if g.role < Role.EDITOR:
+        abort(403)
+    draft, action = _form_draft()
+    if action != "save":
+        return _render(project, prompt_set, draft, prompt=prompt)
+    if not prompt_set.editable:
+        return _render(
+            project,
+            prompt_set,
+            draft,
+            prompt=prompt,
+            problems=[Problem("prompt", _not_editable(prompt_set) + " Your text is kept below.")],
+            status=409,
+        )
+    if draft.revision != prompt.revision:
+        return _conflict(project, prompt_set, prompt, draft)
+    checked = check_draft(draft)
+    problems = list(checked.problems)
+    if draft.key != prompt.key and db.session.scalar(
+        select(Prompt.id).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == draft.key)
+    ):
+        problems.append(Problem("key", f"This prompt set already has a prompt {draft.key!r}."))
+    if problems or checked.entry is None:
+        return _render(project, prompt_set, draft, prompt=prompt, problems=problems, status=400)
+    user = signed_in_user()
+    old_key = prompt.key
+    changed = _entry(prompt) != checked.entry or old_key != draft.key
+    new_samples = _kept_samples(draft, checked.variables)
+    if not changed and new_samples == prompt.samples:
+        flash("No changes to save.", "info")
+        return redirect(_edit_url(project, prompt_set, prompt.key))
+    try:
+        if changed:
+            touch_live_set(db.session, prompt_set, user)
+            prompt.key = draft.key
+            apply_entry(prompt, checked.entry, checked.variables, user)
+        prompt.samples = new_samples
+        details: dict[str, Any] = {"set": prompt_set.name}
+        if old_key != draft.key:
+            details["renamed"] = {"from": old_key, "to": draft.key}
+        if changed:
+            record_event("prompt.update", prompt, project=project, details=details)
+        db.session.commit()
+    except WorkflowError as e:
+        db.session.rollback()
+        return _render(
+            project,
+            prompt_set,
+            draft,
+            prompt=prompt,
+            problems=[Problem("prompt", str(e) + " Your text is kept below.")],
+            status=409,
+        )
+    except StaleDataError:
+        db.session.rollback()
+        return _conflict(project, prompt_set, _load_prompt(prompt_set, old_key), draft)
+    flash(f"Prompt {prompt.key} is saved." if changed else "Sample values are saved.", "success")
+    return redirect(_edit_url(project, prompt_set, prompt.key))
+
+
+def _conflict(
+    project: Project, prompt_set: PromptSet, prompt: Prompt, draft: PromptDraft
+) -> ResponseReturnValue:
+    """Someone saved first: keep this editor's text, show theirs, and let them decide."""
+    db.session.rollback()
+    db.session.refresh(prompt)
+    other = db.session.get(User, prompt.updated_by_id) if prompt.updated_by_id else None
+    checked = check_draft(draft)
+    mine = checked.entry or {"template": draft.template, "metadata": {}}
+    diff = diff_prompt_sets({prompt.key: _entry(prompt)}, {prompt.key: mine})
+    conflict = {"by": other, "at": prompt.updated_at, "diff": diff, "revision": prompt.revision}
+    # Saving again from this page overwrites deliberately: the form now carries their revision.
+    draft.revision = prompt.revision
+    message = (
+        f"{other.display_name if other else 'Someone'} saved this prompt while you were editing. "
+        "Your changes are not saved yet: they are kept in the form below. Compare them with the "
+        "saved version, then save again to replace it."
+    )
+    return _render(
+        project,
+        prompt_set,
+        draft,
+        prompt=prompt,
+        problems=[Problem("prompt", message)],
+        conflict=conflict,
+        status=409,
+    )
+
+
+@bp.post("/<key>/delete")
+@require_project_role(Role.EDITOR)
+def delete(project: Project, set_id: str, key: str) -> ResponseReturnValue:
+    prompt_set = load_prompt_set(project, set_id)
+    prompt = _load_prompt(prompt_set, key)
+    try:
+        touch_live_set(db.session, prompt_set, signed_in_user())
+    except WorkflowError as e:
+        db.session.rollback()
+        flash(str(e), "error")
+        return redirect(_edit_url(project, prompt_set, key))
+    record_event("prompt.delete", prompt, project=project, details={"set": prompt_set.name})
+    db.session.delete(prompt)
+    db.session.commit()
+    flash(f"Prompt {key} is deleted. It stays in earlier versions.", "success")
+    return redirect(url_for("prompt_sets.show", project_id=project.id, set_id=prompt_set.id))
+
+
+@bp.post("/preview")
+@require_project_role(Role.VIEWER)
+def preview(project: Project, set_id: str) -> ResponseReturnValue:
+    """Validate and render a draft with sample values (JSON in, JSON out; CSRF header)."""
+    load_prompt_set(project, set_id)
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return jsonify(error="Send a JSON object."), 400
+    form: dict[str, str] = {
+        "key": str(data.get("key", "")),
+        "kind": str(data.get("kind", "text")),
+        "template": str(data.get("template", "")),
+    }
+    messages = data.get("messages") or []
+    if isinstance(messages, list):
+        for index, message in enumerate(messages[:100]):
+            if isinstance(message, dict):
+                form[f"messages-{index}-role"] = str(message.get("role", "user"))
+                form[f"messages-{index}-template"] = str(message.get("template", ""))
+    samples = data.get("samples") or {}
+    if isinstance(samples, dict):
+        for name, value in list(samples.items())[:200]:
+            form[f"sample-{name}"] = str(value)[:MAX_SAMPLE_CHARS]
+    draft = PromptDraft.from_form(form)
+    return jsonify(render_preview(draft).as_json())

@@ -1,0 +1,291 @@
+/* Anvil FORGE — small conveniences on top of pages that work without JavaScript:
+   unsaved-change warnings, Ctrl/Cmd+S, confirmations, the live preview of the prompt editor. */
+(function () {
+  "use strict";
+  document.documentElement.classList.add("js");
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var CSRF = csrfMeta ? csrfMeta.getAttribute("content") : "";
+
+  function ready(fn) {
+    if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn);
+  }
+
+  ready(function () {
+    // Confirmations for destructive or irreversible actions.
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+      });
+    });
+
+    // Never lose work: warn before leaving a form with unsaved changes.
+    var dirtyForms = new Set();
+    document.querySelectorAll("form[data-guard]").forEach(function (form) {
+      var note = form.querySelector("[data-dirty-note]");
+      var mark = function () {
+        dirtyForms.add(form);
+        if (note) note.hidden = false;
+      };
+      form.addEventListener("input", mark);
+      form.addEventListener("change", mark);
+      form.addEventListener("submit", function () { dirtyForms.delete(form); });
+      form.addEventListener("forge:dirty", mark);
+    });
+    window.addEventListener("beforeunload", function (event) {
+      if (dirtyForms.size > 0) {
+        event.preventDefault();
+        event.returnValue = "";
+      }
+    });
+
+    // Ctrl/Cmd+S saves the page's main form; "/" jumps to search.
+    document.addEventListener("keydown", function (event) {
+      if ((event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === "s") {
+        var form = document.querySelector("form[data-save-shortcut]");
+        if (form) {
+          event.preventDefault();
+          var button = form.querySelector("[data-save]") || form.querySelector('button[type="submit"]:not([name])');
+          if (form.requestSubmit) form.requestSubmit(button || undefined); else form.submit();
+        }
+        return;
+      }
+      if (event.key === "/" && !event.ctrlKey && !event.metaKey) {
+        var target = event.target;
+        var typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT" || target.isContentEditable);
+        var search = document.querySelector("[data-shortcut-focus='/']");
+        if (!typing && search) {
+          event.preventDefault();
+          search.focus();
+        }
+      }
+    });
+
+    var editor = document.getElementById("editor");
+    if (editor) setUpEditor(editor);
+  });
+
+  function setUpEditor(form) {
+    var fieldset = form.querySelector("fieldset.editor-grid");
+    var readOnly = fieldset && fieldset.disabled;
+    var panels = form.querySelectorAll(".kind-panel");
+    var messages = document.getElementById("messages");
+    var samples = form.querySelector("[data-samples]");
+    var previewBox = form.querySelector("[data-preview]");
+    var previewState = form.querySelector("[data-preview-state]");
+    var previewButton = form.querySelector("[data-preview-button]");
+    if (previewButton) previewButton.hidden = true; // the preview updates by itself
+
+    function kind() {
+      var checked = form.querySelector('input[name="kind"]:checked');
+      return checked ? checked.value : "text";
+    }
+    function showKind() {
+      panels.forEach(function (panel) {
+        if (panel.getAttribute("data-kind") === kind()) panel.removeAttribute("data-inactive");
+        else panel.setAttribute("data-inactive", "");
+      });
+    }
+    form.querySelectorAll('input[name="kind"]').forEach(function (radio) {
+      radio.addEventListener("change", function () { showKind(); schedulePreview(); });
+    });
+    showKind();
+
+    function renumber() {
+      messages.querySelectorAll("[data-message-row]").forEach(function (row, index) {
+        row.querySelectorAll("select, textarea, label").forEach(function (el) {
+          ["id", "name", "for"].forEach(function (attr) {
+            var value = el.getAttribute(attr);
+            if (value) el.setAttribute(attr, value.replace(/messages-\d+-/, "messages-" + index + "-"));
+          });
+        });
+      });
+    }
+    var addButton = form.querySelector("[data-add-message]");
+    if (addButton && messages) {
+      addButton.addEventListener("click", function (event) {
+        event.preventDefault();
+        var rows = messages.querySelectorAll("[data-message-row]");
+        var last = rows[rows.length - 1];
+        var clone = last.cloneNode(true);
+        clone.classList.remove("has-error");
+        clone.querySelectorAll(".error-text").forEach(function (el) { el.remove(); });
+        clone.querySelector("textarea").value = "";
+        var lastRole = last.querySelector("select").value;
+        clone.querySelector("select").value = lastRole === "user" ? "assistant" : "user";
+        messages.appendChild(clone);
+        renumber();
+        clone.querySelector("textarea").focus();
+        form.dispatchEvent(new Event("forge:dirty"));
+        schedulePreview();
+      });
+    }
+    if (messages) {
+      messages.addEventListener("click", function (event) {
+        var button = event.target.closest("[data-remove-message]");
+        if (!button) return;
+        var rows = messages.querySelectorAll("[data-message-row]");
+        var row = button.closest("[data-message-row]");
+        if (rows.length > 1) row.remove(); else row.querySelector("textarea").value = "";
+        renumber();
+        form.dispatchEvent(new Event("forge:dirty"));
+        schedulePreview();
+      });
+    }
+
+    // "Line 3" links in error messages put the cursor on that line.
+    form.addEventListener("click", function (event) {
+      var link = event.target.closest("[data-goto-line]");
+      if (!link) return;
+      event.preventDefault();
+      goToLine(document.getElementById(link.getAttribute("data-goto-field")), parseInt(link.getAttribute("data-goto-line"), 10));
+    });
+
+    function collect() {
+      var data = { key: form.elements.key ? form.elements.key.value : "", kind: kind(), template: "", messages: [], samples: {} };
+      if (form.elements.template) data.template = form.elements.template.value;
+      if (messages) {
+        messages.querySelectorAll("[data-message-row]").forEach(function (row) {
+          data.messages.push({ role: row.querySelector("select").value, template: row.querySelector("textarea").value });
+        });
+        data.messages = data.messages.filter(function (m) { return m.template.trim() !== ""; });
+      }
+      samples.querySelectorAll("[data-sample]").forEach(function (input) {
+        data.samples[input.getAttribute("data-sample")] = input.value;
+      });
+      return data;
+    }
+
+    var timer = null;
+    var sequence = 0;
+    function schedulePreview() {
+      if (timer) clearTimeout(timer);
+      form.classList.add("is-stale");
+      timer = setTimeout(runPreview, 300);
+    }
+    function runPreview() {
+      var url = form.getAttribute("data-preview-url");
+      var mine = ++sequence;
+      if (previewState) previewState.textContent = "updating…";
+      fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": CSRF, "Accept": "application/json" },
+        body: JSON.stringify(collect())
+      }).then(function (response) {
+        if (!response.ok) throw new Error("The preview is not available right now (" + response.status + ").");
+        return response.json();
+      }).then(function (result) {
+        if (mine !== sequence) return; // a newer request is on its way
+        renderSamples(result.variables || []);
+        renderPreview(result);
+        if (previewState) previewState.textContent = "";
+        form.classList.remove("is-stale");
+      }).catch(function (error) {
+        if (mine !== sequence) return;
+        if (previewState) previewState.textContent = error.message;
+      });
+    }
+
+    function renderSamples(variables) {
+      var existing = {};
+      samples.querySelectorAll("[data-sample]").forEach(function (input) {
+        existing[input.getAttribute("data-sample")] = input.closest(".sample");
+      });
+      var same = Object.keys(existing).join("\u0000") === variables.join("\u0000");
+      if (same) return;
+      var empty = samples.querySelector("[data-no-variables]");
+      var fragment = document.createDocumentFragment();
+      variables.forEach(function (name) {
+        var wrapper = existing[name];
+        if (!wrapper) {
+          wrapper = document.createElement("div");
+          wrapper.className = "field sample";
+          var label = document.createElement("label");
+          label.className = "mono";
+          label.setAttribute("for", "sample-" + name);
+          label.textContent = name;
+          var input = document.createElement("input");
+          input.id = "sample-" + name;
+          input.name = "sample-" + name;
+          input.setAttribute("data-sample", name);
+          input.setAttribute("autocomplete", "off");
+          wrapper.appendChild(label);
+          wrapper.appendChild(input);
+        }
+        fragment.appendChild(wrapper);
+      });
+      samples.textContent = "";
+      if (variables.length === 0) {
+        var none = empty || document.createElement("p");
+        none.className = "muted small";
+        none.setAttribute("data-no-variables", "");
+        none.textContent = "No variables.";
+        samples.appendChild(none);
+      }
+      samples.appendChild(fragment);
+    }
+
+    function renderPreview(result) {
+      previewBox.textContent = "";
+      if (!result.ok) {
+        result.problems.forEach(function (problem) {
+          var p = document.createElement("p");
+          p.className = "error-text";
+          if (problem.line) {
+            var link = document.createElement("a");
+            link.href = "#" + problem.field;
+            link.className = "goto-line";
+            link.setAttribute("data-goto-field", problem.field);
+            link.setAttribute("data-goto-line", String(problem.line));
+            link.textContent = "Line " + problem.line;
+            p.appendChild(link);
+            p.appendChild(document.createTextNode(": " + problem.message));
+          } else {
+            p.textContent = problem.message;
+          }
+          previewBox.appendChild(p);
+        });
+        return;
+      }
+      result.messages.forEach(function (message) {
+        var box = document.createElement("div");
+        box.className = "preview-message";
+        var role = document.createElement("div");
+        role.className = "message-role role-" + message.role;
+        role.textContent = message.role;
+        var pre = document.createElement("pre");
+        pre.textContent = message.content;
+        box.appendChild(role);
+        box.appendChild(pre);
+        previewBox.appendChild(box);
+      });
+      if (result.missing && result.missing.length) {
+        var hint = document.createElement("p");
+        hint.className = "hint";
+        hint.textContent = "Shown as ⟨name⟩ until you give a sample value: " + result.missing.join(", ");
+        previewBox.appendChild(hint);
+      }
+    }
+
+    if (!readOnly) {
+      form.addEventListener("input", function (event) {
+        if (event.target.matches("[data-template], [data-sample], #key")) schedulePreview();
+      });
+      form.addEventListener("change", function (event) {
+        if (event.target.matches("select")) schedulePreview();
+      });
+    }
+  }
+
+  function goToLine(textarea, line) {
+    if (!textarea || !line) return;
+    var lines = textarea.value.split("\n");
+    var start = 0;
+    for (var i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+    var end = start + (lines[line - 1] || "").length;
+    textarea.focus();
+    textarea.setSelectionRange(start, end);
+    var lineHeight = parseFloat(window.getComputedStyle(textarea).lineHeight) || 20;
+    textarea.scrollTop = Math.max(0, (line - 3) * lineHeight);
+  }
+})();

@@ -1,0 +1,50 @@
+"""The public front door of ``anvil_client``: a short ``__all__``, everything else private."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anvil_client
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    assert sorted(anvil_client.__all__) == [
+        "AnvilClient",
+        "AnvilError",
+        "ClientConfig",
+        "PromptNotFound",
+        "Status",
+        "__version__",
+        "configure",
+        "messages",
+        "prompt",
+        "status",
+        "template",
+    ]
+    for name in anvil_client.__all__:
+        assert getattr(anvil_client, name) is not None
+
+
+def test_exported_members_come_from_private_modules() -> None:
+    for name in anvil_client.__all__:
+        member = getattr(anvil_client, name)
+        module = getattr(member, "__module__", None)
+        if module is not None:
+            assert module == "anvil_client.errors" or module.startswith("anvil_client._"), name
+
+
+def test_the_package_is_typed() -> None:
+    from importlib.resources import files
+
+    assert files("anvil_client").joinpath("py.typed").is_file()
+
+
+def test_importing_the_client_loads_no_heavy_or_server_libraries() -> None:
+    code = (
+        "import sys, anvil_client, anvil_client.cli; "
+        "print(sorted(m for m in ('boto3', 'botocore', 'flask', 'sqlalchemy', 'urllib3', 'yaml')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
