@@ -176,7 +176,7 @@ def login_required_by_default() -> Any:
     if request.endpoint is None:
         return None  # 404/405 handled by Flask
     view = current_app.view_functions.get(request.endpoint)
-    if is_public(view) or current_user.is_authenticated:
+    if request.endpoint == "static" or is_public(view) or current_user.is_authenticated:
         return None
     if request.blueprint == "api" or request.accept_mimetypes.best == "application/json":
         abort(401)

@@ -217,6 +217,11 @@ class Publisher:
             raise ConfigError("signing_key must be an Ed25519 private key")
         self._owns_store = isinstance(store, str)
         self.store = open_store(store) if isinstance(store, str) else store
+        if self.store.read_only:
+            self.close()
+            raise ConfigError(
+                f"{self.store.url} is read-only; publish to an s3:// or file:// store"
+            )
         self.project_id = project_id
         self._key = signing_key
         public = signing_key.public_key()
@@ -271,11 +276,11 @@ class Publisher:
         percent = _check_percent(rollout_percent)
         if isinstance(bundle, BuiltBundle):
             built = bundle
+            timings.update(built.timings)
         else:
             started = time.perf_counter()
             built = BuiltBundle.from_bytes(bytes(bundle), project_id=self.project_id)
             timings["validate"] = time.perf_counter() - started
-        timings.update(built.timings)
         if built.project_id != self.project_id:
             raise ConfigError(
                 f"bundle belongs to project {built.project_id!r}, not {self.project_id!r}"

@@ -92,6 +92,8 @@ class HttpStore(ObjectStore):
         self.scheme = scheme
         self.host = parts.hostname
         self.port = port or (443 if scheme == "https" else 80)
+        bracketed = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        self._origin = f"{scheme}://{bracketed}:{self.port}"
         self.base_path = quote(parts.path.rstrip("/"), safe=_PATH_SAFE)
         self.url = f"{scheme}://{parts.netloc}{self.base_path}"
         self.timeout = timeout
@@ -122,7 +124,7 @@ class HttpStore(ObjectStore):
                 self._pid = os.getpid()
                 try:
                     self._pool = urllib3.connection_from_url(
-                        f"{self.scheme}://{self.host}:{self.port}",
+                        self._origin,
                         retries=False,
                         timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.timeout),
                         **self._pool_args,
@@ -211,7 +213,7 @@ class HttpStore(ObjectStore):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _same_origin_path(self, key: str, path: str, location: str) -> str:
-        target = urlsplit(urljoin(f"{self.scheme}://{self.host}:{self.port}{path}", location))
+        target = urlsplit(urljoin(f"{self._origin}{path}", location))
         try:
             target_port = target.port or (443 if target.scheme == "https" else 80)
         except ValueError:

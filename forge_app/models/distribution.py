@@ -1,5 +1,157 @@
-"""Distribution models (ACCESS_TOKENs, channels, publishes, LIVE instances): issue 5.
+"""Distribution models: ACCESS_TOKENs, channels and the pointers the FORGE published.
 
-Placeholder owned by the distribution work; imported by ``forge_app.models`` so its tables
-register on ``Base.metadata``.
+    >>> from forge_app.models.distribution import Channel
+    >>> Channel.default_policy("staging")
+    'review'
+
+``AccessToken`` keeps the token's secret encrypted at rest (with ``FORGE_DATA_KEY``, see
+:mod:`forge_app.services.tokens`) and a SHA-256 hash of the full token text for bearer checks.
+``Publication`` has one row per pointer the FORGE wrote, added only after the pointer's
+compare-and-swap succeeded.
 """
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from forge_app.models._base import Base, UTCDateTime, utcnow
+from forge_app.models.accounts import User
+from forge_app.models.projects import Project, SetStatus
+
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "POLICIES",
+    "PUBLICATION_KINDS",
+    "AccessToken",
+    "Channel",
+    "Publication",
+]
+
+#: Which prompt set statuses a channel accepts (DESIGN §1), by policy name.
+POLICIES: dict[str, tuple[str, ...]] = {
+    "locked": (SetStatus.LOCKED.value,),
+    "review": (SetStatus.REVIEW.value, SetStatus.LOCKED.value),
+    "any": (SetStatus.LIVE.value, SetStatus.REVIEW.value, SetStatus.LOCKED.value),
+}
+#: The channels every project has, with their policies, in display order.
+DEFAULT_CHANNELS: dict[str, str] = {
+    "production": "locked",
+    "staging": "review",
+    "development": "any",
+}
+PUBLICATION_KINDS = ("publish", "rollback", "reencrypt", "rollout", "promote")
+
+
+class AccessToken(Base):
+    """An ACCESS_TOKEN of a project (DESIGN §5). The token text itself is never stored."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    token_id: Mapped[str] = mapped_column(String(12), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+
+    project: Mapped[Project] = relationship()
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+    revoked_by: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id])
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def __repr__(self) -> str:  # never the secret
+        return f"AccessToken(token_id={self.token_id!r}, name={self.name!r})"
+
+
+class Channel(Base):
+    """A release channel of a project; ``policy`` is a key of :data:`POLICIES`."""
+
+    __tablename__ = "channels"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(String(16), default="locked")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+
+    project: Mapped[Project] = relationship()
+
+    @staticmethod
+    def default_policy(name: str) -> str:
+        """The policy of a default channel; custom channels accept LOCKED versions only."""
+        return DEFAULT_CHANNELS.get(name, "locked")
+
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        """The prompt set statuses this channel takes (``LOCKED``, ``REVIEW``, ``LIVE``)."""
+        return POLICIES.get(self.policy, POLICIES["locked"])
+
+    @property
+    def is_default(self) -> bool:
+        return self.name in DEFAULT_CHANNELS
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r})"
+
+
+class Publication(Base):
+    """One pointer the FORGE wrote to a channel (publish, rollback, re-encryption, rollout).
+
+    ``prompt_set_id`` is the pointer's string (a FORGE prompt set's UUID as text);
+    ``prompt_set_version_id`` links the FORGE version when the content is one of its versions.
+    """
+
+    __tablename__ = "publications"
+    __table_args__ = (UniqueConstraint("channel_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    sequence: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(256))
+    prompt_set_id: Mapped[str] = mapped_column(String(128))
+    prompt_set_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prompt_set_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    object_path: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16))
+    rollout_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    published_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    channel: Mapped[Channel] = relationship()
+    published_by: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Publication({self.kind} {self.version} seq {self.sequence})"

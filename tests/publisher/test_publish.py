@@ -669,3 +669,12 @@ def test_export_bootstrap(
     assert pointer.release.content_sha256 == sha256_hex(doc["bundle"].encode("utf-8"))
     with pytest.raises(ConfigError, match="needs an ACCESS_TOKEN"):
         export_bootstrap(file_store, project_id, CHANNEL, trusted)
+
+
+def test_read_only_store_is_refused_up_front(
+    project_id: str, signing_key: Ed25519PrivateKey
+) -> None:
+    with pytest.raises(ConfigError, match="read-only"):
+        Publisher("http://127.0.0.1:9/anvil", project_id=project_id, signing_key=signing_key)
+    with pytest.raises(ValidationError, match="project id"):
+        Publisher("file:///tmp/x", project_id="../up", signing_key=signing_key)
