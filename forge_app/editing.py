@@ -355,6 +355,12 @@ def render_preview(draft: PromptDraft) -> Preview:
     Variables without a sample show as ``⟨name⟩`` so the preview is always readable. The key
     and metadata are not needed for a preview, so only template problems are reported.
     """
+    if draft.kind == "chat":
+        empty = not any(m.template.strip() for m in draft.messages)
+    else:
+        empty = not draft.template.strip()
+    if empty:
+        return Preview([], [], [], [])
     checked = check_draft(draft)
     template_problems = [
         p for p in checked.problems if p.field.startswith(("template", "messages"))

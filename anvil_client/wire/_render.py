@@ -33,9 +33,15 @@ _SPECIAL_NAMES = frozenset({"self"})
 
 
 class AnvilSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox with arithmetic that cannot allocate without bound."""
+    """The sandbox with operations that cannot allocate without bound.
 
-    intercepted_binops = frozenset({"*", "**"})
+    Jinja2's sandbox blocks unsafe attributes but bounds neither CPU nor memory, so the
+    operations that can multiply the size of their input are checked before they run:
+    ``*``, ``**`` and ``%``; size arguments of string methods and filters (``ljust``,
+    ``center``, ``zfill``, ``indent``…); widths in format strings; ``replace``.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(
         self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
@@ -44,7 +50,86 @@ class AnvilSandbox(ImmutableSandboxedEnvironment):
             _check_power(left, right)
         elif operator == "*":
             _check_product(left, right)
+        elif operator == "%" and isinstance(left, str):
+            _check_format_string(left)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | bytes | list | tuple):
+            _check_size_arguments(args, kwargs)
+            if getattr(__obj, "__name__", "") == "replace" and len(args) >= 2:
+                _check_replace(owner, args[0], args[1])
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt = value.__self__
+        _check_format_string(fmt)
+        nested = _NESTED_SPEC_RE.search(fmt) is not None
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if nested:  # widths taken from the arguments: ``'{:>{w}}'.format(x, w=...)``
+                mapping = args[0] if args and isinstance(args[0], Mapping) else {}
+                _check_size_arguments(args, {**kwargs, **mapping})
+            return wrapped(*args, **kwargs)
+
+        return checked
+
+
+# Largest width, count or repeat a template may ask a string operation for.
+_MAX_SIZE_ARGUMENT = 100_000
+_WIDE_FORMAT_RE = re.compile(r"\d{6,}")
+_NESTED_SPEC_RE = re.compile(r"\{[^{}]*:[^{}]*\{")
+
+
+def _check_size_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and abs(value) > _MAX_SIZE_ARGUMENT:
+            raise SecurityError("a size argument is too large")
+
+
+def _check_format_string(fmt: str) -> None:
+    if _WIDE_FORMAT_RE.search(fmt):
+        raise SecurityError("a format width or precision is too large")
+
+
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+        growth = len(new) - len(old)
+        if growth > 0 and old and len(text) + text.count(old) * growth > DEFAULT_MAX_OUTPUT:
+            raise SecurityError("the result of replace would be too large")
+        if not old and len(text) * len(new) > DEFAULT_MAX_OUTPUT:
+            raise SecurityError("the result of replace would be too large")
+
+
+def _guard_filter(name: str, size_check: Any = None) -> None:
+    original = ENVIRONMENT.filters[name]
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_size_arguments(args[1:], kwargs)
+        if size_check is not None:
+            size_check(*args)
+        return original(*args, **kwargs)
+
+    guarded.__name__ = original.__name__
+    for marker in ("jinja_pass_arg",):
+        if hasattr(original, marker):
+            setattr(guarded, marker, getattr(original, marker))
+    ENVIRONMENT.filters[name] = guarded
+
+
+def _format_filter_check(value: Any, *args: Any, **kwargs: Any) -> None:
+    if isinstance(value, str):
+        _check_format_string(value)
+
+
+def _replace_filter_check(*args: Any) -> None:
+    # do_replace(eval_ctx, s, old, new, count=None)
+    if len(args) >= 4:
+        _check_replace(args[1], args[2], args[3])
 
 
 def _check_power(base: Any, exponent: Any) -> None:
@@ -72,6 +157,19 @@ def _check_product(left: Any, right: Any) -> None:
 
 
 ENVIRONMENT = AnvilSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+for _name in ("center", "indent", "wordwrap", "truncate", "batch", "slice", "filesizeformat"):
+    _guard_filter(_name)
+_guard_filter("format", _format_filter_check)
+_guard_filter("replace", _replace_filter_check)
+_lipsum: Any = ENVIRONMENT.globals["lipsum"]
+
+
+def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:
+    _check_size_arguments((n * max,), {})
+    return _lipsum(n=n, html=html, min=min, max=max)
+
+
+ENVIRONMENT.globals["lipsum"] = _bounded_lipsum
 
 
 def parse_template(source: str) -> nodes.Template:

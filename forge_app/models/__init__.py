@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from forge_app.models import distribution as distribution
+from forge_app.models import instances as instances
 from forge_app.models._base import BigIntId, Base, JSONType, UTCDateTime, utcnow
 from forge_app.models.accounts import LoginAttempt, Membership, Organisation, Role, User
 from forge_app.models.audit import AuditEvent

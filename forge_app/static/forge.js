@@ -247,6 +247,12 @@
         });
         return;
       }
+      if (result.messages.length === 0) {
+        var hint0 = document.createElement("p");
+        hint0.className = "hint";
+        hint0.textContent = "The preview appears here as you write the template.";
+        previewBox.appendChild(hint0);
+      }
       result.messages.forEach(function (message) {
         var box = document.createElement("div");
         box.className = "preview-message";
@@ -268,6 +274,12 @@
     }
 
     if (!readOnly) {
+      // A problem shown by the server is about the text as it was saved: once the field is
+      // edited, fade it (the live preview reports template problems as they are now).
+      form.addEventListener("input", function (event) {
+        var field = event.target.closest(".field, .message-row");
+        if (field) field.querySelectorAll(".error-text").forEach(function (el) { el.classList.add("is-stale-error"); });
+      });
       form.addEventListener("input", function (event) {
         if (event.target.matches("[data-template], [data-sample], #key")) schedulePreview();
       });

@@ -167,7 +167,7 @@ def test_two_publisher_processes_racing_on_one_channel(
     signing_key: Ed25519PrivateKey,
     project_id: str,
 ) -> None:
-    rounds = 12
+    rounds = 15
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     racers = [

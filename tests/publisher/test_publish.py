@@ -39,6 +39,7 @@ from publisher import (
     build_bundle,
     export_bootstrap,
     inspect,
+    read_history,
 )
 from tests.publisher.conftest import client_apply, public_text
 
@@ -678,3 +679,27 @@ def test_read_only_store_is_refused_up_front(
         Publisher("http://127.0.0.1:9/anvil", project_id=project_id, signing_key=signing_key)
     with pytest.raises(ValidationError, match="project id"):
         Publisher("file:///tmp/x", project_id="../up", signing_key=signing_key)
+
+
+def test_history_reports_entries_that_do_not_verify(
+    pub: Publisher,
+    file_store: FileStore,
+    project_id: str,
+    other_key: Ed25519PrivateKey,
+    prompts: dict[str, Any],
+) -> None:
+    pub.publish(bundle(project_id, prompts), channel=CHANNEL, plaintext=True)
+    pub.publish(bundle(project_id, prompts, "1.0.1"), channel=CHANNEL, plaintext=True)
+    forged = Publisher(
+        FileStore(file_store.root / "elsewhere"), project_id=project_id, signing_key=other_key
+    )
+    fake = forged.publish(bundle(project_id, prompts, "6.6.6"), channel=CHANNEL, plaintext=True)
+    file_store.put(
+        f"projects/{project_id}/channels/{CHANNEL}/history/000000000002.json", fake.envelope
+    )
+    entries = pub.history(CHANNEL)
+    assert [(e.sequence, e.verified) for e in entries] == [(1, True), (2, False)]
+    assert entries[1].pointer is None and "does not verify" in (entries[1].error or "")
+    unchecked = read_history(file_store, project_id, CHANNEL)
+    assert [e.verified for e in unchecked] == [None, None]
+    assert unchecked[1].to_json()["version"] == "6.6.6"
