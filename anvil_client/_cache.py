@@ -20,9 +20,9 @@ import errno
 import fcntl
 import json
 import os
+import re
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,6 +209,8 @@ class DiskCache:
             with self.write_lock():
                 state = self.read_state()
                 if state is None:
+                    import uuid  # once per cache dir
+
                     state = CacheState(instance_id=str(uuid.uuid4()))
                     write_atomically(self.state_path, state.to_bytes())
         except OSError as e:
@@ -267,11 +269,13 @@ class DiskCache:
 
 
 def _read(path: Path, max_size: int) -> bytes | None:
+    """The file's bytes, or ``None`` if it is missing, unreadable or larger than ``max_size``."""
     try:
         with path.open("rb") as f:
-            data = f.read(max_size + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+            size = os.fstat(f.fileno()).st_size
+            if size > max_size:
+                return None
+            data = f.read(size + 1)  # read(max_size) would allocate max_size up front
     except OSError:
         return None
     return None if len(data) > max_size else data
@@ -297,13 +301,11 @@ def _stat(path: Path) -> StatKey:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
 def _is_uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
+    return isinstance(value, str) and _UUID_RE.match(value) is not None
 
 
 def _reason(e: OSError) -> str:

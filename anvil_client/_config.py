@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +238,8 @@ def discover_config_file(directory: Path) -> Path | None:
         return candidate
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():
+        import tomllib  # only when there is a file to read
+
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -254,6 +255,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: if the file cannot be read, is not TOML, holds an unknown key or a token.
     """
+    import tomllib  # only when there is a file to read
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

@@ -354,9 +354,7 @@ def describe_instances(
     return views
 
 
-def publication_state(
-    view: InstanceView, target: ReleaseTarget
-) -> tuple[State, str | None]:
+def publication_state(view: InstanceView, target: ReleaseTarget) -> tuple[State, str | None]:
     """Whether ``view``'s instance applied the publication ``target``, and a short note.
 
     Applied: it accepted a pointer at least as new and serves the content meant for it (its

@@ -221,6 +221,8 @@ class _Compiled:
                 self._template = ENVIRONMENT.from_string(tree)
             except TemplateSyntaxError as e:  # e.g. a block defined twice
                 raise TemplateError(f"line {e.lineno}: {e.message}", lineno=e.lineno) from e
+            except Exception as e:  # Jinja2's optimizer evaluates constants while compiling
+                raise TemplateError(f"template does not compile: {e}") from e
 
     @property
     def fast(self) -> bool:

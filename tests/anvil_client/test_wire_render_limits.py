@@ -54,3 +54,9 @@ def test_size_multiplying_operations_are_stopped(source: str) -> None:
 @pytest.mark.parametrize(("source", "expected"), sorted(ORDINARY.items()))
 def test_ordinary_uses_of_guarded_operations_still_work(source: str, expected: str) -> None:
     assert _render(source) == expected
+
+
+def test_a_template_that_fails_while_compiling_is_a_render_error() -> None:
+    # Jinja2 folds ``1 ~ (1).attr`` while compiling and raises UndefinedError there.
+    with pytest.raises(RenderError, match=r"limits\.case"):
+        _render("{{ 1 ~ (1).attr }}")

@@ -275,11 +275,12 @@ def test_friendly_404_and_500_without_stack_traces(app_config: dict[str, Any], w
     assert "Traceback" not in body and "secret internals" not in body
     response = client.get("/projects/00000000-0000-0000-0000-000000000000")
     assert response.status_code == 404 and "Not found" in response.get_data(True)
-    assert client.get("/static/nope.css").status_code == 404
+    with client.get("/static/nope.css") as missing:
+        assert missing.status_code == 404
     json_404 = client.get("/nope", headers={"Accept": "application/json"})
     assert json_404.status_code == 404 and "error" in json_404.get_json()
 
 
 def test_static_files_are_public(app: Flask) -> None:
-    response = app.test_client().get("/static/forge.css")
-    assert response.status_code == 200 and response.mimetype == "text/css"
+    with app.test_client().get("/static/forge.css") as response:
+        assert response.status_code == 200 and response.mimetype == "text/css"
