@@ -292,7 +292,7 @@ class AnvilClient:
 
     def _spec(self, prompt_id: str) -> PromptSpec:
         snapshot = self._snapshot
-        spec = snapshot.bundle.prompts.get(prompt_id) if snapshot is not None else None
+        spec = snapshot.spec(prompt_id) if snapshot is not None else None
         if spec is None:
             raise self._not_found(prompt_id)
         return spec
@@ -340,12 +340,13 @@ class AnvilClient:
     def status(self) -> Status:
         """Mode and its source, what is served, when the store was last checked, errors."""
         snapshot = self._snapshot
-        shared = None if self._cache.leading else self._shared
-        last_check, last_sync = self._last_check, self._last_sync
+        last_check, last_sync, last_error = self._last_check, self._last_sync, self._last_error
+        shared = self._shared  # what the poller of this cache dir (or `anvil sync`) recorded
         if shared is not None:
-            last_check = _latest(last_check, _parse_time(shared.last_check))
+            shared_check = _parse_time(shared.last_check)
+            if shared_check is not None and (last_check is None or shared_check > last_check):
+                last_check, last_error = shared_check, shared.last_error or last_error
             last_sync = _latest(last_sync, _parse_time(shared.last_sync))
-        last_error = self._last_error or (shared.last_error if shared is not None else None)
         served: dict[str, Any] = dict.fromkeys(
             ("version", "sequence", "content_sha256", "prompt_set_id", "published_at")
         )
@@ -626,9 +627,7 @@ class AnvilClient:
                         f"sequence {pointer.sequence}"
                     )
                 with gc_paused():
-                    verified = self._verifier.verify_cached(
-                        envelope, self._instance_id, plaintext
-                    )
+                    verified = self._verifier.verify_cached(envelope, self._instance_id, plaintext)
                 del plaintext
                 new = Snapshot(
                     envelope=envelope,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from anvil_client.wire import Bundle, CompiledPrompt, Pointer, Release, compile_prompt
+from anvil_client.wire import Bundle, CompiledPrompt, Pointer, PromptSpec, Release, compile_prompt
 
 Source = Literal["store", "disk", "bootstrap"]
 
@@ -58,12 +58,16 @@ class Snapshot:
         """
         compiled = self.compiled.get(prompt_id)
         if compiled is None:
-            spec = self.bundle.prompts.get(prompt_id)
+            spec = self.spec(prompt_id)
             if spec is None:
                 return None
             compiled = compile_prompt(prompt_id, spec)
             self.compiled[prompt_id] = compiled  # a race compiles twice, harmlessly
         return compiled
+
+    def spec(self, prompt_id: str) -> PromptSpec | None:
+        """The prompt's spec; ``None`` if the bundle lacks it."""
+        return self.bundle.prompts.get(prompt_id)
 
     @property
     def content_sha256(self) -> str:

@@ -189,6 +189,13 @@ class Verifier:
             FormatError: if the bundle is malformed or names another project, set or version.
         """
         bundle = parse_bundle(plaintext, content_sha256=release.content_sha256)
+        self.check_bundle_ids(bundle, pointer, release)
+        return bundle
+
+    def check_bundle_ids(self, bundle: Bundle, pointer: Pointer, release: Release) -> None:
+        """Raises:
+        FormatError: if the bundle names another project, prompt set or version.
+        """
         if bundle.project_id != pointer.project_id:
             raise FormatError(
                 f"bundle is for project {bundle.project_id[:128]!r}, not {pointer.project_id!r}"
@@ -203,7 +210,6 @@ class Verifier:
                 f"bundle is version {bundle.version[:64]!r}, but the pointer names "
                 f"{release.version!r}"
             )
-        return bundle
 
     def verify_cached(self, envelope: bytes, instance_id: str, plaintext: bytes) -> Verified:
         """Re-verify a cached (or bootstrap) pointer and its plaintext bundle.

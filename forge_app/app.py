@@ -15,11 +15,20 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
-from werkzeug.wrappers import Response
 
 from forge_app.authz import login_required_by_default, public
 from forge_app.config import load_settings
@@ -109,9 +118,9 @@ def init_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to continue."
     login_manager.login_message_category = "info"
+    login_manager.user_loader(_load_user)
 
 
-@login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
     try:
         user = db.session.get(User, int(user_id))
@@ -127,13 +136,26 @@ def register_blueprints(app: Flask) -> None:
         auth,
         distribution,
         forges,
+        instances,
         orgs,
         projects,
         prompt_sets,
         prompts,
+        store,
     )
 
-    for module in (auth, orgs, projects, prompt_sets, prompts, admin, forges, distribution):
+    for module in (
+        auth,
+        orgs,
+        projects,
+        prompt_sets,
+        prompts,
+        admin,
+        forges,
+        distribution,
+        instances,
+        store,
+    ):
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer-token API, no cookies
@@ -177,10 +199,9 @@ def register_hooks(app: Flask) -> None:
 def _error_page(code: int, message: str | None, error: HTTPException | None = None) -> Response:
     title, default = _FRIENDLY.get(code, ("Error", "The request could not be completed."))
     description = message or default
-    if error is not None and not message and error.description:
-        # Our own aborts carry one plain sentence; Werkzeug's class defaults are generic.
-        if error.description != type(error).description:
-            description = error.description
+    # Our own aborts carry one plain sentence; Werkzeug's class defaults are generic.
+    if error is not None and not message and error.description != type(error).description:
+        description = error.description or default
     headers: dict[str, str] = {}
     if error is not None and code == 405:
         headers = dict(error.get_headers())

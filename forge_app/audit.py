@@ -86,7 +86,7 @@ def record_event(
     caller's change. ``actor`` defaults to the signed-in user."""
     session = session if session is not None else db.session
     if actor is None:
-        user = current_user._get_current_object() if current_user else None  # type: ignore[attr-defined]
+        user = current_user._get_current_object() if current_user else None
         actor = user if isinstance(user, User) else None
     object_type, object_id, label = describe_object(obj)
     if obj is not None and object_id in ("", "None"):

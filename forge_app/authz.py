@@ -50,7 +50,7 @@ def is_public(view: Callable[..., Any] | None) -> bool:
 
 def signed_in_user() -> User:
     """The signed-in user (routes are login-protected by default, so this always exists)."""
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     if not isinstance(user, User):
         abort(401)
     return user
@@ -152,7 +152,9 @@ def require_admin(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_prompt_set(project: Project, set_id: uuid.UUID | str, *, for_update: bool = False) -> PromptSet:
+def load_prompt_set(
+    project: Project, set_id: uuid.UUID | str, *, for_update: bool = False
+) -> PromptSet:
     """The prompt set ``set_id`` of ``project``, or 404. ``for_update`` locks the row (PostgreSQL)
     so concurrent workflow transitions serialise."""
     try:

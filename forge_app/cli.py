@@ -143,7 +143,9 @@ def run_command(host: str, port: int) -> None:
     if app.config["FORGE_SETTINGS"].production:
         with app.app_context():
             if current_revision(db.engine) != head_revision():
-                raise click.ClickException("the database is not current; run anvil-forge db upgrade")
+                raise click.ClickException(
+                    "the database is not current; run anvil-forge db upgrade"
+                )
     else:
         _upgrade(app)
     _serve(app, host, port)
@@ -174,6 +176,7 @@ def _serve(app: Flask, host: str, port: int, ready: threading.Event | None = Non
 def demo_command(host: str, port: int, no_serve: bool) -> None:
     """Seed a demo organisation, users for each role and a project, then serve the FORGE."""
     from forge_app.demo import DEMO_HOOKS, seed_demo
+    from forge_app.demo_live import serve_demo  # registers the LIVE demo's hook
     from forge_app.extensions import db
 
     app = _app()
@@ -186,7 +189,7 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     url = f"http://{host}:{port}"
     _print_demo(info, url, project_id)
     if not no_serve:
-        _serve(app, host, port)
+        serve_demo(app, info, host, port, _serve)
 
 
 def _print_demo(info: Any, url: str, project_id: str) -> None:

@@ -112,9 +112,7 @@ def load_settings(
         given[name] = _dev_secret(name, instance_path)
         generated.append(name)
 
-    database_url = str(
-        given.get("FORGE_DATABASE_URL") or f"sqlite:///{instance_path / 'anvil.db'}"
-    )
+    database_url = str(given.get("FORGE_DATABASE_URL") or f"sqlite:///{instance_path / 'anvil.db'}")
     store_url = str(given.get("FORGE_STORE_URL") or (instance_path / "store").as_uri())
     return ForgeSettings(
         env=env,

@@ -26,7 +26,7 @@ from forge_app.workflow import approve, replace_prompts, submit, unlock
 
 __all__ = ["DEMO_HOOKS", "DEMO_PASSWORD", "DemoInfo", "DemoLogin", "seed_demo"]
 
-DEMO_PASSWORD = "anvil-demo-password"
+DEMO_PASSWORD = "anvil-demo-password"  # noqa: S105 - printed for the local demo on purpose
 DEMO_ORG = "demo"
 
 
@@ -161,7 +161,9 @@ def seed_demo(session: Session) -> DemoInfo:
         if project is not None:
             sets = {
                 s.name: s
-                for s in session.scalars(select(PromptSet).where(PromptSet.project_id == project.id))
+                for s in session.scalars(
+                    select(PromptSet).where(PromptSet.project_id == project.id)
+                )
             }
             return DemoInfo(org, project, sets, logins, created=False)
     org = org or create_org(session, "Demo Company", DEMO_ORG)
@@ -226,9 +228,7 @@ def _new_set(
     )
     session.add(prompt_set)
     session.flush()
-    record_event(
-        "prompt_set.create", prompt_set, project=project, actor=user, session=session
-    )
+    record_event("prompt_set.create", prompt_set, project=project, actor=user, session=session)
     return prompt_set
 
 

@@ -129,9 +129,7 @@ def _metadata_text(prompt: Mapping[str, Any] | None) -> str:
     )
 
 
-def _sections(
-    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
-) -> list[Section]:
+def _sections(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[Section]:
     old_parts, new_parts = _parts(before), _parts(after)
     sections: list[Section] = []
     for index in range(max(len(old_parts), len(new_parts))):
@@ -174,9 +172,13 @@ def _section(label: str, old: str | None, new: str | None) -> Section:
             inserted = new_lines[j1:j2] if tag in ("replace", "insert") else []
             pairs = _inline(deleted, inserted)
             for k, line in enumerate(deleted):
-                rows.append(DiffRow("del", i1 + k + 1, None, pairs[0][k] if pairs else ((line, True),)))
+                rows.append(
+                    DiffRow("del", i1 + k + 1, None, pairs[0][k] if pairs else ((line, True),))
+                )
             for k, line in enumerate(inserted):
-                rows.append(DiffRow("add", None, j1 + k + 1, pairs[1][k] if pairs else ((line, True),)))
+                rows.append(
+                    DiffRow("add", None, j1 + k + 1, pairs[1][k] if pairs else ((line, True),))
+                )
             removed += len(deleted)
             added += len(inserted)
     last = groups[-1][-1] if groups else None
@@ -191,7 +193,8 @@ def _inline(
     """Character-level highlighting when lines were edited one for one (and are alike)."""
     if len(deleted) != len(inserted) or not deleted:
         return None
-    old_out, new_out = [], []
+    old_out: list[tuple[tuple[str, bool], ...]] = []
+    new_out: list[tuple[tuple[str, bool], ...]] = []
     for a, b in zip(deleted, inserted, strict=True):
         matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
         if matcher.ratio() < 0.4:

@@ -152,7 +152,9 @@ class PromptDraft:
         ):
             draft.tags = ", ".join(metadata.pop("tags"))
         if metadata:
-            draft.extra_metadata = json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True)
+            draft.extra_metadata = json.dumps(
+                metadata, indent=2, ensure_ascii=False, sort_keys=True
+            )
         return draft
 
     @property
@@ -209,12 +211,12 @@ def check_draft(draft: PromptDraft) -> CheckedPrompt:
     if draft.kind == "chat":
         if not draft.messages:
             problems.append(Problem("messages", "A chat prompt needs at least one message."))
-        for index, message in enumerate(draft.messages):
-            if message.role not in ROLES:
+        for index, row in enumerate(draft.messages):
+            if row.role not in ROLES:
                 problems.append(
                     Problem(f"messages-{index}-role", f"Role must be one of {', '.join(ROLES)}.")
                 )
-            sources.append((f"messages-{index}-template", message.template))
+            sources.append((f"messages-{index}-template", row.template))
     else:
         if not draft.template.strip():
             problems.append(Problem("template", "The template is empty."))
@@ -309,9 +311,7 @@ def prompt_file_entry(
     """A stored prompt in prompt-file shape (what export writes and bundles are built from)."""
     entry: dict[str, Any] = {"metadata": dict(meta)}
     if kind == "chat":
-        entry["messages"] = [
-            {"role": m["role"], "template": m["template"]} for m in messages or []
-        ]
+        entry["messages"] = [{"role": m["role"], "template": m["template"]} for m in messages or []]
     else:
         entry["template"] = template or ""
     return entry

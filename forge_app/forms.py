@@ -34,13 +34,13 @@ ROLE_CHOICES = [
 ]
 
 
-class LoginForm(FlaskForm):
+class LoginForm(FlaskForm):  # type: ignore[misc]
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
     remember = BooleanField("Keep me signed in on this device")
 
 
-class PasswordForm(FlaskForm):
+class PasswordForm(FlaskForm):  # type: ignore[misc]
     current = PasswordField("Current password", validators=[DataRequired()])
     new = PasswordField(
         "New password", validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=1024)]
@@ -50,27 +50,27 @@ class PasswordForm(FlaskForm):
     )
 
 
-class ProjectForm(FlaskForm):
+class ProjectForm(FlaskForm):  # type: ignore[misc]
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
 
 
-class PromptSetForm(FlaskForm):
+class PromptSetForm(FlaskForm):  # type: ignore[misc]
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
 
 
-class CreateOrgForm(FlaskForm):
+class CreateOrgForm(FlaskForm):  # type: ignore[misc]
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     slug = StringField("Short name (in URLs)", validators=[Optional(), Length(max=64)])
 
 
-class AddMemberForm(FlaskForm):
+class AddMemberForm(FlaskForm):  # type: ignore[misc]
     email = EmailField("E-mail of an existing user", validators=[DataRequired(), Length(max=254)])
     role = SelectField("Role", choices=ROLE_CHOICES, default="editor")
 
 
-class CreateUserForm(FlaskForm):
+class CreateUserForm(FlaskForm):  # type: ignore[misc]
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     name = StringField("Name", validators=[Optional(), Length(max=120)])
     password = PasswordField(

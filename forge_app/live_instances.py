@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from anvil_client.wire import CHANNEL_RE, in_rollout
+from anvil_client.wire import in_rollout
 from forge_app.models import utcnow
 from forge_app.models.instances import LiveInstance
 
@@ -63,6 +63,8 @@ DEFAULT_STALE_SECONDS = 15 * 60
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _SHA256 = r"^[0-9a-f]{64}$"
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# pydantic's (Rust) regex engine: "$" is the very end of the text, "\\Z" does not exist.
+_CHANNEL = r"^[a-z0-9][a-z0-9-]{0,31}$"
 
 
 class HeartbeatError(ValueError):
@@ -77,7 +79,7 @@ class HeartbeatBody(BaseModel):
     instance_id: Annotated[str, StringConstraints(pattern=_UUID)]
     hostname: Annotated[str, StringConstraints(max_length=255, pattern=_PRINTABLE)]
     project_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    channel: Annotated[str, StringConstraints(pattern=CHANNEL_RE.pattern)]
+    channel: Annotated[str, StringConstraints(pattern=_CHANNEL)]
     mode: Literal["accepting", "frozen"]
     sequence: Annotated[int, Field(ge=0, le=2**62)] | None
     version: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None

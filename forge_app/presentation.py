@@ -1,6 +1,6 @@
 """Template helpers: filters, role checks for templates, versioned static URLs.
 
-    >>> # in a template:  {{ event.created_at | when }}  {% if can("editor") %}…{% endif %}
+>>> # in a template:  {{ event.created_at | when }}  {% if can("editor") %}…{% endif %}
 """
 
 from __future__ import annotations

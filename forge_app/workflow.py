@@ -268,7 +268,12 @@ def _content_problem(
 
 
 def withdraw(
-    session: Session, prompt_set: PromptSet, user: User, *, role: Role, expected_revision: int | None
+    session: Session,
+    prompt_set: PromptSet,
+    user: User,
+    *,
+    role: Role,
+    expected_revision: int | None,
 ) -> None:
     """REVIEW → LIVE, by an editor (typically the submitter, to fix something).
 
@@ -317,7 +322,9 @@ def approve(
     """
     _require(role, Role.REVIEWER, "approve a prompt set")
     if expected_revision is None:
-        raise WorkflowError("Approve from the review page, after looking at the changes.", status=400)
+        raise WorkflowError(
+            "Approve from the review page, after looking at the changes.", status=400
+        )
     if prompt_set.submitted_by_id == user.id:
         raise WorkflowError(
             "You submitted this change, so another reviewer has to approve it.", status=403
@@ -421,7 +428,12 @@ def request_changes(
 
 
 def unlock(
-    session: Session, prompt_set: PromptSet, user: User, *, role: Role, expected_revision: int | None
+    session: Session,
+    prompt_set: PromptSet,
+    user: User,
+    *,
+    role: Role,
+    expected_revision: int | None,
 ) -> None:
     """LOCKED → LIVE; its versions stay as they are.
 

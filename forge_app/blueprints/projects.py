@@ -139,7 +139,7 @@ def settings(project: Project) -> ResponseReturnValue:
             abort(403)
         if form.validate_on_submit():
             name = (form.name.data or "").strip()
-            changes = {}
+            changes: dict[str, Any] = {}
             if name != project.name:
                 changes["name"] = {"from": project.name, "to": name}
             description = (form.description.data or "").strip()
@@ -197,7 +197,9 @@ def search(project: Project) -> ResponseReturnValue:
                 PromptSet.project_id == project.id,
                 Prompt.search_text.contains(needle, autoescape=True),
             )
-            .order_by(Prompt.key.contains(needle, autoescape=True).desc(), PromptSet.name, Prompt.key)
+            .order_by(
+                Prompt.key.contains(needle, autoescape=True).desc(), PromptSet.name, Prompt.key
+            )
             .limit(SEARCH_LIMIT + 1)
         ).all()
         truncated = len(rows) > SEARCH_LIMIT
@@ -243,9 +245,11 @@ def highlight(text: str, needle: str) -> Markup:
 
 def snippet(prompt: Prompt, needle: str, width: int = 80) -> Markup:
     """The first line of the prompt's text that contains ``needle``, shortened around it."""
-    texts = [prompt.template or ""] if prompt.kind == "text" else [
-        m.get("template", "") for m in prompt.messages or []
-    ]
+    texts = (
+        [prompt.template or ""]
+        if prompt.kind == "text"
+        else [m.get("template", "") for m in prompt.messages or []]
+    )
     texts.append(prompt.description)
     for text in texts:
         for line in text.splitlines():

@@ -250,7 +250,9 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
         flash(f"Submitted for review as {version}. A reviewer can now approve it.", "success")
         return redirect(_set_url(project, prompt_set, "review"))
     if prompt_set.status != SetStatus.LIVE.value:
-        flash(f"This prompt set is {prompt_set.status}; only a live draft can be submitted.", "info")
+        flash(
+            f"This prompt set is {prompt_set.status}; only a live draft can be submitted.", "info"
+        )
         return redirect(_set_url(project, prompt_set))
     return _render_submit(project, prompt_set, latest, 200)
 
@@ -407,9 +409,7 @@ def _load_version(prompt_set: PromptSet, version: str) -> PromptSetVersion:
         .options(
             joinedload(PromptSetVersion.submitted_by), joinedload(PromptSetVersion.approved_by)
         )
-        .where(
-            PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version
-        )
+        .where(PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version)
     )
     if record is None:
         abort(404)
@@ -424,9 +424,7 @@ def version(project: Project, set_id: str, version: str) -> ResponseReturnValue:
     document = json.loads(record.bundle_json)
     previous = db.session.scalar(
         select(PromptSetVersion.version)
-        .where(
-            PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.id < record.id
-        )
+        .where(PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.id < record.id)
         .order_by(PromptSetVersion.id.desc())
         .limit(1)
     )
@@ -488,7 +486,7 @@ def diff(project: Project, set_id: str) -> ResponseReturnValue:
     to_name = request.args.get("to") or default_to
     from_default = next((n for n in names if n != to_name), None)
     from_name = request.args.get("from") or from_default
-    sides = {}
+    sides: dict[str, dict[str, dict[str, Any]]] = {}
     for side, name in (("from", from_name), ("to", to_name)):
         if name is None:
             sides[side] = {}

@@ -64,7 +64,9 @@ def _render(
     by_field: dict[str, list[Problem]] = {}
     for problem in problems or []:
         by_field.setdefault(problem.field, []).append(problem)
-    updated_by = db.session.get(User, prompt.updated_by_id) if prompt and prompt.updated_by_id else None
+    updated_by = (
+        db.session.get(User, prompt.updated_by_id) if prompt and prompt.updated_by_id else None
+    )
     return (
         render_template(
             "prompts/edit.html",

@@ -1,15 +1,15 @@
 """FORGE database models (SQLAlchemy 2). Importing this package registers every table.
 
-    >>> from forge_app.models import Base
-    >>> sorted(Base.metadata.tables)[:2]
-    ['audit_events', 'login_attempts']
+>>> from forge_app.models import Base
+>>> sorted(Base.metadata.tables)[:2]
+['audit_events', 'login_attempts']
 """
 
 from __future__ import annotations
 
 from forge_app.models import distribution as distribution
 from forge_app.models import instances as instances
-from forge_app.models._base import BigIntId, Base, JSONType, UTCDateTime, utcnow
+from forge_app.models._base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 from forge_app.models.accounts import LoginAttempt, Membership, Organisation, Role, User
 from forge_app.models.audit import AuditEvent
 from forge_app.models.projects import Project, Prompt, PromptSet, PromptSetVersion, SetStatus

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
-__all__ = ["BigIntId", "Base", "JSONType", "UTCDateTime", "utcnow"]
+__all__ = ["Base", "BigIntId", "JSONType", "UTCDateTime", "utcnow"]
 
 # Constraint names are fixed so migrations can refer to them on every backend.
 NAMING_CONVENTION = {

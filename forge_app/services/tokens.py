@@ -66,9 +66,9 @@ def _data_key(data_key: str | None = None) -> bytes:
     value = data_key if data_key is not None else current_app.config["FORGE_DATA_KEY"]
     if not value:
         raise ConfigError("FORGE_DATA_KEY is not set; it encrypts ACCESS_TOKEN secrets at rest")
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO
-    ).derive(str(value).encode("utf-8"))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(
+        str(value).encode("utf-8")
+    )
 
 
 def encrypt_secret(token: WireToken, *, data_key: str | None = None) -> str:

@@ -62,7 +62,92 @@
 
     var editor = document.getElementById("editor");
     if (editor) setUpEditor(editor);
+    document.querySelectorAll("form[data-backup]").forEach(setUpBackup);
   });
+
+  // Never lose work, even to a crash or an expired session: the editor's fields are copied to
+  // this browser's storage as they change, and offered back when the page opens again with
+  // different content. A successful save (a success message on the page) clears the copy.
+  function setUpBackup(form) {
+    var key = "forge-backup:" + window.location.pathname;
+    var storage;
+    try { storage = window.localStorage; } catch (e) { return; }
+    if (!storage) return;
+    function fields() {
+      var values = {};
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (!el.name || el.type === "hidden" || el.type === "submit" || el.type === "button" || el.type === "file") return;
+        if ((el.type === "radio" || el.type === "checkbox") && !el.checked) return;
+        values[el.name] = el.value;
+      });
+      return values;
+    }
+    function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
+    if (document.querySelector(".flash-success")) {
+      storage.removeItem(key);
+      var submitted = window.sessionStorage && window.sessionStorage.getItem("forge-submitted");
+      if (submitted) storage.removeItem(submitted);
+    }
+    if (window.sessionStorage) window.sessionStorage.removeItem("forge-submitted");
+    form.addEventListener("submit", function () {
+      if (window.sessionStorage) window.sessionStorage.setItem("forge-submitted", key);
+    });
+    var saved = null;
+    try { saved = JSON.parse(storage.getItem(key) || "null"); } catch (e) { saved = null; }
+    if (saved && saved.values && !same(saved.values, fields())) {
+      var banner = document.createElement("div");
+      banner.className = "flash flash-warning backup-banner";
+      banner.setAttribute("role", "alert");
+      var when = new Date(saved.at);
+      banner.appendChild(document.createTextNode("This browser kept changes you did not save (" + when.toLocaleString() + "). "));
+      var restore = document.createElement("button");
+      restore.type = "button";
+      restore.className = "button small";
+      restore.textContent = "Restore them";
+      var discard = document.createElement("button");
+      discard.type = "button";
+      discard.className = "button small quiet";
+      discard.textContent = "Discard";
+      banner.appendChild(restore);
+      banner.appendChild(discard);
+      form.parentNode.insertBefore(banner, form);
+      restore.addEventListener("click", function () {
+        restoreFields(form, saved.values);
+        banner.remove();
+        form.dispatchEvent(new Event("forge:dirty"));
+        form.dispatchEvent(new Event("forge:restored"));
+      });
+      discard.addEventListener("click", function () { storage.removeItem(key); banner.remove(); });
+    }
+    var timer = null;
+    form.addEventListener("input", function () {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(function () {
+        try { storage.setItem(key, JSON.stringify({ at: Date.now(), values: fields() })); } catch (e) { /* full: nothing to do */ }
+      }, 400);
+    });
+  }
+
+  function restoreFields(form, values) {
+    var messages = form.querySelector("#messages");
+    var addButton = form.querySelector("[data-add-message]");
+    Object.keys(values).forEach(function (name) {
+      var match = /^messages-(\d+)-/.exec(name);
+      if (match && messages && addButton) {
+        while (messages.querySelectorAll("[data-message-row]").length <= parseInt(match[1], 10)) addButton.click();
+      }
+    });
+    Object.keys(values).forEach(function (name) {
+      var els = form.querySelectorAll('[name="' + name.replace(/"/g, "") + '"]');
+      els.forEach(function (el) {
+        if (el.type === "radio" || el.type === "checkbox") el.checked = el.value === values[name];
+        else el.value = values[name];
+      });
+    });
+    form.querySelectorAll("input, select, textarea").forEach(function (el) {
+      el.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+  }
 
   function setUpEditor(form) {
     var fieldset = form.querySelector("fieldset.editor-grid");
@@ -79,6 +164,7 @@
       var checked = form.querySelector('input[name="kind"]:checked');
       return checked ? checked.value : "text";
     }
+    form.addEventListener("forge:restored", function () { showKind(); schedulePreview(); });
     function showKind() {
       panels.forEach(function (panel) {
         if (panel.getAttribute("data-kind") === kind()) panel.removeAttribute("data-inactive");

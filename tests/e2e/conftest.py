@@ -71,20 +71,23 @@ def live_forge(tmp_path: Path) -> Iterator[LiveForge]:
 
     url = f"sqlite:///{tmp_path / 'forge.db'}"
     upgrade_database(url)
-    app = create_app({
-        "FORGE_DATABASE_URL": url,
-        "FORGE_INSTANCE_PATH": str(tmp_path / "instance"),
-        "FORGE_SECRET_KEY": "e2e-secret-" + "k" * 32,
-        "FORGE_DATA_KEY": "e2e-data-key",
-    })
+    app = create_app(
+        {
+            "FORGE_DATABASE_URL": url,
+            "FORGE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "FORGE_SECRET_KEY": "e2e-secret-" + "k" * 32,
+            "FORGE_DATA_KEY": "e2e-data-key",
+        }
+    )
     emails = {}
     with app.app_context():
         org = create_org(db.session, "Acme", "acme")
         password_hash = hash_password(PASSWORD)
         for role in ("editor", "reviewer", "owner"):
             email = f"{role}@acme.test"
-            user = create_user(db.session, email, name=f"{role.title()} Person",
-                               password_hash=password_hash)
+            user = create_user(
+                db.session, email, name=f"{role.title()} Person", password_hash=password_hash
+            )
             add_member(db.session, org, user, Role.parse(role))
             emails[role] = email
         db.session.commit()

@@ -5,6 +5,7 @@ approve as a second user, and look at the version and its diff."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,19 @@ def test_author_review_and_version(live_forge: LiveForge, page: Any, screenshots
     # by their responses: scripts, styles and the preview endpoint must never fail.
     page.on(
         "console",
-        lambda m: errors.append(m.text)
-        if m.type == "error" and not m.text.startswith("Failed to load resource")
-        else None,
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
     )
     page.on(
         "response",
-        lambda r: errors.append(f"{r.status} {r.url}")
-        if r.status >= 400 and r.request.resource_type != "document"
-        else None,
+        lambda r: (
+            errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and r.request.resource_type != "document"
+            else None
+        ),
     )
 
     page.goto(f"{forge.url}/login")
@@ -78,7 +83,9 @@ def test_author_review_and_version(live_forge: LiveForge, page: Any, screenshots
     assert page.input_value("#template").startswith("Hello {{ name }}!")  # nothing lost
     page.screenshot(path=str(screenshots / "02-validation-error.png"), full_page=True)
 
-    page.fill("#template", "Hello {{ name }}!\n{% if vip %}Welcome back, valued customer.{% endif %}")
+    page.fill(
+        "#template", "Hello {{ name }}!\n{% if vip %}Welcome back, valued customer.{% endif %}"
+    )
     page.wait_for_selector("#sample-vip")
     page.fill("#sample-name", "Ada")
     page.fill("#sample-vip", "yes")
@@ -136,7 +143,10 @@ def test_author_review_and_version(live_forge: LiveForge, page: Any, screenshots
     sign_in(page, forge, "editor")
     page.goto(set_url)
     page.click("a.mono:has-text('support.greeting')")
-    page.fill("#template", "Hi {{ name }}, great to see you!\n{% if vip %}Welcome back, valued customer.{% endif %}")
+    page.fill(
+        "#template",
+        "Hi {{ name }}, great to see you!\n{% if vip %}Welcome back, valued customer.{% endif %}",
+    )
     page.click("[data-save]")
     page.wait_for_selector("text=Prompt support.greeting is saved.")
     page.goto(set_url)
@@ -189,6 +199,26 @@ def test_unsaved_changes_are_guarded_and_the_page_is_responsive(
     page.click("nav.sidebar >> text=Projects")  # leaving asks first; dismissing stays
     assert dialogs == ["beforeunload"]
     assert page.input_value("#template") == "Unsaved work {{ x }}"
+    editor_url = page.url
+
+    # Leaving anyway (a crash, an expired session…): the browser kept a copy to restore.
+    page.remove_listener("dialog", dismiss)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.fill("#key", "kept.prompt")
+    deadline = time.monotonic() + 10  # the copy is written shortly after the last keystroke
+    while "kept.prompt" not in page.evaluate("() => JSON.stringify(window.localStorage)"):
+        assert time.monotonic() < deadline, "the editor did not keep a copy"
+        page.wait_for_timeout(50)
+    page.goto(f"{forge.url}/projects/")
+    page.goto(editor_url)
+    page.click("text=Restore them")
+    assert page.input_value("#template") == "Unsaved work {{ x }}"
+    assert page.input_value("#key") == "kept.prompt"
+    expect(page.locator("#preview")).to_contain_text("Unsaved work")
+    page.click("[data-save]")
+    page.wait_for_selector("text=Prompt kept.prompt is saved.")
+    page.goto(editor_url)
+    assert page.locator(".backup-banner").count() == 0  # a successful save clears the copy
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(screenshots / "11-mobile-editor.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")

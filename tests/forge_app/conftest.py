@@ -148,7 +148,10 @@ def world(app: Flask, password_hash: str) -> World:
         for name in (*ROLES, "reviewer2", "outsider", "admin"):
             email = f"{name}@example.com"
             user = create_user(
-                session, email, name=name.title(), password_hash=password_hash,
+                session,
+                email,
+                name=name.title(),
+                password_hash=password_hash,
                 is_admin=name == "admin",
             )
             users[name], emails[name] = user.id, email
@@ -226,11 +229,19 @@ def lock_version(app: Flask, world: World, bump: str = "minor", changelog: str =
         reviewer = db.session.get(User, world.users["reviewer"])
         assert prompt_set is not None and editor is not None and reviewer is not None
         version = submit(
-            db.session, prompt_set, editor, role=Role.EDITOR, bump=bump, changelog=changelog,
+            db.session,
+            prompt_set,
+            editor,
+            role=Role.EDITOR,
+            bump=bump,
+            changelog=changelog,
             expected_revision=prompt_set.revision,
         )
         approve(
-            db.session, prompt_set, reviewer, role=Role.REVIEWER,
+            db.session,
+            prompt_set,
+            reviewer,
+            role=Role.REVIEWER,
             expected_revision=prompt_set.revision,
         )
         db.session.commit()

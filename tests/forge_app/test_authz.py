@@ -141,7 +141,9 @@ def test_roles_below_the_minimum_get_403(client_as: Any, world: World, set_url: 
     assert editor.post(f"{set_url}/approve", data={"revision": "1"}).status_code == 403
     assert editor.get(f"/projects/new/{world.org_slug}").status_code == 403
     assert client_as("reviewer").post(f"{set_url}/delete").status_code == 403
-    assert editor.post(f"/orgs/{world.org_slug}/members", data={"email": "x@y.z"}).status_code == 403
+    assert (
+        editor.post(f"/orgs/{world.org_slug}/members", data={"email": "x@y.z"}).status_code == 403
+    )
     assert editor.get("/admin/").status_code == 403
     assert client_as("admin").get("/admin/").status_code == 200
 

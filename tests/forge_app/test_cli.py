@@ -28,9 +28,19 @@ def test_db_upgrade_create_org_and_user(env: dict[str, str]) -> None:
     assert "0001_core" in result.output or "revision" in result.output
     assert runner.invoke(main, ["create-org", "Acme Corp"], env=env).exit_code == 0
     result = runner.invoke(
-        main, ["create-user", "ada@example.com", "--admin", "--org", "acme-corp", "--role", "owner",
-               "--password-stdin"],
-        input="a long enough password\n", env=env,
+        main,
+        [
+            "create-user",
+            "ada@example.com",
+            "--admin",
+            "--org",
+            "acme-corp",
+            "--role",
+            "owner",
+            "--password-stdin",
+        ],
+        input="a long enough password\n",
+        env=env,
     )
     assert result.exit_code == 0, result.output
     result = runner.invoke(
@@ -50,7 +60,12 @@ def test_demo_seeds_once_and_prints_logins(env: dict[str, str]) -> None:
     runner = CliRunner()
     first = runner.invoke(main, ["demo", "--no-serve"], env=env)
     assert first.exit_code == 0, first.output
-    for email in ("owner@demo.anvil", "reviewer@demo.anvil", "editor@demo.anvil", "viewer@demo.anvil"):
+    for email in (
+        "owner@demo.anvil",
+        "reviewer@demo.anvil",
+        "editor@demo.anvil",
+        "viewer@demo.anvil",
+    ):
         assert email in first.output
     assert "anvil-demo-password" in first.output and "/login" in first.output
     second = runner.invoke(main, ["demo", "--no-serve"], env=env)
@@ -60,9 +75,14 @@ def test_demo_seeds_once_and_prints_logins(env: dict[str, str]) -> None:
         assert db.session.query(Organisation).count() == 1
         assert db.session.query(Project).count() == 1
         statuses = {s.name: s.status for s in db.session.query(PromptSet)}
-        assert statuses == {"Support bot": "LOCKED", "Onboarding e-mails": "LIVE",
-                            "Checkout helper": "REVIEW"}
-        versions = [v.version for v in db.session.query(PromptSetVersion).order_by(PromptSetVersion.id)]
+        assert statuses == {
+            "Support bot": "LOCKED",
+            "Onboarding e-mails": "LIVE",
+            "Checkout helper": "REVIEW",
+        }
+        versions = [
+            v.version for v in db.session.query(PromptSetVersion).order_by(PromptSetVersion.id)
+        ]
         assert versions == ["0.1.0", "0.2.0"]
         db.engine.dispose()
 

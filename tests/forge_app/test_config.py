@@ -29,7 +29,9 @@ def test_development_generates_missing_secrets_once(tmp_path: Path) -> None:
     assert first.secret_key != first.data_key
     second = load_settings({"FORGE_INSTANCE_PATH": str(instance)}, environ={})
     assert (second.secret_key, second.data_key, second.signing_key) == (
-        first.secret_key, first.data_key, first.signing_key,
+        first.secret_key,
+        first.data_key,
+        first.signing_key,
     )
     assert first.database_url == f"sqlite:///{instance / 'anvil.db'}"
     assert first.store_url == (instance / "store").as_uri()
@@ -37,16 +39,25 @@ def test_development_generates_missing_secrets_once(tmp_path: Path) -> None:
 
 
 def test_production_refuses_to_start_naming_missing_secrets(tmp_path: Path) -> None:
-    environ = {"FORGE_ENV": "production", "FORGE_SECRET_KEY": "s" * 40,
-               "FORGE_INSTANCE_PATH": str(tmp_path)}
+    environ = {
+        "FORGE_ENV": "production",
+        "FORGE_SECRET_KEY": "s" * 40,
+        "FORGE_INSTANCE_PATH": str(tmp_path),
+    }
     with pytest.raises(ConfigError) as error:
         load_settings(environ=environ)
     assert "FORGE_SIGNING_KEY" in str(error.value) and "FORGE_DATA_KEY" in str(error.value)
     assert "FORGE_SECRET_KEY" not in str(error.value)
     assert not (tmp_path / "signing-key.pem").exists()  # nothing generated in production
     with pytest.raises(ConfigError, match="at least 32"):
-        load_settings(environ={**environ, "FORGE_SECRET_KEY": "short",
-                               "FORGE_SIGNING_KEY": "k", "FORGE_DATA_KEY": "d"})
+        load_settings(
+            environ={
+                **environ,
+                "FORGE_SECRET_KEY": "short",
+                "FORGE_SIGNING_KEY": "k",
+                "FORGE_DATA_KEY": "d",
+            }
+        )
     settings = load_settings(environ={**environ, "FORGE_SIGNING_KEY": "k", "FORGE_DATA_KEY": "d"})
     assert settings.production and settings.cookie_secure and settings.generated == ()
 
@@ -57,8 +68,11 @@ def test_precedence_overrides_env_toml(tmp_path: Path, monkeypatch: pytest.Monke
         '[forge]\ndatabase_url = "sqlite:///from-toml.db"\nstore_url = "file:///toml-store"\n'
         'secret_key = "toml-secret"\ncookie_secure = true\n'
     )
-    environ = {"FORGE_CONFIG": str(toml), "FORGE_STORE_URL": "s3://env-bucket/p",
-               "FORGE_INSTANCE_PATH": str(tmp_path / "i")}
+    environ = {
+        "FORGE_CONFIG": str(toml),
+        "FORGE_STORE_URL": "s3://env-bucket/p",
+        "FORGE_INSTANCE_PATH": str(tmp_path / "i"),
+    }
     settings = load_settings({"FORGE_DATABASE_URL": "sqlite:///given.db"}, environ=environ)
     assert settings.database_url == "sqlite:///given.db"  # mapping wins
     assert settings.store_url == "s3://env-bucket/p"  # env beats the file
@@ -74,4 +88,6 @@ def test_bad_values_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(environ={"FORGE_CONFIG": str(bad), "FORGE_INSTANCE_PATH": str(tmp_path)})
     with pytest.raises(ConfigError, match="true or false"):
-        load_settings({"FORGE_COOKIE_SECURE": "maybe", "FORGE_INSTANCE_PATH": str(tmp_path)}, environ={})
+        load_settings(
+            {"FORGE_COOKIE_SECURE": "maybe", "FORGE_INSTANCE_PATH": str(tmp_path)}, environ={}
+        )

@@ -8,7 +8,9 @@ from forge_app.diffing import diff_prompt_sets
 
 
 def _text(**prompts: str) -> dict[str, dict[str, Any]]:
-    return {key.replace("_", "."): {"template": text, "metadata": {}} for key, text in prompts.items()}
+    return {
+        key.replace("_", "."): {"template": text, "metadata": {}} for key, text in prompts.items()
+    }
 
 
 def test_unchanged_prompts_are_counted_not_shown() -> None:
@@ -18,7 +20,11 @@ def test_unchanged_prompts_are_counted_not_shown() -> None:
 
 def test_added_removed_and_changed() -> None:
     diff = diff_prompt_sets(_text(a="x", b="y"), _text(b="y2", c="z"))
-    assert [(p.key, p.status) for p in diff.prompts] == [("a", "removed"), ("b", "changed"), ("c", "added")]
+    assert [(p.key, p.status) for p in diff.prompts] == [
+        ("a", "removed"),
+        ("b", "changed"),
+        ("c", "added"),
+    ]
     assert diff.prompts[0].removed == 1 and diff.prompts[2].added == 1
 
 
@@ -36,10 +42,18 @@ def test_line_numbers_context_and_inline_highlight() -> None:
 
 
 def test_chat_messages_and_metadata() -> None:
-    old = {"c": {"messages": [{"role": "system", "template": "Be nice"}], "metadata": {"model": "a"}}}
-    new = {"c": {"messages": [{"role": "system", "template": "Be nice"},
-                              {"role": "user", "template": "{{ q }}"}],
-                 "metadata": {"model": "b", "temperature": 0.1}}}
+    old = {
+        "c": {"messages": [{"role": "system", "template": "Be nice"}], "metadata": {"model": "a"}}
+    }
+    new = {
+        "c": {
+            "messages": [
+                {"role": "system", "template": "Be nice"},
+                {"role": "user", "template": "{{ q }}"},
+            ],
+            "metadata": {"model": "b", "temperature": 0.1},
+        }
+    }
     sections = diff_prompt_sets(old, new).prompts[0].sections
     assert [s.label for s in sections] == ["message 2 · user", "metadata"]
     metadata = [(r.kind, r.text) for r in sections[1].rows]

@@ -34,8 +34,12 @@ def test_create_a_text_prompt_with_metadata(app: Flask, client_as: Any, set_url:
         f"{set_url}/prompts/new",
         data=_form(
             template="Welcome {{ name }}!\r\n{% if vip %}VIP{% endif %}",
-            description="Greets", model="gpt-4o-mini", temperature="0.3", max_tokens="200",
-            tags="onboarding, email, onboarding", **{"sample-name": "Ada", "sample-vip": ""},
+            description="Greets",
+            model="gpt-4o-mini",
+            temperature="0.3",
+            max_tokens="200",
+            tags="onboarding, email, onboarding",
+            **{"sample-name": "Ada", "sample-vip": ""},
         ),
     )
     assert response.status_code == 302
@@ -44,15 +48,20 @@ def test_create_a_text_prompt_with_metadata(app: Flask, client_as: Any, set_url:
     assert prompt.template == "Welcome {{ name }}!\n{% if vip %}VIP{% endif %}"  # LF only
     assert prompt.variables == ["name", "vip"]
     assert prompt.meta == {
-        "description": "Greets", "model": "gpt-4o-mini", "temperature": 0.3,
-        "max_tokens": 200, "tags": ["onboarding", "email"],
+        "description": "Greets",
+        "model": "gpt-4o-mini",
+        "temperature": 0.3,
+        "max_tokens": 200,
+        "tags": ["onboarding", "email"],
     }
     assert prompt.samples == {"name": "Ada", "vip": ""}
     page = editor.get(response.headers["Location"]).get_data(True)
     assert "Welcome Ada!" in page  # the saved samples render the preview
 
 
-def test_a_broken_template_points_at_its_line_and_keeps_the_text(app: Flask, client_as: Any, set_url: str) -> None:
+def test_a_broken_template_points_at_its_line_and_keeps_the_text(
+    app: Flask, client_as: Any, set_url: str
+) -> None:
     editor = client_as("editor")
     broken = "Line one\nLine two {{ name }}\nLine three {% if x %}\nno endif here"
     response = editor.post(f"{set_url}/prompts/new", data=_form(template=broken))
@@ -78,12 +87,20 @@ def test_field_problems_are_all_reported(client_as: Any, set_url: str) -> None:
     assert "Give a JSON object" in page
 
 
-def test_chat_prompt_and_adding_a_message_without_javascript(app: Flask, client_as: Any, set_url: str) -> None:
+def test_chat_prompt_and_adding_a_message_without_javascript(
+    app: Flask, client_as: Any, set_url: str
+) -> None:
     editor = client_as("editor")
     data = _form(
-        key="support.chat", kind="chat", template="",
-        **{"messages-0-role": "system", "messages-0-template": "You help {{ product }} users.",
-           "messages-1-role": "user", "messages-1-template": "{{ question }}"},
+        key="support.chat",
+        kind="chat",
+        template="",
+        **{
+            "messages-0-role": "system",
+            "messages-0-template": "You help {{ product }} users.",
+            "messages-1-role": "user",
+            "messages-1-template": "{{ question }}",
+        },
     )
     page = editor.post(f"{set_url}/prompts/new", data={**data, "action": "add_message"})
     assert page.status_code == 200
@@ -103,8 +120,16 @@ def test_chat_prompt_and_adding_a_message_without_javascript(app: Flask, client_
 def test_a_chat_message_error_names_the_message(client_as: Any, set_url: str) -> None:
     response = client_as("editor").post(
         f"{set_url}/prompts/new",
-        data=_form(key="c", kind="chat", **{"messages-0-role": "user", "messages-0-template": "ok",
-                                            "messages-1-role": "user", "messages-1-template": "{{ x"}),
+        data=_form(
+            key="c",
+            kind="chat",
+            **{
+                "messages-0-role": "user",
+                "messages-0-template": "ok",
+                "messages-1-role": "user",
+                "messages-1-template": "{{ x",
+            },
+        ),
     )
     assert response.status_code == 400
     assert 'data-problem-field="messages-1-template"' in response.get_data(True)
@@ -113,7 +138,9 @@ def test_a_chat_message_error_names_the_message(client_as: Any, set_url: str) ->
 def test_preview_without_javascript(client_as: Any, set_url: str) -> None:
     response = client_as("editor").post(
         f"{set_url}/prompts/new",
-        data=_form(template="Dear {{ name }}, {{ greeting }}", action="preview", **{"sample-name": "Ada"}),
+        data=_form(
+            template="Dear {{ name }}, {{ greeting }}", action="preview", **{"sample-name": "Ada"}
+        ),
     )
     assert response.status_code == 200
     page = response.get_data(True)
@@ -124,13 +151,25 @@ def test_preview_without_javascript(client_as: Any, set_url: str) -> None:
 def test_preview_endpoint_uses_the_client_sandbox(client_as: Any, set_url: str) -> None:
     client = client_as("viewer")
     url = f"{set_url}/prompts/preview"
-    result = client.post(url, json={"kind": "chat", "messages": [
-        {"role": "system", "template": "Be {{ tone }}"}, {"role": "user", "template": "{{ q }}"}],
-        "samples": {"tone": "kind", "q": "Why?"}}).get_json()
+    result = client.post(
+        url,
+        json={
+            "kind": "chat",
+            "messages": [
+                {"role": "system", "template": "Be {{ tone }}"},
+                {"role": "user", "template": "{{ q }}"},
+            ],
+            "samples": {"tone": "kind", "q": "Why?"},
+        },
+    ).get_json()
     assert result["ok"] and result["variables"] == ["q", "tone"]
-    assert result["messages"] == [{"role": "system", "content": "Be kind"},
-                                  {"role": "user", "content": "Why?"}]
-    result = client.post(url, json={"template": "{{ x.__class__.__mro__ }}", "samples": {"x": "s"}}).get_json()
+    assert result["messages"] == [
+        {"role": "system", "content": "Be kind"},
+        {"role": "user", "content": "Why?"},
+    ]
+    result = client.post(
+        url, json={"template": "{{ x.__class__.__mro__ }}", "samples": {"x": "s"}}
+    ).get_json()
     assert not result["ok"] and "sandbox" in result["problems"][0]["message"]  # blocked, not run
     result = client.post(url, json={"template": "a\n{% for %}"}).get_json()
     assert not result["ok"] and result["problems"][0]["line"] == 2
@@ -139,13 +178,18 @@ def test_preview_endpoint_uses_the_client_sandbox(client_as: Any, set_url: str) 
     assert client.post(url, data="nope", content_type="application/json").status_code == 400
 
 
-def test_two_editors_never_overwrite_each_other_silently(app: Flask, client_as: Any, set_url: str) -> None:
+def test_two_editors_never_overwrite_each_other_silently(
+    app: Flask, client_as: Any, set_url: str
+) -> None:
     first, second = client_as("editor"), client_as("owner")
     assert first.post(f"{set_url}/prompts/new", data=_form()).status_code == 302
     url = f"{set_url}/prompts/welcome.message"
     revision = re.search(r'name="revision" value="(\d+)"', first.get(url).get_data(True)).group(1)  # type: ignore[union-attr]
     assert second.get(url).status_code == 200  # both open the editor at the same revision
-    assert first.post(url, data=_form(template="First {{ name }}", revision=revision)).status_code == 302
+    assert (
+        first.post(url, data=_form(template="First {{ name }}", revision=revision)).status_code
+        == 302
+    )
     response = second.post(url, data=_form(template="Second {{ name }}", revision=revision))
     assert response.status_code == 409
     page = response.get_data(True)
@@ -154,7 +198,12 @@ def test_two_editors_never_overwrite_each_other_silently(app: Flask, client_as: 
     assert "First" in page  # and the saved version is shown for comparison
     assert _prompt(app, "welcome.message").template == "First {{ name }}"
     new_revision = re.search(r'name="revision" value="(\d+)"', page).group(1)  # type: ignore[union-attr]
-    assert second.post(url, data=_form(template="Second {{ name }}", revision=new_revision)).status_code == 302
+    assert (
+        second.post(
+            url, data=_form(template="Second {{ name }}", revision=new_revision)
+        ).status_code
+        == 302
+    )
     assert _prompt(app, "welcome.message").template == "Second {{ name }}"
 
 
@@ -179,7 +228,7 @@ def test_rename_and_delete(app: Flask, client_as: Any, set_url: str) -> None:
 def test_viewers_see_a_read_only_editor(client_as: Any, set_url: str) -> None:
     client_as("editor").post(f"{set_url}/prompts/new", data=_form())
     page = client_as("viewer").get(f"{set_url}/prompts/welcome.message").get_data(True)
-    assert "<fieldset class=\"editor-grid\" disabled>" in page
+    assert '<fieldset class="editor-grid" disabled>' in page
     assert "Save prompt" not in page
 
 

@@ -47,15 +47,21 @@ def test_audit_log_refuses_update_and_delete(app: Flask) -> None:
     with app.app_context():
         db.session.add(
             AuditEvent(
-                actor_email="a@b.c", action="test.event", object_type="x", object_id="1",
-                object_label="x", details={},
+                actor_email="a@b.c",
+                action="test.event",
+                object_type="x",
+                object_id="1",
+                object_label="x",
+                details={},
             )
         )
         db.session.commit()
         for statement in ("UPDATE audit_events SET action = 'forged'", "DELETE FROM audit_events"):
-            with pytest.raises(DBAPIError, match="append-only"):
-                with db.engine.begin() as connection:
-                    connection.execute(text(statement))
+            with (
+                pytest.raises(DBAPIError, match="append-only"),
+                db.engine.begin() as connection,
+            ):
+                connection.execute(text(statement))
         assert db.session.query(AuditEvent).one().action == "test.event"
 
 

@@ -38,7 +38,7 @@ def _pages(app: Flask, world: World, sets: int, prompts: int) -> dict[str, str]:
         project = Project(org_id=world.org_id, name=f"Big {sets}x{prompts}", description="")
         db.session.add(project)
         db.session.flush()
-        created = seed_project(db.session, project.id, owner, sets=sets, prompts=prompts)  # type: ignore[arg-type]
+        created = seed_project(db.session, project, owner, sets=sets, prompts=prompts)  # type: ignore[arg-type]
         base = f"/projects/{project.id}"
         one = f"{base}/sets/{created[0].id}"
     return {
@@ -56,7 +56,9 @@ def _pages(app: Flask, world: World, sets: int, prompts: int) -> dict[str, str]:
     }
 
 
-def test_query_counts_do_not_grow_with_sets_or_prompts(app: Flask, world: World, client_as: Any) -> None:
+def test_query_counts_do_not_grow_with_sets_or_prompts(
+    app: Flask, world: World, client_as: Any
+) -> None:
     client = client_as("owner")
     counts: dict[str, list[int]] = {}
     for sets, prompts in ((2, 3), (8, 30)):
@@ -67,5 +69,7 @@ def test_query_counts_do_not_grow_with_sets_or_prompts(app: Flask, world: World,
             assert response.status_code == 200, (name, url)
             counts.setdefault(name, []).append(len(statements))
     for name, (small, large) in counts.items():
-        assert large == small, f"{name}: {small} queries for the small project, {large} for the big one"
+        assert large == small, (
+            f"{name}: {small} queries for the small project, {large} for the big one"
+        )
         assert small <= 12, f"{name}: {small} queries"

@@ -55,7 +55,9 @@ def test_sign_in_sets_a_hardened_session_cookie(csrf_app: Flask, csrf_world: Wor
     client = csrf_app.test_client()
     response = _sign_in(client, csrf_world.emails["editor"])
     assert response.status_code == 302
-    cookie = next(v for k, v in response.headers.items() if k == "Set-Cookie" and "forge_session" in v)
+    cookie = next(
+        v for k, v in response.headers.items() if k == "Set-Cookie" and "forge_session" in v
+    )
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Secure" not in cookie  # development default; production turns it on
     assert client.get("/projects/").status_code == 200
@@ -125,12 +127,20 @@ def test_change_password(client_as: Any, app: Flask, world: World) -> None:
     client = client_as("editor")
     response = client.post(
         "/account",
-        data={"current": "nope", "new": "a brand new passphrase", "confirm": "a brand new passphrase"},
+        data={
+            "current": "nope",
+            "new": "a brand new passphrase",
+            "confirm": "a brand new passphrase",
+        },
     )
     assert "not your current password" in response.get_data(True)
     response = client.post(
         "/account",
-        data={"current": PASSWORD, "new": "a brand new passphrase", "confirm": "a brand new passphrase"},
+        data={
+            "current": PASSWORD,
+            "new": "a brand new passphrase",
+            "confirm": "a brand new passphrase",
+        },
     )
     assert response.status_code == 302
     from werkzeug.security import check_password_hash
@@ -139,7 +149,9 @@ def test_change_password(client_as: Any, app: Flask, world: World) -> None:
 
     with app.app_context():
         user = db.session.get(User, world.users["editor"])
-        assert user is not None and check_password_hash(user.password_hash, "a brand new passphrase")
+        assert user is not None and check_password_hash(
+            user.password_hash, "a brand new passphrase"
+        )
 
 
 class _Forms(HTMLParser):
@@ -188,9 +200,7 @@ def test_every_post_route_refuses_a_request_without_csrf_token(
     assert page.status_code == 200 and "Locked" in page.get_data(True)
 
 
-def test_every_rendered_post_form_carries_a_csrf_token(
-    csrf_app: Flask, csrf_world: World
-) -> None:
+def test_every_rendered_post_form_carries_a_csrf_token(csrf_app: Flask, csrf_world: World) -> None:
     add_prompts(csrf_app, csrf_world, SAMPLE_PROMPTS)
     lock_version(csrf_app, csrf_world)
     client = csrf_app.test_client()
@@ -198,8 +208,14 @@ def test_every_rendered_post_form_carries_a_csrf_token(
     base = f"/projects/{csrf_world.project_id}"
     set_url = f"{base}/sets/{csrf_world.set_id}"
     pages = [
-        "/projects/", f"/orgs/{csrf_world.org_slug}", base, f"{base}/settings", set_url,
-        f"{set_url}/versions/0.1.0", f"{set_url}/prompts/welcome.message", f"{set_url}/settings",
+        "/projects/",
+        f"/orgs/{csrf_world.org_slug}",
+        base,
+        f"{base}/settings",
+        set_url,
+        f"{set_url}/versions/0.1.0",
+        f"{set_url}/prompts/welcome.message",
+        f"{set_url}/settings",
     ]
     # and the draft-editing pages
     pages_after_unlock = [f"{set_url}/prompts/new", f"{set_url}/import", f"{set_url}/submit"]
@@ -258,7 +274,9 @@ def test_pages_have_no_inline_scripts_or_styles(client_as: Any, world: World, se
         assert re.search(r"\son[a-z]+=", html) is None, url  # no inline event handlers
 
 
-def test_friendly_404_and_500_without_stack_traces(app_config: dict[str, Any], world: World) -> None:
+def test_friendly_404_and_500_without_stack_traces(
+    app_config: dict[str, Any], world: World
+) -> None:
     app = create_app({**app_config, "TESTING": False, "PROPAGATE_EXCEPTIONS": False})
 
     @app.get("/boom")

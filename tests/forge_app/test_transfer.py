@@ -22,8 +22,14 @@ TRICKY_PROMPTS: dict[str, dict[str, Any]] = {
         "template": "Grüße, {{ name }}! 👋\n  indented line\n\ttab\n\nTrailing spaces   \n",
         "metadata": {"tags": ["a", "b"], "max_tokens": 10, "nested": {"x": [1, 2.5, None, True]}},
     },
-    "looks.like.yaml": {"template": "key: value\n- item\n# not a comment\n'quoted'", "metadata": {}},
-    "no.newline": {"template": "{% for x in items %}{{ x }},{% endfor %}", "metadata": {"model": "m"}},
+    "looks.like.yaml": {
+        "template": "key: value\n- item\n# not a comment\n'quoted'",
+        "metadata": {},
+    },
+    "no.newline": {
+        "template": "{% for x in items %}{{ x }},{% endfor %}",
+        "metadata": {"model": "m"},
+    },
 }
 
 
@@ -41,15 +47,30 @@ def test_exported_version_builds_to_the_identical_snapshot(
     out = tmp_path / "bundle.json"
     anvil_publish = Path(sys.executable).with_name("anvil-publish")
     subprocess.run(
-        [str(anvil_publish), "build", str(prompts_dir), "--project-id", str(world.project_id),
-         "--prompt-set-id", str(world.set_id), "--version", version, "--out", str(out)],
-        check=True, capture_output=True, timeout=120,
+        [
+            str(anvil_publish),
+            "build",
+            str(prompts_dir),
+            "--project-id",
+            str(world.project_id),
+            "--prompt-set-id",
+            str(world.set_id),
+            "--version",
+            version,
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     built = json.loads(out.read_bytes())
     with app.app_context():
         stored = json.loads(db.session.query(PromptSetVersion).one().bundle_json)
     assert built["snapshot"] == stored["snapshot"]
-    assert json.dumps(built["snapshot"], sort_keys=True) == json.dumps(stored["snapshot"], sort_keys=True)
+    assert json.dumps(built["snapshot"], sort_keys=True) == json.dumps(
+        stored["snapshot"], sort_keys=True
+    )
 
 
 def test_import_of_an_export_reproduces_the_set(
@@ -65,9 +86,7 @@ def test_import_of_an_export_reproduces_the_set(
         db.session.commit()
         other_id = other.id
     other_url = f"/projects/{world.project_id}/sets/{other_id}"
-    response = editor.post(
-        f"{other_url}/import", data={"text": exported.decode(), "mode": "merge"}
-    )
+    response = editor.post(f"{other_url}/import", data={"text": exported.decode(), "mode": "merge"})
     assert response.status_code == 302
     with app.app_context():
         copy = draft_prompts(db.session, db.session.get(PromptSet, other_id))  # type: ignore[arg-type]
@@ -81,7 +100,8 @@ def test_import_modes_and_upload(app: Flask, world: World, client_as: Any, set_u
     editor = client_as("editor")
     file = BytesIO(b'{"new.prompt": {"template": "New {{ x }}"}}')
     response = editor.post(
-        f"{set_url}/import", data={"file": (file, "more.json"), "mode": "merge"},
+        f"{set_url}/import",
+        data={"file": (file, "more.json"), "mode": "merge"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 302
@@ -102,7 +122,7 @@ def test_a_broken_import_changes_nothing_and_says_where(
 ) -> None:
     add_prompts(app, world, SAMPLE_PROMPTS)
     editor = client_as("editor")
-    text = "ok.prompt:\n  template: fine\nbad.prompt:\n  template: \"{% if x %}\"\n"
+    text = 'ok.prompt:\n  template: fine\nbad.prompt:\n  template: "{% if x %}"\n'
     response = editor.post(f"{set_url}/import", data={"text": text, "mode": "replace"})
     assert response.status_code == 400
     page = response.get_data(True)
@@ -114,7 +134,9 @@ def test_a_broken_import_changes_nothing_and_says_where(
     assert keys == {"welcome.message", "support.chat"}
 
 
-def test_import_into_a_locked_set_is_refused(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_import_into_a_locked_set_is_refused(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     add_prompts(app, world, SAMPLE_PROMPTS)
     lock_version(app, world)
     response = client_as("editor").post(f"{set_url}/import", data={"text": "x:\n  template: y\n"})

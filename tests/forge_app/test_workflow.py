@@ -55,13 +55,20 @@ def test_full_cycle_through_the_web(app: Flask, world: World, client_as: Any, se
     # read-only while in review: an edit is refused and the text is kept on the page
     response = editor.post(
         f"{set_url}/prompts/welcome.message",
-        data={"key": "welcome.message", "kind": "text", "template": "Changed {{ name }}",
-              "revision": "1", "action": "save"},
+        data={
+            "key": "welcome.message",
+            "kind": "text",
+            "template": "Changed {{ name }}",
+            "revision": "1",
+            "action": "save",
+        },
     )
     assert response.status_code == 409
     assert "Changed {{ name }}" in response.get_data(True)
 
-    response = reviewer.post(f"{set_url}/approve", data={"revision": _revision(reviewer, f"{set_url}/review")})
+    response = reviewer.post(
+        f"{set_url}/approve", data={"revision": _revision(reviewer, f"{set_url}/review")}
+    )
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/versions/0.1.0")
     assert _status(app, world) == "LOCKED"
@@ -71,7 +78,10 @@ def test_full_cycle_through_the_web(app: Flask, world: World, client_as: Any, se
     # unlock → LIVE; the version is unchanged
     with app.app_context():
         before = db.session.query(PromptSetVersion).one().bundle_json
-    assert editor.post(f"{set_url}/unlock", data={"revision": _revision(editor, set_url)}).status_code == 302
+    assert (
+        editor.post(f"{set_url}/unlock", data={"revision": _revision(editor, set_url)}).status_code
+        == 302
+    )
     assert _status(app, world) == "LIVE"
     with app.app_context():
         assert db.session.query(PromptSetVersion).one().bundle_json == before
@@ -79,7 +89,9 @@ def test_full_cycle_through_the_web(app: Flask, world: World, client_as: Any, se
     assert actions[-3:] == ["prompt_set.submit", "prompt_set.approve", "prompt_set.unlock"]
 
 
-def test_version_is_the_exact_canonical_bundle(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_version_is_the_exact_canonical_bundle(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     add_prompts(app, world, SAMPLE_PROMPTS)
     version = lock_version(app, world)
     with app.app_context():
@@ -97,7 +109,8 @@ def test_version_is_the_exact_canonical_bundle(app: Flask, world: World, client_
         assert snapshot["welcome.message"]["variables"] == ["name", "plan"]
         assert snapshot["support.chat"]["variables"] == ["product", "question"]
         assert snapshot["welcome.message"]["metadata"] == {
-            "description": "Greets a new user", "temperature": 0.2,
+            "description": "Greets a new user",
+            "temperature": 0.2,
         }
         bundle = parse_bundle(data, content_sha256=record.content_sha256)  # the client reads it
         assert set(bundle.prompts) == {"welcome.message", "support.chat"}
@@ -106,10 +119,19 @@ def test_version_is_the_exact_canonical_bundle(app: Flask, world: World, client_
     assert download.headers["X-Content-SHA256"] == sha256_hex(data)
 
 
-def test_the_submitter_cannot_approve_their_own_change(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_the_submitter_cannot_approve_their_own_change(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     add_prompts(app, world, SAMPLE_PROMPTS)
     reviewer = client_as("reviewer")
-    reviewer.post(f"{set_url}/submit", data={"bump": "patch", "changelog": "x", "revision": _revision(reviewer, f"{set_url}/submit")})
+    reviewer.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "patch",
+            "changelog": "x",
+            "revision": _revision(reviewer, f"{set_url}/submit"),
+        },
+    )
     assert _status(app, world) == "REVIEW"
     page = reviewer.get(f"{set_url}/review").get_data(True)
     assert "another reviewer has to approve it" in page
@@ -118,7 +140,10 @@ def test_the_submitter_cannot_approve_their_own_change(app: Flask, world: World,
     assert "another reviewer" in response.get_data(True)
     assert _status(app, world) == "REVIEW"
     other = client_as("reviewer2")
-    assert other.post(f"{set_url}/approve", data={"revision": _revision(other, set_url)}).status_code == 302
+    assert (
+        other.post(f"{set_url}/approve", data={"revision": _revision(other, set_url)}).status_code
+        == 302
+    )
     assert _status(app, world) == "LOCKED"
 
 
@@ -130,70 +155,144 @@ def test_roles_are_checked_by_the_workflow_itself(app: Flask, world: World) -> N
         editor = db.session.get(User, world.users["editor"])
         assert prompt_set is not None and viewer is not None and editor is not None
         with pytest.raises(WorkflowError) as error:
-            submit(db.session, prompt_set, viewer, role=Role.VIEWER, bump="minor",
-                   changelog="x", expected_revision=None)
+            submit(
+                db.session,
+                prompt_set,
+                viewer,
+                role=Role.VIEWER,
+                bump="minor",
+                changelog="x",
+                expected_revision=None,
+            )
         assert error.value.status == 403
-        submit(db.session, prompt_set, editor, role=Role.EDITOR, bump="minor",
-               changelog="x", expected_revision=None)
+        submit(
+            db.session,
+            prompt_set,
+            editor,
+            role=Role.EDITOR,
+            bump="minor",
+            changelog="x",
+            expected_revision=None,
+        )
         db.session.commit()
         with pytest.raises(WorkflowError) as error:
-            approve(db.session, prompt_set, viewer, role=Role.EDITOR,
-                    expected_revision=prompt_set.revision)
+            approve(
+                db.session,
+                prompt_set,
+                viewer,
+                role=Role.EDITOR,
+                expected_revision=prompt_set.revision,
+            )
         assert error.value.status == 403
         db.session.rollback()
         assert db.session.get(PromptSet, world.set_id).status == "REVIEW"  # type: ignore[union-attr]
 
 
-def test_request_changes_needs_a_comment_and_shows_it(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_request_changes_needs_a_comment_and_shows_it(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     add_prompts(app, world, SAMPLE_PROMPTS)
     editor, reviewer = client_as("editor"), client_as("reviewer")
-    editor.post(f"{set_url}/submit", data={"bump": "minor", "changelog": "x", "revision": _revision(editor, f"{set_url}/submit")})
+    editor.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "minor",
+            "changelog": "x",
+            "revision": _revision(editor, f"{set_url}/submit"),
+        },
+    )
     revision = _revision(reviewer, f"{set_url}/review")
-    response = reviewer.post(f"{set_url}/request-changes", data={"comment": "  ", "revision": revision})
+    response = reviewer.post(
+        f"{set_url}/request-changes", data={"comment": "  ", "revision": revision}
+    )
     assert response.status_code == 302 and _status(app, world) == "REVIEW"
     response = reviewer.post(
-        f"{set_url}/request-changes", data={"comment": "Please be friendlier.", "revision": revision}
+        f"{set_url}/request-changes",
+        data={"comment": "Please be friendlier.", "revision": revision},
     )
     assert response.status_code == 302 and _status(app, world) == "LIVE"
     assert "Please be friendlier." in editor.get(set_url).get_data(True)
 
 
-def test_approving_a_stale_review_is_refused(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_approving_a_stale_review_is_refused(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     """The reviewer approves exactly what they looked at: a withdraw + edit + resubmit in the
     meantime makes their approval fail instead of locking content they never saw."""
     add_prompts(app, world, SAMPLE_PROMPTS)
     editor, reviewer = client_as("editor"), client_as("reviewer")
-    editor.post(f"{set_url}/submit", data={"bump": "minor", "changelog": "x", "revision": _revision(editor, f"{set_url}/submit")})
+    editor.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "minor",
+            "changelog": "x",
+            "revision": _revision(editor, f"{set_url}/submit"),
+        },
+    )
     seen = _revision(reviewer, f"{set_url}/review")
     editor.post(f"{set_url}/withdraw", data={"revision": _revision(editor, set_url)})
     add_prompts(app, world, {"sneaky.prompt": {"template": "surprise"}})
-    editor.post(f"{set_url}/submit", data={"bump": "minor", "changelog": "y", "revision": _revision(editor, f"{set_url}/submit")})
+    editor.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "minor",
+            "changelog": "y",
+            "revision": _revision(editor, f"{set_url}/submit"),
+        },
+    )
     response = reviewer.post(f"{set_url}/approve", data={"revision": seen})
     assert response.status_code == 302
-    assert "changed since you opened it" in reviewer.get(response.headers["Location"]).get_data(True)
+    assert "changed since you opened it" in reviewer.get(response.headers["Location"]).get_data(
+        True
+    )
     assert _status(app, world) == "REVIEW"
     with app.app_context():
         assert db.session.query(PromptSetVersion).count() == 0
 
 
-def test_submit_refuses_an_empty_or_unchanged_set(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_submit_refuses_an_empty_or_unchanged_set(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     editor = client_as("editor")
-    response = editor.post(f"{set_url}/submit", data={"bump": "minor", "changelog": "x", "revision": _revision(editor, f"{set_url}/submit")})
+    response = editor.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "minor",
+            "changelog": "x",
+            "revision": _revision(editor, f"{set_url}/submit"),
+        },
+    )
     assert response.status_code == 400 and "at least one prompt" in response.get_data(True)
     add_prompts(app, world, SAMPLE_PROMPTS)
     lock_version(app, world)
     editor.post(f"{set_url}/unlock", data={"revision": _revision(editor, set_url)})
-    response = editor.post(f"{set_url}/submit", data={"bump": "patch", "changelog": "x", "revision": _revision(editor, f"{set_url}/submit")})
-    assert response.status_code == 400 and "Nothing changed since version 0.1.0" in response.get_data(True)
+    response = editor.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "patch",
+            "changelog": "x",
+            "revision": _revision(editor, f"{set_url}/submit"),
+        },
+    )
+    assert (
+        response.status_code == 400
+        and "Nothing changed since version 0.1.0" in response.get_data(True)
+    )
     assert _status(app, world) == "LIVE"
 
 
-def test_versions_count_up_and_restore_brings_old_content_back(app: Flask, world: World, client_as: Any, set_url: str) -> None:
+def test_versions_count_up_and_restore_brings_old_content_back(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
     add_prompts(app, world, SAMPLE_PROMPTS)
     assert lock_version(app, world, "minor") == "0.1.0"
     editor = client_as("editor")
     editor.post(f"{set_url}/unlock", data={"revision": _revision(editor, set_url)})
-    add_prompts(app, world, {"welcome.message": {"template": "Hello {{ name }}"}, "extra": {"template": "x"}})
+    add_prompts(
+        app,
+        world,
+        {"welcome.message": {"template": "Hello {{ name }}"}, "extra": {"template": "x"}},
+    )
     assert lock_version(app, world, "major") == "1.0.0"
     editor.post(f"{set_url}/unlock", data={"revision": _revision(editor, set_url)})
     response = editor.post(f"{set_url}/versions/0.1.0/restore")
@@ -216,8 +315,15 @@ def test_an_edit_racing_a_submit_cannot_slip_into_review(app: Flask, world: Worl
         prompt_set = db.session.get(PromptSet, world.set_id)
         editor = db.session.get(User, world.users["editor"])
         assert prompt_set is not None and editor is not None
-        submit(db.session, prompt_set, editor, role=Role.EDITOR, bump="minor", changelog="x",
-               expected_revision=prompt_set.revision)
+        submit(
+            db.session,
+            prompt_set,
+            editor,
+            role=Role.EDITOR,
+            bump="minor",
+            changelog="x",
+            expected_revision=prompt_set.revision,
+        )
         db.session.commit()
         with pytest.raises(WorkflowError, match="REVIEW now"):
             touch_live_set(db.session, prompt_set, editor)
@@ -242,11 +348,40 @@ def test_prereleases_do_not_count_as_the_latest_release(app: Flask, world: World
 
         prompt_set = db.session.get(PromptSet, world.set_id)
         assert prompt_set is not None
-        db.session.add(PromptSetVersion(
-            prompt_set_id=prompt_set.id, version="0.2.0-rc.1", bundle_json="{}",
-            content_sha256="0" * 64, prompt_count=0, changelog="",
-        ))
+        db.session.add(
+            PromptSetVersion(
+                prompt_set_id=prompt_set.id,
+                version="0.2.0-rc.1",
+                bundle_json="{}",
+                content_sha256="0" * 64,
+                prompt_count=0,
+                changelog="",
+            )
+        )
         db.session.commit()
         latest = latest_release(db.session, prompt_set)
         assert latest is not None and latest.version == "0.1.0"
         assert prompt_set.status == SetStatus.LOCKED.value
+
+
+def test_a_concurrent_prompt_save_fails_instead_of_overwriting(app: Flask, world: World) -> None:
+    """Prompt.revision is the mapper's version counter: the slower of two writers fails."""
+    from sqlalchemy.orm import Session
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from forge_app.models import Prompt
+
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    with app.app_context():
+        engine = db.engine
+        with Session(engine) as first, Session(engine) as second:
+            mine = first.query(Prompt).filter_by(key="welcome.message").one()
+            theirs = second.query(Prompt).filter_by(key="welcome.message").one()
+            theirs.template = "Theirs {{ name }}"
+            second.commit()
+            mine.template = "Mine {{ name }}"
+            with pytest.raises(StaleDataError):
+                first.commit()
+        assert db.session.query(Prompt).filter_by(key="welcome.message").one().template == (
+            "Theirs {{ name }}"
+        )

@@ -1,0 +1,1009 @@
+"""Publishing from the FORGE: channels, their policy, and every store write via the publisher.
+
+    >>> publication = publish_version(version, channel, user=owner)   # doctest: +SKIP
+    >>> publication.sequence                                          # doctest: +SKIP
+    1
+
+Every channel move goes through :class:`publisher.Publisher` (sign, encrypt for the project's
+active ACCESS_TOKENs, compare-and-swap); this module never writes a pointer itself. A
+:class:`~forge_app.models.distribution.Publication` row and an audit event are added to the
+session only after the pointer's compare-and-swap succeeded; the caller commits. Failures are
+raised as :class:`PublishError`, one sentence for the user, and leave the database untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from anvil_client.errors import (
+    AnvilError,
+    ConfigError,
+    DecryptionError,
+    NotFound,
+    PreconditionFailed,
+    SignatureError,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+)
+from anvil_client.stores import ObjectStore, open_store
+from anvil_client.wire import (
+    CHANNEL_RE,
+    Pointer,
+    Release,
+    TrustedKey,
+    decrypt_bundle,
+    key_id,
+    load_private_key,
+    load_private_key_file,
+    public_key_text,
+    recipient_ids,
+    sha256_hex,
+    verify_envelope,
+)
+from forge_app.audit import record_event
+from forge_app.extensions import db
+from forge_app.models import (
+    Project,
+    PromptSet,
+    PromptSetVersion,
+    Role,
+    SetStatus,
+    User,
+    utcnow,
+)
+from forge_app.models.distribution import (
+    DEFAULT_CHANNELS,
+    AccessToken,
+    Channel,
+    Publication,
+)
+from forge_app.services.tokens import active_tokens, wire_token
+from publisher import HistoryEntry, Publisher, PublishResult, build_bundle
+
+__all__ = [
+    "ChannelState",
+    "HistoryRow",
+    "PublishError",
+    "RecipientsReport",
+    "abort_rollout",
+    "can_publish",
+    "channel_history",
+    "channel_state",
+    "check_policy",
+    "complete_rollout",
+    "current_release",
+    "ensure_default_channels",
+    "forge_key_id",
+    "forge_public_key_text",
+    "forge_signing_key",
+    "forge_store",
+    "get_channel",
+    "project_channels",
+    "publish_prompt_set",
+    "publish_version",
+    "required_role",
+    "revoke_token",
+    "rollback_to",
+    "set_rollout",
+    "snapshot_prerelease",
+    "store_root",
+    "sync_recipients",
+    "version_status",
+]
+
+log = logging.getLogger("forge.publishing")
+
+MAX_BUNDLE_SIZE = 64 * 1024 * 1024
+MAX_POINTER_SIZE = 64 * 1024
+_PRERELEASE_RE = re.compile(r"^(\d+\.\d+\.\d+)-(rc|dev)\.(\d+)$")
+
+
+class PublishError(Exception):
+    """A publish-side action that did not happen; ``str()`` is one sentence for the user.
+
+    ``status`` is the HTTP status a view answers with: 403 for a rule about who may act or what
+    a channel accepts, 409 for a state the user can fix, 503 when the store failed.
+    """
+
+    def __init__(self, message: str, *, status: int = 409, problems: list[str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or []
+
+
+# --------------------------------------------------------------------------- key and store
+
+
+def forge_signing_key() -> Ed25519PrivateKey:
+    """The FORGE's Ed25519 signing key (``FORGE_SIGNING_KEY``: PEM text or a PEM file path).
+
+    Raises:
+        ConfigError: if the key cannot be loaded.
+    """
+    cached = current_app.extensions.get("forge_signing_key")
+    if isinstance(cached, Ed25519PrivateKey):
+        return cached
+    value = str(current_app.config["FORGE_SIGNING_KEY"])
+    if value.lstrip().startswith("-----BEGIN"):
+        key = load_private_key(value)
+    else:
+        key = load_private_key_file(value)
+    current_app.extensions["forge_signing_key"] = key
+    return key
+
+
+def forge_public_key_text() -> str:
+    """The public key clients trust, as ``ed25519:<base64>``."""
+    return public_key_text(forge_signing_key().public_key())
+
+
+def forge_key_id() -> str:
+    """The key id (hex SHA-256 of the raw public key) of the FORGE's signing key."""
+    return key_id(forge_signing_key().public_key())
+
+
+def _store_url() -> str:
+    return str(current_app.config["FORGE_STORE_URL"])
+
+
+def forge_store() -> ObjectStore:
+    """A new store client for ``FORGE_STORE_URL``; the caller closes it.
+
+    Raises:
+        ConfigError: if the URL is not a store URL.
+    """
+    return open_store(_store_url())
+
+
+def store_root() -> Path | None:
+    """The local directory of a ``file://`` store (served at ``/store/``), else None."""
+    parts = urlsplit(_store_url())
+    if parts.scheme != "file":
+        return None
+    return Path(unquote(parts.path)).resolve()
+
+
+@contextmanager
+def _publisher(project: Project) -> Iterator[Publisher]:
+    try:
+        pub = Publisher(_store_url(), project_id=str(project.id), signing_key=forge_signing_key())
+    except AnvilError as e:
+        raise PublishError(
+            f"The FORGE's store or signing key is misconfigured: {e}", status=503
+        ) from e
+    with pub:
+        yield pub
+
+
+def _explain(error: AnvilError, action: str) -> PublishError:
+    """One sentence for the user; nothing was changed when this is raised."""
+    if isinstance(error, StoreUnavailable):
+        return PublishError(
+            f"The store cannot be reached, so nothing was {action}: {error}. "
+            "Try again when it is back.",
+            status=503,
+        )
+    if isinstance(error, PreconditionFailed):
+        return PublishError(
+            f"The channel changed while it was being {action} by someone else; nothing was "
+            f"{action}. Reload and try again.",
+        )
+    if isinstance(error, SignatureError):
+        return PublishError(
+            f"The channel's pointer in the store is not signed by this FORGE's key, so nothing "
+            f"was {action}: {error}",
+        )
+    if isinstance(error, ValidationError):
+        return PublishError(
+            f"The bundle does not validate, so nothing was {action}.",
+            problems=list(error.problems),
+        )
+    if isinstance(error, StoreError):
+        return PublishError(
+            f"The store refused the write, so nothing was {action}: {error}", status=503
+        )
+    return PublishError(f"Nothing was {action}: {error}")
+
+
+# ------------------------------------------------------------------------------ channels
+
+
+def ensure_default_channels(project: Project) -> None:
+    """Create the project's missing default channels and commit them; call it at the start of
+    a request, before any other change (a concurrent request creating them too is fine)."""
+    have = set(db.session.scalars(select(Channel.name).where(Channel.project_id == project.id)))
+    missing = [name for name in DEFAULT_CHANNELS if name not in have]
+    if not missing:
+        return
+    for name in missing:
+        db.session.add(Channel(project_id=project.id, name=name, policy=DEFAULT_CHANNELS[name]))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # another request created them first
+
+
+def project_channels(project: Project) -> list[Channel]:
+    """The project's channels: the defaults first (production, staging, development)."""
+    channels = list(db.session.scalars(select(Channel).where(Channel.project_id == project.id)))
+    order = list(DEFAULT_CHANNELS)
+    return sorted(
+        channels, key=lambda c: (order.index(c.name) if c.name in order else len(order), c.name)
+    )
+
+
+def get_channel(project: Project, name: str) -> Channel | None:
+    if not isinstance(name, str) or not CHANNEL_RE.match(name):
+        return None
+    return db.session.scalar(
+        select(Channel).where(Channel.project_id == project.id, Channel.name == name)
+    )
+
+
+def version_status(version: PromptSetVersion) -> str:
+    """The status a version's content had: ``-rc.N`` REVIEW, ``-dev.N`` LIVE, else LOCKED."""
+    match = _PRERELEASE_RE.match(version.version)
+    if match is None:
+        return SetStatus.REVIEW.value if version.is_prerelease else SetStatus.LOCKED.value
+    return SetStatus.REVIEW.value if match.group(2) == "rc" else SetStatus.LIVE.value
+
+
+def check_policy(channel: Channel, status: str) -> None:
+    """Raises: PublishError (403): if ``channel`` does not accept ``status`` (DESIGN §1)."""
+    if status not in channel.accepts:
+        accepted = " or ".join(channel.accepts)
+        raise PublishError(
+            f"Channel {channel.name} accepts only {accepted} prompt sets; this one is {status}.",
+            status=403,
+        )
+
+
+def required_role(channel: Channel) -> Role:
+    """Owners publish to channels that take LOCKED sets only; reviewers to the others."""
+    return Role.OWNER if channel.policy == "locked" else Role.REVIEWER
+
+
+def can_publish(role: Role | None, channel: Channel) -> bool:
+    return role is not None and role >= required_role(channel)
+
+
+def _check_role(role: Role | None, channel: Channel, action: str) -> None:
+    needed = required_role(channel)
+    if role is None or role < needed:
+        raise PublishError(
+            f"Only members with the {needed.label} role can {action} channel {channel.name}.",
+            status=403,
+        )
+
+
+# --------------------------------------------------------------------------- pre-releases
+
+
+def snapshot_prerelease(prompt_set: PromptSet, *, user: User) -> PromptSetVersion:
+    """Snapshot a REVIEW or LIVE set as ``X.Y.Z-rc.N`` / ``X.Y.Z-dev.N`` (added, flushed).
+
+    ``X.Y.Z`` is the version under review (REVIEW) or the next patch after the latest release
+    (LIVE); ``N`` grows per base version. If the newest such snapshot has the same prompts, it
+    is reused instead of making another.
+
+    Raises:
+        PublishError: for a LOCKED set, an empty set, or prompts that do not validate.
+    """
+    from forge_app.workflow import draft_prompts, latest_release, next_version, snapshot_prompts
+
+    if prompt_set.status == SetStatus.REVIEW.value and prompt_set.pending_version:
+        base, kind = prompt_set.pending_version, "rc"
+    elif prompt_set.status == SetStatus.LIVE.value:
+        latest = latest_release(db.session, prompt_set)
+        base, kind = next_version(latest.version if latest else None, "patch"), "dev"
+    else:
+        raise PublishError(
+            f"Prompt set {prompt_set.name} is {prompt_set.status}; publish a version."
+        )
+    prompts = draft_prompts(db.session, prompt_set)
+    if not prompts:
+        raise PublishError(f"Prompt set {prompt_set.name} has no prompts to publish yet.")
+    prefix = f"{base}-{kind}."
+    existing = list(
+        db.session.scalars(
+            select(PromptSetVersion).where(
+                PromptSetVersion.prompt_set_id == prompt_set.id,
+                PromptSetVersion.version.startswith(prefix, autoescape=True),
+            )
+        )
+    )
+    numbered = [
+        (int(m.group(3)), v) for v in existing if (m := _PRERELEASE_RE.match(v.version)) is not None
+    ]
+    if numbered:
+        number, newest = max(numbered, key=lambda pair: pair[0])
+        if snapshot_prompts(newest) == prompts:
+            return newest
+    else:
+        number = 0
+    version = f"{prefix}{number + 1}"
+    created_at = utcnow()
+    try:
+        built = build_bundle(
+            prompts,
+            project_id=str(prompt_set.project_id),
+            version=version,
+            prompt_set_id=str(prompt_set.id),
+            created_at=created_at,
+        )
+    except ValidationError as e:
+        raise PublishError(
+            f"Prompt set {prompt_set.name} has invalid prompts; fix them before publishing.",
+            problems=list(e.problems),
+        ) from e
+    label = "in review" if kind == "rc" else "being edited"
+    record = PromptSetVersion(
+        prompt_set_id=prompt_set.id,
+        version=version,
+        bundle_json=built.data.decode("utf-8"),
+        content_sha256=built.content_sha256,
+        prompt_count=built.prompt_count,
+        changelog=f"Pre-release snapshot of the set while {label}.",
+        created_at=created_at,
+        submitted_by_id=user.id,
+        approved_by_id=None,
+    )
+    db.session.add(record)
+    try:
+        db.session.flush()
+    except IntegrityError as e:
+        db.session.rollback()
+        raise PublishError(
+            f"Someone else snapshotted {version} at the same moment; try again."
+        ) from e
+    record_event(
+        "prompt_set.snapshot",
+        prompt_set,
+        project=prompt_set.project,
+        actor=user,
+        details={"version": version, "content_sha256": built.content_sha256},
+    )
+    return record
+
+
+# ------------------------------------------------------------------------------- publish
+
+
+def _keks(project: Project, *, excluding: AccessToken | None = None) -> dict[str, bytes]:
+    tokens = [t for t in active_tokens(project.id) if excluding is None or t.id != excluding.id]
+    try:
+        return {t.token_id: wire_token(t).kek() for t in tokens}
+    except ConfigError as e:
+        raise PublishError(str(e), status=503) from e
+
+
+def _require_keks(project: Project) -> dict[str, bytes]:
+    keks = _keks(project)
+    if not keks:
+        raise PublishError(
+            "This project has no ACCESS_TOKEN yet, and every release is encrypted for the "
+            "project's tokens: generate one in Tokens first.",
+        )
+    return keks
+
+
+def _version_for(project: Project, content_sha256: str) -> PromptSetVersion | None:
+    return db.session.scalar(
+        select(PromptSetVersion)
+        .join(PromptSet, PromptSet.id == PromptSetVersion.prompt_set_id)
+        .where(
+            PromptSet.project_id == project.id,
+            PromptSetVersion.content_sha256 == content_sha256,
+        )
+        .order_by(PromptSetVersion.id.desc())
+        .limit(1)
+    )
+
+
+def _record(
+    project: Project,
+    channel: Channel,
+    result: PublishResult,
+    *,
+    kind: str,
+    user: User,
+    version: PromptSetVersion | None = None,
+) -> Publication:
+    if version is None or version.content_sha256 != result.content_sha256:
+        version = _version_for(project, result.content_sha256)
+    publication = Publication(
+        project_id=project.id,
+        channel_id=channel.id,
+        sequence=result.sequence,
+        version=result.version,
+        prompt_set_id=result.prompt_set_id,
+        prompt_set_version_id=version.id if version is not None else None,
+        content_sha256=result.content_sha256,
+        object_path=result.object_path,
+        kind=kind,
+        rollout_percent=result.rollout_percent,
+        published_by_id=user.id,
+        published_at=utcnow(),
+    )
+    db.session.add(publication)
+    return publication
+
+
+def _audit(action: str, channel: Channel, project: Project, user: User, **details: Any) -> None:
+    record_event(action, channel, project=project, actor=user, details=details)
+
+
+def publish_version(
+    version: PromptSetVersion,
+    channel: Channel,
+    *,
+    user: User,
+    role: Role | None = None,
+    rollout_percent: int | None = None,
+) -> Publication:
+    """Publish a stored version to ``channel`` for every active ACCESS_TOKEN.
+
+    ``role`` (the user's role in the project) is checked against the channel when given.
+    ``rollout_percent`` 1-99 starts a gradual rollout; None or 100 serves everyone.
+
+    Raises:
+        PublishError: for a role or status the channel does not take, a project without
+            tokens, a bad percentage, or a store failure (then nothing changed).
+    """
+    project = channel.project
+    if role is not None:
+        _check_role(role, channel, "publish to")
+    check_policy(channel, version_status(version))
+    if version.prompt_set.project_id != project.id:
+        raise PublishError("This version belongs to another project.", status=404)
+    if rollout_percent == 100:
+        rollout_percent = None
+    if rollout_percent is not None and not 1 <= rollout_percent <= 99:
+        raise PublishError("A gradual rollout starts at 1 to 99 percent of instances.", status=400)
+    keks = _require_keks(project)
+    with _publisher(project) as pub:
+        try:
+            result = pub.publish(
+                version.bundle_bytes,
+                channel=channel.name,
+                recipients=keks,
+                rollout_percent=rollout_percent,
+            )
+        except ConfigError as e:
+            if rollout_percent is not None and pub.current(channel.name) is None:
+                raise PublishError(
+                    f"Channel {channel.name} has nothing published yet, so there is nothing to "
+                    "roll out from: publish to all instances first.",
+                    status=400,
+                ) from e
+            raise _explain(e, "published") from e
+        except AnvilError as e:
+            raise _explain(e, "published") from e
+    publication = _record(project, channel, result, kind="publish", user=user, version=version)
+    _audit(
+        "channel.publish",
+        channel,
+        project,
+        user,
+        version=result.version,
+        sequence=result.sequence,
+        content_sha256=result.content_sha256,
+        rollout_percent=result.rollout_percent,
+        recipients=len(keks),
+    )
+    log.info(
+        "published %s to %s/%s as sequence %d",
+        result.version,
+        project.id,
+        channel.name,
+        result.sequence,
+    )
+    return publication
+
+
+def publish_prompt_set(
+    prompt_set: PromptSet,
+    channel: Channel,
+    *,
+    user: User,
+    role: Role | None = None,
+    rollout_percent: int | None = None,
+) -> Publication:
+    """Publish a set as it is now: its latest release (LOCKED) or a pre-release snapshot.
+
+    Raises:
+        PublishError: as for :func:`publish_version`; for a LOCKED set without a release.
+    """
+    from forge_app.workflow import latest_release
+
+    if role is not None:
+        _check_role(role, channel, "publish to")
+    check_policy(channel, prompt_set.status)
+    if prompt_set.status == SetStatus.LOCKED.value:
+        version = latest_release(db.session, prompt_set)
+        if version is None:
+            raise PublishError(f"Prompt set {prompt_set.name} has no released version.")
+    else:
+        version = snapshot_prerelease(prompt_set, user=user)
+    return publish_version(version, channel, user=user, role=role, rollout_percent=rollout_percent)
+
+
+# ---------------------------------------------------------------- recovering the plaintext
+
+
+def _project_tokens(project: Project) -> list[AccessToken]:
+    return list(db.session.scalars(select(AccessToken).where(AccessToken.project_id == project.id)))
+
+
+def _plaintext(project: Project, pub: Publisher, release: Release) -> bytes:
+    """The exact bundle bytes of a release: from the FORGE's versions, else by decrypting the
+    object with one of the project's tokens (revoked ones too: the FORGE keeps their secrets).
+
+    Raises:
+        PublishError: if neither works.
+    """
+    version = _version_for(project, release.content_sha256)
+    if version is not None:
+        return version.bundle_bytes
+    ref = release.object
+    try:
+        data = pub.store.get(ref.path, max_size=ref.size).data
+        if sha256_hex(data) != ref.sha256:
+            raise PublishError(f"{ref.path} in the store does not match its pointer.")
+        if ref.encoding == "json":
+            plaintext = data
+        else:
+            kids = set(recipient_ids(data))
+            plaintext = b""
+            for token in _project_tokens(project):
+                if token.token_id in kids:
+                    wire = wire_token(token)
+                    plaintext = decrypt_bundle(
+                        data, wire.token_id, wire.kek(), max_plaintext=MAX_BUNDLE_SIZE
+                    )
+                    break
+            else:
+                raise DecryptionError("no token of this project can decrypt it")
+    except PublishError:
+        raise
+    except AnvilError as e:
+        raise PublishError(
+            f"The FORGE cannot recover the content of {release.version} "
+            f"({release.content_sha256[:12]}): {e}",
+        ) from e
+    if sha256_hex(plaintext) != release.content_sha256:
+        raise PublishError(f"The content of {release.version} does not match its hash.")
+    return plaintext
+
+
+def _source_for(
+    project: Project, pub: Publisher, releases: list[Release]
+) -> Callable[[str], bytes]:
+    known = {r.content_sha256: _plaintext(project, pub, r) for r in releases}
+
+    def source(content_sha256: str) -> bytes:
+        if content_sha256 in known:
+            return known[content_sha256]
+        version = _version_for(project, content_sha256)
+        if version is None:
+            raise NotFound(f"the FORGE has no bundle with content {content_sha256[:12]}")
+        return version.bundle_bytes
+
+    return source
+
+
+def _releases_of(pointer: Pointer) -> list[Release]:
+    found = [pointer.release]
+    if pointer.rollout is not None:
+        found.append(pointer.rollout.previous)
+    return found
+
+
+# ------------------------------------------------------------------ rollback and rollout
+
+
+def rollback_to(
+    channel: Channel, sequence: int, *, user: User, role: Role | None = None
+) -> Publication:
+    """Serve the content of history entry ``sequence`` again, as a new sequence, re-encrypted
+    for the current tokens (DESIGN §5).
+
+    Raises:
+        PublishError: for an unknown entry, a role too low, or a store failure.
+    """
+    project = channel.project
+    if role is not None:
+        _check_role(role, channel, "roll back")
+    keks = _require_keks(project)
+    with _publisher(project) as pub:
+        try:
+            entry = _history_entry(pub, channel.name, sequence)
+            source = _source_for(project, pub, [entry.release])
+            result = pub.rollback(
+                channel.name, to_sequence=sequence, recipients=keks, bundle_source=source
+            )
+        except NotFound as e:
+            raise PublishError(
+                f"Channel {channel.name} has no history entry {sequence} to roll back to.",
+                status=404,
+            ) from e
+        except AnvilError as e:
+            raise _explain(e, "rolled back") from e
+    publication = _record(project, channel, result, kind="rollback", user=user)
+    _audit(
+        "channel.rollback",
+        channel,
+        project,
+        user,
+        to_sequence=sequence,
+        version=result.version,
+        sequence=result.sequence,
+        content_sha256=result.content_sha256,
+    )
+    return publication
+
+
+def _history_entry(pub: Publisher, channel: str, sequence: int) -> Pointer:
+    key = f"projects/{pub.project_id}/channels/{channel}/history/{sequence:012d}.json"
+    got = pub.store.get(key, max_size=MAX_POINTER_SIZE)
+    body = verify_envelope(
+        got.data, [TrustedKey(keyid=pub.keyid, key=forge_signing_key().public_key())]
+    )
+    pointer = Pointer.parse(body)
+    if pointer.sequence != sequence or pointer.channel != channel:
+        raise NotFound(f"history entry {sequence} of {channel} holds another pointer")
+    return pointer
+
+
+def _rollout_move(
+    channel: Channel,
+    *,
+    user: User,
+    role: Role | None,
+    action: str,
+    move: Callable[[Publisher], PublishResult],
+    details: dict[str, Any],
+) -> Publication:
+    project = channel.project
+    if role is not None:
+        _check_role(role, channel, "change the rollout of")
+    with _publisher(project) as pub:
+        try:
+            result = move(pub)
+        except NotFound as e:
+            raise PublishError(f"Channel {channel.name} has nothing published.") from e
+        except ConfigError as e:
+            raise PublishError(f"Channel {channel.name} has no rollout in progress.") from e
+        except AnvilError as e:
+            raise _explain(e, "changed") from e
+    publication = _record(project, channel, result, kind="rollout", user=user)
+    _audit(
+        action,
+        channel,
+        project,
+        user,
+        sequence=result.sequence,
+        version=result.version,
+        rollout_percent=result.rollout_percent,
+        **details,
+    )
+    return publication
+
+
+def set_rollout(
+    channel: Channel, percent: int, *, user: User, role: Role | None = None
+) -> Publication:
+    """Move the channel's rollout in progress to ``percent`` (1-99; 100 completes it).
+
+    Raises:
+        PublishError: without a rollout in progress, for a bad percentage or a store failure.
+    """
+    if percent == 100:
+        return complete_rollout(channel, user=user, role=role)
+    if not isinstance(percent, int) or not 1 <= percent <= 99:
+        raise PublishError(
+            "The rollout percentage must be a whole number from 1 to 100.", status=400
+        )
+    return _rollout_move(
+        channel,
+        user=user,
+        role=role,
+        action="rollout.update",
+        move=lambda pub: pub.set_rollout(channel.name, percent),
+        details={},
+    )
+
+
+def complete_rollout(channel: Channel, *, user: User, role: Role | None = None) -> Publication:
+    """Serve the rolled-out release to every instance.
+
+    Raises:
+        PublishError: as for :func:`set_rollout`.
+    """
+    return _rollout_move(
+        channel,
+        user=user,
+        role=role,
+        action="rollout.complete",
+        move=lambda pub: pub.complete_rollout(channel.name),
+        details={},
+    )
+
+
+def abort_rollout(channel: Channel, *, user: User, role: Role | None = None) -> Publication:
+    """Serve the previous release to every instance again.
+
+    Raises:
+        PublishError: as for :func:`set_rollout`.
+    """
+    return _rollout_move(
+        channel,
+        user=user,
+        role=role,
+        action="rollout.abort",
+        move=lambda pub: pub.abort_rollout(channel.name),
+        details={},
+    )
+
+
+# -------------------------------------------------------------- recipients and revocation
+
+
+@dataclass
+class RecipientsReport:
+    """What :func:`sync_recipients` did: channels re-encrypted, already right, or failed."""
+
+    reencrypted: list[Publication] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+_POINTER_KEY_RE = re.compile(r"^projects/[^/]+/channels/([a-z0-9][a-z0-9-]{0,31})\.json$")
+
+
+def _all_channels(project: Project, pub: Publisher) -> list[Channel]:
+    """The project's channels, plus any channel found only in the store (e.g. published by
+    ``anvil-publish`` in CI), which gets a row so its re-publications can be recorded."""
+    channels = {c.name: c for c in project_channels(project)}
+    try:
+        keys = pub.store.list(f"projects/{project.id}/channels/")
+    except StoreError:
+        keys = []  # read-only or unlistable stores: the FORGE's own channels only
+    for key in keys:
+        match = _POINTER_KEY_RE.match(key)
+        if match and match.group(1) not in channels:
+            name = match.group(1)
+            channel = Channel(project_id=project.id, name=name, policy=Channel.default_policy(name))
+            db.session.add(channel)
+            db.session.flush()
+            channels[name] = channel
+    return list(channels.values())
+
+
+def _recipients_of(pub: Publisher, release: Release) -> set[str] | None:
+    """The token ids that can read a release's object (None for a plaintext object)."""
+    if release.object.encoding == "json":
+        return None
+    data = pub.store.get(release.object.path, max_size=release.object.size).data
+    return set(recipient_ids(data))
+
+
+def _needs_reencryption(pub: Publisher, pointer: Pointer, wanted: set[str]) -> bool:
+    for release in _releases_of(pointer):
+        readers = _recipients_of(pub, release)
+        if readers is not None and readers != wanted:
+            return True
+    return False
+
+
+def sync_recipients(
+    project: Project,
+    *,
+    user: User,
+    reason: str,
+    excluding: AccessToken | None = None,
+    only: Channel | None = None,
+) -> RecipientsReport:
+    """Re-encrypt every channel's current release (and a rollout's previous one) whose
+    recipients are not exactly the project's active tokens (DESIGN §5): same content, new CEK,
+    new sequence. Channels that already match are left alone; a failing channel does not stop
+    the others (it is listed in ``failed``).
+
+    Raises:
+        PublishError: if the store cannot be opened or listed at all.
+    """
+    report = RecipientsReport()
+    keks = _keks(project, excluding=excluding)
+    wanted = set(keks)
+    with _publisher(project) as pub:
+        channels = [only] if only is not None else _all_channels(project, pub)
+        for channel in channels:
+            try:
+                pointer = pub.current(channel.name)
+                if pointer is None or not _needs_reencryption(pub, pointer, wanted):
+                    report.unchanged.append(channel.name)
+                    continue
+                if not keks:
+                    report.failed.append(
+                        (channel.name, "no active ACCESS_TOKEN is left to encrypt it for")
+                    )
+                    continue
+                source = _source_for(project, pub, _releases_of(pointer))
+                result = pub.reencrypt(channel.name, recipients=keks, bundle_source=source)
+            except PublishError as e:
+                report.failed.append((channel.name, str(e)))
+                continue
+            except AnvilError as e:
+                report.failed.append((channel.name, str(_explain(e, "re-encrypted"))))
+                continue
+            publication = _record(project, channel, result, kind="reencrypt", user=user)
+            report.reencrypted.append(publication)
+            _audit(
+                "channel.reencrypt",
+                channel,
+                project,
+                user,
+                reason=reason,
+                sequence=result.sequence,
+                version=result.version,
+                content_sha256=result.content_sha256,
+                recipients=len(keks),
+            )
+    return report
+
+
+def revoke_token(token: AccessToken, *, user: User) -> RecipientsReport:
+    """Revoke ``token`` and at once re-encrypt every channel's current release for the
+    remaining tokens (DESIGN §5). The revocation is added to the session even if some channel
+    fails (a leaked token must stop working); the report lists the failures.
+
+    Raises:
+        PublishError: if the token is already revoked, or it is the last active token while
+            channels serve releases encrypted for it (generate the replacement first).
+    """
+    if token.revoked_at is not None:
+        raise PublishError(f"Token {token.name} is already revoked.")
+    project = token.project
+    remaining = [t for t in active_tokens(project.id) if t.id != token.id]
+    if not remaining:
+        with _publisher(project) as pub:
+            try:
+                served = [
+                    c.name for c in project_channels(project) if pub.current(c.name) is not None
+                ]
+            except AnvilError as e:
+                raise _explain(e, "revoked") from e
+        if served:
+            raise PublishError(
+                f"{token.name} is the last active token and channels {', '.join(served)} serve "
+                "releases encrypted for it. Generate the replacement token first, deploy it, "
+                "then revoke this one.",
+            )
+    token.revoked_at = utcnow()
+    token.revoked_by_id = user.id
+    record_event(
+        "token.revoke",
+        token,
+        project=project,
+        actor=user,
+        details={"token_id": token.token_id, "name": token.name},
+    )
+    db.session.flush()
+    return sync_recipients(project, user=user, reason=f"revoked token {token.token_id}")
+
+
+# ------------------------------------------------------------------------ reading channels
+
+
+def current_release(channel: Channel) -> Pointer | None:
+    """The channel's verified pointer, or None when nothing is published.
+
+    Raises:
+        PublishError: if the store fails or the pointer does not verify.
+    """
+    with _publisher(channel.project) as pub:
+        try:
+            return pub.current(channel.name)
+        except AnvilError as e:
+            raise _explain(e, "read") from e
+
+
+@dataclass
+class ChannelState:
+    """What a channel serves now, for its page."""
+
+    pointer: Pointer | None
+    error: str | None = None
+    stale_recipients: bool = False
+
+
+def channel_state(channel: Channel) -> ChannelState:
+    """The channel's pointer, and whether its recipients differ from the active tokens."""
+    project = channel.project
+    wanted = {t.token_id for t in active_tokens(project.id)}
+    try:
+        with _publisher(project) as pub:
+            pointer = pub.current(channel.name)
+            stale = pointer is not None and _needs_reencryption(pub, pointer, wanted)
+    except PublishError as e:
+        return ChannelState(None, str(e))
+    except AnvilError as e:
+        return ChannelState(None, str(_explain(e, "read")))
+    return ChannelState(pointer, None, stale)
+
+
+@dataclass
+class HistoryRow:
+    """One history entry of a channel, with who published it when the FORGE did."""
+
+    sequence: int
+    entry: HistoryEntry | None
+    publication: Publication | None
+
+    @property
+    def version(self) -> str | None:
+        if self.entry is not None and self.entry.release is not None:
+            return self.entry.release.version
+        return self.publication.version if self.publication else None
+
+    @property
+    def content_sha256(self) -> str | None:
+        if self.entry is not None and self.entry.release is not None:
+            return self.entry.release.content_sha256
+        return self.publication.content_sha256 if self.publication else None
+
+
+def channel_history(channel: Channel, *, limit: int = 100) -> tuple[list[HistoryRow], str | None]:
+    """The channel's history, newest first: store history entries merged with the FORGE's
+    Publication rows (so entries written by CI show too). Returns ``(rows, error)``."""
+    publications = {
+        p.sequence: p
+        for p in db.session.scalars(select(Publication).where(Publication.channel_id == channel.id))
+    }
+    error = None
+    entries: dict[int, HistoryEntry] = {}
+    try:
+        with _publisher(channel.project) as pub:
+            for entry in pub.history(channel.name):
+                entries[entry.sequence] = entry
+    except PublishError as e:
+        error = str(e)
+    except AnvilError as e:
+        error = str(_explain(e, "read"))
+    sequences = sorted(set(entries) | set(publications), reverse=True)[:limit]
+    return [HistoryRow(s, entries.get(s), publications.get(s)) for s in sequences], error
+
+
+def latest_publication(channel: Channel) -> Publication | None:
+    return db.session.scalar(
+        select(Publication)
+        .where(Publication.channel_id == channel.id)
+        .order_by(Publication.sequence.desc())
+        .limit(1)
+    )
+
+
+def publication_count(project: Project) -> int:
+    return int(
+        db.session.scalar(
+            select(func.count(Publication.id)).where(Publication.project_id == project.id)
+        )
+        or 0
+    )
