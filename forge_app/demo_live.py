@@ -14,6 +14,7 @@ run reuses the token and publishes nothing new.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -153,6 +154,8 @@ def free_port(host: str, preferred: int) -> int:
     """``preferred`` if it can be bound on ``host``, else any free port."""
     for candidate in (preferred, 0):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the example's server will: a port in TIME_WAIT is free to use.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, candidate))
             except OSError:
@@ -237,14 +240,25 @@ def serve_demo(
     ready = threading.Event()
     starter = example.start_when(ready)
     previous = _stop_on_sigterm()
+    quiet = _QuietPolling()
+    logging.getLogger("werkzeug").addFilter(quiet)
     try:
         serve(app, host, port, ready)
     finally:
+        logging.getLogger("werkzeug").removeFilter(quiet)
         ready.set()  # let the starter thread finish (it starts nothing once stopped)
         example.stop()
         starter.join(timeout=5)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+class _QuietPolling(logging.Filter):
+    """Keep the demo's terminal readable: no request line for every poll and heartbeat."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "/store/" not in message and "/api/v1/live/heartbeat" not in message
 
 
 def _stop_on_sigterm() -> Any:

@@ -28,6 +28,7 @@ from anvil_client.wire import (
     is_prompt_id,
     spec_variables,
 )
+from forge_app.isolation import IsolationError, run_isolated
 
 __all__ = [
     "KNOWN_METADATA",
@@ -379,13 +380,19 @@ def render_preview(draft: PromptDraft) -> Preview:
     else:
         spec = PromptSpec(draft.template, None, tuple(checked.variables), {})
     try:
-        compiled = compile_prompt(draft.key or "preview", spec)
-        messages = compiled.render_messages(values, max_output=PREVIEW_LIMIT)
-    except RenderError as e:
+        messages = run_isolated(_render_messages, draft.key or "preview", spec, values)
+    except (RenderError, IsolationError) as e:
         return Preview([], checked.variables, missing, [Problem("preview", str(e))])
     if draft.kind == "text":
         messages = [{"role": "text", "content": messages[0]["content"]}]
     return Preview(messages, checked.variables, missing, [])
+
+
+def _render_messages(
+    prompt_id: str, spec: PromptSpec, values: dict[str, Any]
+) -> list[dict[str, str]]:
+    """Runs in the isolated child: compile and render with the client's own code."""
+    return compile_prompt(prompt_id, spec).render_messages(values, max_output=PREVIEW_LIMIT)
 
 
 def _newlines(text: str) -> str:

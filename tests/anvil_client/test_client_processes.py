@@ -172,32 +172,74 @@ def test_four_forked_processes_cost_one_pointer_request_per_interval(
 
 # --- a sync killed at any point ------------------------------------------------------------------
 
-KILLED_SYNC = """
-import os, signal, sys, json
-cfg = json.loads(sys.argv[1])
-kill_at = cfg["kill_at"]
-count = [0]
-
-def lethal(real):
-    def wrapper(*args, **kwargs):
-        count[0] += 1
-        if count[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return wrapper
+KILLED_SYNCS = """
+import json, os, shutil, signal, sys
+from pathlib import Path
 
 from anvil_client import AnvilClient
 from anvil_client.stores import FileStore
-client = AnvilClient(store=FileStore(cfg["store"]), start=False, **cfg["client"])
-for name in ("open", "fsync", "replace", "unlink", "rename", "write", "close", "fchmod"):
-    setattr(os, name, lethal(getattr(os, name)))
-client.sync()
-print(json.dumps({"operations": count[0], "version": client.status()["version"]}))
+
+cfg = json.loads(sys.argv[1])
+WRITERS = ("anvil_client/_cache.py", "anvil_client/stores/_file.py")
+
+
+def sync_and_die_at(kill_at):
+    count = [0]
+
+    def tick():
+        count[0] += 1
+        if count[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def lethal(real):
+        def wrapper(*args, **kwargs):
+            tick()
+            return real(*args, **kwargs)
+        return wrapper
+
+    def trace_calls(frame, event, arg):
+        code = frame.f_code
+        if code.co_filename.endswith(WRITERS) or code.co_name == "_commit":
+            return trace_lines
+        return None
+
+    def trace_lines(frame, event, arg):
+        if event == "line":
+            tick()
+        return trace_lines
+
+    client = AnvilClient(store=FileStore(cfg["store"]), start=False, **cfg["client"])
+    # Kill points: every file-system call, and every line of the code that writes the cache.
+    for name in ("open", "fsync", "replace", "unlink", "rename", "write", "close", "fchmod"):
+        setattr(os, name, lethal(getattr(os, name)))
+    sys.settrace(trace_calls)
+    client.sync()
+    sys.settrace(None)
+
+
+# A zygote: imported once, then one fork per kill point (single-threaded, so fork is safe).
+kill_at = 1
+while True:
+    cache = Path(cfg["work"]) / f"cache-{kill_at}"
+    shutil.copytree(cfg["template"], cache)
+    pid = os.fork()
+    if pid == 0:
+        cfg["client"]["cache_dir"] = str(cache)
+        try:
+            sync_and_die_at(kill_at)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    print(json.dumps({"kill_at": kill_at, "cache": str(cache), "killed": killed}), flush=True)
+    if not killed or kill_at >= 2000:
+        break
+    kill_at += 1
 """
 
 
 @pytest.mark.slow
-def test_a_sync_killed_at_any_file_operation_leaves_old_or_new(
+def test_a_sync_killed_at_any_point_leaves_old_or_new(
     tmp_path: Path, publisher: WirePublisher
 ) -> None:
     publisher.publish(v(1), version="1.0.0")
@@ -205,45 +247,42 @@ def test_a_sync_killed_at_any_file_operation_leaves_old_or_new(
     with AnvilClient(**settings, start=False) as first:
         first.sync()
     publisher.publish(v(2), version="2.0.0")
-    seen: set[str] = set()
-    kill_at = 1
-    while True:
-        cache = tmp_path / f"cache-{kill_at}"
-        shutil.copytree(tmp_path / "cache-v1", cache)
-        cfg = {
-            "store": str(tmp_path / "store"),
-            "kill_at": kill_at,
-            "client": {
-                "project_id": publisher.project_id,
-                "access_token": publisher.token,
-                "trusted_keys": [publisher.trusted_key],
-                "cache_dir": str(cache),
-            },
-        }
-        run = subprocess.run(
-            [sys.executable, "-c", KILLED_SYNC, json.dumps(cfg)],
-            env=child_env(),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        with AnvilClient(**{**settings, "cache_dir": cache}, start=False) as reloaded:
+    cfg = {
+        "store": str(tmp_path / "store"),
+        "template": str(tmp_path / "cache-v1"),
+        "work": str(tmp_path),
+        "client": {
+            "project_id": publisher.project_id,
+            "access_token": publisher.token,
+            "trusted_keys": [publisher.trusted_key],
+        },
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_SYNCS, json.dumps(cfg)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    runs = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["killed"] for r in runs[:-1]] == [True] * (len(runs) - 1)
+    assert runs[-1]["killed"] is False  # the last run got through every point
+    assert len(runs) > 100  # many points, each one tried
+    seen = set()
+    for r in runs:
+        with AnvilClient(**{**settings, "cache_dir": r["cache"]}, start=False) as reloaded:
             status = reloaded.status()
-            assert status["last_error"] is None, (kill_at, status["last_error"])
-            assert status["version"] in ("1.0.0", "2.0.0"), kill_at
+            assert status["last_error"] is None, (r, status["last_error"])
+            assert status["version"] in ("1.0.0", "2.0.0"), r
             expected = "v1 Ada" if status["version"] == "1.0.0" else "v2 Ada"
             assert reloaded.prompt("welcome.message", name="Ada") == expected
             seen.add(status["version"])
-            reloaded.sync()  # and it recovers to the new version
-            assert reloaded.status()["version"] == "2.0.0"
-        if run.returncode == 0:
-            assert json.loads(run.stdout)["version"] == "2.0.0"
-            break
-        assert run.returncode == -signal.SIGKILL, run.stderr.decode()
-        kill_at += 1
-        assert kill_at < 200
-    assert kill_at > 10  # the write has many points, and each one was tried
+            if r["kill_at"] % 10 == 0:
+                reloaded.sync()  # and it recovers to the new version
+                assert reloaded.status()["version"] == "2.0.0"
     assert seen == {"1.0.0", "2.0.0"}
+    assert runs[-1]["killed"] is False and status["version"] == "2.0.0"
 
 
 def test_a_second_client_in_another_process_sees_the_same_instance(tmp_path: Path) -> None:
