@@ -89,6 +89,7 @@ class DiskCache:
         self.state_path = self.dir / "state.json"
         self.mode_path = self.dir / "mode.json"
         self._lead_fd: int | None = None
+        self._held: set[int] = set()  # write-lock descriptors open right now (any thread)
 
     def prepare(self) -> None:
         """Create the directories (mode 0700: they hold decrypted prompts).
@@ -223,10 +224,12 @@ class DiskCache:
     def write_lock(self) -> Iterator[None]:
         """Serialise writers of this cache dir across threads and processes."""
         fd = os.open(self.dir / ".write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._held.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
+            self._held.discard(fd)
             os.close(fd)  # closing releases the lock
 
     def try_lead(self) -> bool:
@@ -257,13 +260,18 @@ class DiskCache:
             os.close(fd)
 
     def forget_lock_after_fork(self) -> None:
-        """In a forked child: drop the inherited descriptor without unlocking.
+        """In a forked child: drop inherited lock descriptors without unlocking.
 
-        flock belongs to the open file description the parent still holds; ``LOCK_UN`` here
-        would release the parent's leadership, while closing our copy leaves it intact.
+        flock belongs to the open file description, which the parent shares: ``LOCK_UN`` here
+        would release the parent's lock, while closing our copy leaves it intact. Left open,
+        a copy of a write lock the parent held during the fork would keep it locked forever.
         """
+        inherited = list(self._held)
+        self._held.clear()
         if self._lead_fd is not None:
-            fd, self._lead_fd = self._lead_fd, None
+            inherited.append(self._lead_fd)
+            self._lead_fd = None
+        for fd in inherited:
             with contextlib.suppress(OSError):
                 os.close(fd)
 

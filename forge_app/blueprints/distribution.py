@@ -95,11 +95,18 @@ class RolloutForm(FlaskForm):  # type: ignore[misc]
 def _distribution_helpers() -> dict[str, Any]:
     """Lazy helpers for the distribution hooks in other blueprints' templates."""
     return {
-        "distribution_public_key": publishing.forge_public_key_text,
-        "distribution_key_id": publishing.forge_key_id,
+        "distribution_public_key": lambda: _or_problem(publishing.forge_public_key_text),
+        "distribution_key_id": lambda: _or_problem(publishing.forge_key_id),
         "distribution_store_url": _store_url_for_clients,
         "distribution_forge_url": lambda: request.url_root.rstrip("/"),
     }
+
+
+def _or_problem(read: Any) -> str:
+    try:
+        return str(read())
+    except ConfigError as e:
+        return f"(unavailable: {e})"
 
 
 # ---------------------------------------------------------------------------- helpers

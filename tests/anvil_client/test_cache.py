@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import builtins
 import json
 import os
@@ -67,14 +68,16 @@ def test_a_tampered_cache_is_not_loaded(
     client = make_client()
     client.sync()
     directory = Path(client.status()["cache_dir"])
-    if target == "pointer":
+    if target == "pointer":  # a valid body the signature does not cover
         path = directory / "pointer.json"
         doc = json.loads(path.read_bytes())
-        doc["payload"] = doc["payload"].replace("A", "B", 1)
+        body = json.loads(base64.b64decode(doc["payload"]))
+        body["sequence"] = 7
+        doc["payload"] = base64.b64encode(json.dumps(body).encode()).decode()
         path.write_text(json.dumps(doc))
-    else:
+    else:  # a valid bundle that does not hash to the signed content
         path = directory / "bundles" / f"{published.release['content_sha256']}.json"
-        path.write_bytes(path.read_bytes().replace(b"v1", b"v6"))
+        path.write_bytes(path.read_bytes().replace(b'"v1 {{', b'"v6 {{'))
     restarted = make_client()
     with pytest.raises(PromptNotFound):
         restarted.prompt("welcome.message", name="Ada")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -315,3 +314,58 @@ print(c.instance_id)
         assert proc.returncode == 0
         ids.add(stdout.decode().strip())
     assert len(ids) == 1
+
+
+FORK_DURING_WRITE = """
+import fcntl, json, os, sys, threading
+from pathlib import Path
+from anvil_client import AnvilClient
+from anvil_client.wire import generate_private_key, public_key_text
+
+cfg = json.loads(sys.argv[1])
+key = public_key_text(generate_private_key().public_key())
+client = AnvilClient(store="file://" + cfg["store"], project_id="p1", trusted_keys=[key],
+                     cache_dir=cfg["cache_dir"], start=False)
+inside, release = threading.Event(), threading.Event()
+
+def writer():
+    with client._cache.write_lock():  # a poll writing the cache while the server forks
+        inside.set()
+        release.wait()
+
+thread = threading.Thread(target=writer)
+thread.start()
+inside.wait()
+ready_r, ready_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(ready_w, b"x")  # os.fork() has returned here: the at-fork hooks have run
+    release.wait(30)  # the child lives on, as a worker does
+    os._exit(0)
+os.read(ready_r, 1)
+release.set()
+thread.join()
+probe = os.open(Path(client._cache.dir) / ".write.lock", os.O_RDWR)
+try:
+    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except BlockingIOError:
+    print("still locked by the child")
+finally:
+    os.close(probe)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_a_fork_during_a_cache_write_does_not_leave_the_cache_locked(tmp_path: Path) -> None:
+    cfg = {"store": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_DURING_WRITE, json.dumps(cfg)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert run.stdout.strip() == "free"

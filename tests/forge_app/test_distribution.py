@@ -52,6 +52,10 @@ from publisher import Publisher
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
 MAX = 64 * 1024 * 1024
+#: The flows that matter most also run on PostgreSQL (integration: a real server via pgserver).
+BOTH_BACKENDS = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -101,9 +105,7 @@ class Env:
             return text
 
     def version_url(self, version: str) -> str:
-        return (
-            f"/projects/{self.pid}/sets/{self.world.set_id}/versions/{version}/publish"
-        )
+        return f"/projects/{self.pid}/sets/{self.world.set_id}/versions/{version}/publish"
 
     def channel_url(self, channel: str) -> str:
         return f"/projects/{self.pid}/channels/{channel}"
@@ -151,7 +153,10 @@ class Env:
             assert prompt_set is not None and owner is not None
             if prompt_set.status == SetStatus.LOCKED.value:
                 unlock(
-                    db.session, prompt_set, owner, role=Role.OWNER,
+                    db.session,
+                    prompt_set,
+                    owner,
+                    role=Role.OWNER,
                     expected_revision=prompt_set.revision,
                 )
                 db.session.commit()
@@ -194,9 +199,7 @@ def test_default_channels_with_the_design_policy(env: Env, client_as: Any) -> No
     for name in ("production", "staging", "development"):
         assert f">{name}</a>" in body
     with env.app.app_context():
-        channels = {
-            c.name: c.accepts for c in db.session.scalars(select(Channel))
-        }
+        channels = {c.name: c.accepts for c in db.session.scalars(select(Channel))}
     assert channels == {
         "production": ("LOCKED",),
         "staging": ("REVIEW", "LOCKED"),
@@ -222,8 +225,11 @@ def test_owners_add_and_remove_custom_channels(env: Env, client_as: Any, locked:
     env.token()
     with pytest.raises(PublishError, match="owner role"):
         env.call(
-            publishing.publish_version, f"version:{locked}", "channel:canary",
-            user="reviewer", role=Role.REVIEWER,
+            publishing.publish_version,
+            f"version:{locked}",
+            "channel:canary",
+            user="reviewer",
+            role=Role.REVIEWER,
         )
     # Default channels cannot go; custom ones with releases stay for their history.
     assert owner.post(f"{base}/production/delete").status_code == 302
@@ -252,12 +258,19 @@ def test_channel_policy_is_enforced_on_the_server(env: Env, client_as: Any) -> N
     with env.app.app_context():
         assert db.session.scalar(select(PromptSetVersion.id)) is None, "no snapshot was made"
     assert not env.store().list("projects/")
-    # Development takes it, as a -dev pre-release.
+    # Development takes it, as a -dev pre-release; confirming first makes no snapshot.
+    confirm = owner.get(f"{set_publish}?channel=development").get_data(as_text=True)
+    assert "a new -dev snapshot of Main" in confirm
+    with env.app.app_context():
+        assert db.session.scalar(select(PromptSetVersion.id)) is None
     response = owner.post(set_publish, data={"channel": "development"})
     assert response.status_code == 302
     assert env.pointer("development").release.version == "0.0.1-dev.1"
     # A LIVE snapshot version can never reach production, even by its own URL.
-    assert owner.post(env.version_url("0.0.1-dev.1"), data={"channel": "production"}).status_code == 403
+    assert (
+        owner.post(env.version_url("0.0.1-dev.1"), data={"channel": "production"}).status_code
+        == 403
+    )
 
     # REVIEW: staging takes it as -rc, production still not.
     with env.app.app_context():
@@ -265,7 +278,12 @@ def test_channel_policy_is_enforced_on_the_server(env: Env, client_as: Any) -> N
         editor = db.session.get(User, env.world.users["editor"])
         assert prompt_set is not None and editor is not None
         submit(
-            db.session, prompt_set, editor, role=Role.EDITOR, bump="minor", changelog="c",
+            db.session,
+            prompt_set,
+            editor,
+            role=Role.EDITOR,
+            bump="minor",
+            changelog="c",
             expected_revision=prompt_set.revision,
         )
         db.session.commit()
@@ -298,7 +316,9 @@ def test_prerelease_numbers_grow_per_base_version(env: Env) -> None:
         prompt_set = db.session.get(PromptSet, env.world.set_id)
         owner = db.session.get(User, env.world.users["owner"])
         assert prompt_set is not None and owner is not None
-        unlock(db.session, prompt_set, owner, role=Role.OWNER, expected_revision=prompt_set.revision)
+        unlock(
+            db.session, prompt_set, owner, role=Role.OWNER, expected_revision=prompt_set.revision
+        )
         db.session.commit()
     env.set_prompt("Third {{ name }}")
     env.call(publishing.publish_prompt_set, "set", "channel:development")
@@ -309,7 +329,12 @@ def test_prerelease_numbers_grow_per_base_version(env: Env) -> None:
         editor = db.session.get(User, env.world.users["editor"])
         assert prompt_set is not None and editor is not None
         submit(
-            db.session, prompt_set, editor, role=Role.EDITOR, bump="major", changelog="c",
+            db.session,
+            prompt_set,
+            editor,
+            role=Role.EDITOR,
+            bump="major",
+            changelog="c",
             expected_revision=prompt_set.revision,
         )
         db.session.commit()
@@ -324,7 +349,10 @@ def test_prerelease_numbers_grow_per_base_version(env: Env) -> None:
         reviewer = db.session.get(User, env.world.users["reviewer"])
         assert prompt_set is not None and reviewer is not None
         approved = approve(
-            db.session, prompt_set, reviewer, role=Role.REVIEWER,
+            db.session,
+            prompt_set,
+            reviewer,
+            role=Role.REVIEWER,
             expected_revision=prompt_set.revision,
         )
         db.session.commit()
@@ -336,9 +364,8 @@ def test_prerelease_numbers_grow_per_base_version(env: Env) -> None:
 # ------------------------------------------------------------------------------ publish
 
 
-def test_publish_to_live_choose_confirm_publish(
-    env: Env, client_as: Any, locked: str
-) -> None:
+@BOTH_BACKENDS
+def test_publish_to_live_choose_confirm_publish(env: Env, client_as: Any, locked: str) -> None:
     token_a, token_b = env.token("a"), env.token("b")
     owner = client_as("owner")
     url = env.version_url(locked)
@@ -472,14 +499,21 @@ def _tiny_world(app: Flask, password_hash: str) -> World:
         db.session.commit()
         users = {"owner": owner.id, "editor": editor.id, "reviewer": reviewer.id}
         return World(
-            org_id=org.id, org_slug="acme", project_id=project.id, set_id=prompt_set.id,
-            other_org_slug="", other_project_id=uuid.uuid4(), users=users, emails={},
+            org_id=org.id,
+            org_slug="acme",
+            project_id=project.id,
+            set_id=prompt_set.id,
+            other_org_slug="",
+            other_project_id=uuid.uuid4(),
+            users=users,
+            emails={},
         )
 
 
 # -------------------------------------------------------------------- revoke, rollback
 
 
+@BOTH_BACKENDS
 def test_revoke_reencrypts_every_channel_for_the_remaining_tokens(
     env: Env, client_as: Any, locked: str
 ) -> None:
@@ -550,7 +584,9 @@ def _with_channels(env: Env) -> list[Publication]:
         return rows
 
 
-def test_a_new_token_can_read_what_is_already_published(env: Env, client_as: Any, locked: str) -> None:
+def test_a_new_token_can_read_what_is_already_published(
+    env: Env, client_as: Any, locked: str
+) -> None:
     first = env.token("first")
     env.call(publishing.publish_version, f"version:{locked}", "channel:production")
     owner = client_as("owner")
@@ -579,6 +615,7 @@ def test_the_last_token_cannot_be_revoked_while_channels_serve_releases(
     assert env.pointer("staging").sequence == 1
 
 
+@BOTH_BACKENDS
 def test_rollback_reencrypts_the_old_content_for_the_current_tokens(
     env: Env, client_as: Any, locked: str
 ) -> None:
@@ -594,9 +631,7 @@ def test_rollback_reencrypts_the_old_content_for_the_current_tokens(
 
     page = owner.get(env.channel_url("production")).get_data(as_text=True)
     assert "Roll back to this" in page
-    response = owner.post(
-        f"{env.channel_url('production')}/rollback", data={"sequence": "1"}
-    )
+    response = owner.post(f"{env.channel_url('production')}/rollback", data={"sequence": "1"})
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/channels/production/publications/4")
     pointer = env.pointer("production")
@@ -674,8 +709,11 @@ def test_rollout_controls(env: Env, client_as: Any, locked: str) -> None:
 def test_channel_history_shows_who_published_what(env: Env, client_as: Any, locked: str) -> None:
     env.token()
     env.call(
-        publishing.publish_version, f"version:{locked}", "channel:staging",
-        user="reviewer", role=Role.REVIEWER,
+        publishing.publish_version,
+        f"version:{locked}",
+        "channel:staging",
+        user="reviewer",
+        role=Role.REVIEWER,
     )
     env.call(publishing.publish_version, f"version:{locked}", "channel:staging")
     page = client_as("viewer").get(env.channel_url("staging")).get_data(as_text=True)
@@ -710,7 +748,9 @@ def test_who_may_publish_where(env: Env, client_as: Any, locked: str) -> None:
         assert client.post(f"{production}/reencrypt").status_code == 403
     for role in ("viewer", "editor"):
         staging = env.channel_url("staging")
-        assert client_as(role).post(f"{staging}/rollback", data={"sequence": "1"}).status_code == 403
+        assert (
+            client_as(role).post(f"{staging}/rollback", data={"sequence": "1"}).status_code == 403
+        )
     assert [p.sequence for p in env.publications()] == [1, 1, 1]
 
 
@@ -731,12 +771,19 @@ def test_members_of_another_organisation_can_do_nothing(
         ("POST", f"/projects/{pid}/channels/production/reencrypt", None),
         ("POST", f"/projects/{pid}/channels/production/delete", None),
         ("GET", f"/projects/{pid}/sets/{sid}/versions/{locked}/publish", None),
-        ("POST", f"/projects/{pid}/sets/{sid}/versions/{locked}/publish", {"channel": "production"}),
+        (
+            "POST",
+            f"/projects/{pid}/sets/{sid}/versions/{locked}/publish",
+            {"channel": "production"},
+        ),
         ("GET", f"/projects/{pid}/sets/{sid}/publish", None),
         ("POST", f"/projects/{pid}/sets/{sid}/publish", {"channel": "development"}),
         # Through the outsider's own project: another project's set is not found.
-        ("POST", f"/projects/{env.world.other_project_id}/sets/{sid}/versions/{locked}/publish",
-         {"channel": "production"}),
+        (
+            "POST",
+            f"/projects/{env.world.other_project_id}/sets/{sid}/versions/{locked}/publish",
+            {"channel": "production"},
+        ),
     ]:
         response = outsider.open(url, method=method, data=data)
         assert response.status_code == 404, (method, url, response.status_code)

@@ -85,7 +85,10 @@ def new_release(app: Flask, world: World, text: str) -> None:
         assert prompt_set is not None and editor is not None
         if prompt_set.status == "LOCKED":
             unlock(
-                db.session, prompt_set, editor, role=Role.EDITOR,
+                db.session,
+                prompt_set,
+                editor,
+                role=Role.EDITOR,
                 expected_revision=prompt_set.revision,
             )
             db.session.commit()
@@ -228,9 +231,7 @@ def test_behind_is_not_drift(
     assert "Behind" in row and "Drift" not in row
 
 
-def test_empty_page_explains_how_instances_report(
-    app: Flask, world: World, client_as: Any
-) -> None:
+def test_empty_page_explains_how_instances_report(app: Flask, world: World, client_as: Any) -> None:
     html = client_as("viewer").get(f"/projects/{world.project_id}/instances").get_data(True)
     assert "No instance has reported yet." in html
     assert "forge_url" in html
@@ -296,9 +297,7 @@ def test_only_owners_forget_and_only_silent_instances(
     assert owner.post(f"{base}/{uuid.uuid4()}/forget").status_code == 404
     with app.app_context():
         left = set(db.session.scalars(select(LiveInstance.instance_id)))
-        event = db.session.scalar(
-            select(AuditEvent).where(AuditEvent.action == "instance.forget")
-        )
+        event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "instance.forget"))
     assert left == {fresh}
     assert event is not None and event.details["instance_id"] == silent
 
@@ -351,9 +350,7 @@ def test_status_moves_from_pending_to_applied(
     assert data["publication"]["sequence"] == second.sequence
     assert data["publication"]["current"] is True
     assert states(data) == {a: "pending", b: "pending"}
-    assert data["summary"] == {
-        "applied": 0, "pending": 2, "error": 0, "superseded": 0, "total": 2
-    }
+    assert data["summary"] == {"applied": 0, "pending": 2, "error": 0, "superseded": 0, "total": 2}
     assert {i["expected_version"] for i in data["instances"]} == {second.version}
 
     beat(api, published.token, world, a, second)
@@ -408,14 +405,17 @@ def test_rollout_expects_each_instance_to_serve_its_bucket(
     data = status(viewer, world, rollout)
     assert data["publication"]["previous_version"] == first.version
     expected = {i["instance_id"]: i["expected_version"] for i in data["instances"]}
-    assert expected == {
-        i: (rollout.version if i in inside else first.version) for i in instances
-    }
+    assert expected == {i: (rollout.version if i in inside else first.version) for i in instances}
     # Every instance reports the next pointer, each with the content of its bucket.
     for instance in instances:
         served = rollout if instance in inside else first
         beat(
-            api, published.token, world, instance, served, sequence=rollout.sequence,
+            api,
+            published.token,
+            world,
+            instance,
+            served,
+            sequence=rollout.sequence,
         )
     data = status(viewer, world, rollout)
     assert set(states(data).values()) == {"applied"}

@@ -50,9 +50,7 @@ def test_objects_are_served_with_etag_and_the_design_cache_control(
         assert "Set-Cookie" not in response.headers
 
 
-def test_conditional_get_answers_304_until_the_object_changes(
-    app: Flask, store: FileStore
-) -> None:
+def test_conditional_get_answers_304_until_the_object_changes(app: Flask, store: FileStore) -> None:
     client = app.test_client()
     etag = client.get(f"/store/{POINTER}").headers["ETag"]
     for header in (etag, f"W/{etag}", f'"other", {etag}'):

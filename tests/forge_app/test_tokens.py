@@ -98,9 +98,10 @@ def test_owner_can_show_the_token_again_and_it_is_audited(
     # GET does not reveal (no CSRF-less, cacheable way to read a secret).
     assert owner.get(f"/projects/{world.project_id}/tokens/{token_id}/reveal").status_code == 405
     with app.app_context():
-        assert db.session.scalar(
-            select(AuditEvent).where(AuditEvent.action == "token.reveal")
-        ) is not None
+        assert (
+            db.session.scalar(select(AuditEvent).where(AuditEvent.action == "token.reveal"))
+            is not None
+        )
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor", "reviewer"])
@@ -242,9 +243,7 @@ def test_touch_last_used_writes_at_most_once_a_minute(app: Flask, world: World) 
         assert db.session.scalar(select(AccessToken.last_used_at)) == first
         touch_last_used(row, first + timedelta(seconds=61))
         db.session.commit()
-        assert db.session.scalar(select(AccessToken.last_used_at)) == first + timedelta(
-            seconds=61
-        )
+        assert db.session.scalar(select(AccessToken.last_used_at)) == first + timedelta(seconds=61)
 
 
 def test_token_page_shows_last_used_and_revoked_state(
