@@ -45,9 +45,11 @@ class FileStore(ObjectStore):
         path = self._path(key)
         try:
             with path.open("rb") as f:
-                if os.fstat(f.fileno()).st_size > max_size:
+                size = os.fstat(f.fileno()).st_size
+                if size > max_size:
                     raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
-                data = f.read(max_size + 1)
+                # Read what is there (+1 to notice growth), not the cap: read(n) allocates n.
+                data = f.read(size + 1)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise NotFound(f"{key} does not exist in {self.url}") from e
         etag = etag_of(data)
