@@ -48,6 +48,7 @@ __all__ = [
     "publication_state",
     "record_heartbeat",
     "record_rejected_heartbeat",
+    "summarise",
 ]
 
 #: DESIGN §7: a heartbeat body is at most 4 KiB.
@@ -361,7 +362,8 @@ def publication_state(view: InstanceView, target: ReleaseTarget) -> tuple[State,
 
     Applied: it accepted a pointer at least as new and serves the content meant for it (its
     rollout bucket). Superseded: it moved on to a newer publication with other content.
-    Error: not applied and it reports an error (its message is the note). Pending otherwise.
+    Error: it accepted this very pointer but serves other content than its bucket's, or it has
+    not applied it and reports an error (its message is the note). Pending otherwise.
     """
     instance = view.instance
     version, content = target.expected_for(instance.instance_id)
@@ -369,7 +371,12 @@ def publication_state(view: InstanceView, target: ReleaseTarget) -> tuple[State,
     if sequence >= target.sequence:
         if content is None or instance.content_sha256 == content:
             return "applied", None
-        return "superseded", f"now on sequence {sequence} ({instance.version or 'nothing'})"
+        if sequence > target.sequence:
+            return "superseded", f"now on sequence {sequence} ({instance.version or 'nothing'})"
+        return "error", (
+            f"serves {instance.version or 'other content'} where this publication gives it "
+            f"{version or 'other content'}"
+        )
     if instance.last_error:
         return "error", instance.last_error
     if view.revoked:

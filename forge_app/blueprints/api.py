@@ -34,6 +34,7 @@ from forge_app.live_instances import (
     record_rejected_heartbeat,
 )
 from forge_app.models import utcnow
+from forge_app.models.distribution import AccessToken
 from forge_app.services.tokens import lookup_token_status, touch_last_used
 
 __all__ = ["bp", "heartbeat_limiter"]
@@ -75,19 +76,18 @@ def heartbeat() -> ResponseReturnValue:
     status, token = lookup_token_status(request.headers.get("Authorization"))
     if status == "unknown" or token is None:
         return _unauthorized("the ACCESS_TOKEN is missing or unknown")
-    revoked = status == "revoked"
+    if status == "revoked":
+        _note_revoked(token)
+        return _unauthorized("the ACCESS_TOKEN was revoked")
     length = request.content_length
     if length is not None and length > MAX_HEARTBEAT_BODY:
-        problem = f"the heartbeat body is larger than {MAX_HEARTBEAT_BODY} bytes"
-        return _unauthorized("the ACCESS_TOKEN was revoked") if revoked else _problem(400, problem)
+        return _problem(400, f"the heartbeat body is larger than {MAX_HEARTBEAT_BODY} bytes")
     try:
         body = parse_heartbeat(request.stream.read(MAX_HEARTBEAT_BODY + 1))
         project_id = _project_id(body.project_id)
     except HeartbeatError as e:
-        return _unauthorized("the ACCESS_TOKEN was revoked") if revoked else _problem(400, str(e))
+        return _problem(400, str(e))
     if project_id != token.project_id:
-        if revoked:
-            return _unauthorized("the ACCESS_TOKEN was revoked")
         return _problem(403, "this ACCESS_TOKEN belongs to another project")
     wait = heartbeat_limiter(current_app).hit((token.token_id, body.instance_id))
     if wait:
@@ -97,18 +97,32 @@ def heartbeat() -> ResponseReturnValue:
             {"Retry-After": str(max(1, math.ceil(wait)))},
         )
     now = utcnow()
-    if revoked:
-        # Still worth knowing: the FORGE shows the instance as revoked, with the error it
-        # reports. Only an instance that used this very token is updated; none is created.
-        if record_rejected_heartbeat(
-            db.session, project_id=project_id, token_id=token.token_id, body=body, now=now
-        ):
-            db.session.commit()
-        return _unauthorized("the ACCESS_TOKEN was revoked")
     record_heartbeat(db.session, project_id=project_id, token_id=token.token_id, body=body, now=now)
     touch_last_used(token, now)
     db.session.commit()
     return Response(status=204)
+
+
+def _note_revoked(token: AccessToken) -> None:
+    """A heartbeat signed with a revoked token is still worth knowing: the FORGE shows its
+    instance as revoked, with the error it reports. Best effort, and only an instance that used
+    this very token is updated (none is created); the answer is 401 whatever happens here."""
+    length = request.content_length
+    if length is not None and length > MAX_HEARTBEAT_BODY:
+        return
+    try:
+        body = parse_heartbeat(request.stream.read(MAX_HEARTBEAT_BODY + 1))
+        project_id = _project_id(body.project_id)
+    except HeartbeatError:
+        return
+    if project_id != token.project_id:
+        return
+    if heartbeat_limiter(current_app).hit((token.token_id, body.instance_id)):
+        return
+    if record_rejected_heartbeat(
+        db.session, project_id=project_id, token_id=token.token_id, body=body, now=utcnow()
+    ):
+        db.session.commit()
 
 
 def _project_id(text: str) -> uuid.UUID:

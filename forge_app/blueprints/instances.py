@@ -33,7 +33,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from anvil_client.errors import AnvilError
 from anvil_client.wire import Pointer, TrustedKey, key_id, verify_envelope
@@ -131,7 +131,12 @@ def _history_pointer(project: Project, channel: str, sequence: int) -> Pointer |
     except AnvilError as e:
         log.warning("cannot read history entry %s: %s", path, e)
         return None
-    if pointer.sequence != sequence or pointer.channel != channel:
+    if (
+        pointer.sequence != sequence
+        or pointer.channel != channel
+        or pointer.project_id != str(project.id)
+    ):
+        log.warning("history entry %s holds another pointer", path)
         return None
     _history.put(cache_key, pointer)
     return pointer
@@ -183,16 +188,24 @@ def target_of_publication(
 
 
 def _latest_publications(project: Project) -> dict[str, Publication]:
+    """The newest Publication of each of the project's channels, by channel name."""
+    newest = (
+        select(Publication.channel_id, func.max(Publication.sequence).label("sequence"))
+        .where(Publication.project_id == project.id)
+        .group_by(Publication.channel_id)
+        .subquery()
+    )
     rows = db.session.execute(
         select(Channel.name, Publication)
         .join(Publication, Publication.channel_id == Channel.id)
+        .join(
+            newest,
+            (newest.c.channel_id == Publication.channel_id)
+            & (newest.c.sequence == Publication.sequence),
+        )
         .where(Channel.project_id == project.id)
-        .order_by(Publication.sequence)
     ).all()
-    latest: dict[str, Publication] = {}
-    for name, publication in rows:
-        latest[name] = publication  # ordered by sequence: the last one wins
-    return latest
+    return {row[0]: row[1] for row in rows}
 
 
 def channel_targets(

@@ -275,6 +275,20 @@ def test_revoked_token_is_401_but_its_instance_is_marked(
     assert row.sequence == 3  # still what it served
 
 
+def test_revoked_token_is_401_even_when_malformed_or_too_frequent(
+    app: Flask, world: World, token: str
+) -> None:
+    client = app.test_client()
+    assert send(client, token, body(world)).status_code == 204
+    revoke(app, token)
+    answers = [send(client, token, body(world)).status_code for _ in range(5)]  # limit is 3
+    answers.append(send(client, token, b"{not json").status_code)
+    answers.append(
+        send(client, token, body(world, project_id=str(world.other_project_id))).status_code
+    )
+    assert answers == [401] * 7
+
+
 def test_revoked_token_creates_no_instance(app: Flask, world: World, token: str) -> None:
     revoke(app, token)
     response = send(app.test_client(), token, body(world))

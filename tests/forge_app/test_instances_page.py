@@ -11,6 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -422,7 +423,11 @@ def test_rollout_expects_each_instance_to_serve_its_bucket(
     # An instance outside the bucket that served the new content anyway did not apply it.
     outsider = next(i for i in instances if i not in inside)
     beat(api, published.token, world, outsider, rollout)
-    assert states(status(viewer, world, rollout))[outsider] == "superseded"
+    [odd] = [i for i in status(viewer, world, rollout)["instances"] if i["instance_id"] == outsider]
+    assert odd["state"] == "error"
+    assert (
+        odd["note"] == f"serves {rollout.version} where this publication gives it {first.version}"
+    )
 
 
 def test_unknown_publication_is_404(
@@ -458,3 +463,34 @@ def test_publish_status_page_renders_the_same_states_without_javascript(
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
     assert " style=" not in html
     assert client_as("outsider").get(url).status_code == 404
+
+
+def test_without_the_store_the_forge_judges_by_its_own_records(
+    app: Flask, world: World, published: Published, client_as: Any
+) -> None:
+    """A store that lost the pointer and history (or cannot be read) does not blank the page:
+    the FORGE falls back to its Publication rows, rollouts included."""
+    api = app.test_client()
+    first = published.current
+    new_release(app, world, "Second {{ name }}")
+    rollout = publish(app, world, rollout=50)
+    ids_ = ids(8)
+    for instance in ids_:
+        beat(api, published.token, world, instance, first, sequence=rollout.sequence)
+    store = Path(app.config["FORGE_STORE_URL"].removeprefix("file://"))
+    channel_dir = store / "projects" / str(world.project_id) / "channels"
+    (channel_dir / "production.json").unlink()
+    for entry in (channel_dir / "production" / "history").iterdir():
+        entry.unlink()
+    from forge_app.blueprints import instances as blueprint
+
+    blueprint._history = blueprint._HistoryCache()  # nothing remembered from before
+
+    html = client_as("viewer").get(f"/projects/{world.project_id}/instances").get_data(True)
+    assert f"serves <strong>{rollout.version}</strong> (sequence {rollout.sequence})" in html
+    assert f"the others keep {first.version}" in html
+    data = status(client_as("viewer"), world, rollout)
+    assert data["publication"]["previous_version"] == first.version
+    for item in data["instances"]:
+        inside = in_rollout(item["instance_id"], rollout.content_sha256, 50)
+        assert item["state"] == ("error" if inside else "applied")

@@ -472,7 +472,11 @@ def test_a_50_percent_rollout_splits_instances_by_instance_id(forge: Forge) -> N
         chosen = in_rollout(client.instance_id, content, 50)
         return content if chosen else base.content_sha256
 
-    wait_for(lambda: serving(clients, expected), "each instance on its side of the rollout")
+    def on_rollout() -> bool:
+        reports = [c.status() for c in clients]
+        return all(r["sequence"] == rollout.sequence for r in reports)
+
+    wait_for(on_rollout, "every instance to take the rollout's pointer")
     for client in clients:
         served = client.status()
         assert served["sequence"] == rollout.sequence
