@@ -476,10 +476,10 @@ class Publisher:
         checked = _check_percent(percent)
 
         def draft(latest: Pointer | None) -> _Draft:
-            if latest is None or latest.rollout is None:
-                raise ConfigError(f"channel {channel!r} has no rollout in progress")
-            rollout = latest.rollout.model_copy(update={"percent": checked})
-            return _Draft(latest.release, rollout, latest.expires_at)
+            latest, rollout = _rollout_in_progress(channel, latest)
+            return _Draft(
+                latest.release, rollout.model_copy(update={"percent": checked}), latest.expires_at
+            )
 
         return self._move(channel, draft)
 
@@ -491,8 +491,7 @@ class Publisher:
         """
 
         def draft(latest: Pointer | None) -> _Draft:
-            if latest is None or latest.rollout is None:
-                raise ConfigError(f"channel {channel!r} has no rollout in progress")
+            latest, _ = _rollout_in_progress(channel, latest)
             return _Draft(latest.release, None, latest.expires_at)
 
         return self._move(channel, draft)
@@ -505,9 +504,8 @@ class Publisher:
         """
 
         def draft(latest: Pointer | None) -> _Draft:
-            if latest is None or latest.rollout is None:
-                raise ConfigError(f"channel {channel!r} has no rollout in progress")
-            return _Draft(latest.rollout.previous, None, latest.expires_at)
+            latest, rollout = _rollout_in_progress(channel, latest)
+            return _Draft(rollout.previous, None, latest.expires_at)
 
         return self._move(channel, draft)
 
@@ -876,3 +874,14 @@ def _history_entry(
         error = f"entry {path} holds sequence {pointer.sequence} of project {pointer.project_id}"
     verified = None if keys is None else error is None
     return HistoryEntry(sequence, path, pointer, verified, keyid, error)
+
+
+def _rollout_in_progress(channel: str, latest: Pointer | None) -> tuple[Pointer, Rollout]:
+    """The channel's pointer and its rollout.
+
+    Raises:
+        ConfigError: if the channel has no rollout in progress.
+    """
+    if latest is None or latest.rollout is None:
+        raise ConfigError(f"channel {channel!r} has no rollout in progress")
+    return latest, latest.rollout
