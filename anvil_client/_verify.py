@@ -124,6 +124,10 @@ class Verifier:
         pointer = self.verify_pointer(envelope)
         check_sequence(pointer, applied=applied, floor=floor)
         check_expiry(pointer, now)
+        if pointer.rollout is not None:
+            # Both releases are checked, so a pointer is valid or not whatever the instance.
+            pointer.rollout.previous.object.check_location(self.project_id)
+            pointer.release.object.check_location(self.project_id)
         release = select_release(pointer, instance_id)
         self.check_object_ref(release)
         return Accepted(pointer, release, reuse=release.content_sha256 == applied_content)

@@ -11,6 +11,7 @@ vars and ``forge.toml``); any other key (``TESTING``, ``WTF_CSRF_ENABLED``…) g
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -121,12 +122,16 @@ def init_extensions(app: Flask) -> None:
     login_manager.user_loader(_load_user)
 
 
-def _load_user(user_id: str) -> User | None:
+def _load_user(session_id: str) -> User | None:
+    """The user of a session whose stamp still matches (see ``User.get_id``)."""
+    user_id, _, stamp = session_id.partition(":")
     try:
         user = db.session.get(User, int(user_id))
     except ValueError:
         return None
-    return user if user is not None and user.is_active else None
+    if user is None or not user.is_active:
+        return None
+    return user if hmac.compare_digest(stamp, user.session_stamp) else None
 
 
 def register_blueprints(app: Flask) -> None:
@@ -206,7 +211,7 @@ def _error_page(code: int, message: str | None, error: HTTPException | None = No
     if error is not None and code == 405:
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
-    if request.blueprint == "api" or request.accept_mimetypes.best == "application/json":
+    if wants_json():
         response = jsonify(error=description)
     else:
         g.error_page = True
@@ -218,6 +223,20 @@ def _error_page(code: int, message: str | None, error: HTTPException | None = No
     for name, value in headers.items():
         response.headers[name] = value
     return response
+
+
+#: Paths whose clients are programs: their errors are JSON even when no route matched (a 404 or
+#: 405 has no blueprint to tell by).
+MACHINE_PREFIXES = ("/api/", "/store/", "/.well-known/")
+
+
+def wants_json() -> bool:
+    """Whether an error answer should be ``{"error": …}`` rather than an HTML page."""
+    return (
+        request.blueprint in ("api", "store")
+        or request.path.startswith(MACHINE_PREFIXES)
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def _security_headers(response: Response) -> Response:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import abort, g, request
 from flask_login import current_user
@@ -32,6 +33,7 @@ __all__ = [
     "require_admin",
     "require_org_role",
     "require_project_role",
+    "safe_local_path",
     "signed_in_user",
 ]
 
@@ -42,6 +44,23 @@ def public(view: F) -> F:
     """Mark a view as reachable without signing in (it does its own checks, if any)."""
     view.forge_public = True  # type: ignore[attr-defined]
     return view
+
+
+def safe_local_path(target: str | None) -> str | None:
+    """``target`` if it is a path on this site (``/projects/…``), else None.
+
+    Refuses absolute and protocol-relative URLs (``//evil``, ``/\\evil``, which browsers read as
+    ``//evil``) and any whitespace or control character (browsers drop tabs and newlines from
+    URLs, and a newline cannot go into a Location header).
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(ch.isspace() or not ch.isprintable() for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
 
 
 def is_public(view: Callable[..., Any] | None) -> bool:

@@ -37,7 +37,10 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _helpers() -> dict[str, Any]:
+        from forge_app.audit import ACTION_LABELS
+
         return {
+            "ACTION_LABELS": ACTION_LABELS,
             "Role": Role,
             "SetStatus": SetStatus,
             "can": can,

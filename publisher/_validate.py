@@ -104,18 +104,23 @@ _Item = tuple[Any, Any, "SourceLocation | None"]
 _Result = tuple[str, "dict[str, Any] | None", list[str]]
 
 
-def _validate_items(items: Sequence[_Item]) -> list[_Result]:
+def _validate_items(items: Sequence[_Item], *, parallel: bool | None = None) -> list[_Result]:
     workers = min(os.cpu_count() or 1, 8)
-    # fork() is only safe while this process has a single thread (a CLI run, a benchmark);
-    # a threaded server (the FORGE) validates in-process.
-    if len(items) < PARALLEL_THRESHOLD or workers < 2 or threading.active_count() != 1:
+    single_threaded = threading.active_count() == 1
+    if parallel is None:
+        # Large sets in a CLI run or a benchmark use every core; a threaded server (the FORGE)
+        # validates in-process rather than growing worker processes.
+        parallel = len(items) >= PARALLEL_THRESHOLD and single_threaded
+    if not parallel or workers < 2:
         return _validate_chunk(items)
     size = math.ceil(len(items) / (workers * _CHUNKS_PER_WORKER))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     try:
         import multiprocessing
 
-        context = multiprocessing.get_context("fork")
+        # fork() is cheap (children inherit the imports) but only safe in a single-threaded
+        # process; beside other threads, a fork server is.
+        context = multiprocessing.get_context("fork" if single_threaded else "forkserver")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             return [result for part in pool.map(_validate_chunk, chunks) for result in part]
     except (OSError, RuntimeError, ValueError):  # no fork here (or a broken pool): stay serial

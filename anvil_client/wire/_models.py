@@ -37,6 +37,8 @@ CHANNEL_RE = _exact(_CHANNEL_PATTERN)
 SEMVER_RE = _exact(_SEMVER_PATTERN)
 ROLES = ("system", "user", "assistant")
 POINTER_TYPE = "anvil.pointer/v1"
+#: Sequences are signed 64-bit integers everywhere else (databases, other languages' clients).
+SEQUENCE_MAX = 2**63 - 1
 BUNDLE_TYPE = "anvil.bundle/v1"
 _OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\.(jwe|json)\Z")
 _RFC3339_RE = re.compile(
@@ -58,9 +60,11 @@ def parse_timestamp(value: str) -> datetime:
     if not isinstance(value, str) or not _RFC3339_RE.match(value):
         raise FormatError(f"{str(value)[:64]!r} is not an RFC 3339 timestamp with a time zone")
     try:
-        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError as e:
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 is a valid reading of no instant
+    except (ValueError, OverflowError) as e:
         raise FormatError(f"{value!r} is not a valid RFC 3339 timestamp") from e
+    return moment
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -125,7 +129,7 @@ class Pointer(BaseModel):
     type: Literal["anvil.pointer/v1"]
     project_id: str = Field(max_length=128)
     channel: Annotated[str, StringConstraints(pattern=_CHANNEL_PATTERN)]
-    sequence: int = Field(ge=1)
+    sequence: int = Field(ge=1, le=SEQUENCE_MAX)
     published_at: Timestamp
     expires_at: Timestamp | None = None
     release: Release

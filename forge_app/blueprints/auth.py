@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import (
     Blueprint,
     current_app,
@@ -19,7 +17,7 @@ from flask_login import current_user, login_user, logout_user
 from werkzeug.security import check_password_hash
 
 from forge_app.audit import record_event
-from forge_app.authz import public, signed_in_user
+from forge_app.authz import public, safe_local_path, signed_in_user
 from forge_app.extensions import db
 from forge_app.forms import LoginForm, PasswordForm
 from forge_app.users import RateLimited, authenticate, hash_password
@@ -29,17 +27,7 @@ bp = Blueprint("auth", __name__)
 
 def _safe_next(target: str | None) -> str:
     """Only same-site relative paths; anything else goes to the projects page."""
-    if target:
-        parts = urlsplit(target)
-        if (
-            not parts.scheme
-            and not parts.netloc
-            and target.startswith("/")
-            and not target.startswith("//")
-            and "\\" not in target
-        ):
-            return target
-    return url_for("projects.index")
+    return safe_local_path(target) or url_for("projects.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -101,6 +89,12 @@ def account() -> ResponseReturnValue:
             user.password_hash = hash_password(form.new.data or "")
             record_event("user.password", user)
             db.session.commit()
-            flash("Your password is changed.", "success")
+            # A new stamp signs out every other session; this one gets a fresh session.
+            cookie = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+            remember = bool(request.cookies.get(cookie))
+            session.clear()
+            login_user(user, remember=remember)
+            session.permanent = True
+            flash("Your password is changed. Other sessions are signed out.", "success")
             return redirect(url_for("auth.account"))
     return render_template("auth/account.html", form=form, user=user, nav="account")

@@ -32,7 +32,12 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Rege
 from anvil_client.errors import ConfigError
 from anvil_client.wire import CHANNEL_RE
 from forge_app.audit import ACTION_LABELS, record_event
-from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.authz import (
+    load_prompt_set,
+    require_project_role,
+    safe_local_path,
+    signed_in_user,
+)
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus
 from forge_app.models.distribution import AccessToken, Channel, Publication
@@ -314,9 +319,9 @@ def revoke(project: Project, token_id: str) -> ResponseReturnValue:
 @bp.post("/projects/<uuid:project_id>/tokens/reencrypt")
 @require_project_role(Role.OWNER)
 def reencrypt_all(project: Project) -> ResponseReturnValue:
-    back = request.form.get("next") or url_for(".tokens", project_id=project.id)
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for(".tokens", project_id=project.id)
+    back = safe_local_path(request.form.get("next")) or url_for(
+        ".tokens", project_id=project.id
+    )
     publishing.ensure_default_channels(project)
     try:
         report = publishing.sync_recipients(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
@@ -64,7 +65,13 @@ class User(Base):
         return False
 
     def get_id(self) -> str:
-        return str(self.id)
+        """``<id>:<stamp>``: the stamp changes with the password, so changing it signs out every
+        other session and "keep me signed in" cookie of this user."""
+        return f"{self.id}:{self.session_stamp}"
+
+    @property
+    def session_stamp(self) -> str:
+        return hashlib.sha256(f"forge-session:{self.password_hash}".encode()).hexdigest()[:16]
 
     @property
     def display_name(self) -> str:

@@ -27,7 +27,7 @@ from flask.testing import FlaskClient
 
 from forge_app import create_app
 from forge_app.extensions import db
-from forge_app.models import Project, PromptSet, Role, SetStatus
+from forge_app.models import Project, PromptSet, Role, SetStatus, User
 from forge_app.schema import upgrade_database
 from forge_app.users import add_member, create_org, create_user, hash_password
 from tests.servers import missing_tool
@@ -184,8 +184,12 @@ def world(app: Flask, password_hash: str) -> World:
 
 def login(client: FlaskClient, user_id: int) -> FlaskClient:
     """Sign a test client in without the (deliberately slow) password check."""
+    with client.application.app_context():
+        user = db.session.get(User, user_id)
+        assert user is not None, f"no user {user_id}"
+        session_id = user.get_id()
     with client.session_transaction() as session:
-        session["_user_id"] = str(user_id)
+        session["_user_id"] = session_id
         session["_fresh"] = True
     return client
 
