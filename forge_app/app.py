@@ -29,6 +29,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from forge_app.authz import login_required_by_default, public
@@ -59,7 +60,16 @@ _FRIENDLY = {
     403: ("Not allowed", "Your role in this organisation does not allow this action."),
     404: ("Not found", "There is nothing here, or you do not have access to it."),
     405: ("Not allowed", "This page cannot be used that way."),
-    413: ("Too large", "The upload is larger than the FORGE accepts (16 MiB)."),
+    409: (
+        "Changed at the same moment",
+        "Someone else changed the same thing at the same moment, so nothing was saved. "
+        "Reload the page and try again.",
+    ),
+    413: (
+        "Too large",
+        "The request is larger than the FORGE accepts (prompt files up to 8 MiB), so nothing "
+        "was saved. Go back to keep what you typed.",
+    ),
     429: ("Slow down", "Too many requests. Wait a moment and try again."),
     500: (
         "Something went wrong",
@@ -96,6 +106,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         # A token valid for the whole session: an editor's page open all day can still save.
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        # One form field (a pasted prompt file, a long template) may be as large as an
+        # uploaded prompt file (8 MiB); Werkzeug's default is 500 kB.
+        MAX_FORM_MEMORY_SIZE=9 * 1024 * 1024,
         FORGE_LOGIN_MAX_FAILURES=5,
         FORGE_LOGIN_MAX_FAILURES_PER_IP=30,
         FORGE_LOGIN_WINDOW=timedelta(minutes=15),
@@ -200,6 +213,16 @@ def register_hooks(app: Flask) -> None:
     def _server_error(error: InternalServerError) -> ResponseReturnValue:
         return _error_page(500, None)
 
+    @app.errorhandler(IntegrityError)
+    def _database_conflict(error: IntegrityError) -> ResponseReturnValue:
+        # A uniqueness race the view did not foresee (two people creating the same name at
+        # once): the transaction is rolled back whole, so nothing was half-saved.
+        db.session.rollback()
+        current_app.logger.warning(
+            "database conflict on %s %s: %s", request.method, request.path, type(error.orig)
+        )
+        return _error_page(409, None)
+
 
 def _error_page(code: int, message: str | None, error: HTTPException | None = None) -> Response:
     title, default = _FRIENDLY.get(code, ("Error", "The request could not be completed."))
@@ -212,6 +235,8 @@ def _error_page(code: int, message: str | None, error: HTTPException | None = No
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
     if wants_json():
+        if code == 405 and "Allow" in headers and not message:
+            description = f"{request.method} is not allowed here; use {headers['Allow']}."
         response = jsonify(error=description)
     else:
         g.error_page = True

@@ -23,6 +23,7 @@ _STATIC = Path(__file__).parent / "static"
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["ago"] = ago
+    app.jinja_env.filters["when_iso"] = when_iso
     app.jinja_env.filters["plural"] = plural
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
@@ -59,6 +60,17 @@ def when(moment: datetime | None) -> str:
     if moment is None:
         return "—"
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def when_iso(text: str | None) -> str:
+    """``when`` for an RFC 3339 text (a pointer's ``published_at``); other text as it is."""
+    if not text:
+        return "—"
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return when(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def ago(moment: datetime | None) -> Markup:

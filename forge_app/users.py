@@ -95,7 +95,7 @@ def create_user(
         password_hash = hash_password(password)
     user = User(
         email=email,
-        name=name.strip() or email.split("@")[0],
+        name=(name.strip() or email.split("@")[0])[:120],
         password_hash=password_hash,
         is_admin=is_admin,
         is_active=True,

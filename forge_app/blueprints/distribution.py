@@ -11,6 +11,7 @@ views only check roles, render, and commit the rows the services added.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -26,6 +27,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
@@ -149,13 +151,15 @@ def _token_or_404(project: Project, token_id: str) -> AccessToken:
     return token
 
 
-def _flash_report(report: RecipientsReport, *, intro: str) -> None:
+def _flash_report(report: RecipientsReport, *, intro: str | None) -> None:
+    """``intro`` (what was done) with the channels re-encrypted, then one error per channel
+    that failed. Without ``intro`` and re-encryptions, only the failures are said."""
     if report.reencrypted:
         moved = ", ".join(
             f"{p.channel.name} ({p.version}, sequence {p.sequence})" for p in report.reencrypted
         )
-        flash(f"{intro} Re-encrypted and re-published: {moved}.", "success")
-    else:
+        flash(f"{intro or 'Done.'} Re-encrypted and re-published: {moved}.", "success")
+    elif intro:
         flash(intro, "success")
     for name, message in report.failed:
         flash(
@@ -319,9 +323,7 @@ def revoke(project: Project, token_id: str) -> ResponseReturnValue:
 @bp.post("/projects/<uuid:project_id>/tokens/reencrypt")
 @require_project_role(Role.OWNER)
 def reencrypt_all(project: Project) -> ResponseReturnValue:
-    back = safe_local_path(request.form.get("next")) or url_for(
-        ".tokens", project_id=project.id
-    )
+    back = safe_local_path(request.form.get("next")) or url_for(".tokens", project_id=project.id)
     publishing.ensure_default_channels(project)
     try:
         report = publishing.sync_recipients(
@@ -333,7 +335,7 @@ def reencrypt_all(project: Project) -> ResponseReturnValue:
     if not report.reencrypted and not report.failed:
         flash("Every channel is already encrypted for exactly the active tokens.", "info")
     else:
-        _flash_report(report, intro="Re-encryption finished.")
+        _flash_report(report, intro="Re-encryption finished." if report.reencrypted else None)
     return redirect(back)
 
 
@@ -351,7 +353,7 @@ def channels(project: Project) -> ResponseReturnValue:
         if form.validate_on_submit():
             name = (form.name.data or "").strip()
             if publishing.get_channel(project, name) is not None:
-                form.name.errors = [f"Channel {name} exists already."]
+                return _channel_taken(project, form, name)
             else:
                 channel = Channel(
                     project_id=project.id,
@@ -359,22 +361,38 @@ def channels(project: Project) -> ResponseReturnValue:
                     policy=Channel.default_policy(name),
                     created_by_id=signed_in_user().id,
                 )
-                db.session.add(channel)
-                db.session.flush()
-                record_event(
-                    "channel.create", channel, project=project, details={"policy": channel.policy}
-                )
-                db.session.commit()
+                try:
+                    db.session.add(channel)
+                    db.session.flush()
+                    record_event(
+                        "channel.create",
+                        channel,
+                        project=project,
+                        details={"policy": channel.policy},
+                    )
+                    db.session.commit()
+                except IntegrityError:  # added by someone else since the check above
+                    db.session.rollback()
+                    return _channel_taken(project, form, name)
                 flash(
                     f"Channel {name} is added. It accepts LOCKED versions; its publishers are "
                     "owners.",
                     "success",
                 )
                 return redirect(url_for(".channel", project_id=project.id, channel=name))
+    return _render_channels(project, form)
+
+
+def _channel_taken(project: Project, form: ChannelForm, name: str) -> ResponseReturnValue:
+    form.name.errors = [f"Channel {name} exists already."]
+    return _render_channels(project, form, status=400)
+
+
+def _render_channels(project: Project, form: ChannelForm, status: int = 200) -> ResponseReturnValue:
     rows = []
     for channel in publishing.project_channels(project):
         rows.append((channel, publishing.latest_publication(channel)))
-    return render_template(
+    page = render_template(
         "distribution/channels.html",
         project=project,
         rows=rows,
@@ -382,6 +400,7 @@ def channels(project: Project) -> ResponseReturnValue:
         nav="projects",
         tab="channels",
     )
+    return page, status
 
 
 @bp.get("/projects/<uuid:project_id>/channels/<channel>")
@@ -503,7 +522,7 @@ def reencrypt_channel(project: Project, channel: str) -> ResponseReturnValue:
     if not report.reencrypted and not report.failed:
         flash(f"{found.name} is already encrypted for exactly the active tokens.", "info")
     else:
-        _flash_report(report, intro="Re-encryption finished.")
+        _flash_report(report, intro="Re-encryption finished." if report.reencrypted else None)
     return redirect(back)
 
 
@@ -596,7 +615,8 @@ def _publish_flow(
                     prompt_set, chosen, user=user, role=g.role, rollout_percent=form.rollout.data
                 )
         except PublishError as e:
-            return _failed(e, self_url)
+            # Back to the confirmation of the same choice: the user can retry or go back.
+            return _failed(e, _choice_url(self_url, chosen.name, form.rollout.data))
         db.session.commit()
         share = (
             f" to {publication.rollout_percent}% of instances"
@@ -633,7 +653,9 @@ def _publish_flow(
                 f"Only members with the {publishing.required_role(chosen).label} role can "
                 f"publish to {chosen.name}."
             )
-    if chosen is None or problem is not None:
+    # "Back" from the confirmation: the choice again, as it was.
+    changing = request.args.get("change") == "1"
+    if chosen is None or problem is not None or changing:
         if name and chosen is None:
             problem = f"There is no channel named {name}."
         return render_template(
@@ -651,6 +673,26 @@ def _publish_flow(
             nav="projects",
         )
     state = publishing.channel_state(chosen)
+    if rollout_percent is not None and state.pointer is None and state.error is None:
+        # Said now, before the user confirms: a rollout needs a current release to roll from.
+        return render_template(
+            "distribution/publish_choose.html",
+            project=project,
+            prompt_set=prompt_set,
+            version=version,
+            status=status,
+            choices=choices,
+            problem=(
+                f"Channel {chosen.name} has nothing published yet, so a gradual rollout has "
+                "nothing to roll out from. Leave the percentage empty to publish to every "
+                "instance."
+            ),
+            selected=name,
+            rollout=rollout_text,
+            self_url=self_url,
+            has_tokens=bool(active_tokens(project.id)),
+            nav="projects",
+        )
     return render_template(
         "distribution/publish_confirm.html",
         project=project,
@@ -665,6 +707,12 @@ def _publish_flow(
         self_url=self_url,
         nav="projects",
     )
+
+
+def _choice_url(self_url: str, channel: str, rollout: int | None) -> str:
+    """The publish page with a channel (and rollout) chosen: its confirmation step."""
+    query = urlencode({"channel": channel, **({"rollout": rollout} if rollout else {})})
+    return f"{self_url}?{query}"
 
 
 @bp.route(

@@ -79,12 +79,17 @@ def create(org: Organisation) -> ResponseReturnValue:
                 description=(form.description.data or "").strip(),
                 created_by_id=signed_in_user().id,
             )
-            db.session.add(project)
-            db.session.flush()
-            record_event("project.create", project, project=project)
-            db.session.commit()
-            flash(f"Project {name} is created. Add a prompt set to start.", "success")
-            return redirect(url_for("projects.show", project_id=project.id))
+            try:
+                db.session.add(project)
+                db.session.flush()
+                record_event("project.create", project, project=project)
+                db.session.commit()
+            except IntegrityError:  # created by someone else since the check above
+                db.session.rollback()
+                form.name.errors = [f"{org.name} already has a project named {name!r}."]
+            else:
+                flash(f"Project {name} is created. Add a prompt set to start.", "success")
+                return redirect(url_for("projects.show", project_id=project.id))
     return render_template("projects/create.html", form=form, org=org, nav="projects")
 
 

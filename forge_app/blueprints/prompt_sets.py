@@ -99,12 +99,17 @@ def create(project: Project) -> ResponseReturnValue:
                 revision=1,
                 updated_by_id=user.id,
             )
-            db.session.add(prompt_set)
-            db.session.flush()
-            record_event("prompt_set.create", prompt_set, project=project)
-            db.session.commit()
-            flash(f"Prompt set {name} is created. Add its first prompt.", "success")
-            return redirect(_set_url(project, prompt_set))
+            try:
+                db.session.add(prompt_set)
+                db.session.flush()
+                record_event("prompt_set.create", prompt_set, project=project)
+                db.session.commit()
+            except IntegrityError:  # created by someone else since the check above
+                db.session.rollback()
+                form.name.errors = [f"This project already has a prompt set named {name!r}."]
+            else:
+                flash(f"Prompt set {name} is created. Add its first prompt.", "success")
+                return redirect(_set_url(project, prompt_set))
     return render_template("prompt_sets/create.html", project=project, form=form, nav="projects")
 
 

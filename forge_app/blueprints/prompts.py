@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from forge_app.audit import record_event
@@ -119,7 +120,7 @@ def new(project: Project, set_id: str) -> ResponseReturnValue:
     if draft.key and db.session.scalar(
         select(Prompt.id).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == draft.key)
     ):
-        problems.append(Problem("key", f"This prompt set already has a prompt {draft.key!r}."))
+        problems.append(Problem("key", _taken(draft.key)))
     if problems or checked.entry is None:
         return _render(project, prompt_set, draft, prompt=None, problems=problems, status=400)
     user = signed_in_user()
@@ -138,12 +139,28 @@ def new(project: Project, set_id: str) -> ResponseReturnValue:
     prompt = Prompt(prompt_set_id=prompt_set.id, key=draft.key, created_at=utcnow())
     apply_entry(prompt, checked.entry, checked.variables, user)
     prompt.samples = _kept_samples(draft, checked.variables)
-    db.session.add(prompt)
-    db.session.flush()
-    record_event("prompt.create", prompt, project=project, details={"set": prompt_set.name})
-    db.session.commit()
+    try:
+        db.session.add(prompt)
+        db.session.flush()
+        record_event("prompt.create", prompt, project=project, details={"set": prompt_set.name})
+        db.session.commit()
+    except IntegrityError:
+        # Someone created the same prompt id between our check and our save.
+        db.session.rollback()
+        return _render(
+            project,
+            prompt_set,
+            draft,
+            prompt=None,
+            problems=[Problem("key", _taken(draft.key))],
+            status=409,
+        )
     flash(f"Prompt {prompt.key} is saved.", "success")
     return redirect(_edit_url(project, prompt_set, prompt.key))
+
+
+def _taken(key: str) -> str:
+    return f"This prompt set already has a prompt {key!r}. Your text is kept: choose another id."
 
 
 def _edit_url(project: Project, prompt_set: PromptSet, key: str) -> str:
@@ -191,7 +208,7 @@ def edit(project: Project, set_id: str, key: str) -> ResponseReturnValue:
     if draft.key != prompt.key and db.session.scalar(
         select(Prompt.id).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == draft.key)
     ):
-        problems.append(Problem("key", f"This prompt set already has a prompt {draft.key!r}."))
+        problems.append(Problem("key", _taken(draft.key)))
     if problems or checked.entry is None:
         return _render(project, prompt_set, draft, prompt=prompt, problems=problems, status=400)
     user = signed_in_user()
@@ -226,6 +243,17 @@ def edit(project: Project, set_id: str, key: str) -> ResponseReturnValue:
     except StaleDataError:
         db.session.rollback()
         return _conflict(project, prompt_set, _load_prompt(prompt_set, old_key), draft)
+    except IntegrityError:
+        # The new id was taken by someone else between our check and our save.
+        db.session.rollback()
+        return _render(
+            project,
+            prompt_set,
+            draft,
+            prompt=_load_prompt(prompt_set, old_key),
+            problems=[Problem("key", _taken(draft.key))],
+            status=409,
+        )
     flash(f"Prompt {prompt.key} is saved." if changed else "Sample values are saved.", "success")
     return redirect(_edit_url(project, prompt_set, prompt.key))
 

@@ -177,7 +177,17 @@ def store_root() -> Path | None:
 
 
 @contextmanager
-def _publisher(project: Project) -> Iterator[Publisher]:
+def _publisher(project: Project, action: str = "changed") -> Iterator[Publisher]:
+    """A publisher on the FORGE's store. ``action`` words the error if the store is gone.
+
+    Raises:
+        PublishError: for a misconfigured store or key, or a local store directory that is
+            gone (a file store reads a missing directory as an empty store, which would make
+            every channel look unpublished).
+    """
+    problem = _local_store_problem(project)
+    if problem is not None:
+        raise _explain(StoreUnavailable(problem), action)
     try:
         pub = Publisher(_store_url(), project_id=str(project.id), signing_key=forge_signing_key())
     except AnvilError as e:
@@ -186,6 +196,20 @@ def _publisher(project: Project) -> Iterator[Publisher]:
         ) from e
     with pub:
         yield pub
+
+
+def _local_store_problem(project: Project) -> str | None:
+    """Why a ``file://`` store cannot be used now, or None (also for other stores)."""
+    root = store_root()
+    if root is None or root.is_dir():
+        return None
+    if root.exists():
+        return f"{root} is not a directory"
+    published = db.session.scalar(
+        select(Publication.id).where(Publication.project_id == project.id).limit(1)
+    )
+    # A new FORGE has no store directory until its first publication creates it.
+    return None if published is None else f"the store directory {root} is missing"
 
 
 def _explain(error: AnvilError, action: str) -> PublishError:
@@ -474,7 +498,7 @@ def publish_version(
     if rollout_percent is not None and not 1 <= rollout_percent <= 99:
         raise PublishError("A gradual rollout starts at 1 to 99 percent of instances.", status=400)
     keks = _require_keks(project)
-    with _publisher(project) as pub:
+    with _publisher(project, "published") as pub:
         try:
             result = pub.publish(
                 version.bundle_bytes,
@@ -628,7 +652,7 @@ def rollback_to(
     if role is not None:
         _check_role(role, channel, "roll back")
     keks = _require_keks(project)
-    with _publisher(project) as pub:
+    with _publisher(project, "rolled back") as pub:
         try:
             entry = _history_entry(pub, channel.name, sequence)
             source = _source_for(project, pub, [entry.release])
@@ -680,7 +704,7 @@ def _rollout_move(
     project = channel.project
     if role is not None:
         _check_role(role, channel, "change the rollout of")
-    with _publisher(project) as pub:
+    with _publisher(project, "changed") as pub:
         try:
             result = move(pub)
         except NotFound as e:
@@ -832,7 +856,7 @@ def sync_recipients(
     report = RecipientsReport()
     keks = _keks(project, excluding=excluding)
     wanted = set(keks)
-    with _publisher(project) as pub:
+    with _publisher(project, "re-encrypted") as pub:
         channels = [only] if only is not None else _all_channels(project, pub)
         for channel in channels:
             try:
@@ -871,25 +895,27 @@ def sync_recipients(
 
 def revoke_token(token: AccessToken, *, user: User) -> RecipientsReport:
     """Revoke ``token`` and at once re-encrypt every channel's current release for the
-    remaining tokens (DESIGN §5). The revocation is added to the session even if some channel
-    fails (a leaked token must stop working); the report lists the failures.
+    remaining tokens (DESIGN §5). Once the store has answered, the revocation is added to the
+    session even if some channel then fails (a leaked token must stop working); the report
+    lists the failures.
 
     Raises:
-        PublishError: if the token is already revoked, or it is the last active token while
-            channels serve releases encrypted for it (generate the replacement first).
+        PublishError: if the token is already revoked, the store cannot be reached (nothing is
+            revoked then), or it is the last active token while channels serve releases
+            encrypted for it (generate the replacement first).
     """
     if token.revoked_at is not None:
         raise PublishError(f"Token {token.name} is already revoked.")
     project = token.project
     remaining = [t for t in active_tokens(project.id) if t.id != token.id]
+    # The store must answer first: revoking while it is unreachable would leave every channel
+    # encrypted for the token with nothing re-encrypted, so nothing is done then.
+    with _publisher(project, "revoked") as pub:
+        try:
+            served = [c.name for c in project_channels(project) if pub.current(c.name) is not None]
+        except AnvilError as e:
+            raise _explain(e, "revoked") from e
     if not remaining:
-        with _publisher(project) as pub:
-            try:
-                served = [
-                    c.name for c in project_channels(project) if pub.current(c.name) is not None
-                ]
-            except AnvilError as e:
-                raise _explain(e, "revoked") from e
         if served:
             raise PublishError(
                 f"{token.name} is the last active token and channels {', '.join(served)} serve "
@@ -918,7 +944,7 @@ def current_release(channel: Channel) -> Pointer | None:
     Raises:
         PublishError: if the store fails or the pointer does not verify.
     """
-    with _publisher(channel.project) as pub:
+    with _publisher(channel.project, "read") as pub:
         try:
             return pub.current(channel.name)
         except AnvilError as e:
@@ -939,7 +965,7 @@ def channel_state(channel: Channel) -> ChannelState:
     project = channel.project
     wanted = {t.token_id for t in active_tokens(project.id)}
     try:
-        with _publisher(project) as pub:
+        with _publisher(project, "read") as pub:
             pointer = pub.current(channel.name)
             stale = pointer is not None and _needs_reencryption(pub, pointer, wanted)
     except PublishError as e:
@@ -980,7 +1006,7 @@ def channel_history(channel: Channel, *, limit: int = 100) -> tuple[list[History
     error = None
     entries: dict[int, HistoryEntry] = {}
     try:
-        with _publisher(channel.project) as pub:
+        with _publisher(channel.project, "read") as pub:
             for entry in pub.history(channel.name):
                 entries[entry.sequence] = entry
     except PublishError as e:

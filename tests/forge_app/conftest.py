@@ -182,6 +182,17 @@ def world(app: Flask, password_hash: str) -> World:
         )
 
 
+@pytest.fixture
+def csrf_app(app_config: dict[str, Any]) -> Flask:
+    """An app with CSRF protection on, as in production."""
+    return create_app({**app_config, "WTF_CSRF_ENABLED": True})
+
+
+@pytest.fixture
+def csrf_world(csrf_app: Flask, password_hash: str) -> World:
+    return world.__wrapped__(csrf_app, password_hash)  # type: ignore[attr-defined, no-any-return]
+
+
 def login(client: FlaskClient, user_id: int) -> FlaskClient:
     """Sign a test client in without the (deliberately slow) password check."""
     with client.application.app_context():

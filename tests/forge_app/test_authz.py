@@ -7,7 +7,9 @@ arguments never show another organisation's data; admin pages need a site admini
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,7 +19,10 @@ from werkzeug.routing import Rule
 
 from forge_app.authz import is_public
 from forge_app.extensions import db
-from forge_app.models import Membership
+from forge_app.live_instances import parse_heartbeat, record_heartbeat
+from forge_app.models import Membership, Project, PromptSetVersion, User
+from forge_app.services import publishing
+from forge_app.services.tokens import create_token
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
@@ -32,7 +37,43 @@ def _protected_rules(app: Flask) -> list[Rule]:
     return rules
 
 
-def _arguments(app: Flask, world: World, version: str) -> dict[str, Any]:
+#: Every URL argument name of the app, so the walk builds real URLs (not placeholders) for
+#: every route; a route with a new argument name fails the walk until it is added here.
+KNOWN_ARGUMENTS = {
+    "project_id",
+    "set_id",
+    "version",
+    "key",
+    "org_slug",
+    "membership_id",
+    "channel",
+    "sequence",
+    "token_id",
+    "instance_id",
+}
+#: The endpoints anyone may call without signing in (each does its own checks, if any).
+PUBLIC_ENDPOINTS = {
+    "auth.login",
+    "auth.logout",
+    "healthz",
+    "store.object",
+    "store.keys",
+    "api.heartbeat",
+}
+
+
+@dataclass
+class Objects:
+    """Real objects of acme's project for every URL argument: a locked version, an
+    ACCESS_TOKEN, a publication on production and a LIVE instance that reported."""
+
+    version: str
+    token_id: str
+    sequence: int
+    instance_id: str
+
+
+def _arguments(app: Flask, world: World, objects: Objects) -> dict[str, Any]:
     with app.app_context():
         membership_id = db.session.scalar(
             select(Membership.id).where(Membership.user_id == world.users["editor"])
@@ -40,10 +81,14 @@ def _arguments(app: Flask, world: World, version: str) -> dict[str, Any]:
     return {
         "project_id": world.project_id,
         "set_id": world.set_id,
-        "version": version,
+        "version": objects.version,
         "key": "welcome.message",
         "org_slug": world.org_slug,
         "membership_id": membership_id,
+        "channel": "production",
+        "sequence": objects.sequence,
+        "token_id": objects.token_id,
+        "instance_id": objects.instance_id,
     }
 
 
@@ -70,14 +115,53 @@ def _url(app: Flask, rule: Rule, known: dict[str, Any]) -> tuple[str, bool]:
 
 
 @pytest.fixture
-def version(app: Flask, world: World) -> str:
+def objects(app: Flask, world: World) -> Objects:
     add_prompts(app, world, SAMPLE_PROMPTS)
-    return lock_version(app, world)
+    version = lock_version(app, world)
+    with app.app_context():
+        project = db.session.get(Project, world.project_id)
+        owner = db.session.get(User, world.users["owner"])
+        assert project is not None and owner is not None
+        token, text = create_token(project, "svc", user=owner)
+        db.session.commit()
+        publishing.ensure_default_channels(project)
+        channel = publishing.get_channel(project, "production")
+        found = db.session.scalar(
+            select(PromptSetVersion).where(PromptSetVersion.version == version)
+        )
+        assert channel is not None and found is not None
+        publication = publishing.publish_version(found, channel, user=owner)
+        db.session.commit()
+        token_id, sequence = token.token_id, publication.sequence
+    instance_id = str(uuid.uuid4())
+    # Recorded as the heartbeat API records it (no request here: the walk adds a route later).
+    heartbeat = {
+        "instance_id": instance_id,
+        "hostname": "web-1",
+        "project_id": str(world.project_id),
+        "channel": "production",
+        "mode": "accepting",
+        "sequence": sequence,
+        "version": version,
+        "content_sha256": "a" * 64,
+        "last_error": None,
+        "client_version": "0.1.0",
+    }
+    assert text.startswith(f"anvil_{token_id}_")
+    with app.app_context():
+        record_heartbeat(
+            db.session,
+            project_id=world.project_id,
+            token_id=token_id,
+            body=parse_heartbeat(json.dumps(heartbeat).encode()),
+        )
+        db.session.commit()
+    return Objects(version, token_id, sequence, instance_id)
 
 
-def denial_failures(app: Flask, world: World, client_as: Any, version: str) -> list[str]:
+def denial_failures(app: Flask, world: World, client_as: Any, objects: Objects) -> list[str]:
     """Every way a protected route fails to deny access, as readable lines."""
-    known = _arguments(app, world, version)
+    known = _arguments(app, world, objects)
     anonymous = app.test_client()
     outsider = client_as("outsider")
     owner = client_as("owner")
@@ -107,6 +191,8 @@ def denial_failures(app: Flask, world: World, client_as: Any, version: str) -> l
                 if "Checkout" in body or str(world.project_id) in body:
                     failures.append(f"outsider {method} {url}: shows acme's data")
 
+            if not all_known:
+                failures.append(f"{rule.rule}: an argument the walk does not know")
             if method == "GET" and all_known and rule.arguments:
                 # The URL is real: its own organisation's owner can open it.
                 status = owner.get(url).status_code
@@ -117,20 +203,59 @@ def denial_failures(app: Flask, world: World, client_as: Any, version: str) -> l
 
 
 def test_every_protected_route_is_denied_to_anonymous_and_other_orgs(
-    app: Flask, world: World, client_as: Any, version: str
+    app: Flask, world: World, client_as: Any, objects: Objects
 ) -> None:
-    assert denial_failures(app, world, client_as, version) == []
+    assert denial_failures(app, world, client_as, objects) == []
 
 
 def test_the_walk_catches_a_route_without_authorisation(
-    app: Flask, world: World, client_as: Any, version: str
+    app: Flask, world: World, client_as: Any, objects: Objects
 ) -> None:
     @app.get("/projects/<uuid:project_id>/leak")
     def leak(project_id: uuid.UUID) -> str:
         return "secret prompts"
 
-    failures = denial_failures(app, world, client_as, version)
+    failures = denial_failures(app, world, client_as, objects)
     assert any(f.startswith("outsider GET") and "/leak" in f for f in failures), failures
+
+
+def test_the_walk_knows_every_argument_name(app: Flask) -> None:
+    names = {name for rule in _protected_rules(app) for name in rule.arguments}
+    assert names == KNOWN_ARGUMENTS
+
+
+def test_only_the_expected_endpoints_are_public(app: Flask) -> None:
+    public = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static" and is_public(app.view_functions[rule.endpoint])
+    }
+    assert public == PUBLIC_ENDPOINTS
+
+
+#: Arguments that name one of acme's objects (channel names exist in every project).
+_OBJECT_ARGUMENTS = {"set_id", "version", "key", "sequence", "token_id", "instance_id"}
+
+
+def test_objects_of_one_project_are_unreachable_under_another_on_every_route(
+    app: Flask, world: World, client_as: Any, objects: Objects
+) -> None:
+    """The outsider owns globex's project; acme's set, version, prompt, token, publication and
+    instance must not resolve under its URLs, whatever the route and method."""
+    known = {**_arguments(app, world, objects), "project_id": world.other_project_id}
+    outsider = client_as("outsider")
+    failures, checked = [], 0
+    for rule in _protected_rules(app):
+        if "project_id" not in rule.arguments or not rule.arguments & _OBJECT_ARGUMENTS:
+            continue
+        url, _ = _url(app, rule, known)
+        for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
+            checked += 1
+            status = outsider.open(url, method=method).status_code
+            if status not in (403, 404):
+                failures.append(f"{method} {url}: {status}")
+    assert checked >= 30
+    assert failures == []
 
 
 def test_roles_below_the_minimum_get_403(client_as: Any, world: World, set_url: str) -> None:

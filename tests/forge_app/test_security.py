@@ -6,7 +6,6 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-import pytest
 from flask import Flask
 
 from forge_app import create_app
@@ -29,18 +28,6 @@ def _sign_in(client: Any, email: str, password: str = PASSWORD, **extra: str) ->
     data = {"email": email, "password": password, "csrf_token": _csrf_from(page.get_data(True))}
     data.update(extra)
     return client.post("/login", data=data)
-
-
-@pytest.fixture
-def csrf_app(app_config: dict[str, Any]) -> Flask:
-    return create_app({**app_config, "WTF_CSRF_ENABLED": True})
-
-
-@pytest.fixture
-def csrf_world(csrf_app: Flask, password_hash: str) -> World:
-    from tests.forge_app import conftest
-
-    return conftest.world.__wrapped__(csrf_app, password_hash)  # type: ignore[attr-defined]
 
 
 def test_sign_in_with_a_wrong_password_is_refused(csrf_app: Flask, csrf_world: World) -> None:
