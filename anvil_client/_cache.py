@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -30,8 +31,10 @@ from typing import Any
 
 from anvil_client._config import MODES, Mode
 from anvil_client._verify import POINTER_MAX_SIZE
-from anvil_client.errors import ConfigError
+from anvil_client.errors import AnvilError, ConfigError, SizeLimitError
 from anvil_client.stores import write_atomically
+from anvil_client.stores._base import is_usable_etag
+from anvil_client.stores._file import NotARegularFile, read_regular_file
 
 _STATE_MAX_SIZE = 64 * 1024
 _TMP_MAX_AGE = 3600.0
@@ -63,7 +66,7 @@ class CacheState:
     def from_bytes(cls, data: bytes) -> CacheState | None:
         try:
             doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return None
         if not isinstance(doc, dict) or not _is_uuid(doc.get("instance_id")):
             return None
@@ -76,6 +79,8 @@ class CacheState:
                 values[name] = None
         if not isinstance(values.get("etag_sequence"), int | None):
             values["etag_sequence"] = None
+        if values.get("etag") is not None and not is_usable_etag(values["etag"]):
+            values["etag"] = None  # sent back verbatim: a broken one would fail every poll
         return cls(**values, extra={k: v for k, v in doc.items() if k not in known})
 
 
@@ -106,14 +111,23 @@ class DiskCache:
 
     # --- reading -------------------------------------------------------------------------
 
-    def read_pointer(self) -> bytes | None:
+    def read_pointer(self, *, strict: bool = False) -> bytes | None:
+        """The cached envelope as received, or ``None`` if there is none.
+
+        Raises:
+            AnvilError: only when ``strict``, if a pointer file is there but cannot be used.
+        """
+        if strict:
+            return _read_strict(self.pointer_path, POINTER_MAX_SIZE)
         return _read(self.pointer_path, POINTER_MAX_SIZE)
 
     def read_bundle(self, content_sha256: str, max_size: int) -> bytes | None:
         return _read(self.bundle_path(content_sha256), max_size)
 
-    def has_bundle(self, content_sha256: str) -> bool:
-        return self.bundle_path(content_sha256).is_file()
+    def has_bundle(self, content_sha256: str, max_size: int) -> bool:
+        """Whether the cached bundle is there and still hashes to ``content_sha256``."""
+        data = _read(self.bundle_path(content_sha256), max_size)
+        return data is not None and hashlib.sha256(data).hexdigest() == content_sha256
 
     def bundle_path(self, content_sha256: str) -> Path:
         return self.bundles / f"{content_sha256}.json"
@@ -129,7 +143,7 @@ class DiskCache:
             return None
         try:
             mode = json.loads(data.decode("utf-8")).get("mode")
-        except (UnicodeDecodeError, ValueError, AttributeError):
+        except (UnicodeDecodeError, ValueError, AttributeError, RecursionError):
             return None
         return mode if mode in MODES else None
 
@@ -277,16 +291,29 @@ class DiskCache:
 
 
 def _read(path: Path, max_size: int) -> bytes | None:
-    """The file's bytes, or ``None`` if it is missing, unreadable or larger than ``max_size``."""
+    """The file's bytes, or ``None`` if it is missing, unusable or larger than ``max_size``."""
     try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_size:
-                return None
-            data = f.read(size + 1)  # read(max_size) would allocate max_size up front
-    except OSError:
+        return read_regular_file(path, max_size)
+    except (OSError, SizeLimitError):
         return None
-    return None if len(data) > max_size else data
+
+
+def _read_strict(path: Path, max_size: int) -> bytes | None:
+    """The file's bytes, or ``None`` if it is missing.
+
+    Raises:
+        AnvilError: if it is there but not a readable regular file of at most ``max_size``.
+    """
+    try:
+        return read_regular_file(path, max_size)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except SizeLimitError as e:
+        raise SizeLimitError(f"{path.name} is larger than the {max_size}-byte limit") from e
+    except (IsADirectoryError, NotARegularFile) as e:
+        raise AnvilError(f"{path.name} is not a regular file") from e
+    except OSError as e:
+        raise AnvilError(f"{path.name} cannot be read: {_reason(e)}") from e
 
 
 def _replace(path: Path, data: bytes) -> None:

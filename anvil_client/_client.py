@@ -30,15 +30,23 @@ from anvil_client._cache import CacheState, DiskCache, Signature
 from anvil_client._config import DEFAULT_CACHE_DIR, ClientConfig, Mode
 from anvil_client._heartbeat import HeartbeatSender, heartbeat_body
 from anvil_client._snapshot import Snapshot, Source
-from anvil_client._verify import POINTER_MAX_SIZE, Verifier, describe, is_expired
+from anvil_client._verify import (
+    POINTER_MAX_SIZE,
+    Verifier,
+    check_sequence,
+    describe,
+    is_expired,
+)
 from anvil_client.errors import (
     AnvilError,
     ConfigError,
     ExpiredError,
     PromptNotFound,
     RenderError,
+    SizeLimitError,
 )
 from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore, open_store
+from anvil_client.stores._file import NotARegularFile, read_regular_file
 from anvil_client.wire import (
     CompiledPrompt,
     PromptSpec,
@@ -443,8 +451,16 @@ class AnvilClient:
         )
         if (
             snapshot is not None
+            and result.data == snapshot.envelope
+            and self._cache.read_pointer() == result.data
+        ):
+            # What is served, again (a store without ETags): nothing to write or swap.
+            self._remember_etag(result.etag, snapshot.sequence)
+            return False
+        if (
+            snapshot is not None
             and accepted.reuse
-            and self._cache.has_bundle(snapshot.content_sha256)
+            and self._cache.has_bundle(snapshot.content_sha256, self._verifier.max_bundle_size)
         ):
             new = snapshot.with_pointer(result.data, accepted.pointer, accepted.release)
             return self._commit(new, None, result.etag)
@@ -462,6 +478,16 @@ class AnvilClient:
         )
         return self._commit(new, plaintext, result.etag)
 
+    def _remember_etag(self, etag: str | None, sequence: int) -> None:
+        if etag is None or (etag, sequence) == (self._etag, self._etag_sequence):
+            return
+        self._etag, self._etag_sequence = etag, sequence
+        with self._cache.write_lock():
+            state = self._cache.read_state() or CacheState(instance_id=self._instance_id)
+            if (state.etag_sequence or 0) <= sequence:  # never over a newer pointer's
+                state.etag, state.etag_sequence = etag, sequence
+                self._cache.write_state(state, durable=False)
+
     def _check_still_valid(self, snapshot: Snapshot) -> None:
         if is_expired(snapshot.pointer, _utcnow()):
             raise ExpiredError(
@@ -478,7 +504,7 @@ class AnvilClient:
         cache = self._cache
         old = self._snapshot
         with cache.write_lock():
-            disk_envelope = cache.read_pointer()
+            disk_envelope = cache.read_pointer()  # an unusable file is overwritten
             newer_on_disk = False
             if disk_envelope is not None and disk_envelope != new.envelope:
                 disk_sequence = self._verified_sequence(disk_envelope)
@@ -606,14 +632,16 @@ class AnvilClient:
                 self._etag, self._etag_sequence = state.etag, state.etag_sequence
 
     def _load_from_disk(self) -> None:
-        envelope = self._cache.read_pointer()
         current = self._snapshot
-        if envelope is None or (current is not None and envelope == current.envelope):
-            return
         try:
+            envelope = self._cache.read_pointer(strict=True)
+            if envelope is None or (current is not None and envelope == current.envelope):
+                return
             pointer = self._verifier.verify_pointer(envelope)
             if current is not None and pointer.sequence < current.sequence:
                 return  # an older cache than what is served (e.g. a newer bootstrap)
+            # state.json remembers a higher sequence: an older pointer was put back.
+            check_sequence(pointer, applied=None, floor=self._floor)
             release = select_release(pointer, self._instance_id)
             if current is not None and release.content_sha256 == current.content_sha256:
                 new = current.with_pointer(envelope, pointer, release)
@@ -650,18 +678,28 @@ class AnvilClient:
 
     def _load_bootstrap(self, path: Path) -> None:
         try:
-            data = path.read_bytes()
+            data = read_regular_file(path, self._verifier.bootstrap_max_size)
+        except SizeLimitError:
+            limit = self._verifier.bootstrap_max_size
+            self._set_error(
+                f"the bootstrap file {path} was not used: it is larger than {limit} bytes"
+            )
+            return
+        except (IsADirectoryError, NotARegularFile):
+            self._set_error(f"the bootstrap file {path} was not used: it is not a regular file")
+            return
         except OSError as e:
             self._set_error(f"cannot read the bootstrap file {path}: {e.strerror or e}")
             return
+        current = self._snapshot
         try:
             with gc_paused():
                 envelope, verified = self._verifier.verify_bootstrap(data, self._instance_id)
+            if current is not None and current.sequence >= verified.pointer.sequence:
+                return  # the disk cache is newer: the usual case once the app has run
+            check_sequence(verified.pointer, applied=None, floor=self._floor)
         except AnvilError as e:
             self._set_error(f"the bootstrap file {path} was not used: {e}")
-            return
-        current = self._snapshot
-        if current is not None and current.sequence >= verified.pointer.sequence:
             return
         self._snapshot = Snapshot(
             envelope=envelope,

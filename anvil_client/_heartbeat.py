@@ -11,7 +11,10 @@ logged, and redirects are not followed (they could carry it elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,7 +70,11 @@ class HeartbeatSender:
         return f"HeartbeatSender({self.url!r})"
 
     def send(self, body: bytes, user_agent: str) -> str | None:
-        """POST one heartbeat; returns ``None`` when recorded, else one sentence saying why not."""
+        """POST one heartbeat; returns ``None`` when recorded, else one sentence saying why not.
+
+        It takes at most about ``timeout`` seconds in all: socket timeouts bound each read,
+        so a FORGE that answers one byte at a time is cut off by a deadline as well.
+        """
         import http.client  # only processes that send heartbeats pay for it
 
         connection: http.client.HTTPConnection
@@ -79,6 +86,18 @@ class HeartbeatSender:
             )
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        expired = threading.Event()
+
+        def cut_off() -> None:
+            expired.set()
+            sock = connection.sock
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # plain, also under TLS
+
+        timer = threading.Timer(self._timeout, cut_off)
+        timer.daemon = True
+        timer.start()
         try:
             connection.request(
                 "POST",
@@ -93,10 +112,16 @@ class HeartbeatSender:
             response = connection.getresponse()
             response.read(64 * 1024)
             status = response.status
-        except (OSError, http.client.HTTPException) as e:
-            return f"heartbeat to {self.url} failed: {type(e).__name__}: {e}"
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            if expired.is_set() or isinstance(e, TimeoutError):
+                return f"heartbeat to {self.url} timed out after {self._timeout:g} s"
+            reason = " ".join(str(e).split())[:200]  # the FORGE's text (a status line) is clipped
+            return f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}"
         finally:
+            timer.cancel()
             connection.close()
+        if expired.is_set():  # what was read before the cut-off may parse, but is cut short
+            return f"heartbeat to {self.url} timed out after {self._timeout:g} s"
         if 200 <= status < 300:
             return None
         return _ANSWERS.get(status, f"heartbeat to {self.url} failed with HTTP {status}")

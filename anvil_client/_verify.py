@@ -84,6 +84,12 @@ class Verifier:
         self._token_env = token_env
         self._kek = token.kek() if token is not None else None
 
+    @property
+    def bootstrap_max_size(self) -> int:
+        """The largest bootstrap file read: the bundle as a JSON string (at most 3 bytes per
+        byte, with ``\\uXXXX`` escapes of 2-byte characters) beside a pointer."""
+        return 3 * self.max_bundle_size + 4 * POINTER_MAX_SIZE
+
     def verify_pointer(self, envelope: bytes) -> Pointer:
         """Size, trusted signature, payload type, body, then project and channel.
 
@@ -242,15 +248,21 @@ class Verifier:
         doc = parse_json_object(data, "bootstrap file")
         raw_pointer = doc.get("pointer")
         raw_bundle = doc.get("bundle")
-        if isinstance(raw_pointer, dict):
-            envelope = canonical_json(raw_pointer)
-        elif isinstance(raw_pointer, str):
-            envelope = raw_pointer.encode("utf-8")
-        else:
-            raise FormatError("bootstrap file has no 'pointer' envelope")
+        try:
+            if isinstance(raw_pointer, dict):
+                envelope = canonical_json(raw_pointer)
+            elif isinstance(raw_pointer, str):
+                envelope = raw_pointer.encode("utf-8")
+            else:
+                raise FormatError("bootstrap file has no 'pointer' envelope")
+        except (ValueError, RecursionError) as e:  # a lone surrogate, 1e999, deep nesting
+            raise FormatError("bootstrap file 'pointer' cannot be read as a JSON envelope") from e
         if not isinstance(raw_bundle, str):
             raise FormatError("bootstrap file has no 'bundle' string")
-        plaintext = raw_bundle.encode("utf-8")
+        try:
+            plaintext = raw_bundle.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise FormatError("bootstrap file 'bundle' is not valid Unicode text") from e
         if len(plaintext) > self.max_bundle_size:
             raise SizeLimitError(f"bootstrap bundle is larger than {self.max_bundle_size} bytes")
         pointer = self.verify_pointer(envelope)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from anvil_client.errors import AnvilError, SizeLimitError, StoreError, StoreUna
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z")
+# An ETag is sent back verbatim in If-None-Match: no control characters, a sane length.
+_ETAG_RE = re.compile(r"[\x20-\x7e\x80-\xff]{1,1024}\Z")
 
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 MUTABLE_CACHE_CONTROL = "no-cache"
@@ -35,6 +38,12 @@ class PutResult:
     """A PUT's answer: the new object's ETag, for a later ``if_match``."""
 
     etag: str | None
+
+
+def is_usable_etag(value: object) -> bool:
+    """Whether an ETag can be sent back in ``If-None-Match`` as it is (no control characters,
+    at most 1024 characters); an unusable one is dropped rather than failing every poll."""
+    return isinstance(value, str) and _ETAG_RE.match(value) is not None
 
 
 def cache_control_for(key: str) -> str:
@@ -89,7 +98,8 @@ class ObjectStore(ABC):
         Raises:
             NotFound: if there is no such object.
             SizeLimitError: if the object is larger than ``max_size``.
-            StoreError: if the key is unsafe or the store refuses the request.
+            StoreError: if the key is unsafe, the store refuses the request, or it answers
+                "not modified" to a request without ``if_none_match``.
             StoreUnavailable: if the store cannot be reached or fails.
         """
         check_key(key)
@@ -99,8 +109,15 @@ class ObjectStore(ABC):
             raise
         except Exception as e:
             raise StoreUnavailable(f"GET {key} from {self.url} failed: {e}") from e
+        if not result.modified and not if_none_match:
+            # Taken as "unchanged", it would confirm whatever is served, for ever.
+            raise StoreError(
+                f"GET {key} from {self.url} answered 304 Not Modified to an unconditional request"
+            )
         if len(result.data) > max_size:
             raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
+        if result.etag is not None and not is_usable_etag(result.etag):
+            result = dataclasses.replace(result, etag=None)  # GET in full next time
         return result
 
     def put(

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,16 +43,14 @@ class FileStore(ObjectStore):
         return self.root / key
 
     def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult:
-        path = self._path(key)
         try:
-            with path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > max_size:
-                    raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
-                # Read what is there (+1 to notice growth), not the cap: read(n) allocates n.
-                data = f.read(size + 1)
+            data = read_regular_file(self._path(key), max_size)
+        except SizeLimitError:
+            raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit") from None
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise NotFound(f"{key} does not exist in {self.url}") from e
+        except NotARegularFile as e:
+            raise NotFound(f"{key} in {self.url} is not a regular file") from e
         etag = etag_of(data)
         if if_none_match is not None and if_none_match == etag:
             return GetResult(data=b"", etag=etag, modified=False)
@@ -106,6 +105,38 @@ class FileStore(ObjectStore):
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class NotARegularFile(OSError):
+    """A FIFO, socket or device where a file was expected."""
+
+
+def read_regular_file(path: Path, max_size: int) -> bytes:
+    """The bytes of the regular file at ``path``, reading at most ``max_size + 1`` of them.
+
+    The file is opened non-blocking and checked before any read: a FIFO would block forever
+    and a device could be endless. Only what the file holds is allocated, never the cap.
+
+    Raises:
+        FileNotFoundError: if there is nothing at ``path``.
+        IsADirectoryError: if it is a directory.
+        NotARegularFile: if it is a FIFO, socket or device.
+        SizeLimitError: if it holds (or grows to) more than ``max_size`` bytes.
+        OSError: if it cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd)
+        if stat.S_ISDIR(mode.st_mode):
+            raise IsADirectoryError(f"{path} is a directory")
+        if not stat.S_ISREG(mode.st_mode):
+            raise NotARegularFile(f"{path} is not a regular file")
+        if mode.st_size > max_size:
+            raise SizeLimitError(f"{path.name} is larger than the {max_size}-byte limit")
+        data = f.read(mode.st_size + 1)  # +1 notices growth; read(max_size) would allocate it
+    if len(data) > max_size:
+        raise SizeLimitError(f"{path.name} is larger than the {max_size}-byte limit")
+    return data
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:

@@ -13,14 +13,19 @@ same scheme, host and port. Every urllib3 error is mapped to a :class:`StoreErro
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -46,6 +51,90 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _USER_AGENT = "anvil-client (+https://github.com/anvil-prompts)"
+
+
+class _Watch:
+    """The deadline of one GET: when it passes, the socket in use is shut down.
+
+    Socket timeouts bound each read, not their sum: a peer sending a byte now and then could
+    hold a status line, headers or an error page open for ever. Shutting the socket down
+    makes the blocked read return at once; the GET then fails as timed out.
+    """
+
+    __slots__ = ("connection", "done", "expired")
+
+    def __init__(self) -> None:
+        self.connection: HTTPConnection | None = None
+        self.done = False
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        sock = getattr(self.connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                # The plain socket call, also under TLS: it only stops the descriptor.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread per process expires the GETs whose deadline passed.
+
+    Cheaper than a timer thread per request; a finished GET is only marked ``done`` and its
+    entry dropped when its deadline comes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._running = False
+
+    def watch(self, deadline: float, watch: _Watch) -> None:
+        with self._cond:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="anvil-http-deadlines", daemon=True).start()
+            heapq.heappush(self._heap, (deadline, next(self._order), watch))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    watch = heapq.heappop(self._heap)[2]
+                    if not watch.done:
+                        watch.expire()
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _new_watchdog_in_child() -> None:
+    global _WATCHDOG  # the parent's thread (and maybe its lock) did not survive fork()
+    _WATCHDOG = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_new_watchdog_in_child)
+_in_flight = threading.local()  # the _Watch of the GET this thread is making
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch = getattr(_in_flight, "watch", None)
+        if watch is not None:
+            watch.connection = self
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch = getattr(_in_flight, "watch", None)
+        if watch is not None:
+            watch.connection = self
+        super().request(*args, **kwargs)
 
 
 class HttpStore(ObjectStore):
@@ -123,7 +212,7 @@ class HttpStore(ObjectStore):
             if self._pool is None:
                 self._pid = os.getpid()
                 try:
-                    self._pool = urllib3.connection_from_url(
+                    pool = urllib3.connection_from_url(
                         self._origin,
                         retries=False,
                         timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.timeout),
@@ -131,6 +220,10 @@ class HttpStore(ObjectStore):
                     )
                 except LocationParseError as e:
                     raise ConfigError(f"HTTP store URL is invalid: {self.url!r}") from e
+                pool.ConnectionCls = (
+                    _WatchedHTTPSConnection if self.scheme == "https" else _WatchedHTTPConnection
+                )
+                self._pool = pool
             return self._pool
 
     def close(self) -> None:
@@ -142,7 +235,27 @@ class HttpStore(ObjectStore):
     # -- GET --------------------------------------------------------------------------------
 
     def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult:
-        deadline = time.monotonic() + self.timeout
+        watch = _Watch()
+        _in_flight.watch = watch
+        _WATCHDOG.watch(time.monotonic() + self.timeout, watch)
+        try:
+            result = self._get_until(key, if_none_match, max_size, time.monotonic() + self.timeout)
+        except StoreError as e:
+            if watch.expired:
+                raise StoreUnavailable(
+                    f"GET {key} from {self.url} timed out after {self.timeout:g} s"
+                ) from e
+            raise
+        finally:
+            watch.done = True
+            _in_flight.watch = None
+        if watch.expired:  # what was read before the cut-off may parse, but is cut short
+            raise StoreUnavailable(f"GET {key} from {self.url} timed out after {self.timeout:g} s")
+        return result
+
+    def _get_until(
+        self, key: str, if_none_match: str | None, max_size: int, deadline: float
+    ) -> GetResult:
         path = f"{self.base_path}/{key}"  # keys are URL-safe (check_key)
         headers = dict(self._headers)
         if if_none_match:
@@ -251,8 +364,8 @@ class HttpStore(ObjectStore):
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise StoreError(
-                f"GET {key} from {self.url} came with Content-Encoding {encoding!r} although "
-                "identity was asked for"
+                f"GET {key} from {self.url} came with Content-Encoding {_clip(encoding)!r} "
+                "although identity was asked for"
             )
         length = _content_length(response)
         if length is not None and length > max_size:
@@ -282,6 +395,11 @@ class HttpStore(ObjectStore):
             raise StoreUnavailable(
                 f"GET {key} from {self.url} failed while reading: {_reason(e)}"
             ) from e
+        length = _content_length(response)
+        if length is not None and size != length:
+            raise StoreUnavailable(
+                f"GET {key} from {self.url} ended after {size} of {length} bytes"
+            )
         return b"".join(chunks)
 
     # -- read-only --------------------------------------------------------------------------
@@ -336,8 +454,18 @@ def _content_length(response: BaseHTTPResponse) -> int | None:
         return None
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    """Server-provided text in an error: one short line (a status line may be 64 KiB)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _reason(error: BaseException) -> str:
-    """The innermost OS or TLS reason, as one lowercase phrase ("connection refused")."""
+    """The innermost OS or TLS reason, as one short lowercase phrase ("connection refused")."""
+    return _clip(_innermost_reason(error), 200)
+
+
+def _innermost_reason(error: BaseException) -> str:
     seen = error
     while seen.__cause__ is not None or seen.__context__ is not None:
         nxt = seen.__cause__ or seen.__context__

@@ -237,7 +237,7 @@ def parse_bundle(data: bytes, *, content_sha256: str) -> Bundle:
             raise FormatError(f"bundle field {name!r} must be a string")
         header[name] = value
     if not SEMVER_RE.match(header["version"]):
-        raise FormatError(f"bundle version {header['version']!r} is not semver")
+        raise FormatError(f"bundle version {header['version'][:64]!r} is not semver")
     parse_timestamp(header["created_at"])
     snapshot = doc.get("snapshot")
     if not isinstance(snapshot, dict):
@@ -283,7 +283,9 @@ def _parse_messages(prompt_id: str, messages: object) -> tuple[Message, ...]:
             raise FormatError(f"prompt {prompt_id!r} has a message that is not an object")
         role, text = entry.get("role"), entry.get("template")
         if role not in ROLES:
-            raise FormatError(f"prompt {prompt_id!r} has a message with invalid role {role!r}")
+            raise FormatError(
+                f"prompt {prompt_id!r} has a message with invalid role {repr(role)[:40]}"
+            )
         if not isinstance(text, str):
             raise FormatError(f"prompt {prompt_id!r} has a message without a template string")
         out.append(Message(role=sys.intern(role), template=text))

@@ -915,13 +915,12 @@ def revoke_token(token: AccessToken, *, user: User) -> RecipientsReport:
             served = [c.name for c in project_channels(project) if pub.current(c.name) is not None]
         except AnvilError as e:
             raise _explain(e, "revoked") from e
-    if not remaining:
-        if served:
-            raise PublishError(
-                f"{token.name} is the last active token and channels {', '.join(served)} serve "
-                "releases encrypted for it. Generate the replacement token first, deploy it, "
-                "then revoke this one.",
-            )
+    if not remaining and served:
+        raise PublishError(
+            f"{token.name} is the last active token and channels {', '.join(served)} serve "
+            "releases encrypted for it. Generate the replacement token first, deploy it, "
+            "then revoke this one.",
+        )
     token.revoked_at = utcnow()
     token.revoked_by_id = user.id
     record_event(

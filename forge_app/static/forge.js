@@ -18,6 +18,27 @@
       });
     });
 
+    // One submission per form: a double-click must not publish, approve, roll back or
+    // generate a token twice. Runs after the confirmations (they are on the forms themselves).
+    document.addEventListener("submit", function (event) {
+      var form = event.target;
+      if (event.defaultPrevented || !(form instanceof HTMLFormElement)) return;
+      if ((form.getAttribute("method") || "get").toLowerCase() !== "post") return;
+      if (form.hasAttribute("data-submitting")) {
+        event.preventDefault();
+        return;
+      }
+      form.setAttribute("data-submitting", "");
+      form.setAttribute("aria-busy", "true");
+    });
+    // A page shown again by the Back button may be submitted again.
+    window.addEventListener("pageshow", function () {
+      document.querySelectorAll("form[data-submitting]").forEach(function (form) {
+        form.removeAttribute("data-submitting");
+        form.removeAttribute("aria-busy");
+      });
+    });
+
     // Never lose work: warn before leaving a form with unsaved changes.
     var dirtyForms = new Set();
     document.querySelectorAll("form[data-guard]").forEach(function (form) {

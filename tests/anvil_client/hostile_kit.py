@@ -93,7 +93,9 @@ def refused(
     last-known-good ``version`` is still served, and ``status()`` records the error."""
     with pytest.raises(AnvilError) as caught:
         client.sync()
-    assert caught.type is error, f"expected {error.__name__}, got {caught.type.__name__}: {caught.value}"
+    assert caught.type is error, (
+        f"expected {error.__name__}, got {caught.type.__name__}: {caught.value}"
+    )
     message = str(caught.value)
     check_sentence(message)
     assert match.lower() in message.lower(), f"{match!r} not in {message!r}"

@@ -22,9 +22,12 @@ from anvil_client.errors import (
     MissingVariable,
     RenderError,
     SizeLimitError,
+    StoreUnavailable,
 )
+from anvil_client.stores import GetResult, ObjectStore
 from anvil_client.wire import AccessToken, canonical_json, sha256_hex
 from tests.anvil_client.hostile_kit import V2, MakeClient, b64url, refused, serving_v1, signed
+from tests.anvil_client.spy_stores import SpyStore
 from tests.anvil_client.wire_publisher import WirePublisher, make_bundle
 
 HEADER = {
@@ -428,7 +431,9 @@ def test_a_bundle_of_100k_tiny_prompts_is_served(
     publisher: WirePublisher, make_client: MakeClient
 ) -> None:
     client = serving_v1(publisher, make_client)
-    snapshot = {f"p.n{i}": {"template": "x", "variables": [], "metadata": {}} for i in range(100_000)}
+    snapshot = {
+        f"p.n{i}": {"template": "x", "variables": [], "metadata": {}} for i in range(100_000)
+    }
     snapshot["welcome.message"] = {"template": "Hello {{ name }}, v2.", "variables": ["name"]}
     plaintext = canonical_json(dict(json.loads(V2_BYTES), snapshot=snapshot))
     point_at(publisher, jwe(plaintext, [mine(publisher)]), plaintext=plaintext)
@@ -457,3 +462,65 @@ def test_metadata_with_huge_numbers_is_served_as_parsed(
     point_at(publisher, jwe(plaintext, [mine(publisher)]), plaintext=plaintext)
     serves_v2(client)
     assert client.metadata("welcome.message")["temperature"] == float("inf")
+
+
+class GrowingStore(SpyStore):
+    """A store whose bundle objects grow while read: it ignores ``max_size``, as a buggy
+    driver might. The base class must still enforce the cap."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.extra = b""
+        self.fail: Exception | None = None
+
+    def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult:
+        if "/bundles/" not in key:
+            return self.inner.get(key, if_none_match=if_none_match, max_size=max_size)
+        if self.fail is not None:
+            raise self.fail
+        result = self.inner.get(key)
+        return GetResult(data=result.data + self.extra, etag=result.etag)
+
+
+def test_an_object_that_grows_while_read_is_cut_by_the_store_base(
+    publisher: WirePublisher, make_client: MakeClient
+) -> None:
+    store = GrowingStore(publisher.store)
+    client = serving_v1(publisher, make_client, store=store)
+    store.extra = b" " * 1000
+    publisher.publish(V2, version="2.0.0")
+    refused(client, SizeLimitError, "limit")
+
+
+@pytest.mark.parametrize(
+    "error", [KeyError("x"), TypeError("t"), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")]
+)
+def test_a_store_driver_bug_is_store_unavailable(
+    publisher: WirePublisher, make_client: MakeClient, error: Exception
+) -> None:
+    store = GrowingStore(publisher.store)
+    client = serving_v1(publisher, make_client, store=store)
+    store.fail = error
+    publisher.publish(V2, version="2.0.0")
+    refused(client, StoreUnavailable, "failed")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"version": "v" * 100_000},
+        {"snapshot": {"a": {"messages": [{"role": "r" * 100_000, "template": "x"}]}}},
+        {"snapshot": {"a": {"messages": [{"role": ["r"] * 30_000, "template": "x"}]}}},
+        {"snapshot": {"a" * 100_000: {"template": "x"}}},
+        {"project_id": "p" * 100_000},
+        {"prompt_set_id": "s" * 100_000},
+    ],
+    ids=["version", "role", "role-list", "prompt-id", "project", "set"],
+)
+def test_huge_values_in_a_bundle_give_short_errors(
+    publisher: WirePublisher, make_client: MakeClient, changes: dict[str, Any]
+) -> None:
+    client = serving_v1(publisher, make_client)
+    plaintext = _bundle(**changes)
+    point_at(publisher, plaintext, encoding="json", plaintext=plaintext)
+    refused(client, FormatError, "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,9 +338,9 @@ def test_a_fifo_mode_file_does_not_hang_the_start(
 
 
 @pytest.fixture
-def boot_parts(publisher: WirePublisher) -> Iterator[tuple[dict[str, Any], str]]:
+def boot_parts(publisher: WirePublisher) -> tuple[dict[str, Any], str]:
     published = publisher.publish(V1, version="1.0.0")
-    yield json.loads(published.envelope), published.plaintext.decode()
+    return json.loads(published.envelope), published.plaintext.decode()
 
 
 def _client_from(
@@ -365,7 +365,10 @@ def assert_not_bootstrapped(client: AnvilClient, match: str) -> None:
 
 BOOT_GARBAGE: dict[str, Callable[[dict[str, Any], str], tuple[bytes, str]]] = {
     "not-json": lambda p, b: (b"not json", "JSON"),
-    "bom": lambda p, b: (b"\xef\xbb\xbf" + json.dumps({"pointer": p, "bundle": b}).encode(), "JSON"),
+    "bom": lambda p, b: (
+        b"\xef\xbb\xbf" + json.dumps({"pointer": p, "bundle": b}).encode(),
+        "JSON",
+    ),
     "array": lambda p, b: (b"[]", "JSON object"),
     "deep": lambda p, b: (b"[" * 60000 + b"]" * 60000, "JSON"),
     "no-pointer": lambda p, b: (json.dumps({"bundle": b}).encode(), "pointer"),
@@ -398,8 +401,7 @@ BOOT_GARBAGE: dict[str, Callable[[dict[str, Any], str], tuple[bytes, str]]] = {
         "signature",
     ),
     "duplicate": lambda p, b: (
-        json.dumps({"pointer": p, "bundle": b})[:-1].encode()
-        + b', "bundle": "x"}',
+        json.dumps({"pointer": p, "bundle": b})[:-1].encode() + b', "bundle": "x"}',
         "repeats",
     ),
 }

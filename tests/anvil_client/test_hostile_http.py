@@ -132,9 +132,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def reset(self) -> None:
         """Close with an RST: SO_LINGER with a zero timeout."""
-        self.connection.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-        )
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
         self.close_connection = True
 
@@ -192,7 +190,9 @@ def http_client(
         store.close()
 
 
-def serving_v1(channel: WirePublisher, http_client: Callable[..., AnvilClient], **kw: Any) -> AnvilClient:
+def serving_v1(
+    channel: WirePublisher, http_client: Callable[..., AnvilClient], **kw: Any
+) -> AnvilClient:
     channel.publish(V1, version="1.0.0")
     client = http_client(**kw)
     client.sync()
@@ -299,7 +299,9 @@ def test_a_response_head_dripped_byte_by_byte_times_out(
     }
     # Each byte comes well within the 1 s read timeout: only an overall deadline stops it.
     server.pointer = lambda handler, key: handler.drip(heads[where], interval=0.1)
-    error = run_within(lambda: refused(client, StoreUnavailable, "timed out"), 20, server.release.set)
+    error = run_within(
+        lambda: refused(client, StoreUnavailable, "timed out"), 20, server.release.set
+    )
     assert "1 s" in str(error)
 
 
@@ -368,7 +370,9 @@ def test_an_unusable_etag_is_not_sent_back(
     assert client.prompt("welcome.message", name="Ada") == "Welcome Ada!"
 
 
-@pytest.mark.parametrize("etag", ['W/"weak"', '"a b"', "unquoted-é"], ids=["weak", "space", "latin1"])
+@pytest.mark.parametrize(
+    "etag", ['W/"weak"', '"a b"', "unquoted-é"], ids=["weak", "space", "latin1"]
+)
 def test_odd_but_sendable_etags_are_used(
     server: Server, channel: WirePublisher, http_client: Callable[..., AnvilClient], etag: str
 ) -> None:
@@ -431,7 +435,7 @@ def test_error_statuses_are_store_errors(
         lambda h, k: (h.wfile.write(b"HTTP/1.1 abc nonsense\r\n\r\n"), h.reset()),
         lambda h, k: (h.wfile.write(b"garbage\r\n\r\n"), h.reset()),
         lambda h, k: (
-            h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{\"partial"),
+            h.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{"partial'),
             h.reset(),
         ),
         lambda h, k: (
@@ -670,7 +674,7 @@ def _drip_forever(forge_ref: list[Forge]) -> Callable[[BaseHTTPRequestHandler], 
     return answer
 
 
-@pytest.mark.parametrize("kind", ["drip", "silent", "500", "redirect"])
+@pytest.mark.parametrize("kind", ["drip", "silent", "500", "redirect", "garbage"])
 def test_a_bad_forge_never_holds_up_polling_or_serving(
     server: Server,
     channel: WirePublisher,
@@ -684,7 +688,12 @@ def test_a_bad_forge_never_holds_up_polling_or_serving(
     answers: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {
         "drip": _drip_forever(ref),
         "silent": lambda h: ref[0].release.wait(30),
-        "500": lambda h: (h.send_response(500), h.send_header("Content-Length", "0"), h.end_headers()),
+        "500": lambda h: (
+            h.send_response(500),
+            h.send_header("Content-Length", "0"),
+            h.end_headers(),
+        ),
+        "garbage": lambda h: h.wfile.write(b"HTTP/1.1 abc " + b"x" * 60_000 + b"\r\n\r\n"),
         "redirect": lambda h: (
             h.send_response(302),
             h.send_header("Location", "http://example.com/steal"),
@@ -713,3 +722,46 @@ def test_a_bad_forge_never_holds_up_polling_or_serving(
     assert client.prompt("welcome.message", name="Ada") == "Hello Ada, v2."
     assert channel.token not in caplog.text
     no_poller_crash(caplog)
+
+
+@pytest.mark.parametrize("etag", ['"x"\n', '"x"\r\nX-Injected: 1', "\x00", "é" * 2000])
+def test_a_broken_etag_in_the_state_file_does_not_fail_every_poll(
+    server: Server, channel: WirePublisher, http_client: Callable[..., AnvilClient], etag: str
+) -> None:
+    first = serving_v1(channel, http_client)
+    first.close()
+    state_path = Path(first.status()["cache_dir"], "state.json")
+    state = json.loads(state_path.read_bytes())
+    assert state["etag_sequence"] == 1
+    state["etag"] = etag
+    state_path.write_text(json.dumps(state))
+    restarted = http_client()
+    assert restarted._poll(conditional=True) is False
+    assert restarted.status()["last_error"] is None
+    assert all(
+        "X-Injected" not in h and h.get("If-None-Match") != etag for h in server.pointer_requests()
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda h, k: (h.wfile.write(b"HTTP/1.1 abc " + b"x" * 60_000 + b"\r\n\r\n"), h.reset()),
+        lambda h, k: (h.wfile.write(b"SPAM" + b"y" * 60_000 + b"\r\n\r\n"), h.reset()),
+        lambda h, k: h.reply(302, Location="http://" + "z" * 60_000 + "/"),
+        lambda h, k: h.reply(200, b"{}", Content_Encoding="x" * 60_000),
+    ],
+    ids=["status-line", "not-http", "location", "encoding"],
+)
+def test_server_text_in_errors_is_kept_short(
+    server: Server,
+    channel: WirePublisher,
+    http_client: Callable[..., AnvilClient],
+    answer: Behaviour,
+) -> None:
+    client = serving_v1(channel, http_client)
+    server.pointer = answer
+    with pytest.raises(StoreError) as caught:
+        client.sync()
+    check_sentence(str(caught.value))
+    assert client.prompt("welcome.message", name="Ada") == "Welcome Ada!"

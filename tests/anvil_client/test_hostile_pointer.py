@@ -75,10 +75,21 @@ def serves_v2(client: Any) -> None:
         (lambda e: b'"a string"', "not a JSON object"),
     ],
     ids=[
-        "bom", "trailing-garbage", "two-objects", "truncated", "duplicate-payload",
-        "deep-array", "deep-member", "huge-integer", "nan", "utf16-bom", "utf16", "empty",
-        "null", "string",
-    ],  # fmt: skip
+        "bom",
+        "trailing-garbage",
+        "two-objects",
+        "truncated",
+        "duplicate-payload",
+        "deep-array",
+        "deep-member",
+        "huge-integer",
+        "nan",
+        "utf16-bom",
+        "utf16",
+        "empty",
+        "null",
+        "string",
+    ],
 )
 def test_a_malformed_envelope_is_a_format_error(
     publisher: WirePublisher, make_client: MakeClient, mangle: Any, match: str
@@ -208,7 +219,7 @@ def test_url_safe_base64_without_padding_is_accepted(
     # Pad the body so that its base64 has '-'/'_' characters and needs padding.
     body = canonical_json(v2_body(publisher, note="\u00ff\u00fe>>>???"))
     while len(body) % 3 == 0:
-        body = body[:-1] + b' }'
+        body = body[:-1] + b" }"
     raw_sig = publisher.key.sign(
         b"DSSEv1 %d %b %d %b" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(body), body)
     )
@@ -257,9 +268,7 @@ def test_a_non_canonical_but_signed_body_is_accepted_and_cached_as_received(
     assert Path(client.status()["cache_dir"], "pointer.json").read_bytes() == sent
 
 
-def test_unknown_body_fields_are_ignored(
-    publisher: WirePublisher, make_client: MakeClient
-) -> None:
+def test_unknown_body_fields_are_ignored(publisher: WirePublisher, make_client: MakeClient) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher, future={"nested": [1, 2, {"x": None}]}, labels=["a"])
     body["release"]["object"]["future"] = True
@@ -587,3 +596,24 @@ def test_a_rollout_whose_previous_is_outside_the_project_is_refused_for_everyone
     body["rollout"] = {"percent": percent, "previous": previous}
     publisher.put_pointer(signed(publisher, body))
     refused(client, FormatError, "path")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"project_id": "p" * 30_000},
+        {"channel": "c" * 30_000},
+        {"type": "t" * 30_000},
+        {"published_at": "2" * 30_000},
+        {"sequence": "9" * 30_000},
+        {"release": {"version": "1" * 30_000}},
+        {"rollout": {"percent": 5, "previous": {"x": "y" * 30_000}}},
+    ],
+    ids=["project", "channel", "type", "published", "sequence", "version", "rollout"],
+)
+def test_huge_values_in_a_signed_pointer_give_short_errors(
+    publisher: WirePublisher, make_client: MakeClient, changes: dict[str, Any]
+) -> None:
+    client = serving_v1(publisher, make_client)
+    publisher.put_pointer(signed(publisher, v2_body(publisher, **changes)))
+    refused(client, FormatError, "")

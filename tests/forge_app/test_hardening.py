@@ -14,6 +14,8 @@ from flask import Flask
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from anvil_client.errors import StoreUnavailable
+from anvil_client.stores import FileStore
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Prompt, PromptSet, User
 from forge_app.services import publishing
@@ -428,12 +430,35 @@ def test_a_request_over_the_limit_is_a_friendly_413(client_as: Any, set_url: str
 # --------------------------------------------------------------- the store goes away
 
 
+class DownStore(FileStore):
+    """A store whose server does not answer (what boto3 or HTTP give when S3 is down)."""
+
+    def _get(self, key: str, if_none_match: str | None, max_size: int) -> Any:
+        raise StoreUnavailable(f"connection refused reading {key}")
+
+    def _put(self, key: str, data: bytes, **kwargs: Any) -> Any:
+        raise StoreUnavailable(f"connection refused writing {key}")
+
+    def _list(self, prefix: str) -> list[str]:
+        raise StoreUnavailable(f"connection refused listing {prefix}")
+
+    def _delete(self, key: str) -> None:
+        raise StoreUnavailable(f"connection refused deleting {key}")
+
+
 @contextmanager
-def store_unreachable(app: Flask) -> Iterator[None]:
-    """The FORGE's local store directory replaced by a file: every read and write fails."""
+def store_unreachable(app: Flask, how: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``gone``: the local store directory replaced by a file (a lost mount); ``down``: a
+    store that does not answer at all."""
     with app.app_context():
         root = publishing.store_root()
     assert root is not None and root.is_dir()
+    if how == "down":
+        real = publishing.Publisher
+        with monkeypatch.context() as patch:
+            patch.setattr(publishing, "Publisher", lambda _url, **kw: real(DownStore(root), **kw))
+            yield
+        return
     hidden = root.with_name(root.name + ".away")
     root.rename(hidden)
     root.write_text("not a directory")
@@ -476,8 +501,17 @@ def _flashes(client: Any) -> list[str]:
         ("revoke", "tokens/{second}/revoke", {}),
     ],
 )
+@pytest.mark.parametrize("how", ["gone", "down"])
 def test_an_unreachable_store_changes_nothing_and_says_so_in_one_sentence(
-    app: Flask, client_as: Any, world: World, locked: str, action: str, path: str, form: Any
+    app: Flask,
+    client_as: Any,
+    world: World,
+    locked: str,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    action: str,
+    path: str,
+    form: Any,
 ) -> None:
     from tests.forge_app.test_distribution import Env
 
@@ -492,12 +526,90 @@ def test_an_unreachable_store_changes_nothing_and_says_so_in_one_sentence(
     )
     before = _state(app)
     owner = client_as("owner")
-    with store_unreachable(app):
+    with store_unreachable(app, how, monkeypatch):
         response = owner.post(
             f"/projects/{world.project_id}/{path.format(second=second)}", data=form
         )
     assert response.status_code == 302
     messages = _flashes(owner)
     assert len(messages) == 1, messages
-    assert messages[0].startswith("The store cannot be reached, so nothing was"), messages
+    if how == "down" and action == "re-encrypt":
+        # re-encryption goes channel by channel and names the one that failed
+        assert messages[0].startswith("Channel production could not be re-encrypted: The store")
+    else:
+        assert messages[0].startswith("The store cannot be reached, so nothing was"), messages
+    assert "connection refused" in messages[0] or "not a directory" in messages[0]
     assert _state(app) == before
+
+
+def test_security_headers_on_every_kind_of_response(app: Flask, client_as: Any) -> None:
+    """Pages, errors, static files, the store (200 and 304), keys, health and CSRF refusals."""
+    with app.app_context():
+        root = publishing.store_root()
+    assert root is not None
+    FileStore(root).put("projects/p/channels/production.json", b"{}")
+    anonymous = app.test_client()
+    stored = anonymous.get("/store/projects/p/channels/production.json")
+    responses = {
+        "store 200": stored,
+        "store 304": anonymous.get(
+            "/store/projects/p/channels/production.json",
+            headers={"If-None-Match": stored.headers["ETag"]},
+        ),
+        "keys": anonymous.get("/.well-known/anvil-keys.json"),
+        "health": anonymous.get("/healthz"),
+        "login": anonymous.get("/login"),
+        "static": anonymous.get("/static/forge.css"),
+        "page 403": client_as("viewer").get("/admin/"),
+        "api 401": anonymous.post("/api/v1/live/heartbeat", json={}),
+    }
+    assert responses["store 304"].status_code == 304
+    for name, response in responses.items():
+        with response:
+            for header in (*HEADERS, "Referrer-Policy"):
+                assert header in response.headers, (name, header)
+            assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], name
+
+
+def test_the_first_channel_that_takes_the_set_is_preselected(client_as: Any, set_url: str) -> None:
+    """A LIVE set goes only to development: that choice is made already (it was none)."""
+    page = client_as("owner").get(f"{set_url}/publish").get_data(True)
+    assert _checked_channel(page) == "development"
+    assert "(a snapshot of the live draft) to LIVE" in page
+
+
+def test_unicode_round_trips_through_editor_search_export_and_import(
+    app: Flask, client_as: Any, world: World, set_url: str
+) -> None:
+    editor = client_as("editor")
+    text = "Grüß dich, {{ name }}! 日本語のテキスト — ✓ émoji 🎉"
+    response = editor.post(
+        f"{set_url}/prompts/new",
+        data={"key": "greeting.unicode", "kind": "text", "template": text, "action": "save"},
+    )
+    assert response.status_code == 302
+    found = editor.get(f"/projects/{world.project_id}/search?q=GRÜß").get_data(True)
+    assert "greeting.unicode" in found
+    found = editor.get(f"/projects/{world.project_id}/search?q=日本語").get_data(True)
+    assert "greeting.unicode" in found and "<mark>日本語</mark>" in found
+    exported = editor.get(f"{set_url}/export")
+    assert exported.status_code == 200
+    # written as UTF-8 text, not \\u escapes
+    assert "Grüß dich, {{ name }}! 日本語のテキスト — ✓" in exported.get_data(True)
+    assert exported.headers["Content-Disposition"].isascii()
+    with app.app_context():
+        prompt_set = db.session.get(PromptSet, world.set_id)
+        assert prompt_set is not None
+        prompt_set.name = "Ünïcode sét ✓"
+        db.session.commit()
+    exported = editor.get(f"{set_url}/export")
+    assert exported.headers["Content-Disposition"].isascii()
+    editor.post(f"{set_url}/prompts/greeting.unicode/delete")
+    response = editor.post(
+        f"{set_url}/import",
+        data={"text": exported.get_data(True), "mode": "merge"},
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        restored = db.session.scalar(select(Prompt).where(Prompt.key == "greeting.unicode"))
+        assert restored is not None and restored.template == text
