@@ -96,7 +96,8 @@ class _Watchdog:
                 self._running = True
                 threading.Thread(target=self._run, name="anvil-http-deadlines", daemon=True).start()
             heapq.heappush(self._heap, (deadline, next(self._order), watch))
-            self._cond.notify()
+            if self._heap[0][2] is watch:  # else the thread already wakes up earlier
+                self._cond.notify()
 
     def _run(self) -> None:
         with self._cond:
