@@ -26,7 +26,7 @@ from sqlalchemy import event  # noqa: E402
 
 from forge_app import create_app  # noqa: E402
 from forge_app.extensions import db  # noqa: E402
-from forge_app.models import Project, PromptSet, Role  # noqa: E402
+from forge_app.models import Project, PromptSet, Role, User  # noqa: E402
 from forge_app.schema import upgrade_database  # noqa: E402
 from forge_app.users import add_member, create_org, create_user, hash_password  # noqa: E402
 from forge_app.workflow import submit  # noqa: E402
@@ -125,11 +125,12 @@ def measure(
     app: Any, user_id: int, urls: dict[str, str], runs: int
 ) -> dict[str, tuple[float, int]]:
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"] = str(user_id)
-        session["_fresh"] = True
     with app.app_context():
         engine = db.engine
+        session_id = db.session.get(User, user_id).get_id()  # carries the password stamp
+    with client.session_transaction() as session:
+        session["_user_id"] = session_id
+        session["_fresh"] = True
     statements: list[str] = []
 
     def count(*args: Any) -> None:
