@@ -10,6 +10,7 @@ views only check roles, render, and commit the rows the services added.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,13 +23,14 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from wtforms import IntegerField, StringField
+from wtforms import HiddenField, IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from anvil_client.errors import ConfigError
@@ -73,6 +75,22 @@ class TokenForm(FlaskForm):  # type: ignore[misc]
         validators=[DataRequired(), Length(max=120)],
         description="Where it is used, e.g. “checkout-service prod”.",
     )
+    # One random id per rendered form: a reload that re-sends the POST creates no second token.
+    request_id = HiddenField(validators=[Optional(), Length(max=64)])
+
+
+_TOKEN_REQUESTS_KEPT = 20
+
+
+def _first_use_of(request_id: str) -> bool:
+    """True the first time this form's ``request_id`` is submitted in this session."""
+    if not request_id:
+        return True
+    seen: list[str] = list(session.get("token_requests", []))
+    if request_id in seen:
+        return False
+    session["token_requests"] = [*seen, request_id][-_TOKEN_REQUESTS_KEPT:]
+    return True
 
 
 class ChannelForm(FlaskForm):  # type: ignore[misc]
@@ -210,28 +228,33 @@ def tokens(project: Project) -> ResponseReturnValue:
     form = TokenForm()
     created: tuple[AccessToken, str] | None = None
     if form.validate_on_submit():
-        user = signed_in_user()
-        token, text = create_token(project, form.name.data or "", user=user)
-        db.session.flush()
-        record_event(
-            "token.create",
-            token,
-            project=project,
-            details={"token_id": token.token_id, "name": token.name},
-        )
-        try:
-            report = publishing.sync_recipients(
-                project, user=user, reason=f"new token {token.token_id}"
+        if not _first_use_of(form.request_id.data):
+            flash("That token was already generated; use Show on it to see it again.", "info")
+            form = TokenForm(formdata=None)
+        else:
+            user = signed_in_user()
+            token, text = create_token(project, form.name.data or "", user=user)
+            db.session.flush()
+            record_event(
+                "token.create",
+                token,
+                project=project,
+                details={"token_id": token.token_id, "name": token.name},
             )
-        except PublishError as e:
-            report = RecipientsReport(failed=[("all channels", str(e))])
-        db.session.commit()
-        _flash_report(
-            report,
-            intro=f"Token {token.name} is generated. Copy it now and store it as a secret.",
-        )
-        created = (token, text)
-        form = TokenForm(formdata=None)
+            try:
+                report = publishing.sync_recipients(
+                    project, user=user, reason=f"new token {token.token_id}"
+                )
+            except PublishError as e:
+                report = RecipientsReport(failed=[("all channels", str(e))])
+            db.session.commit()
+            _flash_report(
+                report,
+                intro=f"Token {token.name} is generated. Copy it now and store it as a secret.",
+            )
+            created = (token, text)
+            form = TokenForm(formdata=None)
+    form.request_id.data = secrets.token_urlsafe(24)
     rows = list(
         db.session.scalars(
             select(AccessToken)

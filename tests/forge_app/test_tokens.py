@@ -274,3 +274,22 @@ def test_token_page_shows_last_used_and_revoked_state(
         assert "token.revoke" in actions
         rows = db.session.execute(text("SELECT secret_encrypted FROM access_tokens")).all()
         assert all(text_value not in r[0] for r in rows)
+
+
+def test_a_reloaded_generate_form_creates_no_second_token(
+    app: Flask, world: World, client_as: Any
+) -> None:
+    owner = client_as("owner")
+    page = owner.get(f"/projects/{world.project_id}/tokens").get_data(as_text=True)
+    request_id = re.search(r'name="request_id"[^>]*value="([^"]+)"', page)
+    assert request_id is not None, "the form carries a one-time request id"
+    form = {"name": "checkout-service prod", "request_id": request_id.group(1)}
+
+    first = owner.post(f"/projects/{world.project_id}/tokens", data=form)
+    assert len(set(TOKEN_IN_PAGE.findall(first.get_data(as_text=True)))) == 1
+    again = owner.post(f"/projects/{world.project_id}/tokens", data=form)  # the browser reload
+    assert again.status_code == 200
+    assert TOKEN_IN_PAGE.findall(again.get_data(as_text=True)) == []
+    assert "already generated" in again.get_data(as_text=True)
+    with app.app_context():
+        assert len(list(db.session.scalars(select(AccessToken)))) == 1
