@@ -14,12 +14,14 @@ Templates made only of text and ``{{ name }}`` placeholders take a fast path (a 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from anvil_client.errors import MissingVariable, RenderError, TemplateError
@@ -55,12 +57,34 @@ class AnvilSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(__obj, LoopContext) and args:  # ``loop(children)`` in a recursive loop
+            args = (_budgeted(args[0]), *args[1:])
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str | bytes | list | tuple):
             _check_size_arguments(args, kwargs)
             if getattr(__obj, "__name__", "") == "replace" and len(args) >= 2:
                 _check_replace(owner, args[0], args[1])
         return super().call(__context, __obj, *args, **kwargs)
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        # Every ``{% for %}`` iterates through the per-render loop budget (see _budgeted).
+        for loop in source.find_all(nodes.For):
+            if not _is_budgeted(loop.iter):
+                loop.iter = nodes.Call(
+                    nodes.Name(_BUDGET_NAME, "load", lineno=loop.lineno),
+                    [loop.iter],
+                    [],
+                    None,
+                    None,
+                    lineno=loop.lineno,
+                )
+        return super()._generate(source, name, filename, defer_init=defer_init)
 
     def wrap_str_format(self, value: Any) -> Any:
         wrapped = super().wrap_str_format(value)
@@ -77,6 +101,38 @@ class AnvilSandbox(ImmutableSandboxedEnvironment):
             return wrapped(*args, **kwargs)
 
         return checked
+
+
+# How many loop iterations one render may run, across all loops (nested loops multiply).
+DEFAULT_MAX_ITERATIONS = 250_000
+_BUDGET_NAME = "__anvil_loop_budget__"
+_LOOP_BUDGET: ContextVar[list[int] | None] = ContextVar("anvil_loop_budget", default=None)
+
+
+def _is_budgeted(node: nodes.Node) -> bool:
+    return (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == _BUDGET_NAME
+    )
+
+
+def _budgeted(iterable: Iterable[Any]) -> Iterator[Any]:
+    """Iterate, charging each step to the current render's budget.
+
+    The sandbox bounds memory through the guards below but nothing bounds CPU: nested loops
+    over ``range(100000)`` would run for hours inside ``prompt()``. A render that exceeds
+    ``DEFAULT_MAX_ITERATIONS`` steps in total stops with a SecurityError.
+    """
+    budget = _LOOP_BUDGET.get()
+    if budget is None:
+        yield from iterable
+        return
+    for item in iterable:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SecurityError("the template runs too many loop iterations")
+        yield item
 
 
 # Largest width, count or repeat a template may ask a string operation for.
@@ -157,6 +213,7 @@ def _check_product(left: Any, right: Any) -> None:
 
 
 ENVIRONMENT = AnvilSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+ENVIRONMENT.globals[_BUDGET_NAME] = _budgeted
 for _name in ("center", "indent", "wordwrap", "truncate", "batch", "slice", "filesizeformat"):
     _guard_filter(_name)
 _guard_filter("format", _format_filter_check)
@@ -245,11 +302,15 @@ class _Compiled:
         assert template is not None
         parts = []
         size = 0
-        for piece in template.root_render_func(template.new_context(dict(variables))):
-            size += len(piece)
-            if size > max_output:
-                raise SecurityError("output is larger than the render limit")
-            parts.append(piece)
+        budget = _LOOP_BUDGET.set([DEFAULT_MAX_ITERATIONS])
+        try:
+            for piece in template.root_render_func(template.new_context(dict(variables))):
+                size += len(piece)
+                if size > max_output:
+                    raise SecurityError("output is larger than the render limit")
+                parts.append(piece)
+        finally:
+            _LOOP_BUDGET.reset(budget)
         return "".join(parts)
 
 
