@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -357,28 +358,26 @@ def request_changes_view(project: Project, set_id: str) -> ResponseReturnValue:
 @bp.post("/<uuid:set_id>/withdraw")
 @require_project_role(Role.EDITOR)
 def withdraw_view(project: Project, set_id: str) -> ResponseReturnValue:
-    prompt_set = load_prompt_set(project, set_id)
-    try:
-        withdraw(
-            db.session,
-            prompt_set,
-            signed_in_user(),
-            role=g.role,
-            expected_revision=_expected_revision(),
-        )
-    except WorkflowError as e:
-        return _workflow_failed(e, _set_url(project, prompt_set))
-    db.session.commit()
-    flash("Withdrawn from review. You can edit the draft again.", "success")
-    return redirect(_set_url(project, prompt_set))
+    return _transition(
+        project, set_id, withdraw, "Withdrawn from review. You can edit the draft again."
+    )
 
 
 @bp.post("/<uuid:set_id>/unlock")
 @require_project_role(Role.EDITOR)
 def unlock_view(project: Project, set_id: str) -> ResponseReturnValue:
+    return _transition(
+        project, set_id, unlock, "Unlocked for editing. Its versions stay exactly as they were."
+    )
+
+
+def _transition(
+    project: Project, set_id: str, action: Callable[..., object], done: str
+) -> ResponseReturnValue:
+    """Run a workflow transition that needs nothing but the expected revision."""
     prompt_set = load_prompt_set(project, set_id)
     try:
-        unlock(
+        action(
             db.session,
             prompt_set,
             signed_in_user(),
@@ -388,7 +387,7 @@ def unlock_view(project: Project, set_id: str) -> ResponseReturnValue:
     except WorkflowError as e:
         return _workflow_failed(e, _set_url(project, prompt_set))
     db.session.commit()
-    flash("Unlocked for editing. Its versions stay exactly as they were.", "success")
+    flash(done, "success")
     return redirect(_set_url(project, prompt_set))
 
 
