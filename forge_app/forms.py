@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
 from wtforms import (
     BooleanField,
     EmailField,
@@ -77,3 +80,33 @@ class CreateUserForm(FlaskForm):  # type: ignore[misc]
         "Initial password", validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=1024)]
     )
     is_admin = BooleanField("Site administrator")
+
+
+def save_name_and_description(
+    obj: Any, form: Any, *, action: str, project: Any, taken: str
+) -> bool:
+    """Apply a name/description form to ``obj``, audit what changed, and commit.
+
+    Returns False (with the error on ``form.name``) when the name is already taken, which the
+    database's unique constraint decides, so two concurrent renames cannot both win.
+    """
+    from forge_app.audit import record_event
+    from forge_app.extensions import db
+
+    name = (form.name.data or "").strip()
+    description = (form.description.data or "").strip()
+    changes: dict[str, Any] = {}
+    if name != obj.name:
+        changes["name"] = {"from": obj.name, "to": name}
+    if description != obj.description:
+        changes["description"] = "changed"
+    obj.name, obj.description = name, description
+    if changes:
+        record_event(action, obj, project=project, details=changes)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        form.name.errors = [taken.format(name=name)]
+        return False
+    return True

@@ -15,7 +15,7 @@ from sqlalchemy.orm import aliased
 from forge_app.audit import ACTION_LABELS, project_events, record_event
 from forge_app.authz import require_org_role, require_project_role, signed_in_user
 from forge_app.extensions import db
-from forge_app.forms import ProjectForm
+from forge_app.forms import ProjectForm, save_name_and_description
 from forge_app.models import (
     Membership,
     Organisation,
@@ -142,25 +142,15 @@ def settings(project: Project) -> ResponseReturnValue:
     if request.method == "POST":
         if g.role < Role.OWNER:
             abort(403)
-        if form.validate_on_submit():
-            name = (form.name.data or "").strip()
-            changes: dict[str, Any] = {}
-            if name != project.name:
-                changes["name"] = {"from": project.name, "to": name}
-            description = (form.description.data or "").strip()
-            if description != project.description:
-                changes["description"] = "changed"
-            project.name, project.description = name, description
-            if changes:
-                record_event("project.update", project, project=project, details=changes)
-            try:
-                db.session.commit()
-            except IntegrityError:
-                db.session.rollback()
-                form.name.errors = [f"Another project is already named {name!r}."]
-            else:
-                flash("Project settings are saved.", "success")
-                return redirect(url_for("projects.settings", project_id=project.id))
+        if form.validate_on_submit() and save_name_and_description(
+            project,
+            form,
+            action="project.update",
+            project=project,
+            taken="Another project is already named {name!r}.",
+        ):
+            flash("Project settings are saved.", "success")
+            return redirect(url_for("projects.settings", project_id=project.id))
     return render_template(
         "projects/settings.html", project=project, form=form, nav="projects", tab="settings"
     )

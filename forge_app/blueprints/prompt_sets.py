@@ -28,7 +28,7 @@ from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
 from forge_app.diffing import diff_prompt_sets
 from forge_app.extensions import db
-from forge_app.forms import PromptSetForm
+from forge_app.forms import PromptSetForm, save_name_and_description
 from forge_app.models import (
     Project,
     Prompt,
@@ -172,25 +172,15 @@ def settings(project: Project, set_id: str) -> ResponseReturnValue:
     if request.method == "POST":
         if g.role < Role.EDITOR:
             abort(403)
-        if form.validate_on_submit():
-            name = (form.name.data or "").strip()
-            description = (form.description.data or "").strip()
-            details: dict[str, Any] = {}
-            if name != prompt_set.name:
-                details["name"] = {"from": prompt_set.name, "to": name}
-            if description != prompt_set.description:
-                details["description"] = "changed"
-            prompt_set.name, prompt_set.description = name, description
-            if details:
-                record_event("prompt_set.update", prompt_set, project=project, details=details)
-            try:
-                db.session.commit()
-            except IntegrityError:
-                db.session.rollback()
-                form.name.errors = [f"Another prompt set is already named {name!r}."]
-            else:
-                flash("Prompt set settings are saved.", "success")
-                return redirect(_set_url(project, prompt_set))
+        if form.validate_on_submit() and save_name_and_description(
+            prompt_set,
+            form,
+            action="prompt_set.update",
+            project=project,
+            taken="Another prompt set is already named {name!r}.",
+        ):
+            flash("Prompt set settings are saved.", "success")
+            return redirect(_set_url(project, prompt_set))
     has_versions = (
         db.session.scalar(
             select(PromptSetVersion.id).where(PromptSetVersion.prompt_set_id == prompt_set.id)
