@@ -1,7 +1,8 @@
-"""Wire models: pointer (signed), release, bundle and its prompts (DESIGN §3-§4)."""
+"""Wire models: pointer v2 (signed), its release entries, bundle and its prompts (DESIGN §3-§4)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from anvil_client.errors import FormatError
 from anvil_client.wire._canonical import canonical_json, parse_json_object
+from anvil_client.wire._layout import RELEASES_MAX, bundles_prefix, is_bundle_name
 
 # Python's ``$`` also matches before a final newline, so the compiled expressions end in
 # ``\Z`` (``.match`` is then exact); pydantic (Rust regex) gets the ``$`` spelling.
@@ -36,11 +38,12 @@ PROMPT_ID_MAX = 128
 CHANNEL_RE = _exact(_CHANNEL_PATTERN)
 SEMVER_RE = _exact(_SEMVER_PATTERN)
 ROLES = ("system", "user", "assistant")
-POINTER_TYPE = "anvil.pointer/v1"
+POINTER_TYPE = "anvil.pointer/v2"
+#: The longest display name of a release entry (a prompt set's name).
+RELEASE_NAME_MAX = 200
 #: Sequences are signed 64-bit integers everywhere else (databases, other languages' clients).
 SEQUENCE_MAX = 2**63 - 1
 BUNDLE_TYPE = "anvil.bundle/v1"
-_OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\.(jwe|json)\Z")
 _RFC3339_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z",
     re.ASCII,
@@ -96,9 +99,9 @@ class ObjectRef(BaseModel):
         Raises:
             FormatError: otherwise.
         """
-        prefix = f"projects/{project_id}/bundles/"
+        prefix = bundles_prefix(project_id)
         name = self.path[len(prefix) :]
-        if not self.path.startswith(prefix) or not _OBJECT_NAME_RE.match(name):
+        if not self.path.startswith(prefix) or not is_bundle_name(name):
             raise FormatError(f"bundle object path {self.path[:300]!r} is outside {prefix}")
         if not name.endswith(f".{self.encoding}"):
             raise FormatError(
@@ -107,33 +110,80 @@ class ObjectRef(BaseModel):
 
 
 class Release(BaseModel):
-    """One published prompt set version and its stored object."""
+    """One entry of a pointer: a published prompt set version and its stored object."""
 
     model_config = _STRICT
+    prompt_set_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(max_length=RELEASE_NAME_MAX)
     version: Annotated[str, StringConstraints(pattern=_SEMVER_PATTERN, max_length=256)]
-    prompt_set_id: str = Field(max_length=128)
     content_sha256: Hex64
     object: ObjectRef
 
+    def describe(self) -> str:
+        """``Support bot 1.2.3`` (or the set id when the entry has no name)."""
+        return f"{self.name or self.prompt_set_id} {self.version}"
+
+
+def check_release_list(releases: list[Release], what: str = "releases") -> list[Release]:
+    """1 to 100 entries, sorted by ``prompt_set_id``, each set once (DESIGN §4).
+
+    Raises:
+        ValueError: otherwise (pydantic turns it into a validation error).
+    """
+    if not 1 <= len(releases) <= RELEASES_MAX:
+        raise ValueError(f"{what} must have 1 to {RELEASES_MAX} entries, not {len(releases)}")
+    ids = [release.prompt_set_id for release in releases]
+    for before, after in itertools.pairwise(ids):
+        if before == after:
+            raise ValueError(f"{what} names prompt set {after[:128]!r} twice")
+        if before > after:
+            raise ValueError(f"{what} must be sorted by prompt_set_id")
+    return releases
+
+
+def rollout_key(releases: list[Release] | tuple[Release, ...]) -> str:
+    """The entries' ``content_sha256`` joined by ``,`` in list order (the rollout bucket key)."""
+    return ",".join(release.content_sha256 for release in releases)
+
+
+def served_version(releases: list[Release] | tuple[Release, ...]) -> str:
+    """``status()["version"]`` (DESIGN §7): the one entry's version; with several entries
+    ``name@version`` joined by ``, `` in list order."""
+    if len(releases) == 1:
+        return releases[0].version
+    return ", ".join(f"{r.name or r.prompt_set_id}@{r.version}" for r in releases)
+
 
 class Rollout(BaseModel):
+    """A gradual rollout: ``percent`` of instances serve ``releases``, the rest ``previous``."""
+
     model_config = _STRICT
     percent: int = Field(ge=0, le=100)
-    previous: Release
+    previous: list[Release]
+
+    @field_validator("previous")
+    @classmethod
+    def _entries(cls, value: list[Release]) -> list[Release]:
+        return check_release_list(value, "rollout.previous")
 
 
 class Pointer(BaseModel):
-    """The signed body saying which release a channel serves (DESIGN §4)."""
+    """The signed body saying which releases a channel serves (DESIGN §4, v2)."""
 
     model_config = _STRICT
-    type: Literal["anvil.pointer/v1"]
+    type: Literal["anvil.pointer/v2"]
     project_id: str = Field(max_length=128)
     channel: Annotated[str, StringConstraints(pattern=_CHANNEL_PATTERN)]
     sequence: int = Field(ge=1, le=SEQUENCE_MAX)
     published_at: Timestamp
     expires_at: Timestamp | None = None
-    release: Release
+    releases: list[Release]
     rollout: Rollout | None = None
+
+    @field_validator("releases")
+    @classmethod
+    def _entries(cls, value: list[Release]) -> list[Release]:
+        return check_release_list(value)
 
     @field_validator("published_at", "expires_at")
     @classmethod
@@ -150,7 +200,7 @@ class Pointer(BaseModel):
         """Parse a verified pointer body.
 
         Raises:
-            FormatError: if it is not a valid ``anvil.pointer/v1`` body.
+            FormatError: if it is not a valid ``anvil.pointer/v2`` body.
         """
         data = parse_json_object(body, "pointer")
         try:
@@ -166,6 +216,25 @@ class Pointer(BaseModel):
     @property
     def expires(self) -> datetime | None:
         return None if self.expires_at is None else parse_timestamp(self.expires_at)
+
+    def all_releases(self) -> list[Release]:
+        """Every entry the pointer names: ``releases`` and, during a rollout, ``previous``."""
+        if self.rollout is None:
+            return list(self.releases)
+        return [*self.releases, *self.rollout.previous]
+
+    def entry(self, prompt_set_id: str) -> Release | None:
+        """The entry of one prompt set in ``releases``, or None."""
+        return next((r for r in self.releases if r.prompt_set_id == prompt_set_id), None)
+
+    def check_locations(self) -> None:
+        """Every object named must sit directly under ``projects/{project_id}/bundles/``.
+
+        Raises:
+            FormatError: otherwise.
+        """
+        for release in self.all_releases():
+            release.object.check_location(self.project_id)
 
 
 def _first_error(e: PydanticValidationError) -> str:

@@ -1,23 +1,29 @@
-"""Gradual rollout: which release an instance serves (DESIGN §4)."""
+"""Gradual rollout: which entry list an instance serves (DESIGN §4).
+
+>>> from anvil_client.wire import in_rollout
+>>> in_rollout("7e3c2a44-1b2c-4d5e-8f90-a1b2c3d4e5f6", "ab" * 32, 100)
+True
+"""
 
 from __future__ import annotations
 
 import hashlib
 
-from anvil_client.wire._models import Pointer, Release
+from anvil_client.wire._models import Pointer, Release, rollout_key
 
 
-def in_rollout(instance_id: str, content_sha256: str, percent: int) -> bool:
-    """Stable bucket: an instance that is in at ``percent`` stays in at any higher percent."""
-    digest = hashlib.sha256(f"{instance_id}:{content_sha256}".encode()).hexdigest()
+def in_rollout(instance_id: str, key: str, percent: int) -> bool:
+    """Stable bucket: an instance that is in at ``percent`` stays in at any higher percent.
+
+    ``key`` is :func:`rollout_key` of the new list (its entries' hashes joined by ``,``).
+    """
+    digest = hashlib.sha256(f"{instance_id}:{key}".encode()).hexdigest()
     return int(digest[:8], 16) % 100 < percent
 
 
-def select_release(pointer: Pointer, instance_id: str) -> Release:
-    """The release this instance serves: ``release`` unless a rollout keeps it on ``previous``."""
+def select_releases(pointer: Pointer, instance_id: str) -> list[Release]:
+    """The entries this instance serves: ``releases`` unless a rollout keeps it on ``previous``."""
     rollout = pointer.rollout
-    if rollout is None:
-        return pointer.release
-    if in_rollout(instance_id, pointer.release.content_sha256, rollout.percent):
-        return pointer.release
-    return rollout.previous
+    if rollout is None or in_rollout(instance_id, rollout_key(pointer.releases), rollout.percent):
+        return list(pointer.releases)
+    return list(rollout.previous)
