@@ -102,7 +102,7 @@ def run_once(
     with Publisher(store_url, project_id=PROJECT_ID, signing_key=key) as pub:
         result = pub.publish(built, channel="production", recipients=[token.text])
     total = time.perf_counter() - started
-    return dict(result.timings), len(built.data), result.object_size, total
+    return dict(result.timings), len(built.data), result.object_size or 0, total
 
 
 def main() -> None:

@@ -17,9 +17,11 @@ if str(ROOT) not in sys.path:
 from anvil_client.stores import ObjectStore  # noqa: E402
 from anvil_client.wire import (  # noqa: E402
     AccessToken,
+    bundle_key,
     canonical_json,
     encrypt_bundle,
     generate_private_key,
+    pointer_key,
     public_key_text,
     sha256_hex,
     sign_envelope,
@@ -62,26 +64,33 @@ class BenchPublisher:
     def publish(self, plaintext: bytes, version: str = "1.0.0") -> bytes:
         data = encrypt_bundle(plaintext, {self.token.token_id: self.token.kek()})
         digest = sha256_hex(data)
-        path = f"projects/{PROJECT_ID}/bundles/{digest}.jwe"
-        self.store.put(path, data)
+        self.store.put(bundle_key(PROJECT_ID, digest, "jwe"), data)
         self.sequence += 1
         body = {
-            "type": "anvil.pointer/v1",
+            "type": "anvil.pointer/v2",
             "project_id": PROJECT_ID,
             "channel": self.channel,
             "sequence": self.sequence,
             "published_at": "2026-01-15T10:30:00Z",
             "expires_at": None,
-            "release": {
-                "version": version,
-                "prompt_set_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "bench")),
-                "content_sha256": sha256_hex(plaintext),
-                "object": {"path": path, "sha256": digest, "size": len(data), "encoding": "jwe"},
-            },
+            "releases": [
+                {
+                    "prompt_set_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "bench")),
+                    "name": "Bench",
+                    "version": version,
+                    "content_sha256": sha256_hex(plaintext),
+                    "object": {
+                        "path": bundle_key(PROJECT_ID, digest, "jwe"),
+                        "sha256": digest,
+                        "size": len(data),
+                        "encoding": "jwe",
+                    },
+                }
+            ],
             "rollout": None,
         }
         envelope = sign_envelope(canonical_json(body), self.key)
-        self.store.put(f"projects/{PROJECT_ID}/channels/{self.channel}.json", envelope)
+        self.store.put(pointer_key(PROJECT_ID, self.channel), envelope)
         return envelope
 
     def settings(self, cache_dir: Path, store: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ code that writes to a store.
 from __future__ import annotations
 
 from publisher._bundle import BuiltBundle, build_bundle
+from publisher._errors import PromptIdClash
 from publisher._files import dump_prompt_file, load_prompt_files, parse_prompt_file
 from publisher._inspect import Inspection, export_bootstrap, inspect
 from publisher._publish import (
@@ -29,6 +30,7 @@ __all__ = [
     "HistoryEntry",
     "Inspection",
     "PromptFiles",
+    "PromptIdClash",
     "PublishResult",
     "Publisher",
     "SourceLocation",

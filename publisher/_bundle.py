@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from anvil_client.errors import FormatError, ValidationError
-from anvil_client.stores import DEFAULT_MAX_SIZE
 from anvil_client.wire import (
+    BUNDLE_MAX_SIZE,
     BUNDLE_TYPE,
     SEMVER_RE,
     canonical_json,
@@ -32,14 +32,12 @@ from anvil_client.wire import (
 from publisher._validate import validate_prompts
 
 __all__ = [
-    "MAX_BUNDLE_SIZE",
     "BuiltBundle",
     "build_bundle",
     "check_identifier",
     "header_problems",
 ]
 
-MAX_BUNDLE_SIZE = DEFAULT_MAX_SIZE
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -75,8 +73,8 @@ class BuiltBundle:
             ValidationError: listing what is wrong (not JSON, wrong type, invalid prompts,
                 another project, not canonical, too large).
         """
-        if len(data) > MAX_BUNDLE_SIZE:
-            raise ValidationError([f"bundle is larger than the {MAX_BUNDLE_SIZE}-byte limit"])
+        if len(data) > BUNDLE_MAX_SIZE:
+            raise ValidationError([f"bundle is larger than the {BUNDLE_MAX_SIZE}-byte limit"])
         try:
             doc = parse_json_object(data, "bundle")
         except FormatError as e:
@@ -183,9 +181,9 @@ def build_bundle(
         "snapshot": snapshot,
     }
     data = canonical_json(document)
-    if len(data) > MAX_BUNDLE_SIZE:
+    if len(data) > BUNDLE_MAX_SIZE:
         raise ValidationError(
-            [f"bundle is {len(data)} bytes; at most {MAX_BUNDLE_SIZE} (64 MiB) are allowed"]
+            [f"bundle is {len(data)} bytes; at most {BUNDLE_MAX_SIZE} (64 MiB) are allowed"]
         )
     serialized = time.perf_counter()
     return BuiltBundle(

@@ -2,70 +2,119 @@
 
     >>> from publisher import inspect
     >>> inspect("file:///srv/store", pid, "production", ["ed25519:..."]).version  # doctest: +SKIP
-    '1.2.3'
+    'Support bot@1.2.3, Checkout helper@0.4.0'
 
-``inspect`` checks the pointer signature with the keys given (never the store's word), the
-project and channel, the object's size and SHA-256, and with an ACCESS_TOKEN decrypts the bundle
-and checks its content hash and header. ``export_bootstrap`` packages the verified pointer and
-plaintext as the bootstrap file of DESIGN §7.
+``inspect`` checks the pointer with ``anvil_client.wire.verify_pointer`` and the keys given
+(never the store's word), then every entry's object with ``fetch_object`` (size and SHA-256),
+and with an ACCESS_TOKEN decrypts each bundle with ``open_object`` and checks its content hash,
+header and that no prompt id is in two entries. ``export_bootstrap`` packages the verified
+pointer and every plaintext as the bootstrap file of DESIGN §7.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
-from anvil_client.errors import ChecksumError, ConfigError, FormatError, NotFound, SignatureError
+from anvil_client.errors import ConfigError, FormatError, NotFound, SignatureError
 from anvil_client.stores import ObjectStore, open_store
 from anvil_client.wire import (
+    POINTER_MAX_SIZE,
     AccessToken,
+    Bundle,
     Pointer,
     Release,
     TrustedKey,
     b64decode_any,
-    decrypt_bundle,
+    check_bundle_matches,
+    check_disjoint,
+    fetch_object,
+    open_object,
     pae,
     parse_bundle,
     parse_json_object,
+    pointer_key,
     recipient_ids,
-    sha256_hex,
-    verify_envelope,
+    served_version,
+    verify_pointer,
 )
-from publisher._bundle import MAX_BUNDLE_SIZE
-from publisher._layout import MAX_POINTER_SIZE, KeyLike, check_channel, pointer_key, trusted_keys_of
+from publisher._layout import KeyLike, check_channel, trusted_keys_of
 
-__all__ = ["Inspection", "export_bootstrap", "inspect"]
+__all__ = ["InspectedRelease", "Inspection", "export_bootstrap", "inspect"]
+
+
+@dataclass(frozen=True)
+class InspectedRelease:
+    """One verified entry. ``recipients`` is None for a plaintext object; ``prompt_count``
+    is None when the bundle could not be opened (encrypted, no token given)."""
+
+    prompt_set_id: str
+    name: str
+    version: str
+    content_sha256: str
+    encoding: str
+    object_path: str
+    object_sha256: str
+    object_size: int
+    recipients: tuple[str, ...] | None
+    prompt_count: int | None
+
+    def describe(self) -> str:
+        return f"{self.name or self.prompt_set_id} {self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_set_id": self.prompt_set_id,
+            "name": self.name,
+            "version": self.version,
+            "content_sha256": self.content_sha256,
+            "encoding": self.encoding,
+            "object_path": self.object_path,
+            "object_sha256": self.object_sha256,
+            "object_size": self.object_size,
+            "recipients": None if self.recipients is None else list(self.recipients),
+            "prompt_count": self.prompt_count,
+        }
 
 
 @dataclass(frozen=True)
 class Inspection:
-    """A verified summary of what a channel serves."""
+    """A verified summary of what a channel serves: every entry, and a rollout's previous list.
+
+    ``bundles`` maps ``content_sha256`` to the verified plaintext of each entry that could be
+    opened (plaintext objects, or all with an ACCESS_TOKEN).
+    """
 
     project_id: str
     channel: str
     sequence: int
-    version: str
-    prompt_set_id: str
-    content_sha256: str
     keyid: str
     published_at: str
     expires_at: str | None
     expired: bool
-    encoding: str
-    object_path: str
-    object_size: int
-    recipients: tuple[str, ...] | None
+    releases: tuple[InspectedRelease, ...]
+    previous: tuple[InspectedRelease, ...] | None
     rollout_percent: int | None
-    previous_version: str | None
-    prompt_count: int | None
-    pointer: Pointer
-    envelope: bytes
-    bundle: bytes | None
+    pointer: Pointer = field(repr=False)
+    envelope: bytes = field(repr=False)
+    bundles: Mapping[str, bytes] = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        """What a client's ``status()["version"]`` says for the entries (DESIGN §7)."""
+        return served_version(self.pointer.releases)
+
+    @property
+    def prompt_count(self) -> int | None:
+        """Prompts served in all, when every entry could be opened."""
+        counts = [r.prompt_count for r in self.releases]
+        return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
 
     def to_json(self) -> dict[str, Any]:
         """The ``anvil-publish inspect --json`` object."""
@@ -74,18 +123,13 @@ class Inspection:
             "channel": self.channel,
             "sequence": self.sequence,
             "version": self.version,
-            "prompt_set_id": self.prompt_set_id,
-            "content_sha256": self.content_sha256,
             "keyid": self.keyid,
             "published_at": self.published_at,
             "expires_at": self.expires_at,
             "expired": self.expired,
-            "encoding": self.encoding,
-            "object_path": self.object_path,
-            "object_size": self.object_size,
-            "recipients": None if self.recipients is None else list(self.recipients),
+            "releases": [r.to_json() for r in self.releases],
             "rollout_percent": self.rollout_percent,
-            "previous_version": self.previous_version,
+            "previous": None if self.previous is None else [r.to_json() for r in self.previous],
             "prompt_count": self.prompt_count,
         }
 
@@ -97,14 +141,15 @@ def inspect(
     trusted_keys: Iterable[KeyLike],
     access_token: str | AccessToken | None = None,
 ) -> Inspection:
-    """Verify a channel's pointer and release object; decrypt and summarise with a token.
+    """Verify a channel's pointer and every entry's object; decrypt and summarise with a token.
 
     Raises:
         ConfigError: for a bad channel, store URL, key or token, or no trusted key.
-        NotFound: if the channel or its object does not exist.
+        NotFound: if the channel or an object does not exist.
         SignatureError: if no signature verifies with ``trusted_keys``.
-        FormatError, ChecksumError: if the pointer, object or bundle is malformed or altered.
-        DecryptionError: if ``access_token`` cannot decrypt the bundle.
+        FormatError, ChecksumError, SizeLimitError: if the pointer, an object or a bundle is
+            malformed or altered, or two opened entries share a prompt id.
+        DecryptionError: if ``access_token`` cannot decrypt a bundle.
         StoreError: if the store fails.
     """
     check_channel(channel)
@@ -128,24 +173,27 @@ def export_bootstrap(
     trusted_keys: Iterable[KeyLike],
     access_token: str | AccessToken | None = None,
 ) -> bytes:
-    """The bootstrap file of DESIGN §7: ``{"pointer": <envelope>, "bundle": "<plaintext>"}``.
+    """The bootstrap file of DESIGN §7:
+    ``{"pointer": <envelope>, "bundles": {"<content_sha256>": "<plaintext>", …}}``.
 
-    Everything is verified first (as :func:`inspect`); the bundle is the release's exact
-    plaintext bytes as a string. An encrypted channel needs ``access_token``.
+    Everything is verified first (as :func:`inspect`); ``bundles`` holds the exact plaintext
+    bytes (as strings) of every entry of both lists of a rollout. An encrypted channel needs
+    ``access_token``.
 
     Raises:
-        ConfigError: if the channel is encrypted and no ``access_token`` is given.
+        ConfigError: if an entry is encrypted and no ``access_token`` is given.
         and everything :func:`inspect` raises.
     """
     result = inspect(store, project_id, channel, trusted_keys, access_token)
-    if result.bundle is None:
+    missing = [r for r in result.pointer.all_releases() if r.content_sha256 not in result.bundles]
+    if missing:
         raise ConfigError(
             f"channel {channel!r} is encrypted: exporting it needs an ACCESS_TOKEN that can "
-            "decrypt it"
+            f"decrypt {missing[0].describe()}"
         )
     document = {
         "pointer": json.loads(result.envelope),
-        "bundle": result.bundle.decode("utf-8"),
+        "bundles": {sha: data.decode("utf-8") for sha, data in sorted(result.bundles.items())},
     }
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -165,92 +213,104 @@ def _inspect(
 ) -> Inspection:
     key = pointer_key(project_id, channel)
     try:
-        envelope = store.get(key, max_size=MAX_POINTER_SIZE).data
+        envelope = store.get(key, max_size=POINTER_MAX_SIZE).data
     except NotFound as e:
         raise NotFound(
             f"channel {channel!r} of project {project_id} has no pointer in {store.url}"
         ) from e
     try:
-        body = verify_envelope(envelope, keys)
+        pointer = verify_pointer(envelope, keys, project_id=project_id, channel=channel)
     except SignatureError as e:
         ids = ", ".join(k.keyid[:16] for k in keys)
         raise SignatureError(
             f"the pointer of channel {channel!r} is not signed by a trusted key (tried {ids})"
         ) from e
-    pointer = Pointer.parse(body)
-    if pointer.project_id != project_id or pointer.channel != channel:
-        raise FormatError(
-            f"the pointer at {key} names project {pointer.project_id!r} channel {pointer.channel!r}"
-        )
-    release = pointer.release
-    stored = _fetch(store, project_id, release)
-    recipients = None
-    plaintext = None
-    if release.object.encoding == "json":
-        plaintext = stored
-    else:
-        recipients = tuple(recipient_ids(stored))
-        if token is not None:
-            plaintext = decrypt_bundle(
-                stored, token.token_id, token.kek(), max_plaintext=MAX_BUNDLE_SIZE
+    except FormatError as e:
+        raise FormatError(f"the pointer at {key}: {e}") from e
+    plaintexts: dict[str, bytes] = {}
+    opened: dict[str, tuple[Release, Bundle]] = {}
+    seen: dict[str, InspectedRelease] = {}
+    for release in pointer.all_releases():
+        if release.object.path not in seen:
+            seen[release.object.path] = _entry(
+                store, project_id, release, token, plaintexts, opened
             )
-    prompt_count = None
-    if plaintext is not None:
-        if sha256_hex(plaintext) != release.content_sha256:
-            raise ChecksumError(f"the bundle of {release.version} does not match content_sha256")
-        bundle = parse_bundle(plaintext, content_sha256=release.content_sha256)
-        if (bundle.project_id, bundle.version, bundle.prompt_set_id) != (
-            project_id,
-            release.version,
-            release.prompt_set_id,
-        ):
-            raise FormatError(
-                f"the bundle says project {bundle.project_id!r} version {bundle.version!r}, "
-                "not what its pointer says"
-            )
-        prompt_count = len(bundle.prompts)
-    if pointer.rollout is not None:
-        _fetch(store, project_id, pointer.rollout.previous)
+    lists = [pointer.releases] + ([] if pointer.rollout is None else [pointer.rollout.previous])
+    for listed in lists:
+        # The client refuses a list with a prompt id in two entries: so does inspect.
+        check_disjoint([opened[r.content_sha256] for r in listed if r.content_sha256 in opened])
+
+    def summary(releases: list[Release]) -> tuple[InspectedRelease, ...]:
+        return tuple(_renamed(seen[r.object.path], r) for r in releases)
+
     expires = pointer.expires
     return Inspection(
         project_id=project_id,
         channel=channel,
         sequence=pointer.sequence,
-        version=release.version,
-        prompt_set_id=release.prompt_set_id,
-        content_sha256=release.content_sha256,
-        keyid=_verified_keyid(envelope, body, keys),
+        keyid=_verified_keyid(envelope, keys),
         published_at=pointer.published_at,
         expires_at=pointer.expires_at,
         expired=expires is not None and expires <= datetime.now(UTC),
-        encoding=release.object.encoding,
-        object_path=release.object.path,
-        object_size=release.object.size,
-        recipients=recipients,
+        releases=summary(pointer.releases),
+        previous=None if pointer.rollout is None else summary(pointer.rollout.previous),
         rollout_percent=None if pointer.rollout is None else pointer.rollout.percent,
-        previous_version=None if pointer.rollout is None else pointer.rollout.previous.version,
-        prompt_count=prompt_count,
         pointer=pointer,
         envelope=envelope,
-        bundle=plaintext,
+        bundles=plaintexts,
     )
 
 
-def _fetch(store: ObjectStore, project_id: str, release: Release) -> bytes:
+def _entry(
+    store: ObjectStore,
+    project_id: str,
+    release: Release,
+    token: AccessToken | None,
+    plaintexts: dict[str, bytes],
+    opened: dict[str, tuple[Release, Bundle]],
+) -> InspectedRelease:
     ref = release.object
-    ref.check_location(project_id)
     try:
-        data = store.get(ref.path, max_size=ref.size).data
+        stored = fetch_object(store, release)
     except NotFound as e:
-        raise NotFound(f"the bundle object of {release.version} ({ref.path}) is missing") from e
-    if len(data) != ref.size or sha256_hex(data) != ref.sha256:
-        raise ChecksumError(f"{ref.path} does not match the size and sha256 in its pointer")
-    return data
+        raise NotFound(f"the bundle object of {release.describe()} ({ref.path}) is missing") from e
+    recipients = None if ref.encoding == "json" else tuple(recipient_ids(stored))
+    prompt_count = None
+    if ref.encoding == "json" or token is not None:
+        plaintext = open_object(release, stored, token)
+        bundle = parse_bundle(plaintext, content_sha256=release.content_sha256)
+        check_bundle_matches(bundle, project_id, release)
+        plaintexts[release.content_sha256] = plaintext
+        opened[release.content_sha256] = (release, bundle)
+        prompt_count = len(bundle.prompts)
+    return InspectedRelease(
+        prompt_set_id=release.prompt_set_id,
+        name=release.name,
+        version=release.version,
+        content_sha256=release.content_sha256,
+        encoding=ref.encoding,
+        object_path=ref.path,
+        object_sha256=ref.sha256,
+        object_size=ref.size,
+        recipients=recipients,
+        prompt_count=prompt_count,
+    )
 
 
-def _verified_keyid(envelope: bytes, body: bytes, keys: list[TrustedKey]) -> str:
-    """The id of the trusted key that verifies the envelope (it verified with one of them)."""
+def _renamed(seen: InspectedRelease, release: Release) -> InspectedRelease:
+    """The same object may be named twice (both lists of a rollout) under other names."""
+    if seen.name == release.name and seen.prompt_set_id == release.prompt_set_id:
+        return seen
+    return dataclasses.replace(seen, name=release.name, prompt_set_id=release.prompt_set_id)
+
+
+def _verified_keyid(envelope: bytes, keys: list[TrustedKey]) -> str:
+    """The id of the trusted key that verifies the envelope (it verified with one of them).
+
+    Only names the key: whether the pointer is trusted was decided by ``verify_pointer``.
+    """
     doc = parse_json_object(envelope, "pointer envelope")
+    body = b64decode_any(doc.get("payload"), "payload")
     message = pae(str(doc.get("payloadType")), body)
     for entry in doc.get("signatures") or []:
         if not isinstance(entry, dict):

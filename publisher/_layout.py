@@ -1,4 +1,11 @@
-"""Object keys of DESIGN §2 and the small checks every operation shares."""
+"""The small argument checks every publisher operation shares (channel, keys, recipients, expiry).
+
+    >>> from publisher._layout import parse_duration
+    >>> parse_duration("12h").total_seconds()
+    43200.0
+
+Object paths and size caps are not here: they live once, in ``anvil_client.wire``.
+"""
 
 from __future__ import annotations
 
@@ -18,28 +25,10 @@ from anvil_client.wire import (
     parse_timestamp,
 )
 
-MAX_POINTER_SIZE = 64 * 1024
-HISTORY_NAME_RE = re.compile(r"^(\d{12})\.json$")
 _TOKEN_ID_RE = re.compile(r"^[a-z0-9]{12}$")
 
 KeyLike = TrustedKey | Ed25519PublicKey | str
 Recipients = Mapping[str, bytes] | Sequence[str] | Sequence[AccessToken]
-
-
-def pointer_key(project_id: str, channel: str) -> str:
-    return f"projects/{project_id}/channels/{channel}.json"
-
-
-def history_prefix(project_id: str, channel: str) -> str:
-    return f"projects/{project_id}/channels/{channel}/history/"
-
-
-def history_key(project_id: str, channel: str, sequence: int) -> str:
-    return f"{history_prefix(project_id, channel)}{sequence:012d}.json"
-
-
-def bundle_key(project_id: str, object_sha256: str, encoding: str) -> str:
-    return f"projects/{project_id}/bundles/{object_sha256}.{encoding}"
 
 
 def check_channel(channel: str) -> None:

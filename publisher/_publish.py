@@ -1,14 +1,16 @@
-"""Publishing with compare-and-swap on the channel pointer (DESIGN §6).
+"""Publishing with compare-and-swap on the channel pointer (DESIGN §4, §6).
 
     >>> with Publisher("file:///srv/store", project_id=pid, signing_key=key) as pub:
-    ...     pub.publish(build_bundle(prompts, ...), channel="production", recipients=[token])
+    ...     pub.publish(build_bundle(prompts, ...), "production", recipients=[token])
 
-Every operation that moves a channel (publish, rollback, promote, re-encrypt, rollout steps)
-goes through one loop: read the pointer and verify it with the signing key (never build on a
-pointer that cannot be verified), sign sequence S+1, write it with ``If-Match`` on the ETag
-read (``If-None-Match: *`` for a new channel), and on a lost race re-read and retry, bounded
-and jittered. Objects are written first with ``If-None-Match: *``, so a crash anywhere leaves
-the channel serving its old release.
+A channel serves one entry per prompt set (pointer v2). Every operation that moves a channel
+(publish, remove, rollback, promote, re-encrypt, rollout steps) goes through one loop: read the
+pointer and verify it with the signing key (never build on a pointer that cannot be verified),
+build the new entry list from it, sign sequence S+1, write it with ``If-Match`` on the ETag
+read (``If-None-Match: *`` for a new channel), and on a lost race re-read, rebuild the list
+from what the winner wrote and retry, bounded and jittered. So publishers of different prompt
+sets on one channel both land. Objects are written first with ``If-None-Match: *``, so a crash
+anywhere leaves the channel serving its old list.
 """
 
 from __future__ import annotations
@@ -16,55 +18,52 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from anvil_client.errors import (
     AnvilError,
-    ChecksumError,
     ConfigError,
     FormatError,
     NotFound,
     PreconditionFailed,
     SignatureError,
+    SizeLimitError,
     StoreError,
 )
 from anvil_client.stores import ObjectStore, open_store
 from anvil_client.wire import (
+    HISTORY_NAME_RE,
+    POINTER_MAX_SIZE,
+    RELEASE_NAME_MAX,
+    RELEASES_MAX,
     AccessToken,
-    ObjectRef,
     Pointer,
     Release,
     Rollout,
     TrustedKey,
     b64decode_any,
-    decrypt_bundle,
-    encrypt_bundle,
     format_timestamp,
-    key_id,
-    parse_bundle,
-    parse_json_object,
-    sha256_hex,
-    sign_envelope,
-    verify_envelope,
-)
-from publisher._bundle import MAX_BUNDLE_SIZE, BuiltBundle, check_identifier
-from publisher._layout import (
-    HISTORY_NAME_RE,
-    MAX_POINTER_SIZE,
-    KeyLike,
-    Recipients,
-    bundle_key,
-    check_channel,
-    expiry_of,
     history_key,
     history_prefix,
+    key_id,
+    parse_json_object,
     pointer_key,
+    served_version,
+    sign_envelope,
+    verify_pointer,
+)
+from publisher._bundle import BuiltBundle, check_identifier
+from publisher._entries import PENDING, BundleSource, Entries
+from publisher._layout import (
+    KeyLike,
+    Recipients,
+    check_channel,
+    expiry_of,
     resolve_recipients,
     trusted_keys_of,
 )
@@ -73,28 +72,45 @@ __all__ = ["BundleSource", "HistoryEntry", "PublishResult", "Publisher", "read_h
 
 log = logging.getLogger("publisher")
 
-BundleSource = Callable[[str], bytes]
-"""Returns the exact plaintext bundle bytes for a ``content_sha256`` (the FORGE keeps them)."""
 
 _KEEP: Any = object()
 Expiry = datetime | timedelta | str | None
 
 
+def release_json(release: Release) -> dict[str, Any]:
+    """One entry as the ``--json`` outputs show it."""
+    return {
+        "prompt_set_id": release.prompt_set_id,
+        "name": release.name,
+        "version": release.version,
+        "content_sha256": release.content_sha256,
+        "object_path": release.object.path,
+        "encoding": release.object.encoding,
+    }
+
+
 @dataclass(frozen=True)
 class PublishResult:
-    """What one channel move wrote. ``timings`` are seconds per phase."""
+    """What one channel move wrote. ``timings`` are seconds per phase.
+
+    The single-entry fields (``version`` … ``encoding``) describe the entry this operation
+    published; they are None when it concerns no single entry (a remove, or a rollback or
+    promote of a list of several entries). ``releases`` is the whole list now served and
+    ``changes`` says, in sentences, what differs from the list before.
+    """
 
     project_id: str
     channel: str
     sequence: int
-    version: str
-    prompt_set_id: str
-    content_sha256: str
-    object_path: str
-    object_sha256: str
-    object_size: int
+    version: str | None
+    prompt_set_id: str | None
+    name: str | None
+    content_sha256: str | None
+    object_path: str | None
+    object_sha256: str | None
+    object_size: int | None
     plaintext_size: int | None
-    encoding: Literal["jwe", "json"]
+    encoding: Literal["jwe", "json"] | None
     etag: str | None
     recipients: tuple[str, ...]
     reused_object: bool
@@ -104,15 +120,24 @@ class PublishResult:
     rollout_percent: int | None
     timings: Mapping[str, float]
     envelope: bytes = field(repr=False)
+    pointer: Pointer = field(repr=False)
+    changes: tuple[str, ...] = ()
+
+    @property
+    def releases(self) -> tuple[Release, ...]:
+        """Every entry the channel serves now (``pointer.releases``)."""
+        return tuple(self.pointer.releases)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``anvil-publish publish --json`` object."""
+        """The ``anvil-publish … --json`` object."""
+        rollout = self.pointer.rollout
         return {
             "project_id": self.project_id,
             "channel": self.channel,
             "sequence": self.sequence,
             "version": self.version,
             "prompt_set_id": self.prompt_set_id,
+            "name": self.name,
             "content_sha256": self.content_sha256,
             "object_path": self.object_path,
             "object_sha256": self.object_sha256,
@@ -126,6 +151,9 @@ class PublishResult:
             "published_at": self.published_at,
             "expires_at": self.expires_at,
             "rollout_percent": self.rollout_percent,
+            "releases": [release_json(r) for r in self.pointer.releases],
+            "previous": None if rollout is None else [release_json(r) for r in rollout.previous],
+            "changes": list(self.changes),
             "timings": {name: round(seconds, 6) for name, seconds in self.timings.items()},
         }
 
@@ -142,12 +170,13 @@ class HistoryEntry:
     error: str | None = None
 
     @property
-    def release(self) -> Release | None:
-        return None if self.pointer is None else self.pointer.release
+    def releases(self) -> tuple[Release, ...]:
+        """The entries of that sequence (empty when it could not be read)."""
+        return () if self.pointer is None else tuple(self.pointer.releases)
 
     def to_json(self) -> dict[str, Any]:
         pointer = self.pointer
-        release = None if pointer is None else pointer.release
+        rollout = None if pointer is None else pointer.rollout
         return {
             "sequence": self.sequence,
             "path": self.path,
@@ -156,14 +185,10 @@ class HistoryEntry:
             "error": self.error,
             "published_at": None if pointer is None else pointer.published_at,
             "expires_at": None if pointer is None else pointer.expires_at,
-            "version": None if release is None else release.version,
-            "prompt_set_id": None if release is None else release.prompt_set_id,
-            "content_sha256": None if release is None else release.content_sha256,
-            "object_path": None if release is None else release.object.path,
-            "encoding": None if release is None else release.object.encoding,
-            "rollout_percent": None
-            if pointer is None or pointer.rollout is None
-            else pointer.rollout.percent,
+            "version": None if pointer is None else served_version(pointer.releases),
+            "releases": [release_json(r) for r in self.releases],
+            "rollout_percent": None if rollout is None else rollout.percent,
+            "previous": None if rollout is None else [release_json(r) for r in rollout.previous],
         }
 
 
@@ -176,21 +201,11 @@ class _Current:
 
 @dataclass(frozen=True)
 class _Draft:
-    release: Release
+    releases: list[Release]
     rollout: Rollout | None
     expires_at: str | None
-
-
-@dataclass
-class _Stored:
-    ref: ObjectRef
-    reused: bool
-    plaintext_size: int | None
-    recipients: tuple[str, ...]
-
-
-class _ChannelMoved(Exception):
-    """The channel changed under a re-encryption; start over with the new release."""
+    entry: Release | None = None
+    """The entry this operation is about, for the single-entry fields of the result."""
 
 
 class Publisher:
@@ -245,68 +260,166 @@ class Publisher:
     def publish(
         self,
         bundle: BuiltBundle | bytes,
-        *,
         channel: str,
+        *,
+        name: str | None = None,
         recipients: Recipients | None = None,
         plaintext: bool = False,
         expires_at: Expiry = None,
         rollout_percent: int | None = None,
+        access_token: str | AccessToken | None = None,
+        bundle_source: BundleSource | None = None,
+        default_name: str = "",
     ) -> PublishResult:
-        """Publish a bundle to ``channel`` as a new sequence (DESIGN §6).
+        """Publish a bundle as its prompt set's entry of ``channel``, as a new sequence.
 
+        The entry of ``bundle.prompt_set_id`` is replaced (or added); every other entry is
+        carried over byte-identical, unless it is encrypted for other recipients: then it is
+        re-encrypted for ``recipients`` too, its plaintext read with ``bundle_source``, with
+        one of ``recipients`` that is also one of its recipients, or with ``access_token``.
         ``recipients`` are ACCESS_TOKEN texts or a ``token_id -> KEK`` mapping; without any,
-        only ``plaintext=True`` publishes (unencrypted). With ``rollout_percent`` the new
-        release goes to that share of instances and the rest keep the release everyone has now
-        (an unfinished rollout's ``previous``). Publishing content the channel already serves
-        for the same recipients reuses its object.
+        only ``plaintext=True`` publishes (unencrypted). ``name`` is the entry's display name;
+        it defaults to the name the channel's entry for this set has, else ``default_name``.
+        With ``rollout_percent`` the new list goes to that share of instances and the rest keep
+        the list everyone has now (an unfinished rollout's ``previous``); without it an
+        unfinished rollout ends and everyone gets the new list.
 
         Raises:
             ValidationError: if the bundle is invalid (nothing is written).
-            ConfigError: for bad arguments (no recipients, bad channel, expiry in the past,
-                a rollout on an empty channel).
+            PromptIdClash: if a prompt id of the bundle is in another entry of the channel
+                (the channel is left untouched).
+            ConfigError: for bad arguments (no recipients, bad channel or name, expiry in the
+                past, a rollout on an empty channel), or when another entry must be
+                re-encrypted and nothing at hand can read it.
             SignatureError, FormatError: if the channel's pointer does not verify with the
                 signing key (nothing is written).
             PreconditionFailed: if concurrent publishers kept winning for every attempt.
-            StoreError: if the store fails; the channel then still serves its old release.
+            StoreError: if the store fails; the channel then still serves its old list.
         """
-        timings: dict[str, float] = {}
         check_channel(channel)
         keks = resolve_recipients(recipients, plaintext=plaintext)
         expires = expiry_of(expires_at, self._now())
         percent = _check_percent(rollout_percent)
-        if isinstance(bundle, BuiltBundle):
-            built = bundle
-            timings.update(built.timings)
-        else:
-            started = time.perf_counter()
-            built = BuiltBundle.from_bytes(bytes(bundle), project_id=self.project_id)
-            timings["validate"] = time.perf_counter() - started
-        if built.project_id != self.project_id:
-            raise ConfigError(
-                f"bundle belongs to project {built.project_id!r}, not {self.project_id!r}"
-            )
-        current = self._timed(timings, "read_pointer", lambda: self._read_current(channel))
+        _check_name(name)
+        _check_name(default_name)
+        built = self._built(bundle)
+        entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
+        entries.timings.update(built.timings)
+        entries.remember(built)
+        current = self._timed(entries.timings, "read_pointer", lambda: self._read_current(channel))
         if percent is not None and current.pointer is None:
             raise ConfigError(f"channel {channel!r} has no release yet to roll out from")
-        stored = self._store_content(
-            built.data, built.content_sha256, keks, _candidates(current.pointer), timings
-        )
-        release = Release(
-            version=built.version,
-            prompt_set_id=built.prompt_set_id,
-            content_sha256=built.content_sha256,
-            object=stored.ref,
-        )
+        stored_entry: list[Release] = []
 
         def draft(latest: Pointer | None) -> _Draft:
+            existing = None if latest is None else latest.entry(built.prompt_set_id)
+            entry_name = name if name is not None else (existing.name if existing else default_name)
+            entry = Release(
+                prompt_set_id=built.prompt_set_id,
+                name=entry_name,
+                version=built.version,
+                content_sha256=built.content_sha256,
+                object=stored_entry[0].object if stored_entry else PENDING,
+            )
+            others = (
+                []
+                if latest is None
+                else [r for r in latest.releases if r.prompt_set_id != built.prompt_set_id]
+            )
+            entries.check_clash(entry, others, channel)  # before anything is written
+            _check_count(channel, len(others) + 1)
+            candidates = [] if latest is None else latest.all_releases()
+            if not stored_entry:
+                stored_entry.append(entries.store_new(entry, built.data, candidates))
+            entry = entry.model_copy(update={"object": stored_entry[0].object})
+            kept = [entries.conform(r, candidates) for r in others]
             rollout = None
             if percent is not None:
                 if latest is None:
                     raise ConfigError(f"channel {channel!r} has no release to roll out from")
-                rollout = Rollout(percent=percent, previous=_settled_release(latest))
-            return _Draft(release, rollout, expires)
+                previous = [entries.conform(r, candidates) for r in _settled(latest)]
+                rollout = Rollout(percent=percent, previous=previous)
+            return _Draft(_sorted([*kept, entry]), rollout, expires, entry)
 
-        return self._advance(channel, draft, current, stored, timings)
+        return self._advance(channel, draft, current, entries)
+
+    def check_publish(
+        self,
+        bundle: BuiltBundle | bytes,
+        channel: str,
+        *,
+        access_token: str | AccessToken | None = None,
+        bundle_source: BundleSource | None = None,
+        recipients: Recipients | None = None,
+    ) -> None:
+        """Check, writing nothing, that ``bundle`` can join ``channel``: no prompt id of it may
+        be in another entry. The other entries are read with ``bundle_source``,
+        ``access_token`` or one of ``recipients``.
+
+        Raises:
+            PromptIdClash: naming the id and both sets.
+            ConfigError: if an encrypted entry cannot be read with what is given.
+            SignatureError, FormatError, StoreError: if the channel cannot be read.
+        """
+        check_channel(channel)
+        keks = resolve_recipients(recipients, plaintext=False) if recipients else None
+        built = self._built(bundle)
+        entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
+        entries.remember(built)
+        latest = self._read_current(channel).pointer
+        if latest is None:
+            return
+        existing = latest.entry(built.prompt_set_id)
+        incoming = Release(
+            prompt_set_id=built.prompt_set_id,
+            name=existing.name if existing else "",
+            version=built.version,
+            content_sha256=built.content_sha256,
+            object=PENDING,
+        )
+        others = [r for r in latest.releases if r.prompt_set_id != built.prompt_set_id]
+        entries.check_clash(incoming, others, channel)
+
+    def remove(
+        self, channel: str, prompt_set_id: str, *, expires_at: Expiry = _KEEP
+    ) -> PublishResult:
+        """Stop serving a prompt set on ``channel``: a new sequence without its entry.
+
+        The other entries are carried over byte-identical; ``expires_at`` defaults to the
+        current pointer's.
+
+        Raises:
+            NotFound: if the channel has nothing published.
+            ConfigError: if the set has no entry there, it is the channel's last entry (a
+                pointer never has zero entries), or a rollout is in progress.
+            SignatureError, FormatError, StoreError, PreconditionFailed: as for :meth:`publish`.
+        """
+        keep = expires_at is _KEEP
+        expires = None if keep else expiry_of(expires_at, self._now())
+
+        def draft(latest: Pointer | None) -> _Draft:
+            assert latest is not None
+            gone = latest.entry(prompt_set_id)
+            if gone is None:
+                raise ConfigError(
+                    f"channel {channel!r} serves no prompt set {prompt_set_id[:128]!r}; "
+                    f"it serves {_listing(latest.releases)}"
+                )
+            if latest.rollout is not None:
+                raise ConfigError(
+                    f"channel {channel!r} has a rollout in progress; complete or abort it "
+                    "before removing a prompt set"
+                )
+            if len(latest.releases) == 1:
+                raise ConfigError(
+                    f"{gone.describe()} is the only prompt set on {channel!r}; a channel never "
+                    "serves nothing, so its last entry cannot be removed (publish another set "
+                    "first)"
+                )
+            kept = [r for r in latest.releases if r.prompt_set_id != prompt_set_id]
+            return _Draft(kept, None, latest.expires_at if keep else expires)
+
+        return self._move(channel, draft)
 
     def rollback(
         self,
@@ -319,82 +432,118 @@ class Publisher:
         bundle_source: BundleSource | None = None,
         expires_at: Expiry = None,
     ) -> PublishResult:
-        """Serve the content of history entry ``to_sequence`` again, as a new sequence.
+        """Serve the whole entry list of history entry ``to_sequence`` again, as a new sequence.
 
-        The old content is re-encrypted for ``recipients`` (DESIGN §5: a revoked token must not
-        regain access); its plaintext comes from ``bundle_source(content_sha256)`` or from
-        decrypting the old object with ``access_token``.
+        Every entry is re-encrypted for ``recipients`` (DESIGN §5: a revoked token must not
+        regain access); its plaintext comes from ``bundle_source(content_sha256)``, from one of
+        ``recipients`` that can decrypt the old object, or from ``access_token``. An unfinished
+        rollout ends.
 
         Raises:
             NotFound: if there is no such history entry.
             SignatureError: if the entry does not verify with the signing (or a trusted) key.
+            ConfigError: if an old entry cannot be read with what is given.
             DecryptionError, ChecksumError: if the old content cannot be recovered intact.
-            ConfigError, StoreError, PreconditionFailed: as for :meth:`publish`.
+            PromptIdClash: if that list shares a prompt id between two entries.
+            StoreError, PreconditionFailed: as for :meth:`publish`.
         """
-        timings: dict[str, float] = {}
         check_channel(channel)
         keks = resolve_recipients(recipients, plaintext=plaintext)
         expires = expiry_of(expires_at, self._now())
-        entry = self._read_history_entry(channel, to_sequence)
-        old = entry.release
-        started = time.perf_counter()
-        data = self._plaintext_of(old, access_token, bundle_source)
-        timings["recover"] = time.perf_counter() - started
-        current = self._timed(timings, "read_pointer", lambda: self._read_current(channel))
-        stored = self._store_content(
-            data, old.content_sha256, keks, _candidates(current.pointer), timings
-        )
-        release = old.model_copy(update={"object": stored.ref})
-        return self._advance(
-            channel, lambda _: _Draft(release, None, expires), current, stored, timings
-        )
+        old = self._read_history_entry(channel, to_sequence)
+        entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
+        for release in old.releases:
+            entries.plaintext(release)
+        entries.check_disjoint(old.releases, channel)
+        current = self._timed(entries.timings, "read_pointer", lambda: self._read_current(channel))
+
+        def draft(latest: Pointer | None) -> _Draft:
+            candidates = [] if latest is None else latest.all_releases()
+            restored = [entries.conform(r, candidates) for r in old.releases]
+            return _Draft(restored, None, expires, _only(restored))
+
+        return self._advance(channel, draft, current, entries)
 
     def promote(
         self,
         from_channel: str,
         to_channel: str,
         *,
+        prompt_set_id: str | None = None,
         recipients: Recipients | None = None,
         plaintext: bool = False,
         access_token: str | AccessToken | None = None,
         bundle_source: BundleSource | None = None,
         expires_at: Expiry = None,
     ) -> PublishResult:
-        """Publish the current release of ``from_channel`` to ``to_channel``, signed anew.
+        """Serve what ``from_channel`` serves on ``to_channel`` too, signed anew.
 
-        Without ``recipients`` (and without ``plaintext``) the very same object is referenced;
-        with them the content is re-encrypted (its plaintext from ``bundle_source`` or
-        ``access_token``); ``plaintext=True`` publishes it unencrypted.
+        Without ``prompt_set_id`` the whole list is copied (the target's list is replaced);
+        with it only that set's entry is copied into the target's list, the others there are
+        kept (and no prompt id may then be in two entries). Without ``recipients`` (and
+        without ``plaintext``) the very same objects are referenced; with them every entry is
+        re-encrypted (plaintexts from ``bundle_source``, ``access_token`` or a recipient that
+        can read them).
 
         Raises:
-            NotFound: if ``from_channel`` has no pointer.
-            ConfigError, SignatureError, StoreError, PreconditionFailed: as for :meth:`publish`.
+            NotFound: if ``from_channel`` has nothing published or no entry for the set.
+            PromptIdClash: if the copied entry shares a prompt id with another target entry.
+            ConfigError: the same channel twice, or (with ``prompt_set_id`` and no
+                recipients) target entries encrypted for other recipients than the copied one,
+                or an entry that cannot be read for the prompt id check.
+            SignatureError, StoreError, PreconditionFailed: as for :meth:`publish`.
         """
-        timings: dict[str, float] = {}
         check_channel(from_channel)
         check_channel(to_channel)
         if from_channel == to_channel:
             raise ConfigError("promote needs two different channels")
         expires = expiry_of(expires_at, self._now())
+        as_is = not recipients and not plaintext
+        keks = None if as_is else resolve_recipients(recipients, plaintext=plaintext)
+        entries = self._entries(
+            keks, access_token=access_token, bundle_source=bundle_source, as_is=as_is
+        )
         source = self._read_current(from_channel).pointer
         if source is None:
             raise NotFound(f"channel {from_channel!r} has nothing published to promote")
-        release = source.release
-        current = self._timed(timings, "read_pointer", lambda: self._read_current(to_channel))
-        if recipients or plaintext:
-            keks = resolve_recipients(recipients, plaintext=plaintext)
-            started = time.perf_counter()
-            data = self._plaintext_of(release, access_token, bundle_source)
-            timings["recover"] = time.perf_counter() - started
-            stored = self._store_content(
-                data, release.content_sha256, keks, _candidates(current.pointer), timings
-            )
-            release = release.model_copy(update={"object": stored.ref})
-        else:
-            stored = _Stored(release.object, True, None, ())
-        return self._advance(
-            to_channel, lambda _: _Draft(release, None, expires), current, stored, timings
+        copied: Release | None = None
+        if prompt_set_id is not None:
+            copied = source.entry(prompt_set_id)
+            if copied is None:
+                raise NotFound(
+                    f"channel {from_channel!r} serves no prompt set {prompt_set_id[:128]!r}; "
+                    f"it serves {_listing(source.releases)}"
+                )
+        current = self._timed(
+            entries.timings, "read_pointer", lambda: self._read_current(to_channel)
         )
+
+        def draft(latest: Pointer | None) -> _Draft:
+            candidates = [*source.releases, *([] if latest is None else latest.all_releases())]
+            if copied is None:
+                listed = [entries.conform(r, candidates) for r in source.releases]
+                return _Draft(listed, None, expires, _only(listed))
+            others = (
+                []
+                if latest is None
+                else [r for r in latest.releases if r.prompt_set_id != copied.prompt_set_id]
+            )
+            entries.check_clash(copied, others, to_channel)
+            if as_is:
+                wanted = entries.recipients_of(copied)
+                for other in others:
+                    if entries.recipients_of(other) != wanted:
+                        raise ConfigError(
+                            f"{other.describe()} on {to_channel!r} is encrypted for other "
+                            f"recipients than {copied.describe()}; every entry of a channel "
+                            "has the same recipients: give the recipients (--recipient) to "
+                            "re-encrypt them"
+                        )
+            entry = entries.conform(copied, candidates)
+            kept = [entries.conform(r, candidates) for r in others]
+            return _Draft(_sorted([*kept, entry]), None, expires, entry)
+
+        return self._advance(to_channel, draft, current, entries)
 
     def reencrypt(
         self,
@@ -405,70 +554,38 @@ class Publisher:
         bundle_source: BundleSource | None = None,
         expires_at: Expiry = _KEEP,
     ) -> PublishResult:
-        """Re-encrypt what ``channel`` serves for a new recipient set (a token was revoked).
-
-        Same ``content_sha256``, new CEK, new sequence; a rollout's ``previous`` release is
-        re-encrypted too, so the revoked token can read nothing the channel points at.
+        """Re-encrypt every entry ``channel`` serves for a new recipient set (a token was
+        revoked): both lists of a rollout, same ``content_sha256``, new CEKs, new sequence.
         ``expires_at`` defaults to the current pointer's.
 
         Raises:
             NotFound: if the channel has no pointer.
+            ConfigError: if an entry cannot be read with what is given.
             DecryptionError, ChecksumError: if the content cannot be recovered intact.
-            ConfigError, SignatureError, StoreError, PreconditionFailed: as for :meth:`publish`.
+            SignatureError, StoreError, PreconditionFailed: as for :meth:`publish`.
         """
         check_channel(channel)
         keks = resolve_recipients(recipients, plaintext=False)
-        assert keks is not None
         keep = expires_at is _KEEP
         expires = None if keep else expiry_of(expires_at, self._now())
-        for _ in range(self.max_attempts):
-            timings: dict[str, float] = {}
-            current = self._timed(timings, "read_pointer", lambda: self._read_current(channel))
-            pointer = current.pointer
-            if pointer is None:
-                raise NotFound(f"channel {channel!r} has nothing published to re-encrypt")
-            started = time.perf_counter()
-            data = self._plaintext_of(pointer.release, access_token, bundle_source)
-            timings["recover"] = time.perf_counter() - started
-            stored = self._store_content(data, pointer.release.content_sha256, keks, [], timings)
-            release = pointer.release.model_copy(update={"object": stored.ref})
-            new_previous = None
-            if pointer.rollout is not None:
-                previous = pointer.rollout.previous
-                old_data = self._plaintext_of(previous, access_token, bundle_source)
-                old_stored = self._store_content(
-                    old_data, previous.content_sha256, keks, [], timings
-                )
-                new_previous = previous.model_copy(update={"object": old_stored.ref})
-
-            def draft(
-                latest: Pointer | None,
-                seen: Pointer = pointer,
-                release: Release = release,
-                new_previous: Release | None = new_previous,
-            ) -> _Draft:
-                if (
-                    latest is None
-                    or latest.release != seen.release
-                    or _previous_of(latest) != _previous_of(seen)
-                ):
-                    raise _ChannelMoved
-                kept = latest.expires_at if keep else expires
-                rollout = None
-                if latest.rollout is not None and new_previous is not None:
-                    rollout = Rollout(percent=latest.rollout.percent, previous=new_previous)
-                return _Draft(release, rollout, kept)
-
-            try:
-                return self._advance(channel, draft, current, stored, timings)
-            except _ChannelMoved:
-                continue
-        raise PreconditionFailed(
-            f"channel {channel!r} kept changing while it was being re-encrypted; try again"
+        entries = self._entries(
+            keks, access_token=access_token, bundle_source=bundle_source, fresh=True
         )
 
+        def draft(latest: Pointer | None) -> _Draft:
+            assert latest is not None
+            listed = [entries.conform(r) for r in latest.releases]
+            rollout = None
+            if latest.rollout is not None:
+                previous = [entries.conform(r) for r in latest.rollout.previous]
+                rollout = Rollout(percent=latest.rollout.percent, previous=previous)
+            kept = latest.expires_at if keep else expires
+            return _Draft(listed, rollout, kept, _only(listed))
+
+        return self._move(channel, draft, entries)
+
     def set_rollout(self, channel: str, percent: int) -> PublishResult:
-        """Move a rollout in progress to ``percent`` (same release and previous).
+        """Move a rollout in progress to ``percent`` (same lists).
 
         Raises:
             ConfigError: if the channel has no rollout in progress or ``percent`` is not 0-100.
@@ -478,13 +595,16 @@ class Publisher:
         def draft(latest: Pointer | None) -> _Draft:
             latest, rollout = _rollout_in_progress(channel, latest)
             return _Draft(
-                latest.release, rollout.model_copy(update={"percent": checked}), latest.expires_at
+                list(latest.releases),
+                rollout.model_copy(update={"percent": checked}),
+                latest.expires_at,
+                _only(latest.releases),
             )
 
         return self._move(channel, draft)
 
     def complete_rollout(self, channel: str) -> PublishResult:
-        """Serve the rolled-out release to every instance (drops ``rollout``).
+        """Serve the rolled-out list to every instance (drops ``rollout``).
 
         Raises:
             ConfigError: if the channel has no rollout in progress.
@@ -492,12 +612,12 @@ class Publisher:
 
         def draft(latest: Pointer | None) -> _Draft:
             latest, _ = _rollout_in_progress(channel, latest)
-            return _Draft(latest.release, None, latest.expires_at)
+            return _Draft(list(latest.releases), None, latest.expires_at, _only(latest.releases))
 
         return self._move(channel, draft)
 
     def abort_rollout(self, channel: str) -> PublishResult:
-        """Serve the rollout's ``previous`` release to every instance again.
+        """Serve the rollout's ``previous`` list to every instance again.
 
         Raises:
             ConfigError: if the channel has no rollout in progress.
@@ -505,7 +625,7 @@ class Publisher:
 
         def draft(latest: Pointer | None) -> _Draft:
             latest, rollout = _rollout_in_progress(channel, latest)
-            return _Draft(rollout.previous, None, latest.expires_at)
+            return _Draft(list(rollout.previous), None, latest.expires_at, _only(rollout.previous))
 
         return self._move(channel, draft)
 
@@ -530,13 +650,48 @@ class Publisher:
 
     # ------------------------------------------------------------------ internals
 
-    def _move(self, channel: str, draft: Callable[[Pointer | None], _Draft]) -> PublishResult:
+    def _entries(
+        self,
+        keks: dict[str, bytes] | None,
+        *,
+        access_token: str | AccessToken | None = None,
+        bundle_source: BundleSource | None = None,
+        as_is: bool = False,
+        fresh: bool = False,
+    ) -> Entries:
+        return Entries(
+            self.store,
+            self.project_id,
+            keks,
+            access_token=access_token,
+            bundle_source=bundle_source,
+            as_is=as_is,
+            fresh=fresh,
+        )
+
+    def _built(self, bundle: BuiltBundle | bytes) -> BuiltBundle:
+        if isinstance(bundle, BuiltBundle):
+            built = bundle
+        else:
+            built = BuiltBundle.from_bytes(bytes(bundle), project_id=self.project_id)
+        if built.project_id != self.project_id:
+            raise ConfigError(
+                f"bundle belongs to project {built.project_id!r}, not {self.project_id!r}"
+            )
+        return built
+
+    def _move(
+        self,
+        channel: str,
+        draft: Callable[[Pointer | None], _Draft],
+        entries: Entries | None = None,
+    ) -> PublishResult:
         check_channel(channel)
-        timings: dict[str, float] = {}
-        current = self._timed(timings, "read_pointer", lambda: self._read_current(channel))
+        entries = entries or self._entries(None, as_is=True)
+        current = self._timed(entries.timings, "read_pointer", lambda: self._read_current(channel))
         if current.pointer is None:
             raise NotFound(f"channel {channel!r} has nothing published")
-        return self._advance(channel, draft, current, None, timings)
+        return self._advance(channel, draft, current, entries)
 
     @staticmethod
     def _timed(timings: dict[str, float], name: str, action: Callable[[], _Current]) -> _Current:
@@ -549,9 +704,14 @@ class Publisher:
     def _read_current(self, channel: str) -> _Current:
         key = pointer_key(self.project_id, channel)
         try:
-            got = self.store.get(key, max_size=MAX_POINTER_SIZE)
+            got = self.store.get(key, max_size=POINTER_MAX_SIZE)
         except NotFound:
             return _Current(None, None, None)
+        except SizeLimitError as e:
+            raise SizeLimitError(
+                f"the pointer of channel {channel!r} in {self.store.url} is larger than "
+                f"{POINTER_MAX_SIZE} bytes; refusing to build on it"
+            ) from e
         pointer = self._verify(got.data, channel, f"the pointer of channel {channel!r}")
         if got.etag is None:
             raise StoreError(
@@ -560,8 +720,11 @@ class Publisher:
         return _Current(pointer, got.etag, got.data)
 
     def _verify(self, envelope: bytes, channel: str, what: str) -> Pointer:
+        """The one pointer verification of ``anvil_client.wire``, with the publisher's keys."""
         try:
-            body = verify_envelope(envelope, self._trusted)
+            return verify_pointer(
+                envelope, self._trusted, project_id=self.project_id, channel=channel
+            )
         except SignatureError as e:
             raise SignatureError(
                 f"{what} in {self.store.url} is not signed by this signing key "
@@ -569,21 +732,16 @@ class Publisher:
                 "(while rotating keys, pass the old public key as a trusted key)"
             ) from e
         except FormatError as e:
-            raise FormatError(f"{what} in {self.store.url} is malformed: {e}") from e
-        pointer = Pointer.parse(body)
-        if pointer.project_id != self.project_id or pointer.channel != channel:
-            raise FormatError(
-                f"{what} names project {pointer.project_id!r} channel {pointer.channel!r}; "
-                "refusing to build on it"
-            )
-        return pointer
+            raise FormatError(f"refusing to build on {what} in {self.store.url}: {e}") from e
+        except SizeLimitError as e:
+            raise SizeLimitError(f"refusing to build on {what} in {self.store.url}: {e}") from e
 
     def _read_history_entry(self, channel: str, sequence: int) -> Pointer:
-        if not isinstance(sequence, int) or sequence < 1:
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
             raise ConfigError(f"sequence must be a positive integer, got {sequence!r}")
         key = history_key(self.project_id, channel, sequence)
         try:
-            got = self.store.get(key, max_size=MAX_POINTER_SIZE)
+            got = self.store.get(key, max_size=POINTER_MAX_SIZE)
         except NotFound as e:
             raise NotFound(f"channel {channel!r} has no history entry {sequence}") from e
         pointer = self._verify(got.data, channel, f"history entry {sequence} of {channel!r}")
@@ -593,127 +751,19 @@ class Publisher:
             )
         return pointer
 
-    def _plaintext_of(
-        self,
-        release: Release,
-        access_token: str | AccessToken | None,
-        bundle_source: BundleSource | None,
-    ) -> bytes:
-        """The exact plaintext bundle bytes of a release, checked against its content hash."""
-        wanted = release.content_sha256
-        if bundle_source is not None:
-            data = bundle_source(wanted)
-            if not isinstance(data, bytes) or sha256_hex(data) != wanted:
-                raise ChecksumError(
-                    f"the bundle source returned other bytes than {release.version} "
-                    f"(content_sha256 {wanted[:16]})"
-                )
-        else:
-            ref = release.object
-            if ref.encoding == "jwe" and access_token is None:
-                raise ConfigError(
-                    f"re-encrypting {release.version} needs its plaintext: give an ACCESS_TOKEN "
-                    "that can decrypt it"
-                )
-            stored = self._fetch_object(ref)
-            if ref.encoding == "jwe":
-                token = (
-                    access_token
-                    if isinstance(access_token, AccessToken)
-                    else AccessToken.parse(str(access_token))
-                )
-                data = decrypt_bundle(
-                    stored, token.token_id, token.kek(), max_plaintext=MAX_BUNDLE_SIZE
-                )
-            else:
-                data = stored
-            if sha256_hex(data) != wanted:
-                raise ChecksumError(
-                    f"the content of {release.version} does not match its content_sha256"
-                )
-        bundle = parse_bundle(data, content_sha256=wanted)
-        if bundle.project_id != self.project_id or bundle.version != release.version:
-            raise FormatError(
-                f"the bundle of {release.version} belongs to project {bundle.project_id!r} "
-                f"version {bundle.version!r}"
-            )
-        return data
-
-    def _fetch_object(self, ref: ObjectRef) -> bytes:
-        ref.check_location(self.project_id)
-        data = self.store.get(ref.path, max_size=ref.size).data
-        if len(data) != ref.size or sha256_hex(data) != ref.sha256:
-            raise ChecksumError(f"{ref.path} does not match the size and sha256 of its pointer")
-        return data
-
-    def _store_content(
-        self,
-        data: bytes,
-        content_sha256: str,
-        keks: dict[str, bytes] | None,
-        candidates: list[Release],
-        timings: dict[str, float],
-    ) -> _Stored:
-        """Encrypt (or reuse an identical object) and write it with ``If-None-Match: *``."""
-        recipients = tuple(sorted(keks)) if keks else ()
-        started = time.perf_counter()
-        for release in candidates:
-            if release.content_sha256 == content_sha256 and self._reusable(release.object, keks):
-                timings["encrypt"] = timings.get("encrypt", 0.0) + time.perf_counter() - started
-                return _Stored(release.object, True, len(data), recipients)
-        encoding: Literal["jwe", "json"] = "json" if keks is None else "jwe"
-        payload = data if keks is None else encrypt_bundle(data, keks)
-        object_sha256 = sha256_hex(payload)
-        ref = ObjectRef(
-            path=bundle_key(self.project_id, object_sha256, encoding),
-            sha256=object_sha256,
-            size=len(payload),
-            encoding=encoding,
-        )
-        encrypted = time.perf_counter()
-        timings["encrypt"] = timings.get("encrypt", 0.0) + encrypted - started
-        reused = False
-        try:
-            self.store.put(ref.path, payload, if_none_match=True)
-        except PreconditionFailed:
-            # Already there under its own hash: done, once we know it is what its name says.
-            self._fetch_object(ref)
-            reused = True
-        timings["upload"] = timings.get("upload", 0.0) + time.perf_counter() - encrypted
-        return _Stored(ref, reused, len(data), recipients)
-
-    def _reusable(self, ref: ObjectRef, keks: dict[str, bytes] | None) -> bool:
-        """An existing object is reused when it is intact and wrapped for exactly these keys."""
-        if (ref.encoding == "json") != (keks is None):
-            return False
-        try:
-            data = self._fetch_object(ref)
-        except (AnvilError, ValueError):
-            return False
-        if keks is None:
-            return True
-        try:
-            jwe = parse_json_object(data, "bundle JWE")
-            wrapped: dict[str, bytes] = {}
-            for entry in jwe["recipients"]:
-                wrapped[entry["header"]["kid"]] = b64decode_any(entry["encrypted_key"], "key")
-            if set(wrapped) != set(keks):
-                return False
-            ceks = {aes_key_unwrap(keks[kid], key) for kid, key in wrapped.items()}
-        except (AnvilError, KeyError, TypeError, InvalidUnwrap, ValueError):
-            return False
-        return len(ceks) == 1
-
     def _advance(
         self,
         channel: str,
         draft: Callable[[Pointer | None], _Draft],
         current: _Current,
-        stored: _Stored | None,
-        timings: dict[str, float],
+        entries: Entries,
     ) -> PublishResult:
-        """The compare-and-swap loop of DESIGN §6 step 4-5, then the history copy."""
+        """The compare-and-swap loop of DESIGN §6 step 4-5, then the history copy.
+
+        ``draft`` builds the new list from the pointer just read, each attempt anew.
+        """
         key = pointer_key(self.project_id, channel)
+        timings = entries.timings
         started = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             if attempt > 1:
@@ -721,15 +771,16 @@ class Publisher:
                 current = self._read_current(channel)
             latest = current.pointer
             plan = draft(latest)
+            _check_count(channel, len(plan.releases))
             sequence = (latest.sequence if latest else 0) + 1
             pointer = Pointer(
-                type="anvil.pointer/v1",
+                type="anvil.pointer/v2",
                 project_id=self.project_id,
                 channel=channel,
                 sequence=sequence,
                 published_at=format_timestamp(self._now()),
                 expires_at=plan.expires_at,
-                release=plan.release,
+                releases=_sorted(plan.releases),
                 rollout=plan.rollout,
             )
             envelope = sign_envelope(pointer.to_bytes(), self._key)
@@ -748,33 +799,52 @@ class Publisher:
                 # Backfill the entry a crashed publisher may have left unwritten.
                 self._write_history(channel, latest.sequence, current.envelope)
             timings["history"] = time.perf_counter() - cas_done
-            ref = plan.release.object
-            same_object = stored is not None and stored.ref == ref
-            return PublishResult(
-                project_id=self.project_id,
-                channel=channel,
-                sequence=sequence,
-                version=plan.release.version,
-                prompt_set_id=plan.release.prompt_set_id,
-                content_sha256=plan.release.content_sha256,
-                object_path=ref.path,
-                object_sha256=ref.sha256,
-                object_size=ref.size,
-                plaintext_size=stored.plaintext_size if stored and same_object else None,
-                encoding=ref.encoding,
-                etag=put.etag,
-                recipients=stored.recipients if stored and same_object else (),
-                reused_object=stored.reused if stored and same_object else True,
-                attempts=attempt,
-                published_at=pointer.published_at,
-                expires_at=pointer.expires_at,
-                rollout_percent=None if pointer.rollout is None else pointer.rollout.percent,
-                timings=dict(timings),
-                envelope=envelope,
+            return self._result(
+                channel, pointer, envelope, put.etag, plan, latest, entries, attempt
             )
         raise PreconditionFailed(
             f"channel {channel!r} changed on each of {self.max_attempts} attempts to publish; "
             "other publishers are busy on it, try again"
+        )
+
+    def _result(
+        self,
+        channel: str,
+        pointer: Pointer,
+        envelope: bytes,
+        etag: str | None,
+        plan: _Draft,
+        before: Pointer | None,
+        entries: Entries,
+        attempts: int,
+    ) -> PublishResult:
+        entry = plan.entry
+        ref = None if entry is None else entry.object
+        stored = None if ref is None else entries.stored.get(ref.path)
+        return PublishResult(
+            project_id=self.project_id,
+            channel=channel,
+            sequence=pointer.sequence,
+            version=None if entry is None else entry.version,
+            prompt_set_id=None if entry is None else entry.prompt_set_id,
+            name=None if entry is None else entry.name,
+            content_sha256=None if entry is None else entry.content_sha256,
+            object_path=None if ref is None else ref.path,
+            object_sha256=None if ref is None else ref.sha256,
+            object_size=None if ref is None else ref.size,
+            plaintext_size=None if stored is None else stored.plaintext_size,
+            encoding=None if ref is None else ref.encoding,
+            etag=etag,
+            recipients=entries.recipients,
+            reused_object=True if stored is None else stored.reused,
+            attempts=attempts,
+            published_at=pointer.published_at,
+            expires_at=pointer.expires_at,
+            rollout_percent=None if pointer.rollout is None else pointer.rollout.percent,
+            timings=dict(entries.timings),
+            envelope=envelope,
+            pointer=pointer,
+            changes=describe_changes(before, pointer),
         )
 
     def _write_history(self, channel: str, sequence: int, envelope: bytes) -> None:
@@ -788,6 +858,69 @@ class Publisher:
             log.warning("could not write history entry %s: %s", key, e)
 
 
+def describe_changes(before: Pointer | None, after: Pointer) -> tuple[str, ...]:
+    """Sentences saying how ``after``'s list differs from ``before``'s: ``Support bot 0.2.0 →
+    0.3.0``, ``Checkout helper added``, ``Checkout helper removed``, …"""
+    old = {} if before is None else {r.prompt_set_id: r for r in before.releases}
+    new = {r.prompt_set_id: r for r in after.releases}
+    changes: list[str] = []
+    for release in after.releases:
+        label = release.name or release.prompt_set_id
+        was = old.get(release.prompt_set_id)
+        if was is None:
+            changes.append(f"{label} added")
+            continue
+        if was.name != release.name:
+            changes.append(f"{was.name or was.prompt_set_id} renamed to {label}")
+        if was.version != release.version:
+            changes.append(f"{label} {was.version} → {release.version}")
+        elif was.content_sha256 != release.content_sha256:
+            changes.append(f"{label} {release.version} has new content")
+        elif was.object != release.object:
+            changes.append(f"{label} {release.version} re-encrypted")
+    for release in before.releases if before is not None else []:
+        if release.prompt_set_id not in new:
+            changes.append(f"{release.name or release.prompt_set_id} removed")
+    was_rollout = None if before is None else before.rollout
+    if after.rollout is not None:
+        if was_rollout is None or was_rollout.previous != after.rollout.previous:
+            changes.append(f"rollout started at {after.rollout.percent}%")
+        elif was_rollout.percent != after.rollout.percent:
+            changes.append(f"rollout {was_rollout.percent}% → {after.rollout.percent}%")
+    elif was_rollout is not None:
+        changes.append("rollout ended")
+    return tuple(changes)
+
+
+def _sorted(releases: Iterable[Release]) -> list[Release]:
+    return sorted(releases, key=lambda r: r.prompt_set_id)
+
+
+def _only(releases: Sequence[Release]) -> Release | None:
+    return releases[0] if len(releases) == 1 else None
+
+
+def _listing(releases: Iterable[Release]) -> str:
+    return ", ".join(f"{r.describe()} ({r.prompt_set_id})" for r in releases)
+
+
+def _check_name(name: str | None) -> None:
+    if name is None:
+        return
+    if not isinstance(name, str) or len(name) > RELEASE_NAME_MAX:
+        raise ConfigError(
+            f"a prompt set name must be a text of at most {RELEASE_NAME_MAX} characters"
+        )
+
+
+def _check_count(channel: str, count: int) -> None:
+    if count > RELEASES_MAX:
+        raise ConfigError(
+            f"channel {channel!r} would serve {count} prompt sets; at most {RELEASES_MAX} fit "
+            "in one pointer (remove a set first)"
+        )
+
+
 def _check_percent(percent: int | None) -> int | None:
     if percent is None:
         return None
@@ -796,24 +929,11 @@ def _check_percent(percent: int | None) -> int | None:
     return percent
 
 
-def _settled_release(pointer: Pointer) -> Release:
-    """The release every instance had before ``pointer``'s unfinished rollout (or its release)."""
+def _settled(pointer: Pointer) -> list[Release]:
+    """The list every instance had before ``pointer``'s unfinished rollout (or its list)."""
     if pointer.rollout is not None and pointer.rollout.percent < 100:
-        return pointer.rollout.previous
-    return pointer.release
-
-
-def _previous_of(pointer: Pointer) -> Release | None:
-    return None if pointer.rollout is None else pointer.rollout.previous
-
-
-def _candidates(pointer: Pointer | None) -> list[Release]:
-    if pointer is None:
-        return []
-    found = [pointer.release]
-    if pointer.rollout is not None:
-        found.append(pointer.rollout.previous)
-    return found
+        return list(pointer.rollout.previous)
+    return list(pointer.releases)
 
 
 def read_history(
@@ -842,8 +962,10 @@ def read_history(
             match = HISTORY_NAME_RE.match(path[len(prefix) :])
             if match is None:
                 continue
-            data = opened.get(path, max_size=MAX_POINTER_SIZE).data
-            entries.append(_history_entry(int(match.group(1)), path, data, keys, project_id))
+            data = opened.get(path, max_size=POINTER_MAX_SIZE).data
+            entries.append(
+                _history_entry(int(match.group(1)), path, data, keys, project_id, channel)
+            )
         return sorted(entries, key=lambda e: e.sequence)
     finally:
         if owned:
@@ -851,7 +973,12 @@ def read_history(
 
 
 def _history_entry(
-    sequence: int, path: str, data: bytes, keys: list[TrustedKey] | None, project_id: str
+    sequence: int,
+    path: str,
+    data: bytes,
+    keys: list[TrustedKey] | None,
+    project_id: str,
+    channel: str,
 ) -> HistoryEntry:
     keyid = None
     try:
@@ -861,10 +988,10 @@ def _history_entry(
             found = signatures[0].get("keyid")
             keyid = found if isinstance(found, str) else None
         if keys is None:
-            body = b64decode_any(envelope.get("payload"), "payload")
+            # Listing without keys: shown as "unchecked", never trusted for anything.
+            pointer = Pointer.parse(b64decode_any(envelope.get("payload"), "payload"))
         else:
-            body = verify_envelope(data, keys)
-        pointer = Pointer.parse(body)
+            pointer = verify_pointer(data, keys, project_id=project_id, channel=channel)
     except AnvilError as e:
         return HistoryEntry(
             sequence, path, None, False if keys is not None else None, keyid, str(e)

@@ -19,10 +19,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateSyntaxError, nodes
 
 from anvil_client.errors import TemplateError, ValidationError
 from anvil_client.wire import ENVIRONMENT, PROMPT_ID_MAX, ROLES, is_prompt_id, parse_template
+from anvil_client.wire._render import MAX_PROMPT_SET_CHARS, undeclared_names
 
 __all__ = ["PromptFiles", "SourceLocation", "validate_prompts"]
 
@@ -83,6 +84,14 @@ def validate_prompts(prompts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
         raise ValidationError(
             [f"a prompt set must be a mapping of id to prompt, got {_kind(prompts)}"]
         )
+    total = sum(_template_chars(value) for value in prompts.values())
+    if total > MAX_PROMPT_SET_CHARS:
+        raise ValidationError(
+            [
+                f"the templates of this prompt set hold {total:,} characters; at most "
+                f"{MAX_PROMPT_SET_CHARS:,} are allowed"
+            ]
+        )
     locations: Mapping[str, SourceLocation] = getattr(prompts, "locations", None) or {}
     items = [
         (key, value, locations.get(key) if isinstance(key, str) else None)
@@ -98,6 +107,17 @@ def validate_prompts(prompts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     if problems:
         raise ValidationError(problems)
     return normalized
+
+
+def _template_chars(prompt: Any) -> int:
+    """How many characters of template text one (not yet validated) prompt holds."""
+    if not isinstance(prompt, Mapping):
+        return 0
+    sources = [prompt.get("template")]
+    messages = prompt.get("messages")
+    if isinstance(messages, list):
+        sources.extend(m.get("template") for m in messages if isinstance(m, Mapping))
+    return sum(len(source) for source in sources if isinstance(source, str))
 
 
 _Item = tuple[Any, Any, "SourceLocation | None"]
@@ -258,7 +278,9 @@ def _analyse(source: str) -> tuple[list[str], str | None, int | None]:
         return _undeclared(tree), None, None
     except TemplateSyntaxError as e:  # what the code generator refuses (loop as a target, …)
         return [], e.message or str(e), e.lineno
-    except Exception as e:  # constant folding failed: compiling it in the client would too
+    except RecursionError:  # parse_template bounds nesting, so this is only a last resort
+        return [], "the template nests too deeply; simplify it", None
+    except Exception as e:  # whatever else the code generator refuses
         return [], f"does not compile: {type(e).__name__}: {e}", None
 
 
@@ -305,7 +327,7 @@ def _undeclared(tree: nodes.Template) -> list[str]:
     try:
         _collect(tree, names)
     except _Fallback:
-        return sorted(meta.find_undeclared_variables(tree))
+        return sorted(undeclared_names(tree))  # Jinja2's introspection, without constant folding
     return sorted(names)
 
 

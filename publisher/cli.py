@@ -1,8 +1,11 @@
-"""``anvil-publish``: build, publish, roll back, promote and inspect prompt bundles from CI.
+"""``anvil-publish``: build, publish, remove, roll back, promote and inspect prompt bundles.
 
     $ anvil-publish keygen --out signing.pem
     $ anvil-publish publish prompts/ --store s3://bucket/anvil --project-id P --channel staging \\
           --version 1.4.0 --signing-key signing.pem --recipients-file tokens.txt --json
+
+A channel serves every prompt set of the project (one entry per set); publishing one set
+keeps the others, ``remove`` drops one.
 
 Thin commands over the library: they parse, call it and print. Every failure ends as one
 clear sentence on stderr and a non-zero exit (1 for errors, 2 for usage), never a traceback.
@@ -27,7 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from anvil_client.errors import AnvilError, ConfigError, ValidationError
 from anvil_client.stores import write_atomically
 from anvil_client.wire import (
+    RELEASE_NAME_MAX,
     AccessToken,
+    Release,
     generate_private_key,
     key_id,
     load_private_key,
@@ -37,7 +42,7 @@ from anvil_client.wire import (
 )
 from publisher._bundle import BuiltBundle, build_bundle, header_problems
 from publisher._files import load_prompt_files
-from publisher._inspect import Inspection, export_bootstrap, inspect
+from publisher._inspect import InspectedRelease, Inspection, export_bootstrap, inspect
 from publisher._layout import parse_duration
 from publisher._publish import Publisher, PublishResult, read_history
 
@@ -198,22 +203,40 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
+def _access_token_option(func: F) -> F:
+    return click.option(
+        "--access-token",
+        help="ACCESS_TOKEN that can decrypt the channel's entries, to re-encrypt them "
+        "(or ANVIL_ACCESS_TOKEN).",
+    )(func)
+
+
+def _listing(releases: Sequence[Release]) -> str:
+    return ", ".join(f"{r.name or r.prompt_set_id} {r.version}" for r in releases)
+
+
 def _echo_result(result: PublishResult, as_json: bool, headline: str) -> None:
     if as_json:
         _echo_json(result.to_json())
         return
-    if result.encoding == "jwe":
+    encodings = {r.object.encoding for r in result.pointer.all_releases()}
+    if encodings == {"jwe"}:
         count = len(result.recipients)
         sealed = f"encrypted for {count} recipient{'s' * (count != 1)}" if count else "encrypted"
     else:
-        sealed = "UNENCRYPTED"
-    reused = ", reused" if result.reused_object else ""
+        sealed = "UNENCRYPTED" if encodings == {"json"} else "partly UNENCRYPTED"
+    reused = ", reused" if result.object_path and result.reused_object else ""
     rollout = f", rollout {result.rollout_percent}%" if result.rollout_percent is not None else ""
     click.echo(f"{headline} as sequence {result.sequence} ({sealed}{rollout}{reused})")
-    click.echo(f"  content_sha256 {result.content_sha256}")
-    click.echo(f"  object         {result.object_path} ({result.object_size} bytes)")
+    if result.object_path is not None:
+        click.echo(f"  content_sha256 {result.content_sha256}")
+        click.echo(f"  object         {result.object_path} ({result.object_size} bytes)")
     if result.expires_at:
         click.echo(f"  expires        {result.expires_at}")
+    click.echo(f"  changes        {'; '.join(result.changes) or 'none'}")
+    click.echo(f"  serves         {_listing(result.releases)}")
+    if result.pointer.rollout is not None:
+        click.echo(f"  others serve   {_listing(result.pointer.rollout.previous)}")
 
 
 # ----------------------------------------------------------------------- commands
@@ -314,8 +337,14 @@ def build(
 @click.option("--channel", required=True, help="Channel, like production.")
 @click.option("--version", "version", help="Semantic version (required for a directory).")
 @click.option("--prompt-set-id", help="Default: a UUID5 of the project and directory name.")
+@click.option(
+    "--name",
+    help="Display name of the prompt set's entry. Default: the name the channel's entry "
+    "has, else the directory's name, else the file's stem.",
+)
 @_signing_options
 @_recipient_options
+@_access_token_option
 @_expiry_option
 @click.option("--rollout-percent", type=click.IntRange(0, 100), help="Gradual rollout share.")
 @_json_option
@@ -326,23 +355,32 @@ def publish(
     channel: str,
     version: str | None,
     prompt_set_id: str | None,
+    name: str | None,
     signing_key_path: str | None,
     recipient_texts: tuple[str, ...],
     recipients_file: str | None,
+    access_token: str | None,
     plaintext: bool,
     expires_in: str | None,
     rollout_percent: int | None,
     as_json: bool,
 ) -> None:
-    """Publish PROMPTS_DIR or BUNDLE.json to a channel (new signed sequence)."""
+    """Publish PROMPTS_DIR or BUNDLE.json as its prompt set's entry of a channel.
+
+    The channel's other prompt sets are kept; when the recipients change they are
+    re-encrypted too (reading them may need --access-token). A prompt id that another set
+    of the channel has is refused.
+    """
     key = _signing_key(signing_key_path)
     recipients = _recipients(recipient_texts, recipients_file, from_env=not plaintext)
     expires = parse_duration(expires_in) if expires_in else None
     path = Path(source)
     if path.is_dir():
         built = _bundle_from_directory(path, project_id, version, prompt_set_id)
+        default_name = path.resolve().name
     elif path.is_file():
         built = BuiltBundle.from_bytes(path.read_bytes(), project_id=project_id)
+        default_name = path.stem
         for flag, given, actual in (
             ("--version", version, built.version),
             ("--prompt-set-id", prompt_set_id, built.prompt_set_id),
@@ -354,13 +392,49 @@ def publish(
     with Publisher(store_url, project_id=project_id, signing_key=key) as publisher:
         result = publisher.publish(
             built,
-            channel=channel,
+            channel,
+            name=name,
+            default_name=default_name[:RELEASE_NAME_MAX],
             recipients=recipients,
             plaintext=plaintext,
             expires_at=expires,
             rollout_percent=rollout_percent,
+            access_token=_access_token(access_token),
         )
-    _echo_result(result, as_json, f"published {result.version} to {channel}")
+    _echo_result(
+        result,
+        as_json,
+        f"published {result.name or result.prompt_set_id} {result.version} to {channel}",
+    )
+
+
+@cli.command()
+@_store_options
+@click.option("--channel", required=True)
+@click.option("--prompt-set-id", required=True, help="The prompt set whose entry to drop.")
+@_signing_options
+@_expiry_option
+@_json_option
+def remove(
+    store_url: str,
+    project_id: str,
+    channel: str,
+    prompt_set_id: str,
+    signing_key_path: str | None,
+    expires_in: str | None,
+    as_json: bool,
+) -> None:
+    """Stop serving one prompt set on a channel (a new sequence without its entry).
+
+    The other entries are kept as they are; the last entry of a channel cannot be removed.
+    """
+    key = _signing_key(signing_key_path)
+    with Publisher(store_url, project_id=project_id, signing_key=key) as publisher:
+        if expires_in:
+            result = publisher.remove(channel, prompt_set_id, expires_at=parse_duration(expires_in))
+        else:
+            result = publisher.remove(channel, prompt_set_id)
+    _echo_result(result, as_json, f"removed prompt set {prompt_set_id} from {channel}")
 
 
 @cli.command()
@@ -368,7 +442,7 @@ def publish(
 @click.option("--channel", required=True)
 @click.option("--to-sequence", required=True, type=click.IntRange(min=1))
 @_signing_options
-@click.option("--access-token", help="Token that can decrypt the old release (or env).")
+@click.option("--access-token", help="Token that can decrypt the old entries (or env).")
 @_recipient_options
 @_expiry_option
 @_json_option
@@ -385,7 +459,7 @@ def rollback(
     expires_in: str | None,
     as_json: bool,
 ) -> None:
-    """Serve the content of history entry N again, re-encrypted, as a new sequence."""
+    """Serve the whole list of history entry N again, re-encrypted, as a new sequence."""
     key = _signing_key(signing_key_path)
     recipients = _recipients(recipient_texts, recipients_file, from_env=not plaintext)
     expires = parse_duration(expires_in) if expires_in else None
@@ -398,19 +472,23 @@ def rollback(
             access_token=_access_token(access_token),
             expires_at=expires,
         )
-    _echo_result(
-        result,
-        as_json,
-        f"rolled {channel} back to {result.version} (the content of sequence {to_sequence})",
-    )
+    _echo_result(result, as_json, f"rolled {channel} back to the list of sequence {to_sequence}")
 
 
 @cli.command()
 @_store_options
 @click.option("--from", "from_channel", required=True, help="Source channel, like staging.")
 @click.option("--to", "to_channel", required=True, help="Target channel, like production.")
+@click.option(
+    "--prompt-set-id",
+    help="Copy only this set's entry into the target's list (default: the whole list).",
+)
 @_signing_options
-@click.option("--access-token", help="Token that can decrypt it, to re-encrypt (or env).")
+@click.option(
+    "--access-token",
+    help="Token that can decrypt the entries: to re-encrypt them, or (with --prompt-set-id) "
+    "to check prompt ids against the target's other sets (or ANVIL_ACCESS_TOKEN).",
+)
 @_recipient_options
 @_expiry_option
 @_json_option
@@ -419,6 +497,7 @@ def promote(
     project_id: str,
     from_channel: str,
     to_channel: str,
+    prompt_set_id: str | None,
     signing_key_path: str | None,
     access_token: str | None,
     recipient_texts: tuple[str, ...],
@@ -427,7 +506,11 @@ def promote(
     expires_in: str | None,
     as_json: bool,
 ) -> None:
-    """Copy the current release of one channel to another, signed anew."""
+    """Copy what one channel serves to another, signed anew.
+
+    The whole list replaces the target's; with --prompt-set-id only that set's entry is
+    copied and the target's other sets are kept.
+    """
     key = _signing_key(signing_key_path)
     # Without recipients the very object is promoted; ANVIL_RECIPIENTS does not apply here.
     recipients = _recipients(recipient_texts, recipients_file, from_env=False)
@@ -436,12 +519,14 @@ def promote(
         result = publisher.promote(
             from_channel,
             to_channel,
+            prompt_set_id=prompt_set_id,
             recipients=recipients or None,
             plaintext=plaintext,
             access_token=_access_token(access_token),
             expires_at=expires,
         )
-    _echo_result(result, as_json, f"promoted {result.version} from {from_channel} to {to_channel}")
+    what = "the list" if prompt_set_id is None else f"prompt set {prompt_set_id}"
+    _echo_result(result, as_json, f"promoted {what} from {from_channel} to {to_channel}")
 
 
 @cli.command()
@@ -467,42 +552,53 @@ def history(
     if not entries:
         click.echo(f"channel {channel} has no history")
         return
-    click.echo(f"{'SEQ':>6}  {'PUBLISHED':20}  {'VERSION':16}  {'CONTENT':12}  {'CHECK':10}  NOTE")
+    click.echo(f"{'SEQ':>6}  {'PUBLISHED':20}  {'CHECK':10}  NOTE")
     for entry in entries:
-        data = entry.to_json()
+        pointer = entry.pointer
         check = {True: "verified", False: "INVALID", None: "unchecked"}[entry.verified]
         note = entry.error or ""
-        if data["rollout_percent"] is not None:
-            note = f"rollout {data['rollout_percent']}% {note}".strip()
-        if data["encoding"] == "json":
-            note = f"unencrypted {note}".strip()
-        click.echo(
-            f"{entry.sequence:>6}  {data['published_at'] or '?':20}  "
-            f"{data['version'] or '?':16}  {(data['content_sha256'] or '?')[:12]:12}  "
-            f"{check:10}  {note}"
-        )
+        if pointer is not None and pointer.rollout is not None:
+            note = f"rollout {pointer.rollout.percent}% {note}".strip()
+        published = "?" if pointer is None else pointer.published_at
+        click.echo(f"{entry.sequence:>6}  {published:20}  {check:10}  {note}".rstrip())
+        for release in entry.releases:
+            plain = "  unencrypted" if release.object.encoding == "json" else ""
+            click.echo(
+                f"{'':8}{release.name or '-'}  {release.version}  "
+                f"{release.content_sha256[:12]}  (set {release.prompt_set_id}){plain}"
+            )
+
+
+def _entry_lines(entry: InspectedRelease) -> list[str]:
+    lines = [
+        f"  {entry.name or entry.prompt_set_id} {entry.version} (prompt set {entry.prompt_set_id})",
+        f"    content_sha256 {entry.content_sha256}",
+        f"    object         {entry.object_path} ({entry.object_size} bytes, "
+        f"{entry.encoding}, sha256 verified)",
+    ]
+    if entry.recipients is not None:
+        lines.append(f"    recipients     {', '.join(entry.recipients)}")
+    if entry.prompt_count is not None:
+        lines.append(f"    prompts        {entry.prompt_count} (decrypted and hash-checked)")
+    return lines
 
 
 def _inspection_lines(result: Inspection) -> list[str]:
+    count = len(result.releases)
     lines = [
-        f"channel {result.channel}: sequence {result.sequence}, version {result.version} "
-        f"(prompt set {result.prompt_set_id})",
+        f"channel {result.channel}: sequence {result.sequence}, {count} prompt "
+        f"set{'s' * (count != 1)}",
         f"  signature      verified with key {result.keyid}",
         f"  published      {result.published_at}",
         f"  expires        {result.expires_at or 'never'}"
         + ("  (EXPIRED: clients reject this pointer)" if result.expired else ""),
-        f"  content_sha256 {result.content_sha256}",
-        f"  object         {result.object_path} ({result.object_size} bytes, "
-        f"{result.encoding}, sha256 verified)",
     ]
-    if result.recipients is not None:
-        lines.append(f"  recipients     {', '.join(result.recipients)}")
-    if result.rollout_percent is not None:
-        lines.append(
-            f"  rollout        {result.rollout_percent}% (others: {result.previous_version})"
-        )
-    if result.prompt_count is not None:
-        lines.append(f"  prompts        {result.prompt_count} (decrypted and hash-checked)")
+    for entry in result.releases:
+        lines += _entry_lines(entry)
+    if result.previous is not None:
+        lines.append(f"  rollout {result.rollout_percent}%; the other instances serve:")
+        for entry in result.previous:
+            lines += _entry_lines(entry)
     return lines
 
 
@@ -545,7 +641,7 @@ def export_command(
     access_token: str | None,
     out: str,
 ) -> None:
-    """Write a verified bootstrap file (pointer + plaintext bundle) to ship with an app."""
+    """Write a verified bootstrap file (pointer + every plaintext bundle) to ship with an app."""
     keys = _trusted_keys(trusted)
     if not keys:
         raise ConfigError("export needs --trusted-key (or ANVIL_TRUSTED_KEYS)")

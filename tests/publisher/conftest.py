@@ -15,15 +15,18 @@ from anvil_client.wire import (
     AccessToken,
     Bundle,
     Pointer,
+    Release,
     TrustedKey,
+    check_bundle_matches,
+    check_disjoint,
     compile_prompt,
-    decrypt_bundle,
+    fetch_object,
     generate_private_key,
+    open_object,
     parse_bundle,
     public_key_text,
-    select_release,
-    sha256_hex,
-    verify_envelope,
+    select_releases,
+    verify_pointer,
 )
 
 PROMPTS: dict[str, dict[str, Any]] = {
@@ -82,14 +85,34 @@ def file_store(tmp_path: Path) -> FileStore:
 
 @dataclass
 class Applied:
-    """What a conforming client would serve after one poll."""
+    """What a conforming client would serve after one poll: the union of the entries."""
 
     pointer: Pointer
-    bundle: Bundle
-    data: bytes
+    releases: list[Release]
+    bundles: dict[str, Bundle]
+    plaintexts: dict[str, bytes]
+
+    @property
+    def bundle(self) -> Bundle:
+        """The one entry's bundle (for channels that serve one prompt set)."""
+        assert len(self.bundles) == 1, list(self.bundles)
+        return next(iter(self.bundles.values()))
+
+    @property
+    def data(self) -> bytes:
+        assert len(self.plaintexts) == 1, list(self.plaintexts)
+        return next(iter(self.plaintexts.values()))
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """``prompt_set_id -> version`` of every entry served."""
+        return {r.prompt_set_id: r.version for r in self.releases}
 
     def render(self, prompt_id: str, **variables: Any) -> str:
-        return compile_prompt(prompt_id, self.bundle.prompts[prompt_id]).render(variables)
+        for bundle in self.bundles.values():
+            if prompt_id in bundle.prompts:
+                return compile_prompt(prompt_id, bundle.prompts[prompt_id]).render(variables)
+        raise KeyError(prompt_id)
 
 
 def client_apply(
@@ -103,22 +126,19 @@ def client_apply(
     """DESIGN §7, one poll, with the wire functions only (the reader the client must be)."""
     key = TrustedKey.parse(trusted if isinstance(trusted, str) else public_text(trusted))
     envelope = store.get(f"projects/{project_id}/channels/{channel}.json", max_size=65536).data
-    pointer = Pointer.parse(verify_envelope(envelope, [key]))
-    assert (pointer.project_id, pointer.channel) == (project_id, channel)
-    release = select_release(pointer, instance_id)
-    release.object.check_location(project_id)
-    stored = store.get(release.object.path, max_size=release.object.size).data
-    assert len(stored) == release.object.size
-    assert sha256_hex(stored) == release.object.sha256
-    if release.object.encoding == "jwe":
-        assert token is not None
-        data = decrypt_bundle(stored, token.token_id, token.kek(), max_plaintext=64 << 20)
-    else:
-        data = stored
-    assert sha256_hex(data) == release.content_sha256
-    bundle = parse_bundle(data, content_sha256=release.content_sha256)
-    assert (bundle.project_id, bundle.version) == (project_id, release.version)
-    return Applied(pointer, bundle, data)
+    pointer = verify_pointer(envelope, [key], project_id=project_id, channel=channel)
+    releases = select_releases(pointer, instance_id)
+    bundles: dict[str, Bundle] = {}
+    plaintexts: dict[str, bytes] = {}
+    for release in releases:
+        stored = fetch_object(store, release)
+        data = open_object(release, stored, token)
+        bundle = parse_bundle(data, content_sha256=release.content_sha256)
+        check_bundle_matches(bundle, project_id, release)
+        bundles[release.prompt_set_id] = bundle
+        plaintexts[release.prompt_set_id] = data
+    check_disjoint([(r, bundles[r.prompt_set_id]) for r in releases])
+    return Applied(pointer, releases, bundles, plaintexts)
 
 
 def public_text(key: Ed25519PrivateKey) -> str:

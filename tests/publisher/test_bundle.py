@@ -93,7 +93,7 @@ def test_prerelease_versions(prompts: dict[str, Any]) -> None:
 def test_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     from publisher import _bundle
 
-    monkeypatch.setattr(_bundle, "MAX_BUNDLE_SIZE", 500)
+    monkeypatch.setattr(_bundle, "BUNDLE_MAX_SIZE", 500)
     with pytest.raises(ValidationError, match="at most 500"):
         build({f"p{i}": {"template": "x" * 50} for i in range(10)})
     with pytest.raises(ValidationError, match="larger than the 500-byte limit"):

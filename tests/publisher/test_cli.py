@@ -230,7 +230,8 @@ def test_publish_rollout_and_plaintext(
             [TrustedKey.parse(public_text(load_private_key_file(workdir / "key.pem")))],
         )
     )
-    assert pointer.rollout is not None and pointer.rollout.previous.version == "1.0.0"
+    assert pointer.rollout is not None
+    assert [r.version for r in pointer.rollout.previous] == ["1.0.0"]
 
 
 # -- rollback, promote, history, inspect, export -----------------------------------------------
@@ -317,8 +318,9 @@ def test_rollback_promote_history_inspect_export(
     )
     assert (seen["sequence"], seen["version"], seen["prompt_count"]) == (3, "1.0.0", 3)
     assert seen["keyid"] == TrustedKey.parse(trusted).keyid
-    for field in ("content_sha256", "published_at", "expires_at"):
+    for field in ("published_at", "expires_at", "releases"):
         assert field in seen
+    assert [r["version"] for r in seen["releases"]] == ["1.0.0"]
     human = ok(run("inspect", *base, "--channel", "production", "--trusted-key", trusted)).stdout
     assert "signature      verified" in human
 
@@ -337,7 +339,7 @@ def test_rollback_promote_history_inspect_export(
         )
     )
     boot = json.loads(out.read_bytes())
-    assert json.loads(boot["bundle"])["version"] == "1.0.0"
+    assert [json.loads(text)["version"] for text in boot["bundles"].values()] == ["1.0.0"]
 
 
 # -- failures: one sentence, exit 1, channel untouched ------------------------------------------
@@ -548,3 +550,291 @@ def test_the_installed_entry_point(workdir: Path, store_url: str, project_id: st
     assert bad.returncode == 1
     assert bad.stderr.startswith("Error: version 'x' is not a semantic version")
     assert "Traceback" not in bad.stderr
+
+
+# -- a channel serves every prompt set ----------------------------------------------------------
+
+
+def second_set(workdir: Path, name: str, prompts: dict[str, Any]) -> Path:
+    directory = workdir / name
+    directory.mkdir()
+    (directory / "prompts.yaml").write_text(dump_prompt_file(prompts), encoding="utf-8")
+    return directory
+
+
+def publish_json(result: Result) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(ok(result).stdout)
+    return out
+
+
+def test_two_prompt_directories_share_a_channel_with_names(
+    workdir: Path,
+    store_url: str,
+    project_id: str,
+    signing_key: Ed25519PrivateKey,
+    token_a: AccessToken,
+) -> None:
+    checkout_dir = second_set(workdir, "checkout", {"checkout.total": {"template": "{{ n }}"}})
+    first = publish_json(
+        run(
+            *publish_args(workdir, store_url, project_id, "--version", "1.0.0"),
+            "--recipient",
+            token_a.text,
+            "--json",
+        )
+    )
+    assert first["name"] == "prompts"  # the directory's name
+    args = publish_args(workdir, store_url, project_id, "--version", "0.1.0")
+    args[1] = str(checkout_dir)
+    second = publish_json(
+        run(*args, "--name", "Checkout helper", "--recipient", token_a.text, "--json")
+    )
+    assert second["changes"] == ["Checkout helper added"]
+    assert sorted((r["name"], r["version"]) for r in second["releases"]) == [
+        ("Checkout helper", "0.1.0"),
+        ("prompts", "1.0.0"),
+    ]
+    assert [r["prompt_set_id"] for r in second["releases"]] == sorted(
+        r["prompt_set_id"] for r in second["releases"]
+    )
+    # the name stays what the channel's entry says unless --name changes it
+    again = publish_json(
+        run(*args[:-2], "--version", "0.2.0", "--recipient", token_a.text, "--json")
+    )
+    assert again["name"] == "Checkout helper"
+    human = ok(run(*args[:-2], "--version", "0.3.0", "--recipient", token_a.text)).stdout
+    assert "published Checkout helper 0.3.0 to production" in human
+    assert "Checkout helper 0.2.0 → 0.3.0" in human
+    assert "serves" in human and "prompts 1.0.0" in human
+    applied = client_apply(
+        FileStore(workdir / "store"), project_id, "production", signing_key, token_a
+    )
+    assert applied.render("checkout.total", n=2) == "2"
+    assert applied.render("welcome.message", name="a", role="b", access_level="c") == (
+        "Welcome a! As b, you have c access."
+    )
+    # a bundle file's default name is its stem
+    bundle = workdir / "helpdesk.json"
+    helpdesk = second_set(workdir, "helpdesk", {"helpdesk.hi": {"template": "hi"}})
+    ok(
+        run(
+            "build",
+            str(helpdesk),
+            "--project-id",
+            project_id,
+            "--version",
+            "1.0.0",
+            "--out",
+            str(bundle),
+        )
+    )
+    from_file = args.copy()
+    from_file[1] = str(bundle)
+    out = publish_json(run(*from_file[:-2], "--recipient", token_a.text, "--json"))
+    assert out["name"] == "helpdesk" and len(out["releases"]) == 3
+
+    # history and inspect show every entry
+    trusted = public_text(signing_key)
+    base = ["--store", store_url, "--project-id", project_id, "--channel", "production"]
+    history = json.loads(ok(run("history", *base, "--trusted-key", trusted, "--json")).stdout)
+    last = history["entries"][-1]
+    assert sorted(r["name"] for r in last["releases"]) == ["Checkout helper", "helpdesk", "prompts"]
+    assert all(len(r["content_sha256"]) == 64 and r["version"] for r in last["releases"])
+    table = ok(run("history", *base)).stdout
+    assert "Checkout helper  0.3.0" in table and "helpdesk  1.0.0" in table
+    seen = json.loads(
+        ok(
+            run(
+                "inspect", *base, "--trusted-key", trusted, "--access-token", token_a.text, "--json"
+            )
+        ).stdout
+    )
+    assert sorted((r["name"], r["version"], r["prompt_count"]) for r in seen["releases"]) == [
+        ("Checkout helper", "0.3.0", 1),
+        ("helpdesk", "1.0.0", 1),
+        ("prompts", "1.0.0", 3),
+    ]
+    human = ok(run("inspect", *base, "--trusted-key", trusted)).stdout
+    assert "3 prompt sets" in human and "Checkout helper 0.3.0" in human
+
+
+def test_a_shared_prompt_id_is_refused_with_one_sentence(
+    workdir: Path, store_url: str, project_id: str, token_a: AccessToken
+) -> None:
+    ok(
+        run(
+            *publish_args(
+                workdir, store_url, project_id, "--version", "1.0.0", "--name", "Support bot"
+            ),
+            "--recipient",
+            token_a.text,
+        )
+    )
+    before = store_snapshot(workdir)
+    clash = second_set(workdir, "checkout", {"welcome.message": {"template": "mine"}})
+    args = publish_args(
+        workdir, store_url, project_id, "--version", "0.1.0", "--name", "Checkout helper"
+    )
+    args[1] = str(clash)
+    stderr = failed(
+        run(*args, "--recipient", token_a.text),
+        "prompt 'welcome.message' is in both Support bot 1.0.0 (already on 'production') and "
+        "Checkout helper 0.1.0",
+    )
+    assert len(stderr.strip().splitlines()) == 1
+    assert store_snapshot(workdir) == before
+
+
+def test_new_recipients_need_an_access_token_to_re_encrypt_the_others(
+    workdir: Path,
+    store_url: str,
+    project_id: str,
+    signing_key: Ed25519PrivateKey,
+    token_a: AccessToken,
+    token_b: AccessToken,
+) -> None:
+    ok(
+        run(
+            *publish_args(workdir, store_url, project_id, "--version", "1.0.0"),
+            "--recipient",
+            token_a.text,
+        )
+    )
+    checkout_dir = second_set(workdir, "checkout", {"checkout.total": {"template": "t"}})
+    args = publish_args(workdir, store_url, project_id, "--version", "0.1.0")
+    args[1] = str(checkout_dir)
+    before = store_snapshot(workdir)
+    failed(run(*args, "--recipient", token_b.text), "pass --access-token")
+    assert store_snapshot(workdir) == before
+    ok(run(*args, "--recipient", token_b.text, "--access-token", token_a.text))
+    store = FileStore(workdir / "store")
+    assert len(client_apply(store, project_id, "production", signing_key, token_b).releases) == 2
+    # ANVIL_ACCESS_TOKEN works as well
+    ok(run(*args, "--recipient", token_a.text, env={"ANVIL_ACCESS_TOKEN": token_b.text}))
+    assert len(client_apply(store, project_id, "production", signing_key, token_a).releases) == 2
+
+
+def test_remove_and_promote_one_set(
+    workdir: Path,
+    store_url: str,
+    project_id: str,
+    signing_key: Ed25519PrivateKey,
+    token_a: AccessToken,
+) -> None:
+    key = str(workdir / "key.pem")
+    base = ["--store", store_url, "--project-id", project_id]
+    main_set = publish_json(
+        run(
+            *publish_args(workdir, store_url, project_id, "--version", "1.0.0"),
+            "--recipient",
+            token_a.text,
+            "--json",
+        )
+    )
+    checkout_dir = second_set(workdir, "checkout", {"checkout.total": {"template": "t"}})
+    args = publish_args(
+        workdir, store_url, project_id, "--version", "0.1.0", "--name", "Checkout helper"
+    )
+    args[1] = str(checkout_dir)
+    both = publish_json(run(*args, "--recipient", token_a.text, "--json"))
+    checkout_id = both["prompt_set_id"]
+    # promote just the checkout set to staging, which has its own other set
+    staging = [
+        a if a != "production" else "staging"
+        for a in publish_args(
+            workdir,
+            store_url,
+            project_id,
+            "--version",
+            "2.0.0",
+            "--recipient",
+            token_a.text,
+            "--json",
+        )
+    ]
+    ok(run(*staging))
+    promoted = publish_json(
+        run(
+            "promote",
+            *base,
+            "--from",
+            "production",
+            "--to",
+            "staging",
+            "--prompt-set-id",
+            checkout_id,
+            "--signing-key",
+            key,
+            "--access-token",
+            token_a.text,
+            "--json",
+        )
+    )
+    assert sorted((r["name"], r["version"]) for r in promoted["releases"]) == [
+        ("Checkout helper", "0.1.0"),
+        ("prompts", "2.0.0"),
+    ]
+    # remove the checkout set from production
+    removed = publish_json(
+        run(
+            "remove",
+            *base,
+            "--channel",
+            "production",
+            "--prompt-set-id",
+            checkout_id,
+            "--signing-key",
+            key,
+            "--json",
+        )
+    )
+    assert removed["changes"] == ["Checkout helper removed"]
+    assert [r["prompt_set_id"] for r in removed["releases"]] == [main_set["prompt_set_id"]]
+    store = FileStore(workdir / "store")
+    assert client_apply(store, project_id, "production", signing_key, token_a).versions == {
+        main_set["prompt_set_id"]: "1.0.0"
+    }
+    human = ok(
+        run(
+            "remove",
+            *base,
+            "--channel",
+            "staging",
+            "--prompt-set-id",
+            checkout_id,
+            "--signing-key",
+            key,
+        )
+    ).stdout
+    assert (
+        f"removed prompt set {checkout_id} from staging" in human
+        and "Checkout helper removed" in human
+    )
+    before = store_snapshot(workdir)
+    failed(
+        run(
+            "remove",
+            *base,
+            "--channel",
+            "production",
+            "--prompt-set-id",
+            main_set["prompt_set_id"],
+            "--signing-key",
+            key,
+        ),
+        "is the only prompt set on 'production'",
+    )
+    failed(
+        run(
+            "remove",
+            *base,
+            "--channel",
+            "production",
+            "--prompt-set-id",
+            "nope",
+            "--signing-key",
+            key,
+        ),
+        "serves no prompt set 'nope'",
+    )
+    assert store_snapshot(workdir) == before

@@ -15,6 +15,7 @@ def test_public_names() -> None:
         "HistoryEntry",
         "Inspection",
         "PromptFiles",
+        "PromptIdClash",
         "PublishResult",
         "Publisher",
         "SourceLocation",

@@ -1,0 +1,34 @@
+"""Errors of the publisher beyond the shared hierarchy of ``anvil_client.errors``.
+
+>>> from publisher import PromptIdClash
+>>> issubclass(PromptIdClash, Exception)
+True
+"""
+
+from __future__ import annotations
+
+from anvil_client.errors import AnvilError
+from anvil_client.wire import Release
+
+__all__ = ["PromptIdClash"]
+
+
+class PromptIdClash(AnvilError):
+    """A prompt id would be in two entries of one channel's list (DESIGN §4).
+
+    ``prompt_id`` is the shared id, ``existing`` the entry already on the channel that has it,
+    ``incoming`` a description of the set being published (``Checkout helper 0.1.0``) and
+    ``channel`` the channel, which is left untouched.
+    """
+
+    def __init__(self, prompt_id: str, existing: Release, incoming: str, channel: str) -> None:
+        self.prompt_id = prompt_id
+        self.existing = existing
+        self.incoming = incoming
+        self.channel = channel
+        super().__init__(
+            f"prompt {prompt_id!r} is in both {existing.describe()} (already on {channel!r}) "
+            f"and {incoming}; a channel serves every prompt set at once, so each prompt id may "
+            f"be in only one of them: rename or remove it in one set ({channel!r} was left "
+            "unchanged)"
+        )
