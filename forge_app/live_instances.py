@@ -1,75 +1,175 @@
 """LIVE instances: heartbeats in, "what does each instance serve, and should it?" out.
 
-    >>> limiter = SlidingWindowLimiter(limit=1, window=60)
-    >>> limiter.hit(("token", "instance")), limiter.hit(("token", "instance")) > 0
-    (0.0, True)
+    >>> unsafe_character("web-1\\u202e")
+    'U+202E'
 
 The heartbeat API (``POST /api/v1/live/heartbeat``, DESIGN §7) validates its body with
-:class:`HeartbeatBody`, limits each (token, instance) with a :class:`SlidingWindowLimiter` and
-upserts a :class:`~forge_app.models.instances.LiveInstance`. The instances page and the publish
-status page ask :func:`describe_instances` which release each instance should serve (rollouts
-included: :func:`anvil_client.wire.in_rollout` with the instance id), whether it does, and
-whether it has gone silent.
+:class:`HeartbeatBody`, counts it against the limits shared by every FORGE process through the
+database (:func:`count_heartbeat`: per token and per (token, instance)), and upserts a
+:class:`~forge_app.models.instances.LiveInstance` (:func:`record_heartbeat`, which refuses a new
+instance beyond the per-token cap). The instances page and the publish status page ask
+:func:`describe_instances` which entry list each instance should serve — its channel's
+``releases``, or ``rollout.previous`` outside the rollout bucket, exactly as
+:func:`anvil_client.wire.select_releases` picks — whether it does, and whether it went silent.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from anvil_client.wire import in_rollout
-from forge_app.models import utcnow
-from forge_app.models.instances import LiveInstance
+from anvil_client.wire import (
+    HEARTBEAT_MAX_SIZE,
+    RELEASES_MAX,
+    SEMVER_RE,
+    Pointer,
+    in_rollout,
+    rollout_key,
+)
+from forge_app.models import AuditEvent, Project, utcnow
+from forge_app.models.instances import HeartbeatCounter, LiveInstance
 
 __all__ = [
+    "DEFAULT_ARCHIVE_DAYS",
     "DEFAULT_HEARTBEAT_LIMIT",
     "DEFAULT_HEARTBEAT_WINDOW",
+    "DEFAULT_MAX_INSTANCES_PER_TOKEN",
     "DEFAULT_STALE_SECONDS",
-    "MAX_HEARTBEAT_BODY",
+    "DEFAULT_TOKEN_HEARTBEAT_LIMIT",
+    "ChannelTarget",
+    "Entry",
     "HeartbeatBody",
     "HeartbeatError",
+    "HeartbeatLimits",
     "InstanceView",
-    "ReleaseTarget",
     "SlidingWindowLimiter",
+    "TooManyHeartbeats",
+    "TooManyInstances",
+    "archive_silent_instances",
+    "count_heartbeat",
     "describe_instances",
+    "forget_silent_instances",
+    "label_entries",
+    "number_setting",
     "parse_heartbeat",
     "publication_state",
     "record_heartbeat",
     "record_rejected_heartbeat",
     "summarise",
+    "unsafe_character",
 ]
 
-#: DESIGN §7: a heartbeat body is at most 4 KiB.
-MAX_HEARTBEAT_BODY = 4096
 #: Heartbeats accepted per (token, instance) and window. A client sends one at start, one per
 #: apply or error change and one every 300 s, so 12 a minute leaves room for bursts.
 DEFAULT_HEARTBEAT_LIMIT = 12
+#: Heartbeats accepted per token and window, all its instances together
+#: (``FORGE_HEARTBEAT_TOKEN_LIMIT``): 10,000 instances reporting every 300 s send 2,000 a
+#: minute; a publication makes them all report within one poll interval.
+DEFAULT_TOKEN_HEARTBEAT_LIMIT = 10_000
 DEFAULT_HEARTBEAT_WINDOW = 60.0
+#: Distinct instances (not archived) one ACCESS_TOKEN may report
+#: (``FORGE_MAX_INSTANCES_PER_TOKEN``).
+DEFAULT_MAX_INSTANCES_PER_TOKEN = 10_000
 #: An instance not heard from for this long is shown as stale (FORGE_INSTANCE_STALE_SECONDS).
 #: Clients report every 300 s by default, so 15 minutes is three missed heartbeats.
 DEFAULT_STALE_SECONDS = 15 * 60
+#: Instances unseen for this many days are archived (FORGE_INSTANCE_ARCHIVE_DAYS).
+DEFAULT_ARCHIVE_DAYS = 30
+#: How many archived or forgotten instance ids one audit event lists (the count is exact).
+AUDIT_IDS_MAX = 100
 
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _SHA256 = r"^[0-9a-f]{64}$"
-_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 # pydantic's (Rust) regex engine: "$" is the very end of the text, "\\Z" does not exist.
 _CHANNEL = r"^[a-z0-9][a-z0-9-]{0,31}$"
+#: Control (Cc), format (Cf: bidi overrides and isolates, zero-width characters), surrogate
+#: and line/paragraph separator characters: none of them belongs in a host name or a version,
+#: and each can make one row of the Instances page look like another.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+LAST_ERROR_MAX = 4096
+
+
+def unsafe_character(text: str) -> str | None:
+    """The first control, bidi or other invisible formatting character (as ``U+XXXX``)."""
+    for char in text:
+        if unicodedata.category(char) in _UNSAFE_CATEGORIES:
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _refuse_unsafe(value: str) -> str:
+    found = unsafe_character(value)
+    if found is not None:
+        raise ValueError(f"it contains a control or bidirectional character ({found})")
+    return value
+
+
+def _clean_error(text: str) -> str:
+    """An error message is kept, made harmless: line breaks and other controls become one
+    space, invisible formatting (bidi) characters go."""
+    out: list[str] = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Zl", "Zp"):
+            if out and out[-1] != " ":
+                out.append(" ")
+        elif category not in ("Cf", "Cs"):
+            out.append(char)
+    return "".join(out).strip()
 
 
 class HeartbeatError(ValueError):
     """A heartbeat body that is not exactly DESIGN §7's; the message is one sentence."""
+
+
+class TooManyHeartbeats(Exception):
+    """Beyond a heartbeat rate limit; ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManyInstances(Exception):
+    """The token already reports the most distinct instances allowed."""
+
+
+class ServedRelease(BaseModel):
+    """One entry an instance serves, as it reports it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt_set_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    version: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    content_sha256: Annotated[str, StringConstraints(pattern=_SHA256)]
+
+    @field_validator("prompt_set_id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        return _refuse_unsafe(value)
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        _refuse_unsafe(value)
+        if not SEMVER_RE.match(value):
+            raise ValueError("it is not a semantic version")
+        return value
 
 
 class HeartbeatBody(BaseModel):
@@ -78,15 +178,34 @@ class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     instance_id: Annotated[str, StringConstraints(pattern=_UUID)]
-    hostname: Annotated[str, StringConstraints(max_length=255, pattern=_PRINTABLE)]
+    hostname: Annotated[str, StringConstraints(max_length=255)]
     project_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     channel: Annotated[str, StringConstraints(pattern=_CHANNEL)]
     mode: Literal["accepting", "frozen"]
     sequence: Annotated[int, Field(ge=0, le=2**62)] | None
-    version: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None
-    content_sha256: Annotated[str, StringConstraints(pattern=_SHA256)] | None
-    last_error: Annotated[str, StringConstraints(max_length=MAX_HEARTBEAT_BODY)] | None
-    client_version: Annotated[str, StringConstraints(max_length=64, pattern=_PRINTABLE)]
+    releases: Annotated[list[ServedRelease], Field(max_length=RELEASES_MAX)]
+    last_error: Annotated[str, StringConstraints(max_length=LAST_ERROR_MAX)] | None
+    client_version: Annotated[str, StringConstraints(max_length=64)]
+
+    @field_validator("hostname", "client_version")
+    @classmethod
+    def _safe_text(cls, value: str) -> str:
+        return _refuse_unsafe(value)
+
+    @field_validator("last_error")
+    @classmethod
+    def _harmless_error(cls, value: str | None) -> str | None:
+        return None if value is None else _clean_error(value)
+
+    @field_validator("releases")
+    @classmethod
+    def _each_set_once(cls, value: list[ServedRelease]) -> list[ServedRelease]:
+        seen: set[str] = set()
+        for entry in value:
+            if entry.prompt_set_id in seen:
+                raise ValueError(f"it names prompt set {entry.prompt_set_id[:128]!r} twice")
+            seen.add(entry.prompt_set_id)
+        return sorted(value, key=lambda e: e.prompt_set_id)
 
 
 def parse_heartbeat(data: bytes) -> HeartbeatBody:
@@ -94,10 +213,10 @@ def parse_heartbeat(data: bytes) -> HeartbeatBody:
 
     Raises:
         HeartbeatError: naming the first problem (too large, not JSON, a missing, unknown or
-            mistyped field).
+            mistyped field, a control or bidi character).
     """
-    if len(data) > MAX_HEARTBEAT_BODY:
-        raise HeartbeatError(f"the heartbeat body is larger than {MAX_HEARTBEAT_BODY} bytes")
+    if len(data) > HEARTBEAT_MAX_SIZE:
+        raise HeartbeatError(f"the heartbeat body is larger than {HEARTBEAT_MAX_SIZE} bytes")
     try:
         return HeartbeatBody.model_validate_json(data)
     except PydanticValidationError as e:
@@ -119,12 +238,28 @@ def _first_problem(error: PydanticValidationError) -> str:
         return f"the heartbeat has no field {location!r}"
     if kind == "extra_forbidden":
         return f"the heartbeat has an unknown field {location!r}"
-    message = str(problem.get("msg", "is invalid")).rstrip(".")
+    message = str(problem.get("msg", "is invalid")).rstrip(".").removeprefix("Value error, ")
     return f"field {location!r} of the heartbeat is invalid: {message}"
 
 
+# --- limits shared through the database ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeartbeatLimits:
+    """The heartbeat limits (FORGE settings ``FORGE_HEARTBEAT_LIMIT``,
+    ``FORGE_HEARTBEAT_TOKEN_LIMIT``, ``FORGE_HEARTBEAT_WINDOW``,
+    ``FORGE_MAX_INSTANCES_PER_TOKEN``)."""
+
+    per_instance: int = DEFAULT_HEARTBEAT_LIMIT
+    per_token: int = DEFAULT_TOKEN_HEARTBEAT_LIMIT
+    window: float = DEFAULT_HEARTBEAT_WINDOW
+    max_instances: int = DEFAULT_MAX_INSTANCES_PER_TOKEN
+
+
 class SlidingWindowLimiter:
-    """At most ``limit`` events per key within any ``window`` seconds (in this process).
+    """At most ``limit`` events per key within any ``window`` seconds (in this process; the
+    heartbeat API uses the database-shared :func:`count_heartbeat` instead).
 
     Thread-safe; remembers at most ``max_keys`` keys (the least recently used go first), so an
     endless stream of made-up keys cannot exhaust memory. With several server processes each
@@ -167,6 +302,79 @@ class SlidingWindowLimiter:
             return 0.0
 
 
+def number_setting(
+    config: Mapping[str, Any], environ: Mapping[str, str], name: str, default: float
+) -> float:
+    """A positive number from the app config, else the environment, else ``default`` (an
+    invalid value is reported by :class:`ValueError` naming the setting)."""
+    raw = config.get(name)
+    if raw is None or raw == "":
+        raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}={str(raw)[:40]!r} is not a positive number")
+    return value
+
+
+def _hit(session: Session, key: str, window_index: int) -> int:
+    """One atomic upsert (SQLite and PostgreSQL): the key's count in this window, this hit
+    included. A key from an older window starts again at 1."""
+    table = HeartbeatCounter.__table__
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(HeartbeatCounter).values(key=key, window_index=window_index, hits=1)
+    upsert = statement.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={
+            "hits": case(
+                (table.c.window_index == statement.excluded.window_index, table.c.hits + 1),
+                else_=1,
+            ),
+            "window_index": statement.excluded.window_index,
+        },
+    ).returning(table.c.hits)
+    return int(session.execute(upsert).scalar_one())
+
+
+def count_heartbeat(
+    session: Session,
+    *,
+    token_id: str,
+    instance_id: str,
+    limits: HeartbeatLimits,
+    now: float,
+) -> None:
+    """Count one heartbeat against its token's and its (token, instance)'s fixed windows.
+
+    The counters live in the database, so every FORGE process shares them; the caller
+    commits (also when this raises: a refused heartbeat counts too).
+
+    Raises:
+        TooManyHeartbeats: beyond either limit, with the seconds until the next window.
+    """
+    window_index = int(now // limits.window)
+    retry_after = (window_index + 1) * limits.window - now
+    token_hits = _hit(session, f"t:{token_id}", window_index)
+    if token_hits == 1:
+        # The token's first heartbeat in a new window: clear every key of older windows.
+        session.execute(
+            delete(HeartbeatCounter).where(HeartbeatCounter.window_index < window_index)
+        )
+    if token_hits > limits.per_token:
+        raise TooManyHeartbeats(
+            f"too many heartbeats with this ACCESS_TOKEN (more than {limits.per_token} in "
+            f"{limits.window:g} s); send fewer",
+            retry_after,
+        )
+    if _hit(session, f"i:{token_id}:{instance_id}", window_index) > limits.per_instance:
+        raise TooManyHeartbeats("too many heartbeats from this instance; send fewer", retry_after)
+
+
 # --- recording ----------------------------------------------------------------------------
 
 
@@ -177,10 +385,18 @@ def record_heartbeat(
     token_id: str,
     body: HeartbeatBody,
     now: datetime | None = None,
+    max_instances: int | None = None,
 ) -> LiveInstance:
-    """Create or update the instance's row from an accepted heartbeat (the caller commits)."""
+    """Create or update the instance's row from an accepted heartbeat (the caller commits).
+
+    Raises:
+        TooManyInstances: if this token would report more than ``max_instances`` distinct
+            instances that are not archived.
+    """
     now = now or utcnow()
     instance = _find(session, project_id, body.instance_id)
+    if max_instances is not None and (instance is None or instance.token_id != token_id):
+        _check_cap(session, token_id, max_instances)
     if instance is None:
         instance = LiveInstance(
             project_id=project_id, instance_id=body.instance_id, first_seen_at=now
@@ -198,7 +414,21 @@ def record_heartbeat(
     else:
         _apply(instance, token_id, body, now)
     instance.token_rejected_at = None
+    instance.archived_at = None
     return instance
+
+
+def _check_cap(session: Session, token_id: str, max_instances: int) -> None:
+    count = session.scalar(
+        select(func.count(LiveInstance.id)).where(
+            LiveInstance.token_id == token_id, LiveInstance.archived_at.is_(None)
+        )
+    )
+    if (count or 0) >= max_instances:
+        raise TooManyInstances(
+            f"this ACCESS_TOKEN already reports {max_instances} instances, the most allowed "
+            "(FORGE_MAX_INSTANCES_PER_TOKEN); an owner can forget silent ones"
+        )
 
 
 def record_rejected_heartbeat(
@@ -217,6 +447,7 @@ def record_rejected_heartbeat(
         return None
     _apply(instance, token_id, body, now)
     instance.token_rejected_at = now
+    instance.archived_at = None
     return instance
 
 
@@ -234,55 +465,256 @@ def _apply(instance: LiveInstance, token_id: str, body: HeartbeatBody, now: date
     instance.channel = body.channel
     instance.mode = body.mode
     instance.sequence = body.sequence
-    instance.version = body.version
-    instance.content_sha256 = body.content_sha256
+    instance.releases = [entry.model_dump() for entry in body.releases]
     instance.last_error = body.last_error
     instance.client_version = body.client_version
     instance.last_seen_at = now
+
+
+# --- archiving and forgetting ---------------------------------------------------------------
+
+
+def _system_event(
+    session: Session, action: str, project: Project, details: dict[str, Any], actor: Any = None
+) -> None:
+    session.add(
+        AuditEvent(
+            org_id=project.org_id,
+            project_id=project.id,
+            actor_id=actor.id if actor is not None else None,
+            actor_email=actor.email if actor is not None else "system",
+            action=action,
+            object_type="project",
+            object_id=str(project.id),
+            object_label=project.name[:300],
+            details=details,
+        )
+    )
+
+
+def archive_silent_instances(
+    session: Session, project: Project, *, older_than: timedelta, now: datetime | None = None
+) -> int:
+    """Archive the project's instances unseen for ``older_than`` (at most 1,000 per call; the
+    caller commits). One audit event (actor "system") lists them. Returns how many."""
+    now = now or utcnow()
+    cutoff = now - older_than
+    rows = session.execute(
+        select(LiveInstance.id, LiveInstance.instance_id)
+        .where(
+            LiveInstance.project_id == project.id,
+            LiveInstance.archived_at.is_(None),
+            LiveInstance.last_seen_at < cutoff,
+        )
+        .order_by(LiveInstance.last_seen_at)
+        .limit(1000)
+    ).all()
+    if not rows:
+        return 0
+    session.execute(
+        update(LiveInstance)
+        .where(
+            LiveInstance.id.in_([row[0] for row in rows]),
+            LiveInstance.last_seen_at < cutoff,  # not one that reported meanwhile
+        )
+        .values(archived_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    _system_event(
+        session,
+        "instance.archive",
+        project,
+        {
+            "count": len(rows),
+            "unseen_since": cutoff.isoformat(),
+            "instance_ids": [row[1] for row in rows[:AUDIT_IDS_MAX]],
+        },
+    )
+    return len(rows)
+
+
+def forget_silent_instances(
+    session: Session,
+    project: Project,
+    *,
+    scope: Literal["archived", "silent"],
+    stale_after: timedelta,
+    actor: Any,
+    now: datetime | None = None,
+) -> int:
+    """Delete the project's archived (or all silent) instances; one audit event by ``actor``
+    with the count and the first ids. Instances that reported meanwhile stay. The caller
+    commits. Returns how many went."""
+    now = now or utcnow()
+    condition = silent_condition(project, scope=scope, stale_after=stale_after, now=now)
+    ids = list(
+        session.scalars(
+            select(LiveInstance.instance_id)
+            .where(condition)
+            .order_by(LiveInstance.last_seen_at)
+            .limit(AUDIT_IDS_MAX)
+        )
+    )
+    if not ids:
+        return 0
+    result = session.execute(
+        delete(LiveInstance).where(condition).execution_options(synchronize_session=False)
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    _system_event(
+        session,
+        "instance.forget_bulk",
+        project,
+        {"count": count, "scope": scope, "instance_ids": ids},
+        actor=actor,
+    )
+    return count
+
+
+def silent_condition(
+    project: Project,
+    *,
+    scope: Literal["archived", "silent"],
+    stale_after: timedelta,
+    now: datetime | None = None,
+) -> Any:
+    """The SQL condition of a bulk forget: the project's archived instances, or every one
+    silent for longer than ``stale_after``."""
+    now = now or utcnow()
+    condition = (LiveInstance.project_id == project.id) & (
+        LiveInstance.last_seen_at < now - stale_after
+    )
+    if scope == "archived":
+        condition = condition & LiveInstance.archived_at.is_not(None)
+    return condition
 
 
 # --- what each instance should serve ------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ReleaseTarget:
-    """What a channel's pointer at ``sequence`` tells instances to serve.
+class Entry:
+    """One entry of an entry list (``name`` is the prompt set's name when known)."""
 
-    Without a rollout every instance serves ``content_sha256``; with one, an instance in the
-    rollout bucket (DESIGN §4) serves it and the others ``previous_content_sha256``.
-    ``previous_*`` are None when unknown (the signed history could not be read).
+    prompt_set_id: str
+    version: str
+    content_sha256: str
+    name: str = ""
+
+    def label(self, names: Mapping[str, str] | None = None) -> str:
+        name = self.name or (names or {}).get(self.prompt_set_id) or self.prompt_set_id[:8]
+        return f"{name} {self.version}"
+
+    def to_json(self, names: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {
+            "prompt_set_id": self.prompt_set_id,
+            "name": self.name or (names or {}).get(self.prompt_set_id, ""),
+            "version": self.version,
+            "content_sha256": self.content_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Entry:
+        return cls(
+            prompt_set_id=str(data.get("prompt_set_id", "")),
+            version=str(data.get("version", "")),
+            content_sha256=str(data.get("content_sha256", "")),
+            name=str(data.get("name") or ""),
+        )
+
+
+def label_entries(entries: Sequence[Entry] | None, names: Mapping[str, str] | None = None) -> str:
+    """``Support bot 1.2.3, Checkout helper 0.4.0`` (empty for no entries)."""
+    return ", ".join(entry.label(names) for entry in entries or ())
+
+
+def _served_key(entries: Iterable[Entry]) -> frozenset[tuple[str, str]]:
+    return frozenset((e.prompt_set_id, e.content_sha256) for e in entries)
+
+
+@dataclass(frozen=True)
+class ChannelTarget:
+    """The entry lists a channel's pointer at ``sequence`` tells instances to serve.
+
+    Without a rollout every instance serves ``releases``; with one, an instance inside the
+    rollout bucket (DESIGN §4, key :func:`~anvil_client.wire.rollout_key` of ``releases``)
+    serves them and the others ``previous`` — :func:`anvil_client.wire.select_releases`'s
+    rule. ``previous`` is None when unknown.
     """
 
     channel: str
     sequence: int
-    version: str
-    content_sha256: str
+    releases: tuple[Entry, ...]
     rollout_percent: int | None = None
-    previous_version: str | None = None
-    previous_content_sha256: str | None = None
+    previous: tuple[Entry, ...] | None = None
 
-    def expected_for(self, instance_id: str) -> tuple[str | None, str | None]:
-        """``(version, content_sha256)`` the instance should serve (None, None if unknown)."""
+    @classmethod
+    def from_pointer(cls, pointer: Pointer) -> ChannelTarget:
+        def entries(releases: Iterable[Any]) -> tuple[Entry, ...]:
+            return tuple(
+                Entry(r.prompt_set_id, r.version, r.content_sha256, r.name) for r in releases
+            )
+
+        rollout = pointer.rollout
+        return cls(
+            channel=pointer.channel,
+            sequence=pointer.sequence,
+            releases=entries(pointer.releases),
+            rollout_percent=rollout.percent if rollout is not None else None,
+            previous=entries(rollout.previous) if rollout is not None else None,
+        )
+
+    @classmethod
+    def from_records(
+        cls,
+        channel: str,
+        sequence: int,
+        releases: Sequence[Mapping[str, Any]],
+        *,
+        rollout_percent: int | None = None,
+        previous: Sequence[Mapping[str, Any]] | None = None,
+    ) -> ChannelTarget:
+        return cls(
+            channel=channel,
+            sequence=sequence,
+            releases=tuple(Entry.from_json(e) for e in releases),
+            rollout_percent=rollout_percent,
+            previous=None if previous is None else tuple(Entry.from_json(e) for e in previous),
+        )
+
+    def in_rollout(self, instance_id: str) -> bool:
         percent = self.rollout_percent
-        if percent is None or in_rollout(instance_id, self.content_sha256, percent):
-            return self.version, self.content_sha256
-        return self.previous_version, self.previous_content_sha256
+        return percent is None or in_rollout(instance_id, rollout_key(self.releases), percent)
+
+    def expected_for(self, instance_id: str) -> tuple[Entry, ...] | None:
+        """The entries ``instance_id`` should serve (None if unknown)."""
+        return self.releases if self.in_rollout(instance_id) else self.previous
+
+    def names(self) -> dict[str, str]:
+        found = {e.prompt_set_id: e.name for e in self.previous or () if e.name}
+        found.update({e.prompt_set_id: e.name for e in self.releases if e.name})
+        return found
 
 
 State = Literal["applied", "pending", "error", "superseded"]
 
 
+def served_entries(instance: LiveInstance) -> tuple[Entry, ...]:
+    return tuple(Entry.from_json(e) for e in instance.releases)
+
+
 @dataclass(frozen=True)
 class InstanceView:
-    """One instance as the FORGE shows it, judged against its channel's release."""
+    """One instance as the FORGE shows it, judged against its channel's entry lists."""
 
     instance: LiveInstance
     stale: bool
     revoked: bool
-    expected_version: str | None
-    expected_content: str | None
+    served: tuple[Entry, ...]
+    expected: tuple[Entry, ...] | None
     drift: bool
     behind: bool
+    names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[str]:
@@ -297,6 +729,35 @@ class InstanceView:
             found.append("error")
         return found
 
+    @property
+    def serving(self) -> list[dict[str, str]]:
+        """``[{prompt_set_id, name, version, content_sha256}]`` for the page."""
+        return [entry.to_json(self.names) for entry in self.served]
+
+    @property
+    def version(self) -> str:
+        return label_entries(self.served, self.names)
+
+    @property
+    def expected_version(self) -> str | None:
+        return label_entries(self.expected, self.names) if self.expected else None
+
+    @property
+    def drift_note(self) -> str:
+        """What differs: the entries it should serve but does not, and the ones it should
+        not serve."""
+        expected = self.expected or ()
+        served = _served_key(self.served)
+        missing = [e for e in expected if (e.prompt_set_id, e.content_sha256) not in served]
+        wanted = {e.prompt_set_id for e in expected}
+        extra = [e for e in self.served if e.prompt_set_id not in wanted]
+        parts = []
+        if missing:
+            parts.append(f"should serve {label_entries(missing, self.names)}")
+        if extra:
+            parts.append(f"should not serve {label_entries(extra, self.names)}")
+        return "; ".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         instance = self.instance
         return {
@@ -305,17 +766,19 @@ class InstanceView:
             "channel": instance.channel,
             "mode": instance.mode,
             "sequence": instance.sequence,
-            "version": instance.version,
-            "content_sha256": instance.content_sha256,
+            "releases": self.serving,
+            "version": self.version or None,
             "last_error": instance.last_error,
             "client_version": instance.client_version,
             "first_seen_at": _iso(instance.first_seen_at),
             "last_seen_at": _iso(instance.last_seen_at),
             "token_id": instance.token_id,
+            "archived": instance.archived_at is not None,
             "stale": self.stale,
             "revoked": self.revoked,
             "drift": self.drift,
             "behind": self.behind,
+            "expected": [e.to_json(self.names) for e in self.expected or ()],
             "expected_version": self.expected_version,
         }
 
@@ -323,20 +786,28 @@ class InstanceView:
 def describe_instances(
     instances: Iterable[LiveInstance],
     *,
-    targets: Mapping[str, ReleaseTarget],
+    targets: Mapping[str, ChannelTarget],
     revoked_tokens: set[str],
     stale_after: timedelta,
+    names: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> list[InstanceView]:
-    """Judge each instance against its channel's current release (``targets`` by channel)."""
+    """Judge each instance against its channel's entry lists (``targets`` by channel).
+
+    Drift compares whole lists: an instance drifts when the set of entries it serves differs
+    from the list its channel gives it (its rollout bucket's).
+    """
     now = now or utcnow()
+    all_names: dict[str, str] = {}
+    for known in targets.values():
+        all_names.update(known.names())
+    all_names.update(names or {})
     views = []
     for instance in instances:
         target = targets.get(instance.channel)
-        version = content = None
-        if target is not None:
-            version, content = target.expected_for(instance.instance_id)
-        drift = content is not None and instance.content_sha256 != content
+        expected = target.expected_for(instance.instance_id) if target is not None else None
+        served = served_entries(instance)
+        drift = expected is not None and _served_key(served) != _served_key(expected)
         behind = (
             target is not None
             and not drift
@@ -348,34 +819,38 @@ def describe_instances(
                 stale=now - instance.last_seen_at > stale_after,
                 revoked=instance.token_id in revoked_tokens
                 or instance.token_rejected_at is not None,
-                expected_version=version,
-                expected_content=content,
+                served=served,
+                expected=expected,
                 drift=drift,
                 behind=behind,
+                names=all_names,
             )
         )
     return views
 
 
-def publication_state(view: InstanceView, target: ReleaseTarget) -> tuple[State, str | None]:
+def publication_state(view: InstanceView, target: ChannelTarget) -> tuple[State, str | None]:
     """Whether ``view``'s instance applied the publication ``target``, and a short note.
 
-    Applied: it accepted a pointer at least as new and serves the content meant for it (its
-    rollout bucket). Superseded: it moved on to a newer publication with other content.
-    Error: it accepted this very pointer but serves other content than its bucket's, or it has
-    not applied it and reports an error (its message is the note). Pending otherwise.
+    Applied: it accepted a pointer at least as new and serves the whole entry list meant for
+    it (its rollout bucket's). Superseded: it moved on to a newer publication with other
+    entries. Error: it accepted this very pointer but serves another list than its bucket's,
+    or it has not applied it and reports an error (its message is the note). Pending otherwise.
     """
     instance = view.instance
-    version, content = target.expected_for(instance.instance_id)
+    expected = target.expected_for(instance.instance_id)
+    names = view.names
     sequence = instance.sequence if instance.sequence is not None else -1
     if sequence >= target.sequence:
-        if content is None or instance.content_sha256 == content:
+        if expected is None or _served_key(view.served) == _served_key(expected):
             return "applied", None
         if sequence > target.sequence:
-            return "superseded", f"now on sequence {sequence} ({instance.version or 'nothing'})"
+            return "superseded", (
+                f"now on sequence {sequence} ({label_entries(view.served, names) or 'nothing'})"
+            )
         return "error", (
-            f"serves {instance.version or 'other content'} where this publication gives it "
-            f"{version or 'other content'}"
+            f"serves {label_entries(view.served, names) or 'nothing'} where this publication "
+            f"gives it {label_entries(expected, names) or 'nothing'}"
         )
     if instance.last_error:
         return "error", instance.last_error
@@ -383,8 +858,9 @@ def publication_state(view: InstanceView, target: ReleaseTarget) -> tuple[State,
         return "error", "its ACCESS_TOKEN was revoked"
     if view.stale:
         return "pending", "silent: no heartbeat for a while"
-    note = f"waiting for version {version}" if version else None
-    return "pending", note
+    if expected:
+        return "pending", f"waiting for {label_entries(expected, names)}"
+    return "pending", None
 
 
 def summarise(states: Sequence[str]) -> dict[str, int]:

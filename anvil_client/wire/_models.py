@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -141,8 +141,15 @@ def check_release_list(releases: list[Release], what: str = "releases") -> list[
     return releases
 
 
-def rollout_key(releases: list[Release] | tuple[Release, ...]) -> str:
-    """The entries' ``content_sha256`` joined by ``,`` in list order (the rollout bucket key)."""
+class _HasContent(Protocol):
+    @property
+    def content_sha256(self) -> str: ...
+
+
+def rollout_key(releases: Sequence[_HasContent]) -> str:
+    """The entries' ``content_sha256`` joined by ``,`` in list order (the rollout bucket key).
+
+    Any entries with a ``content_sha256`` do (the FORGE keys its own records of a list)."""
     return ",".join(release.content_sha256 for release in releases)
 
 

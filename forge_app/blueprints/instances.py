@@ -1,13 +1,16 @@
 """LIVE instances pages: who runs what, and how a publication is being picked up.
 
-    GET  /projects/<id>/instances                                    (viewers and up)
+    GET  /projects/<id>/instances[?channel=…&show=attention|archived&page=N]  (viewers and up)
     GET  /projects/<id>/channels/<channel>/publications/<n>/status.json
     POST /projects/<id>/instances/<instance_id>/forget               (owners; stale ones only)
+    GET  /projects/<id>/instances/forget?scope=archived|silent       (owners: confirmation)
+    POST /projects/<id>/instances/forget                             (owners: bulk forget)
 
 The publish status page itself is ``distribution.publish_status`` (it renders
 ``distribution/publish_status.html``); this blueprint gives that template its data through the
 ``publication_status`` template global and serves the same data as JSON for the page's
-2-second refresh (``static/live-status.js``).
+2-second refresh (``static/live-status.js``). Every page here costs the same few SQL queries
+however many instances report (the page shows ``FORGE_INSTANCES_PER_PAGE``, default 100).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import threading
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from flask import (
     Blueprint,
@@ -36,52 +39,77 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 
 from anvil_client.errors import AnvilError
-from anvil_client.wire import Pointer, TrustedKey, key_id, verify_envelope
+from anvil_client.wire import (
+    POINTER_MAX_SIZE,
+    Pointer,
+    TrustedKey,
+    history_key,
+    key_id,
+    verify_pointer,
+)
 from forge_app.audit import ACTION_LABELS, record_event
-from forge_app.authz import require_project_role
+from forge_app.authz import require_project_role, signed_in_user
 from forge_app.extensions import db
 from forge_app.live_instances import (
+    DEFAULT_ARCHIVE_DAYS,
     DEFAULT_STALE_SECONDS,
+    ChannelTarget,
     InstanceView,
-    ReleaseTarget,
+    archive_silent_instances,
     describe_instances,
+    forget_silent_instances,
+    number_setting,
     publication_state,
+    silent_condition,
     summarise,
 )
-from forge_app.models import Project, Role, utcnow
+from forge_app.models import Project, PromptSet, Role, utcnow
 from forge_app.models.distribution import AccessToken, Channel, Publication
 from forge_app.models.instances import LiveInstance
 from forge_app.presentation import ago
 
-__all__ = ["bp", "publication_status", "stale_after"]
+__all__ = ["archive_after", "bp", "publication_status", "stale_after"]
 
 log = logging.getLogger("forge.instances")
 
 bp = Blueprint("instances", __name__)
 
 ACTION_LABELS.setdefault("instance.forget", "forgot LIVE instance")
+ACTION_LABELS.setdefault("instance.forget_bulk", "forgot silent LIVE instances of")
+ACTION_LABELS.setdefault("instance.archive", "archived silent LIVE instances of")
 
-_MAX_POINTER = 64 * 1024
+DEFAULT_PER_PAGE = 100
+#: The publish status page and the publish confirmation list this many instances at most
+#: (problems first); their counts cover every instance.
+STATUS_ROWS_MAX = 500
+SIDE_ROWS_MAX = 50
+#: The channel filter offers at most this many of the channel names instances report.
+CHANNEL_CHOICES_MAX = 200
+
+
+def _number(name: str, default: float) -> float:
+    try:
+        return number_setting(current_app.config, os.environ, name, default)
+    except ValueError as e:
+        log.warning("%s; using %g", e, default)
+        return default
 
 
 def stale_after() -> timedelta:
     """``FORGE_INSTANCE_STALE_SECONDS`` (app config, else environment; default 15 minutes)."""
-    raw = current_app.config.get("FORGE_INSTANCE_STALE_SECONDS")
-    if raw is None:
-        raw = os.environ.get("FORGE_INSTANCE_STALE_SECONDS")
-    if raw is None or raw == "":
-        return timedelta(seconds=DEFAULT_STALE_SECONDS)
-    try:
-        seconds = float(raw)
-        if seconds <= 0:
-            raise ValueError(raw)
-    except (TypeError, ValueError):
-        log.warning("FORGE_INSTANCE_STALE_SECONDS=%r is not a positive number; using 900", raw)
-        return timedelta(seconds=DEFAULT_STALE_SECONDS)
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=_number("FORGE_INSTANCE_STALE_SECONDS", DEFAULT_STALE_SECONDS))
 
 
-# --- which release each channel tells its instances to serve -------------------------------
+def archive_after() -> timedelta:
+    """``FORGE_INSTANCE_ARCHIVE_DAYS`` (app config, else environment; default 30 days)."""
+    return timedelta(days=_number("FORGE_INSTANCE_ARCHIVE_DAYS", DEFAULT_ARCHIVE_DAYS))
+
+
+def _per_page() -> int:
+    return max(1, int(_number("FORGE_INSTANCES_PER_PAGE", DEFAULT_PER_PAGE)))
+
+
+# --- which entry lists each channel tells its instances to serve ---------------------------
 
 
 class _HistoryCache:
@@ -110,8 +138,8 @@ _history = _HistoryCache()
 
 
 def _history_pointer(project: Project, channel: str, sequence: int) -> Pointer | None:
-    """The signed history copy of ``sequence``, verified with the FORGE's key (None if it
-    cannot be read or verified)."""
+    """The signed history copy of ``sequence``, verified with the FORGE's key by
+    :func:`anvil_client.wire.verify_pointer` (None if it cannot be read or verified)."""
     from forge_app.services.publishing import forge_signing_key, forge_store
 
     store_url = str(current_app.config["FORGE_STORE_URL"])
@@ -119,71 +147,47 @@ def _history_pointer(project: Project, channel: str, sequence: int) -> Pointer |
     cached = _history.get(cache_key)
     if cached is not None:
         return cached
-    path = f"projects/{project.id}/channels/{channel}/history/{sequence:012d}.json"
+    path = history_key(str(project.id), channel, sequence)
     try:
         public = forge_signing_key().public_key()
         store = forge_store()
         try:
-            data = store.get(path, max_size=_MAX_POINTER).data
+            data = store.get(path, max_size=POINTER_MAX_SIZE).data
         finally:
             store.close()
-        pointer = Pointer.parse(verify_envelope(data, [TrustedKey(key_id(public), public)]))
+        pointer = verify_pointer(
+            data,
+            [TrustedKey(key_id(public), public)],
+            project_id=str(project.id),
+            channel=channel,
+        )
     except AnvilError as e:
         log.warning("cannot read history entry %s: %s", path, e)
         return None
-    if (
-        pointer.sequence != sequence
-        or pointer.channel != channel
-        or pointer.project_id != str(project.id)
-    ):
+    if pointer.sequence != sequence:
         log.warning("history entry %s holds another pointer", path)
         return None
     _history.put(cache_key, pointer)
     return pointer
 
 
-def target_of_pointer(pointer: Pointer) -> ReleaseTarget:
-    rollout = pointer.rollout
-    return ReleaseTarget(
-        channel=pointer.channel,
-        sequence=pointer.sequence,
-        version=pointer.release.version,
-        content_sha256=pointer.release.content_sha256,
-        rollout_percent=rollout.percent if rollout is not None else None,
-        previous_version=rollout.previous.version if rollout is not None else None,
-        previous_content_sha256=rollout.previous.content_sha256 if rollout is not None else None,
-    )
-
-
 def target_of_publication(
     project: Project, channel: str, publication: Publication
-) -> ReleaseTarget:
-    """What ``publication`` told instances to serve. A rollout's previous release comes from
-    the signed history copy (else from the FORGE's own records of earlier publications)."""
-    if publication.rollout_percent is not None:
+) -> ChannelTarget:
+    """What ``publication`` told instances to serve: the FORGE's record of the whole list
+    (and of a rollout's previous list); when the record lacks the previous list, the signed
+    history copy."""
+    previous = publication.previous_releases
+    if publication.rollout_percent is not None and previous is None:
         pointer = _history_pointer(project, channel, publication.sequence)
         if pointer is not None:
-            return target_of_pointer(pointer)
-    previous: Publication | None = None
-    if publication.rollout_percent is not None:
-        previous = db.session.scalar(
-            select(Publication)
-            .where(
-                Publication.channel_id == publication.channel_id,
-                Publication.sequence < publication.sequence,
-                Publication.rollout_percent.is_(None),
-            )
-            .order_by(Publication.sequence.desc())
-            .limit(1)
-        )
-    return ReleaseTarget(
-        channel=channel,
-        sequence=publication.sequence,
-        version=publication.version,
-        content_sha256=publication.content_sha256,
+            return ChannelTarget.from_pointer(pointer)
+    return ChannelTarget.from_records(
+        channel,
+        publication.sequence,
+        publication.releases,
         rollout_percent=publication.rollout_percent,
-        previous_version=previous.version if previous else None,
-        previous_content_sha256=previous.content_sha256 if previous else None,
+        previous=previous if publication.rollout_percent is not None else None,
     )
 
 
@@ -210,44 +214,73 @@ def _latest_publications(project: Project) -> dict[str, Publication]:
 
 def channel_targets(
     project: Project, channels: set[str]
-) -> tuple[dict[str, ReleaseTarget], list[str]]:
-    """The current release of each channel (from the store's signed pointer, else the FORGE's
-    records), and one sentence per channel whose store pointer could not be read."""
-    from forge_app.services.publishing import PublishError, current_release, get_channel
+) -> tuple[dict[str, ChannelTarget], list[str]]:
+    """The current entry lists of each channel (from the store's signed pointer, else the
+    FORGE's records), and one sentence per channel whose store pointer could not be read."""
+    from forge_app.services.publishing import PublishError, current_release
 
-    targets: dict[str, ReleaseTarget] = {}
+    targets: dict[str, ChannelTarget] = {}
     problems: list[str] = []
-    latest = _latest_publications(project)
-    for name in sorted(channels):
-        channel = get_channel(project, name)
+    if not channels:
+        return targets, problems
+    # All of the project's channels (a few, made by owners), not an IN list of the names
+    # instances report (any number of made-up ones).
+    known = {
+        channel.name: channel
+        for channel in db.session.scalars(select(Channel).where(Channel.project_id == project.id))
+        if channel.name in channels
+    }
+    latest = _latest_publications(project) if known else {}
+    for name in sorted(known):
         pointer: Pointer | None = None
-        if channel is not None:
-            try:
-                pointer = current_release(channel)
-            except PublishError as e:
-                problems.append(f"Channel {name}: {e}")
+        try:
+            pointer = current_release(known[name])
+        except PublishError as e:
+            problems.append(f"Channel {name}: {e}")
         if pointer is not None:
-            targets[name] = target_of_pointer(pointer)
+            targets[name] = ChannelTarget.from_pointer(pointer)
         elif name in latest:
             targets[name] = target_of_publication(project, name, latest[name])
     return targets, problems
 
 
-def _revoked_tokens(project: Project) -> set[str]:
-    return set(
-        db.session.scalars(
-            select(AccessToken.token_id).where(
-                AccessToken.project_id == project.id, AccessToken.revoked_at.is_not(None)
-            )
-        )
-    )
-
-
-def _token_names(project: Project) -> dict[str, str]:
-    query = select(AccessToken.token_id, AccessToken.name).where(
+def _tokens(project: Project) -> tuple[set[str], dict[str, str]]:
+    """The project's revoked token ids, and every token's name by id (one query)."""
+    revoked: set[str] = set()
+    names: dict[str, str] = {}
+    query = select(AccessToken.token_id, AccessToken.name, AccessToken.revoked_at).where(
         AccessToken.project_id == project.id
     )
-    return {row[0]: row[1] for row in db.session.execute(query)}
+    for token_id, name, revoked_at in db.session.execute(query):
+        names[token_id] = name
+        if revoked_at is not None:
+            revoked.add(token_id)
+    return revoked, names
+
+
+def _set_names(project: Project) -> dict[str, str]:
+    """The FORGE's prompt set names by the pointer's ``prompt_set_id`` (the UUID as text)."""
+    query = select(PromptSet.id, PromptSet.name).where(PromptSet.project_id == project.id)
+    return {str(row[0]): row[1] for row in db.session.execute(query)}
+
+
+def _judge(
+    project: Project, rows: list[LiveInstance], targets: dict[str, ChannelTarget]
+) -> tuple[list[InstanceView], dict[str, str]]:
+    revoked, token_names = _tokens(project)
+    views = describe_instances(
+        rows,
+        targets=targets,
+        revoked_tokens=revoked,
+        stale_after=stale_after(),
+        names=_set_names(project),
+    )
+    return views, token_names
+
+
+def _rank(view: InstanceView) -> tuple[bool, bool, float]:
+    """Problems first, silent ones after the live ones, then the most recently seen."""
+    return (not view.problems, view.stale, -view.instance.last_seen_at.timestamp())
 
 
 # --- the instances page ----------------------------------------------------------------------
@@ -256,39 +289,56 @@ def _token_names(project: Project) -> dict[str, str]:
 @bp.get("/projects/<uuid:project_id>/instances")
 @require_project_role(Role.VIEWER)
 def index(project: Project) -> ResponseReturnValue:
-    """Every instance that ever reported, grouped by channel, problems highlighted."""
-    rows = list(
-        db.session.scalars(
-            select(LiveInstance)
-            .where(LiveInstance.project_id == project.id)
-            .order_by(LiveInstance.channel, LiveInstance.last_seen_at.desc())
+    """Every instance that reported, by channel, problems first; archived ones on request."""
+    if archive_silent_instances(db.session, project, older_than=archive_after()):
+        db.session.commit()
+    show = request.args.get("show") or ""
+    archived = show == "archived"
+    attention = show == "attention"
+    selected = request.args.get("channel") or None
+    page = request.args.get("page", "1")
+    page_number = int(page) if page.isdigit() and 0 < len(page) < 7 else 1
+
+    query = select(LiveInstance).where(
+        LiveInstance.project_id == project.id,
+        LiveInstance.archived_at.is_not(None) if archived else LiveInstance.archived_at.is_(None),
+    )
+    rows = list(db.session.scalars(query))
+    archived_count = (
+        len(rows)
+        if archived
+        else int(
+            db.session.scalar(
+                select(func.count(LiveInstance.id)).where(
+                    LiveInstance.project_id == project.id, LiveInstance.archived_at.is_not(None)
+                )
+            )
+            or 0
         )
     )
     channels = {row.channel for row in rows}
     targets, problems = channel_targets(project, channels)
-    views = describe_instances(
-        rows, targets=targets, revoked_tokens=_revoked_tokens(project), stale_after=stale_after()
-    )
-    selected = request.args.get("channel") or None
-    attention = request.args.get("show") == "attention"
-    shown = [
-        v
-        for v in views
-        if (selected is None or v.instance.channel == selected) and (not attention or v.problems)
-    ]
-    groups: dict[str, list[InstanceView]] = {}
-    for view in shown:
-        groups.setdefault(view.instance.channel, []).append(view)
-    for group in groups.values():
-        # Problems first, then the most recently seen.
-        group.sort(key=lambda v: (not v.problems, -v.instance.last_seen_at.timestamp()))
+    views, token_names = _judge(project, rows, targets)
     counts = {
         "total": len(views),
         "stale": sum(v.stale for v in views),
         "drift": sum(v.drift for v in views),
         "revoked": sum(v.revoked for v in views),
         "error": sum(bool(v.instance.last_error) for v in views),
+        "archived": archived_count,
     }
+    shown = [
+        v
+        for v in views
+        if (selected is None or v.instance.channel == selected) and (not attention or v.problems)
+    ]
+    shown.sort(key=lambda v: (v.instance.channel, *_rank(v)))
+    per_page = _per_page()
+    pages = max(1, -(-len(shown) // per_page))
+    page_number = min(page_number, pages)
+    groups: dict[str, list[InstanceView]] = {}
+    for view in shown[(page_number - 1) * per_page : page_number * per_page]:
+        groups.setdefault(view.instance.channel, []).append(view)
     return render_template(
         "instances/index.html",
         project=project,
@@ -296,11 +346,17 @@ def index(project: Project) -> ResponseReturnValue:
         targets=targets,
         problems=problems,
         counts=counts,
-        channels=sorted(channels),
+        channels=sorted(channels)[:CHANNEL_CHOICES_MAX],
         selected=selected,
+        show=show,
         attention=attention,
-        token_names=_token_names(project),
+        archived=archived,
+        page=page_number,
+        pages=pages,
+        shown_count=len(shown),
+        token_names=token_names,
         stale_label=_duration(stale_after()),
+        archive_days=_days(archive_after()),
         nav="projects",
         tab="instances",
     )
@@ -344,8 +400,58 @@ def forget(project: Project, instance_id: str) -> ResponseReturnValue:
     return redirect(url_for("instances.index", project_id=project.id))
 
 
+def _scope(value: str | None) -> Literal["archived", "silent"]:
+    if value == "archived":
+        return "archived"
+    if value == "silent":
+        return "silent"
+    abort(400, "Choose which instances to forget: archived or silent.")
+
+
+@bp.route("/projects/<uuid:project_id>/instances/forget", methods=["GET", "POST"])
+@require_project_role(Role.VIEWER)
+def forget_bulk(project: Project) -> ResponseReturnValue:
+    """Forget every archived (or every silent) instance at once: owners only, after a
+    confirmation page, audited as one event with the count."""
+    if g.role < Role.OWNER:
+        abort(403, "Only owners can forget LIVE instances.")
+    scope = _scope(request.values.get("scope"))
+    if request.method == "GET":
+        count = db.session.scalar(
+            select(func.count(LiveInstance.id)).where(
+                silent_condition(project, scope=scope, stale_after=stale_after())
+            )
+        )
+        return render_template(
+            "instances/forget.html",
+            project=project,
+            scope=scope,
+            count=int(count or 0),
+            stale_label=_duration(stale_after()),
+            nav="projects",
+            tab="instances",
+        )
+    if request.form.get("confirm") != "yes":
+        flash("Nothing was forgotten: tick the confirmation box first.", "error")
+        return redirect(url_for("instances.forget_bulk", project_id=project.id, scope=scope))
+    count = forget_silent_instances(
+        db.session, project, scope=scope, stale_after=stale_after(), actor=signed_in_user()
+    )
+    db.session.commit()
+    what = "archived" if scope == "archived" else "silent"
+    flash(
+        f"Forgot {count} {what} instance{'' if count == 1 else 's'}."
+        if count
+        else f"There was no {what} instance to forget.",
+        "success",
+    )
+    return redirect(url_for("instances.index", project_id=project.id))
+
+
 def _duration(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
     if seconds % 3600 == 0:
         return f"{seconds // 3600} h"
     if seconds % 60 == 0:
@@ -353,25 +459,32 @@ def _duration(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
+def _days(delta: timedelta) -> str:
+    days = delta.total_seconds() / 86400
+    return f"{days:g}"
+
+
 @bp.app_template_global("channel_instances")
-def channel_instances(project: Project, channel: Any) -> list[InstanceView]:
-    """The instances of one channel judged against its current release, problems first (for
-    the publish confirmation page: ``distribution/_instances_on_channel.html``)."""
+def channel_instances(project: Project, channel: Any) -> dict[str, Any]:
+    """The instances of one channel judged against its current entry lists, problems first
+    (for the publish confirmation page: ``distribution/_instances_on_channel.html``): at most
+    ``SIDE_ROWS_MAX`` views and the total."""
     name = channel if isinstance(channel, str) else channel.name
     rows = list(
         db.session.scalars(
-            select(LiveInstance)
-            .where(LiveInstance.project_id == project.id, LiveInstance.channel == name)
-            .order_by(LiveInstance.last_seen_at.desc())
+            select(LiveInstance).where(
+                LiveInstance.project_id == project.id,
+                LiveInstance.channel == name,
+                LiveInstance.archived_at.is_(None),
+            )
         )
     )
     if not rows:
-        return []
+        return {"views": [], "total": 0}
     targets, _ = channel_targets(project, {name})
-    views = describe_instances(
-        rows, targets=targets, revoked_tokens=_revoked_tokens(project), stale_after=stale_after()
-    )
-    return sorted(views, key=lambda v: (v.stale, not v.problems))
+    views, _ = _judge(project, rows, targets)
+    views.sort(key=_rank)
+    return {"views": views[:SIDE_ROWS_MAX], "total": len(views)}
 
 
 @bp.app_template_filter("ago_iso")
@@ -401,23 +514,21 @@ def publication_status(project: Project, channel: Any, publication: Publication)
     """Each instance of the publication's channel: applied, pending, error or superseded.
 
     Also a template global, so ``distribution/publish_status.html`` renders the same data the
-    JSON endpoint serves (the page works without JavaScript).
+    JSON endpoint serves (the page works without JavaScript). The counts cover every instance;
+    the list holds at most ``STATUS_ROWS_MAX`` (errors and pending ones first).
     """
     name = channel if isinstance(channel, str) else channel.name
     target = target_of_publication(project, name, publication)
     rows = list(
         db.session.scalars(
-            select(LiveInstance)
-            .where(LiveInstance.project_id == project.id, LiveInstance.channel == name)
-            .order_by(LiveInstance.last_seen_at.desc())
+            select(LiveInstance).where(
+                LiveInstance.project_id == project.id,
+                LiveInstance.channel == name,
+                LiveInstance.archived_at.is_(None),
+            )
         )
     )
-    views = describe_instances(
-        rows,
-        targets={name: target},
-        revoked_tokens=_revoked_tokens(project),
-        stale_after=stale_after(),
-    )
+    views, _ = _judge(project, rows, {name: target})
     latest = db.session.scalar(
         select(Publication.sequence)
         .where(Publication.channel_id == publication.channel_id)
@@ -426,34 +537,43 @@ def publication_status(project: Project, channel: Any, publication: Publication)
     )
     instances = []
     states = []
+    views.sort(key=lambda v: v.instance.last_seen_at, reverse=True)
     for view in views:
         state, note = publication_state(view, target)
         states.append(state)
         item = view.to_json()
-        item.update(
-            state=state,
-            note=note,
-            expected_version=target.expected_for(view.instance.instance_id)[0],
-        )
+        item.update(state=state, note=note)
         instances.append(item)
     order = {"error": 0, "pending": 1, "superseded": 2, "applied": 3}
-    instances.sort(key=lambda i: (i["stale"], order[i["state"]]))
+    instances.sort(key=lambda i: (i["stale"], order[i["state"]]))  # stable: newest first
+    names = views[0].names if views else target.names()
     return {
         "project_id": str(project.id),
         "channel": name,
         "publication": {
             "sequence": publication.sequence,
+            "kind": publication.kind,
+            "summary": publication.summary,
             "version": publication.version,
             "content_sha256": publication.content_sha256,
-            "kind": publication.kind,
+            "releases": [e.to_json(names) for e in target.releases],
+            "previous": (
+                None if target.previous is None else [e.to_json(names) for e in target.previous]
+            ),
             "rollout_percent": publication.rollout_percent,
-            "previous_version": target.previous_version,
+            "releases_label": ", ".join(e.label(names) for e in target.releases),
+            "previous_version": (
+                ", ".join(e.label(names) for e in target.previous)
+                if target.previous is not None
+                else None
+            ),
             "published_at": publication.published_at.isoformat().replace("+00:00", "Z"),
             "current": latest == publication.sequence,
             "latest_sequence": latest,
         },
         "summary": summarise(states),
-        "instances": instances,
+        "instances": instances[:STATUS_ROWS_MAX],
+        "more": max(0, len(instances) - STATUS_ROWS_MAX),
         "generated_at": utcnow().isoformat().replace("+00:00", "Z"),
     }
 
