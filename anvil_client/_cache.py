@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from anvil_client._config import MODES, Mode
-from anvil_client._verify import POINTER_MAX_SIZE
 from anvil_client.errors import AnvilError, ConfigError, SizeLimitError
 from anvil_client.stores import write_atomically
 from anvil_client.stores._base import is_usable_etag
 from anvil_client.stores._file import NotARegularFile, read_regular_file
+from anvil_client.wire import POINTER_MAX_SIZE
 
 _STATE_MAX_SIZE = 64 * 1024
 _TMP_MAX_AGE = 3600.0
@@ -44,13 +44,14 @@ Signature = tuple[StatKey, StatKey, StatKey] | None
 
 @dataclass
 class CacheState:
-    """``state.json``: who this instance is and what its poller last saw."""
+    """``state.json``: who this instance is and what its poller last saw (``contents`` are
+    the served entries' ``content_sha256``, ``version`` is ``status()["version"]``)."""
 
     instance_id: str
     sequence: int = 0
     etag: str | None = None
     etag_sequence: int | None = None
-    content_sha256: str | None = None
+    contents: list[str] = field(default_factory=list)
     version: str | None = None
     last_check: str | None = None
     last_sync: str | None = None
@@ -74,7 +75,10 @@ class CacheState:
         values = {k: v for k, v in doc.items() if k in known}
         if not isinstance(values.get("sequence", 0), int):
             values["sequence"] = 0
-        for name in ("etag", "content_sha256", "version", "last_check", "last_sync", "last_error"):
+        contents = values.get("contents", [])
+        if not isinstance(contents, list) or not all(isinstance(c, str) for c in contents):
+            values["contents"] = []
+        for name in ("etag", "version", "last_check", "last_sync", "last_error"):
             if not isinstance(values.get(name), str | None):
                 values[name] = None
         if not isinstance(values.get("etag_sequence"), int | None):

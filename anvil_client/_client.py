@@ -31,9 +31,9 @@ from anvil_client._config import DEFAULT_CACHE_DIR, ClientConfig, Mode
 from anvil_client._heartbeat import HeartbeatSender, heartbeat_body
 from anvil_client._snapshot import Snapshot, Source
 from anvil_client._verify import (
-    POINTER_MAX_SIZE,
     Verifier,
     check_sequence,
+    check_served,
     describe,
     is_expired,
 )
@@ -48,12 +48,18 @@ from anvil_client.errors import (
 from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore, open_store
 from anvil_client.stores._file import NotARegularFile, read_regular_file
 from anvil_client.wire import (
+    POINTER_MAX_SIZE,
+    Bundle,
     CompiledPrompt,
+    Pointer,
     PromptSpec,
+    ReadableStore,
+    Release,
     TrustedKey,
     compile_prompt,
     parse_timestamp,
-    select_release,
+    pointer_key,
+    select_releases,
     template_variables,
 )
 
@@ -67,8 +73,23 @@ MAX_BACKOFF = 600.0
 _FALLBACK_CACHE_SIZE = 256
 
 
+class ReleaseStatus(TypedDict):
+    """One served entry in ``status()["releases"]``."""
+
+    prompt_set_id: str
+    name: str
+    version: str
+    content_sha256: str
+    prompts: int
+
+
 class Status(TypedDict):
-    """What ``status()`` reports (every value is JSON-serialisable)."""
+    """What ``status()`` reports (every value is JSON-serialisable).
+
+    ``releases`` lists the entries served; ``version`` is the one entry's version, or with
+    several entries ``name@version`` joined by ``, `` (DESIGN §7). ``content_sha256`` and
+    ``prompt_set_id`` are the one entry's, ``None`` when several are served.
+    """
 
     project_id: str
     channel: str
@@ -79,6 +100,7 @@ class Status(TypedDict):
     content_sha256: str | None
     prompt_set_id: str | None
     prompts: int
+    releases: list[ReleaseStatus]
     source: Source | None
     published_at: str | None
     expires_at: str | None
@@ -150,7 +172,7 @@ class AnvilClient:
             max_bundle_size=config.max_bundle_size,
             token_env=config.access_token_env,
         )
-        self._pointer_key = f"projects/{config.project_id}/channels/{config.channel}.json"
+        self._pointer_key = pointer_key(config.project_id, config.channel)
         self._cache = DiskCache(config.cache_dir, config.project_id, config.channel)
         self._store: ObjectStore | None = None if isinstance(config.store, str) else config.store
         self._owns_store = isinstance(config.store, str)
@@ -296,7 +318,7 @@ class AnvilClient:
     def prompt_ids(self) -> list[str]:
         """The ids of every prompt being served, sorted."""
         snapshot = self._snapshot
-        return sorted(snapshot.bundle.prompts) if snapshot is not None else []
+        return sorted(snapshot.prompts) if snapshot is not None else []
 
     def _spec(self, prompt_id: str) -> PromptSpec:
         snapshot = self._snapshot
@@ -323,7 +345,7 @@ class AnvilClient:
         channel = self.config.channel
         if snapshot is not None:
             return PromptNotFound(
-                f"prompt {prompt_id!r} is not in version {snapshot.release.version} "
+                f"prompt {prompt_id!r} is not in version {snapshot.version} "
                 f"served on channel {channel!r}"
             )
         why = self._last_error or (
@@ -359,8 +381,9 @@ class AnvilClient:
             ("version", "sequence", "content_sha256", "prompt_set_id", "published_at")
         )
         served["expires_at"] = None
+        served["releases"] = []
         if snapshot is not None:
-            served = describe(snapshot.pointer, snapshot.release)
+            served = describe(snapshot.pointer, snapshot.releases, snapshot.counts())
         return Status(
             project_id=self.config.project_id,
             channel=self.config.channel,
@@ -370,7 +393,8 @@ class AnvilClient:
             sequence=served["sequence"],
             content_sha256=served["content_sha256"],
             prompt_set_id=served["prompt_set_id"],
-            prompts=len(snapshot.bundle.prompts) if snapshot is not None else 0,
+            prompts=len(snapshot.prompts) if snapshot is not None else 0,
+            releases=served["releases"],
             source=snapshot.source if snapshot is not None else None,
             published_at=served["published_at"],
             expires_at=served["expires_at"],
@@ -444,7 +468,6 @@ class AnvilClient:
         accepted = self._verifier.accept_pointer(
             result.data,
             applied=snapshot.pointer if snapshot is not None else None,
-            applied_content=snapshot.content_sha256 if snapshot is not None else None,
             floor=self._floor,
             instance_id=self._instance_id,
             now=_utcnow(),
@@ -457,26 +480,76 @@ class AnvilClient:
             # What is served, again (a store without ETags): nothing to write or swap.
             self._remember_etag(result.etag, snapshot.sequence)
             return False
-        if (
-            snapshot is not None
-            and accepted.reuse
-            and self._cache.has_bundle(snapshot.content_sha256, self._verifier.max_bundle_size)
-        ):
-            new = snapshot.with_pointer(result.data, accepted.pointer, accepted.release)
-            return self._commit(new, None, result.etag)
-        release = accepted.release
-        obj = store.get(release.object.path, max_size=self._verifier.check_object_ref(release))
-        plaintext = self._verifier.open_object(release, obj.data)
-        with gc_paused():
-            bundle = self._verifier.verify_bundle(plaintext, accepted.pointer, release)
-        new = Snapshot(
-            envelope=result.data,
-            pointer=accepted.pointer,
-            release=release,
-            bundle=bundle,
-            source="store",
+        new, downloaded = self._assemble(
+            result.data, accepted.pointer, accepted.releases, snapshot, store
         )
-        return self._commit(new, plaintext, result.etag)
+        return self._commit(new, downloaded, result.etag)
+
+    def _assemble(
+        self,
+        envelope: bytes,
+        pointer: Pointer,
+        releases: Sequence[Release],
+        current: Snapshot | None,
+        store: ReadableStore | None,
+    ) -> tuple[Snapshot, dict[str, bytes]]:
+        """The snapshot of a verified pointer's selected entries: all of them or an error.
+
+        Each entry's bundle comes from the snapshot served (when its file is still in the disk
+        cache), else from the disk cache (re-verified), else — only with a ``store`` — from
+        the store. Returns the snapshot and the plaintexts downloaded (to be cached).
+
+        Raises:
+            AnvilError: for the first entry that fails (nothing is applied), or when two
+                entries share a prompt id.
+        """
+        cache, max_size = self._cache, self._verifier.max_bundle_size
+        bundles: list[Bundle] = []
+        downloaded: dict[str, bytes] = {}
+        reused = 0
+        for release in releases:
+            content = release.content_sha256
+            bundle = current.bundle_of(content) if current is not None else None
+            if bundle is not None and (store is None or cache.has_bundle(content, max_size)):
+                reused += 1
+            else:
+                plaintext = cache.read_bundle(content, max_size)
+                from_disk = plaintext is not None
+                if plaintext is None:
+                    if store is None:
+                        raise AnvilError(
+                            f"the disk cache has no bundle {content[:12]}… of "
+                            f"{release.describe()} for sequence {pointer.sequence}"
+                        )
+                    plaintext = self._verifier.fetch_entry(store, release)
+                with gc_paused():
+                    try:
+                        bundle = self._verifier.verify_cached(release, pointer, plaintext)
+                    except AnvilError:
+                        if not from_disk or store is None:
+                            raise
+                        # A damaged cached copy: the store has the signed original.
+                        plaintext = self._verifier.fetch_entry(store, release)
+                        bundle = self._verifier.verify_cached(release, pointer, plaintext)
+                        from_disk = False
+                if not from_disk:
+                    downloaded[content] = plaintext
+                del plaintext
+            bundles.append(bundle)
+        check_served(releases, bundles)
+        if (
+            current is not None
+            and reused == len(releases)
+            and [r.content_sha256 for r in releases] == [b.content_sha256 for b in current.bundles]
+        ):
+            return current.with_pointer(envelope, pointer, releases), downloaded
+        source: Source = "store" if store is not None else "disk"
+        new = Snapshot(
+            envelope=envelope, pointer=pointer, releases=releases, bundles=bundles, source=source
+        )
+        if current is not None:
+            _carry_compiled(current, new)
+        return new, downloaded
 
     def _remember_etag(self, etag: str | None, sequence: int) -> None:
         if etag is None or (etag, sequence) == (self._etag, self._etag_sequence):
@@ -495,8 +568,8 @@ class AnvilClient:
                 f"{snapshot.pointer.expires_at} and the store has published no newer one"
             )
 
-    def _commit(self, new: Snapshot, plaintext: bytes | None, etag: str | None) -> bool:
-        """Write the disk cache (bundle, then pointer, then state), then swap the snapshot.
+    def _commit(self, new: Snapshot, plaintexts: Mapping[str, bytes], etag: str | None) -> bool:
+        """Write the disk cache (bundles, then pointer, then state), then swap the snapshot.
 
         Under the cache's write lock; if another process applied a newer pointer meanwhile,
         nothing is written and that one is loaded instead.
@@ -510,20 +583,23 @@ class AnvilClient:
                 disk_sequence = self._verified_sequence(disk_envelope)
                 newer_on_disk = disk_sequence is not None and disk_sequence > new.sequence
             if not newer_on_disk:
-                if plaintext is not None:
-                    cache.write_bundle(new.content_sha256, plaintext)
+                for content, plaintext in plaintexts.items():
+                    cache.write_bundle(content, plaintext)
                 if disk_envelope != new.envelope:
                     cache.write_pointer(new.envelope)
                 state = cache.read_state() or CacheState(instance_id=self._instance_id)
                 state.sequence = max(state.sequence, new.sequence)
                 state.etag, state.etag_sequence = etag, new.sequence
-                state.content_sha256, state.version = new.content_sha256, new.release.version
+                state.contents = [r.content_sha256 for r in new.releases]
+                state.version = new.version
                 state.last_check = state.last_sync = _format_time(_utcnow())
                 state.last_error = None
                 cache.write_state(state, durable=True)
-                keep = {new.content_sha256}
+                # The served list, the list served before, and every entry the pointer names.
+                keep = set(new.contents)
+                keep.update(r.content_sha256 for r in new.pointer.all_releases())
                 if old is not None:
-                    keep.add(old.content_sha256)
+                    keep.update(old.contents)
                 cache.prune(keep)
         if newer_on_disk:
             self._check_disk(full=True)
@@ -547,9 +623,9 @@ class AnvilClient:
         log.info(
             "anvil: serving %s version %s (sequence %d, %d prompts, from %s)",
             self.config.channel,
-            snapshot.release.version,
+            snapshot.version,
             snapshot.sequence,
-            len(snapshot.bundle.prompts),
+            len(snapshot.prompts),
             snapshot.source,
         )
         self._heartbeat_due = True
@@ -642,34 +718,14 @@ class AnvilClient:
                 return  # an older cache than what is served (e.g. a newer bootstrap)
             # state.json remembers a higher sequence: an older pointer was put back.
             check_sequence(pointer, applied=None, floor=self._floor)
-            release = select_release(pointer, self._instance_id)
-            if current is not None and release.content_sha256 == current.content_sha256:
-                new = current.with_pointer(envelope, pointer, release)
-            else:
-                plaintext = self._cache.read_bundle(
-                    release.content_sha256, self._verifier.max_bundle_size
-                )
-                if plaintext is None:
-                    raise AnvilError(
-                        f"the disk cache has no bundle {release.content_sha256[:12]}… for "
-                        f"sequence {pointer.sequence}"
-                    )
-                with gc_paused():
-                    verified = self._verifier.verify_cached(envelope, self._instance_id, plaintext)
-                del plaintext
-                new = Snapshot(
-                    envelope=envelope,
-                    pointer=verified.pointer,
-                    release=verified.release,
-                    bundle=verified.bundle,
-                    source="disk",
-                )
+            releases = select_releases(pointer, self._instance_id)
+            new, _ = self._assemble(envelope, pointer, releases, current, None)
         except AnvilError as e:
             self._disk_sig = None  # look again next time
             self._set_error(f"the disk cache in {self._cache.dir} was not loaded: {e}")
             return
         self._floor = max(self._floor, new.sequence)
-        changed = current is None or current.content_sha256 != new.content_sha256
+        changed = current is None or current.content_key != new.content_key
         self._snapshot = new
         if self._last_error and self._last_error.startswith("the disk cache"):
             self._set_error(None)
@@ -704,8 +760,8 @@ class AnvilClient:
         self._snapshot = Snapshot(
             envelope=envelope,
             pointer=verified.pointer,
-            release=verified.release,
-            bundle=verified.bundle,
+            releases=verified.releases,
+            bundles=verified.bundles,
             source="bootstrap",
         )
         self._floor = max(self._floor, verified.pointer.sequence)
@@ -769,8 +825,14 @@ class AnvilClient:
                 "channel": self.config.channel,
                 "mode": self.mode,
                 "sequence": snapshot.sequence if snapshot is not None else None,
-                "version": snapshot.release.version if snapshot is not None else None,
-                "content_sha256": snapshot.content_sha256 if snapshot is not None else None,
+                "releases": [
+                    {
+                        "prompt_set_id": r.prompt_set_id,
+                        "version": r.version,
+                        "content_sha256": r.content_sha256,
+                    }
+                    for r in (snapshot.releases if snapshot is not None else ())
+                ],
                 "last_error": error,
                 "client_version": client_version(),
             }
@@ -864,6 +926,14 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _carry_compiled(old: Snapshot, new: Snapshot) -> None:
+    """Keep the compiled prompts of bundles that stay served (same spec object)."""
+    for prompt_id, compiled in list(old.compiled.items()):
+        spec = new.prompts.get(prompt_id)
+        if spec is not None and spec is old.prompts.get(prompt_id):
+            new.compiled[prompt_id] = compiled
 
 
 def _utcnow() -> datetime:

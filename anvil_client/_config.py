@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from anvil_client._heartbeat import check_token_transport
 from anvil_client.errors import ConfigError
 from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore
 from anvil_client.wire import CHANNEL_RE, DEFAULT_MAX_OUTPUT, AccessToken, TrustedKey
@@ -340,6 +341,11 @@ def _check_forge_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"forge_url must be an http:// or https:// URL, got {url[:200]!r}")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as e:
+        raise ConfigError(f"forge_url has an invalid port: {url[:200]!r}") from e
+    check_token_transport(url.strip())
     return url.strip().rstrip("/")
 
 

@@ -1,25 +1,30 @@
 """Outbound-only heartbeats to the FORGE (DESIGN §7): reports, never updates.
 
     >>> from anvil_client._heartbeat import heartbeat_body
-    >>> len(heartbeat_body({"instance_id": "i", "last_error": "x" * 9000})) <= 4096
+    >>> len(heartbeat_body({"instance_id": "i", "last_error": "x" * 99_000})) <= 16 * 1024
     True
 
 ``POST {forge_url}/api/v1/live/heartbeat`` with ``Authorization: Bearer <ACCESS_TOKEN>``.
 A failed heartbeat is reported in ``status()`` and never affects serving; the token is never
-logged, and redirects are not followed (they could carry it elsewhere).
+logged, redirects are not followed (they could carry it elsewhere), and it is never sent over
+plain ``http://`` to anything but a loopback address.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import socket
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from anvil_client.errors import ConfigError
+from anvil_client.wire import HEARTBEAT_MAX_SIZE
+
 HEARTBEAT_PATH = "/api/v1/live/heartbeat"
-MAX_BODY = 4096
+MAX_BODY = HEARTBEAT_MAX_SIZE
 _FIELDS = (
     "instance_id",
     "hostname",
@@ -27,8 +32,7 @@ _FIELDS = (
     "channel",
     "mode",
     "sequence",
-    "version",
-    "content_sha256",
+    "releases",
     "last_error",
     "client_version",
 )
@@ -40,23 +44,72 @@ _ANSWERS = {
 
 
 def heartbeat_body(fields: dict[str, Any]) -> bytes:
-    """The JSON body with exactly DESIGN §7's fields, at most 4 KiB (long texts shortened)."""
+    """The JSON body with exactly DESIGN §7's fields, at most 16 KiB.
+
+    Long texts are shortened first (``last_error``, then ``hostname``); a body still too
+    large (100 entries with very long versions) keeps as many ``releases`` as fit, in order —
+    a report, never an update, so a shorter list misleads no one into serving anything.
+    """
     body = {name: fields.get(name) for name in _FIELDS}
+    if body["releases"] is None:
+        body["releases"] = []
     for name, limit in (("hostname", 255), ("last_error", 1000)):
         value = body[name]
         if isinstance(value, str) and len(value) > limit:
             body[name] = value[: limit - 1] + "…"
-    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    data = _encode(body)
     while len(data) > MAX_BODY and isinstance(body["last_error"], str) and body["last_error"]:
         body["last_error"] = body["last_error"][: len(body["last_error"]) // 2]
-        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        data = _encode(body)
+    if len(data) > MAX_BODY and isinstance(body["hostname"], str):
+        body["hostname"] = body["hostname"][:64]
+        data = _encode(body)
+    releases = list(body["releases"] or [])
+    while len(data) > MAX_BODY and releases:
+        releases.pop()
+        body["releases"] = releases
+        data = _encode(body)
     return data
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token_transport(forge_url: str) -> None:
+    """The ACCESS_TOKEN travels as a bearer token: only over https, or http to loopback.
+
+    Raises:
+        ConfigError: for an ``http://`` URL whose host is not loopback.
+    """
+    parts = urlsplit(forge_url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+        raise ConfigError(
+            f"forge_url {forge_url[:200]!r} is plain http:// to a host that is not loopback: "
+            "heartbeats carry the ACCESS_TOKEN, so use https:// (http:// is only allowed for "
+            "localhost, 127.0.0.0/8 and ::1)"
+        )
 
 
 class HeartbeatSender:
     """Sends one heartbeat per call over a fresh connection (they are minutes apart)."""
 
     def __init__(self, forge_url: str, token_text: str, *, timeout: float = 5.0) -> None:
+        """Raises:
+        ConfigError: if ``forge_url`` is plain http:// to a host that is not loopback.
+        """
+        check_token_transport(forge_url)
         parts = urlsplit(forge_url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""

@@ -1,64 +1,91 @@
-"""What a client serves: one verified bundle, its pointer, and its prompts compiled lazily.
+"""What a client serves: the verified bundles of one entry list, their pointer, and their
+prompts compiled lazily.
 
     >>> from anvil_client._snapshot import Snapshot
     >>> Snapshot.__slots__[:2]
-    ('bundle', 'compiled')
+    ('bundles', 'compiled')
 
 A snapshot is immutable once built (its compile cache only grows), so swapping the one
-reference a client holds is the whole update: ``prompt()`` never sees half of one.
+reference a client holds is the whole update: ``prompt()`` never sees half of one, nor a mix
+of two entry lists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from anvil_client.wire import Bundle, CompiledPrompt, Pointer, PromptSpec, Release, compile_prompt
+from anvil_client.wire import (
+    Bundle,
+    CompiledPrompt,
+    Pointer,
+    PromptSpec,
+    Release,
+    compile_prompt,
+    rollout_key,
+    served_version,
+)
 
 Source = Literal["store", "disk", "bootstrap"]
 
 
 class Snapshot:
-    """A verified pointer and bundle; ``compiled`` holds the prompts rendered so far."""
+    """A verified pointer, the entries served from it and their bundles (same order).
 
-    __slots__ = ("bundle", "compiled", "envelope", "pointer", "release", "source")
+    ``prompts`` is the union of the bundles' prompts (disjoint: checked before a snapshot is
+    built); ``compiled`` holds the prompts rendered so far.
+    """
+
+    __slots__ = ("bundles", "compiled", "envelope", "pointer", "prompts", "releases", "source")
 
     def __init__(
         self,
         *,
         envelope: bytes,
         pointer: Pointer,
-        release: Release,
-        bundle: Bundle,
+        releases: Sequence[Release],
+        bundles: Sequence[Bundle],
         source: Source,
         compiled: dict[str, CompiledPrompt] | None = None,
     ) -> None:
         self.envelope = envelope
         self.pointer = pointer
-        self.release = release
-        self.bundle = bundle
+        self.releases = tuple(releases)
+        self.bundles = tuple(bundles)
         self.source: Source = source
+        self.prompts: Mapping[str, PromptSpec]
+        if len(self.bundles) == 1:
+            self.prompts = self.bundles[0].prompts  # no copy of the usual single set
+        else:
+            merged: dict[str, PromptSpec] = {}
+            for bundle in self.bundles:
+                merged.update(bundle.prompts)
+            self.prompts = merged
         self.compiled: dict[str, CompiledPrompt] = {} if compiled is None else compiled
 
-    def with_pointer(self, envelope: bytes, pointer: Pointer, release: Release) -> Snapshot:
-        """The same content under a newer pointer; the compile cache is shared."""
+    def with_pointer(
+        self, envelope: bytes, pointer: Pointer, releases: Sequence[Release]
+    ) -> Snapshot:
+        """The same content (same entries' ``content_sha256`` in the same order) under a newer
+        pointer; names may differ, the compile cache is shared."""
         return Snapshot(
             envelope=envelope,
             pointer=pointer,
-            release=release,
-            bundle=self.bundle,
+            releases=releases,
+            bundles=self.bundles,
             source=self.source,
             compiled=self.compiled,
         )
 
     def compile(self, prompt_id: str) -> CompiledPrompt | None:
-        """The compiled prompt, compiling it on first use; ``None`` if the bundle lacks it.
+        """The compiled prompt, compiling it on first use; ``None`` if no bundle has it.
 
         Raises:
             RenderError: if the prompt's template does not compile.
         """
         compiled = self.compiled.get(prompt_id)
         if compiled is None:
-            spec = self.spec(prompt_id)
+            spec = self.prompts.get(prompt_id)
             if spec is None:
                 return None
             compiled = compile_prompt(prompt_id, spec)
@@ -66,12 +93,30 @@ class Snapshot:
         return compiled
 
     def spec(self, prompt_id: str) -> PromptSpec | None:
-        """The prompt's spec; ``None`` if the bundle lacks it."""
-        return self.bundle.prompts.get(prompt_id)
+        """The prompt's spec; ``None`` if no bundle has it."""
+        return self.prompts.get(prompt_id)
+
+    def bundle_of(self, content_sha256: str) -> Bundle | None:
+        """The served bundle with this content hash, or ``None``."""
+        return next((b for b in self.bundles if b.content_sha256 == content_sha256), None)
+
+    def counts(self) -> dict[str, int]:
+        """Prompts per served bundle, by content hash."""
+        return {b.content_sha256: len(b.prompts) for b in self.bundles}
 
     @property
-    def content_sha256(self) -> str:
-        return self.release.content_sha256
+    def content_key(self) -> str:
+        """The entries' content hashes joined by ``,``: equal keys serve equal prompts."""
+        return rollout_key(self.releases)
+
+    @property
+    def contents(self) -> frozenset[str]:
+        return frozenset(r.content_sha256 for r in self.releases)
+
+    @property
+    def version(self) -> str:
+        """``status()["version"]`` (DESIGN §7)."""
+        return served_version(self.releases)
 
     @property
     def sequence(self) -> int:

@@ -264,12 +264,12 @@ def connect(
 @click.pass_context
 @_friendly
 def sync(ctx: click.Context) -> None:
-    """Fetch, verify and cache the channel's current release now (in any mode)."""
+    """Fetch, verify and cache the channel's current entries now (in any mode)."""
     with _client(ctx) as client:
         before = client.status()
         after = client.sync()
     channel = after["channel"]
-    if before["content_sha256"] == after["content_sha256"] and before["version"] is not None:
+    if _served(before) == _served(after) and before["version"] is not None:
         click.echo(
             f"{channel} is up to date: version {after['version']} (sequence {after['sequence']})."
         )
@@ -278,6 +278,10 @@ def sync(ctx: click.Context) -> None:
             f"{channel} now serves version {after['version']} (sequence {after['sequence']}, "
             f"{after['prompts']} prompts); running processes pick it up from the cache."
         )
+
+
+def _served(report: Status) -> list[tuple[str, str]]:
+    return [(r["prompt_set_id"], r["content_sha256"]) for r in report["releases"]]
 
 
 @cli.command(name="mode")
@@ -344,6 +348,13 @@ def _status_lines(report: Status) -> Iterable[tuple[str, str]]:
             f"{report['version']} (sequence {report['sequence']}, {report['prompts']} prompts, "
             f"from {report['source']})",
         )
+        for entry in report["releases"]:
+            yield (
+                "set",
+                f"{entry['name'] or entry['prompt_set_id']} {entry['version']} "
+                f"({entry['prompts']} prompts, id {entry['prompt_set_id']}, "
+                f"content {entry['content_sha256'][:12]})",
+            )
     yield "published", show(report["published_at"])
     yield "expires", show(report["expires_at"])
     yield "last sync", show(report["last_sync"])

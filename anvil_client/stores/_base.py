@@ -13,8 +13,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from anvil_client.errors import AnvilError, SizeLimitError, StoreError, StoreUnavailable
+from anvil_client.wire._layout import BUNDLE_MAX_SIZE
 
-DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_SIZE = BUNDLE_MAX_SIZE  # the one cap, from anvil_client.wire
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z")
 # An ETag is sent back verbatim in If-None-Match: no control characters, a sane length.
 _ETAG_RE = re.compile(r"[\x20-\x7e\x80-\xff]{1,1024}\Z")

@@ -29,6 +29,16 @@ class _Answer(Protocol):
     def data(self) -> bytes: ...
 
 
+class TokenKey(Protocol):
+    """What :func:`open_object` needs of a token: its id and its key-encryption key
+    (an :class:`AccessToken`, or a publisher's recipient given as ``token_id -> KEK``)."""
+
+    @property
+    def token_id(self) -> str: ...
+
+    def kek(self) -> bytes: ...
+
+
 class ReadableStore(Protocol):
     """What :func:`fetch_object` needs of an ``ObjectStore``."""
 
@@ -117,7 +127,7 @@ def fetch_object(
 def open_object(
     release: Release,
     data: bytes,
-    token: AccessToken | None,
+    token: AccessToken | TokenKey | None,
     *,
     max_size: int = BUNDLE_MAX_SIZE,
     token_hint: str = "set ANVIL_ACCESS_TOKEN",  # noqa: S107 - advice, not a secret

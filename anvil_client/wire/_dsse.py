@@ -22,7 +22,7 @@ from anvil_client.wire._canonical import (
 )
 from anvil_client.wire._keys import TrustedKey, key_id
 
-POINTER_PAYLOAD_TYPE = "application/vnd.anvil.pointer.v1+json"
+POINTER_PAYLOAD_TYPE = "application/vnd.anvil.pointer.v2+json"
 
 
 def pae(payload_type: str, body: bytes) -> bytes:

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from anvil_client.cli import cli
 from anvil_client.wire import AccessToken
-from tests.anvil_client.wire_publisher import WirePublisher
+from tests.anvil_client.wire_publisher import OTHER_SET_ID, WirePublisher
 
 PROMPTS = {
     "welcome.message": "Welcome {{ name }}!",
@@ -251,6 +251,46 @@ def test_status_text_and_json(app: Path, publisher: WirePublisher) -> None:
     assert after["version"] == "1.0.0"
     assert after["last_sync"] is not None
     assert after["instance_id"] == before["instance_id"]
+
+
+def test_status_sync_connect_and_render_with_two_sets(
+    app: Path, publisher: WirePublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher.publish(
+        {"checkout.thanks": "Thanks {{ name }}!"},
+        version="0.4.0",
+        prompt_set_id=OTHER_SET_ID,
+        name="Checkout helper",
+    )
+    result = run(
+        "connect",
+        "--store", publisher.store.url,
+        "--project-id", publisher.project_id,
+        "--trusted-key", publisher.trusted_key,
+        "--no-input",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "serves version Support bot@1.0.0, Checkout helper@0.4.0 (sequence 2, 4 prompts)" in (
+        result.output
+    )
+    text = run("status").output
+    assert "Support bot@1.0.0, Checkout helper@0.4.0 (sequence 2, 4 prompts" in text
+    set_lines = [line for line in text.splitlines() if line.startswith("set ")]
+    assert len(set_lines) == 2
+    assert "Support bot 1.0.0 (3 prompts, id " + publisher.prompt_set_id in set_lines[0]
+    assert "Checkout helper 0.4.0 (1 prompts, id " + OTHER_SET_ID in set_lines[1]
+    report = json.loads(run("status", "--json").output)
+    assert [(r["name"], r["version"], r["prompts"]) for r in report["releases"]] == [
+        ("Support bot", "1.0.0", 3),
+        ("Checkout helper", "0.4.0", 1),
+    ]
+    assert report["content_sha256"] is None
+    assert run("render", "checkout.thanks", "-v", "name=Ada").output == "Thanks Ada!\n"
+    assert "is up to date: version Support bot@1.0.0, Checkout helper@0.4.0" in run("sync").output
+    publisher.publish({"checkout.thanks": "Merci {{ name }}!"}, version="0.5.0",
+                      prompt_set_id=OTHER_SET_ID, name="Checkout helper")  # fmt: skip
+    assert "now serves version Support bot@1.0.0, Checkout helper@0.5.0" in run("sync").output
+    assert run("render", "checkout.thanks", "-v", "name=Ada").output == "Merci Ada!\n"
 
 
 def test_render(app: Path, publisher: WirePublisher) -> None:

@@ -17,6 +17,7 @@ from anvil_client import AnvilClient
 from anvil_client._cache import DiskCache
 from anvil_client.errors import NotFound
 from anvil_client.stores import FileStore
+from anvil_client.wire import HEARTBEAT_MAX_SIZE
 from tests.anvil_client.spy_stores import SpyStore, wait_for
 from tests.anvil_client.wire_publisher import WirePublisher
 
@@ -273,6 +274,10 @@ def forge() -> Iterator[Forge]:
         thread.join()
 
 
+def versions(raw: bytes | str) -> list[str]:
+    return [entry["version"] for entry in json.loads(raw)["releases"]]
+
+
 def test_heartbeats_report_what_is_served(
     publisher: WirePublisher,
     make_client: MakeClient,
@@ -282,25 +287,31 @@ def test_heartbeats_report_what_is_served(
     caplog.set_level(logging.DEBUG, logger="anvil_client")
     publisher.publish(v(1), version="1.0.0")
     client = make_client(start=True, poll_interval=0.05, forge_url=forge.url)
-    wait_for(lambda: any(json.loads(r["body"])["version"] == "1.0.0" for r in forge.requests))
+    wait_for(lambda: any(versions(r["body"]) == ["1.0.0"] for r in forge.requests))
     request = forge.requests[-1]
     assert request["path"] == "/forge/api/v1/live/heartbeat"
     assert request["headers"]["Authorization"] == f"Bearer {publisher.token}"
     assert request["headers"]["Content-Type"] == "application/json"
     body = json.loads(request["body"])
     assert set(body) == {
-        "instance_id", "hostname", "project_id", "channel", "mode", "sequence", "version",
-        "content_sha256", "last_error", "client_version",
+        "instance_id", "hostname", "project_id", "channel", "mode", "sequence", "releases",
+        "last_error", "client_version",
     }  # fmt: skip
     assert body["instance_id"] == client.instance_id
     assert body["project_id"] == publisher.project_id
     assert body["mode"] == "accepting"
     assert body["sequence"] == 1
-    assert body["content_sha256"] == client.status()["content_sha256"]
+    assert body["releases"] == [
+        {
+            "prompt_set_id": publisher.prompt_set_id,
+            "version": "1.0.0",
+            "content_sha256": client.status()["content_sha256"],
+        }
+    ]
     assert body["last_error"] is None
-    assert len(request["body"]) <= 4096
+    assert len(request["body"]) <= HEARTBEAT_MAX_SIZE
     publisher.publish(v(2), version="2.0.0")
-    wait_for(lambda: json.loads(forge.requests[-1]["body"])["version"] == "2.0.0")
+    wait_for(lambda: versions(forge.requests[-1]["body"]) == ["2.0.0"])
     assert len(forge.requests) < 10  # after applies, not after every idle poll
     assert client.status()["heartbeat_error"] is None
     assert client.status()["last_heartbeat"] is not None
@@ -328,7 +339,7 @@ def test_frozen_instances_send_heartbeats_too(
     client = make_client(start=True, mode="frozen", forge_url=forge.url, poll_interval=0.05)
     wait_for(lambda: forge.requests, message="a heartbeat at start")
     body = json.loads(forge.requests[0]["body"])
-    assert body["mode"] == "frozen" and body["version"] is None
+    assert body["mode"] == "frozen" and body["releases"] == [] and body["sequence"] is None
     assert store.calls == []
     client.close()
 

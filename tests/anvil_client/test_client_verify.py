@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from anvil_client._verify import POINTER_MAX_SIZE, Verifier, check_sequence
+from anvil_client._verify import Verifier, check_sequence
 from anvil_client.errors import (
     ChecksumError,
     ExpiredError,
@@ -22,6 +22,7 @@ from anvil_client.errors import (
 )
 from anvil_client.stores import FileStore
 from anvil_client.wire import (
+    POINTER_MAX_SIZE,
     AccessToken,
     Pointer,
     TrustedKey,
@@ -29,7 +30,12 @@ from anvil_client.wire import (
     generate_private_key,
     verify_envelope,
 )
-from tests.anvil_client.wire_publisher import WirePublisher, make_bundle, new_project_id
+from tests.anvil_client.wire_publisher import (
+    OTHER_SET_ID,
+    WirePublisher,
+    make_bundle,
+    new_project_id,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -66,7 +72,6 @@ def accept(verifier: Verifier, envelope: bytes, applied: Pointer | None = None, 
     return verifier.accept_pointer(
         envelope,
         applied=applied,
-        applied_content=applied.release.content_sha256 if applied else None,
         floor=floor,
         instance_id="11111111-2222-4333-8444-555555555555",
         now=NOW,
@@ -83,13 +88,13 @@ def test_a_good_pointer_is_accepted_without_io(
     banned(monkeypatch)
     accepted = accept(verifier, envelope)
     assert accepted.pointer.sequence == 3
-    assert accepted.release.content_sha256 == rel["content_sha256"]
-    assert accepted.reuse is False
-    assert verifier.open_object(accepted.release, stored) == plaintext
-    bundle = verifier.verify_bundle(plaintext, accepted.pointer, accepted.release)
+    (entry,) = accepted.releases
+    assert entry.content_sha256 == rel["content_sha256"]
+    assert verifier.open_entry(entry, stored) == plaintext
+    bundle = verifier.verify_bundle(plaintext, accepted.pointer, entry)
     assert bundle.version == "1.0.0"
     again = accept(verifier, envelope, applied=accepted.pointer)
-    assert again.reuse is True
+    assert again.releases == accepted.releases
 
 
 def test_signature_is_checked_before_project_and_channel(
@@ -114,19 +119,20 @@ def test_project_and_channel_are_checked_before_the_sequence(
         accept(verifier, pub.sign(pub.pointer_body(release(pub), sequence=1)), applied=applied)
 
 
-def test_the_sequence_is_checked_before_expiry_and_expiry_before_the_object(
+def test_the_sequence_is_checked_before_expiry_and_locations_before_both(
     pub: WirePublisher, verifier: Verifier
 ) -> None:
     past = NOW - timedelta(days=1)
-    outside = release(pub)
-    outside["object"]["path"] = f"projects/{new_project_id()}/bundles/{'0' * 64}.jwe"
-    expired_old = pub.pointer_body(outside, sequence=1, expires_at=past)
+    expired_old = pub.pointer_body(release(pub), sequence=1, expires_at=past)
     with pytest.raises(RollbackError):
         accept(verifier, pub.sign(expired_old), floor=2)
     with pytest.raises(ExpiredError):
         accept(verifier, pub.sign(expired_old))
+    # Where the objects are is part of the one pointer verification: refused for everyone.
+    outside = release(pub)
+    outside["object"]["path"] = f"projects/{new_project_id()}/bundles/{'0' * 64}.jwe"
     with pytest.raises(FormatError, match="outside"):
-        accept(verifier, pub.sign(pub.pointer_body(outside, sequence=1)))
+        accept(verifier, pub.sign(pub.pointer_body(outside, sequence=1, expires_at=past)), floor=2)
 
 
 def test_expiry_is_exclusive_of_the_future(pub: WirePublisher, verifier: Verifier) -> None:
@@ -154,24 +160,62 @@ def test_check_sequence_rules(pub: WirePublisher, verifier: Verifier) -> None:
 def test_open_object_checks_size_hash_and_content(pub: WirePublisher, verifier: Verifier) -> None:
     rel = release(pub)
     envelope = pub.sign(pub.pointer_body(rel, sequence=1))
-    accepted = accept(verifier, envelope)
+    (entry,) = accept(verifier, envelope).releases
     stored = pub.store.get(rel["object"]["path"]).data
+    assert verifier.fetch_entry(pub.store, entry) == make_bundle({"a": "x"}, version="1.0.0")
+    pub.store.put(rel["object"]["path"], stored[:-1])
     with pytest.raises(ChecksumError, match="bytes but the signed pointer says"):
-        verifier.open_object(accepted.release, stored + b" ")
+        verifier.fetch_entry(pub.store, entry)
     flipped = bytes([stored[0] ^ 1]) + stored[1:]
-    with pytest.raises(ChecksumError, match="object SHA-256"):
-        verifier.open_object(accepted.release, flipped)
+    pub.store.put(rel["object"]["path"], flipped)
+    with pytest.raises(ChecksumError, match=r"bundle object of .* \(SHA-256\)"):
+        verifier.fetch_entry(pub.store, entry)
+
+
+def test_the_same_sequence_with_other_entries_is_a_rollback(
+    pub: WirePublisher, verifier: Verifier
+) -> None:
+    first = pub.sign(pub.pointer_body(release(pub), sequence=4))
+    applied = accept(verifier, first).pointer
+    extra = release(pub, prompt_set_id=OTHER_SET_ID, name="Checkout helper")
+    both = pub.pointer_body([release(pub), extra], sequence=4)
+    with pytest.raises(RollbackError, match="already accepted with other entries"):
+        accept(verifier, pub.sign(both), applied=applied)
+    renamed = pub.pointer_body({**release(pub), "name": "Renamed"}, sequence=4)
+    with pytest.raises(RollbackError):
+        accept(verifier, pub.sign(renamed), applied=applied)
+    newer = accept(verifier, pub.sign({**both, "sequence": 5}), applied=applied)
+    assert [r.prompt_set_id for r in newer.releases] == [pub.prompt_set_id, OTHER_SET_ID]
+
+
+def test_an_entry_larger_than_the_maximum_is_refused_before_any_fetch(
+    pub: WirePublisher, verifier: Verifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = {**release(pub), "prompt_set_id": OTHER_SET_ID}
+    big["object"] = {**big["object"], "size": 1024 * 1024 + 1}
+    envelope = pub.sign(pub.pointer_body([release(pub), big], sequence=1))
+    banned(monkeypatch)
+    with pytest.raises(SizeLimitError, match="larger than the 1048576-byte limit"):
+        accept(verifier, envelope)
 
 
 def test_bootstrap_files_are_verified(pub: WirePublisher, verifier: Verifier) -> None:
     published = pub.publish({"a": "x"}, version="1.0.0")
+    content = published.release["content_sha256"]
     good = json.dumps(
-        {"pointer": json.loads(published.envelope), "bundle": published.plaintext.decode()}
+        {
+            "pointer": json.loads(published.envelope),
+            "bundles": {content: published.plaintext.decode()},
+        }
     ).encode()
     envelope, verified = verifier.verify_bootstrap(good, "i")
-    assert verified.bundle.version == "1.0.0"
+    assert [b.version for b in verified.bundles] == ["1.0.0"]
     assert envelope == published.envelope
     with pytest.raises(FormatError, match="no 'pointer'"):
-        verifier.verify_bootstrap(b'{"bundle": ""}', "i")
+        verifier.verify_bootstrap(b'{"bundles": {}}', "i")
+    with pytest.raises(FormatError, match="no bundle for"):
+        verifier.verify_bootstrap(good.replace(content.encode(), b"0" * 64), "i")
+    tampered = good.replace(b'\\"x\\"', b'\\"y\\"')
+    assert tampered != good
     with pytest.raises(ChecksumError):
-        verifier.verify_bootstrap(good.replace(b'\\"x\\"', b'\\"y\\"'), "i")
+        verifier.verify_bootstrap(tampered, "i")

@@ -17,6 +17,7 @@ import pytest
 
 from anvil_client import AnvilClient, PromptNotFound
 from anvil_client.errors import RollbackError, StoreUnavailable
+from anvil_client.wire import sha256_hex
 from tests.anvil_client.hostile_kit import V1, V2, MakeClient, check_sentence, signed
 from tests.anvil_client.spy_stores import SpyStore
 from tests.anvil_client.wire_publisher import Published, WirePublisher, make_bundle
@@ -363,47 +364,54 @@ def assert_not_bootstrapped(client: AnvilClient, match: str) -> None:
         client.sync()  # and the client is alive and polling
 
 
+def bs(plaintext: str, text: Any = None) -> dict[str, Any]:
+    """A v2 bootstrap's ``bundles``: the plaintext (or ``text``) under its content hash."""
+    return {sha256_hex(plaintext.encode()): plaintext if text is None else text}
+
+
+def boot(pointer: Any, bundle: str) -> bytes:
+    return json.dumps({"pointer": pointer, "bundles": bs(bundle)}).encode()
+
+
 BOOT_GARBAGE: dict[str, Callable[[dict[str, Any], str], tuple[bytes, str]]] = {
     "not-json": lambda p, b: (b"not json", "JSON"),
-    "bom": lambda p, b: (
-        b"\xef\xbb\xbf" + json.dumps({"pointer": p, "bundle": b}).encode(),
-        "JSON",
-    ),
+    "bom": lambda p, b: (b"\xef\xbb\xbf" + boot(p, b), "JSON"),
     "array": lambda p, b: (b"[]", "JSON object"),
     "deep": lambda p, b: (b"[" * 60000 + b"]" * 60000, "JSON"),
-    "no-pointer": lambda p, b: (json.dumps({"bundle": b}).encode(), "pointer"),
-    "pointer-number": lambda p, b: (json.dumps({"pointer": 5, "bundle": b}).encode(), "pointer"),
-    "no-bundle": lambda p, b: (json.dumps({"pointer": p}).encode(), "bundle"),
+    "no-pointer": lambda p, b: (json.dumps({"bundles": bs(b)}).encode(), "pointer"),
+    "pointer-number": lambda p, b: (
+        json.dumps({"pointer": 5, "bundles": bs(b)}).encode(),
+        "pointer",
+    ),
+    "no-bundles": lambda p, b: (json.dumps({"pointer": p}).encode(), "bundles"),
+    "v1-single-bundle": lambda p, b: (json.dumps({"pointer": p, "bundle": b}).encode(), "bundles"),
+    "bundles-list": lambda p, b: (json.dumps({"pointer": p, "bundles": [b]}).encode(), "bundles"),
+    "entry-missing": lambda p, b: (
+        json.dumps({"pointer": p, "bundles": {"0" * 64: b}}).encode(),
+        "no bundle for",
+    ),
     "bundle-object": lambda p, b: (
-        json.dumps({"pointer": p, "bundle": json.loads(b)}).encode(),
+        json.dumps({"pointer": p, "bundles": bs(b, json.loads(b))}).encode(),
         "bundle",
     ),
     "bundle-surrogate": lambda p, b: (
-        json.dumps({"pointer": p, "bundle": b.replace("Welcome", "\ud800")}).encode(),
+        json.dumps({"pointer": p, "bundles": bs(b, b.replace("Welcome", "\ud800"))}).encode(),
         "bundle",
     ),
     "pointer-string-surrogate": lambda p, b: (
-        json.dumps({"pointer": json.dumps(p)[:-1] + ', "x": "\ud800"}', "bundle": b}).encode(),
+        json.dumps({"pointer": json.dumps(p)[:-1] + ', "x": "\ud800"}', "bundles": bs(b)}).encode(),
         "pointer",
     ),
     "pointer-infinite": lambda p, b: (
-        json.dumps({"pointer": p, "bundle": b})
-        .replace('"payloadType"', '"x": 1e999, "payloadType"', 1)
-        .encode(),
+        boot(p, b).decode().replace('"payloadType"', '"x": 1e999, "payloadType"', 1).encode(),
         "pointer",
     ),
     "tampered-bundle": lambda p, b: (
-        json.dumps({"pointer": p, "bundle": b.replace("Welcome", "Pwned")}).encode(),
+        json.dumps({"pointer": p, "bundles": bs(b, b.replace("Welcome", "Pwned"))}).encode(),
         "SHA-256",
     ),
-    "unsigned": lambda p, b: (
-        json.dumps({"pointer": dict(p, signatures=[]), "bundle": b}).encode(),
-        "signature",
-    ),
-    "duplicate": lambda p, b: (
-        json.dumps({"pointer": p, "bundle": b})[:-1].encode() + b', "bundle": "x"}',
-        "repeats",
-    ),
+    "unsigned": lambda p, b: (boot(dict(p, signatures=[]), b), "signature"),
+    "duplicate": lambda p, b: (boot(p, b)[:-1] + b', "bundles": {}}', "repeats"),
 }
 
 
@@ -427,7 +435,7 @@ def test_a_bootstrap_pointer_given_as_a_string_is_accepted(
     store: SpyStore,
 ) -> None:
     pointer, bundle = boot_parts
-    content = json.dumps({"pointer": json.dumps(pointer), "bundle": bundle}).encode()
+    content = boot(json.dumps(pointer), bundle)
     client = _client_from(make_client, tmp_path, store, content)
     assert client.prompt("welcome.message", name="Ada") == "Welcome Ada!"
     assert client.status()["source"] == "bootstrap"
@@ -440,9 +448,7 @@ def test_a_bootstrap_of_another_project_is_refused(
         store.inner, project_id="11111111-2222-4333-8444-555555555555", key=publisher.key
     )
     published = other.publish(V1, version="1.0.0", encoding="json")
-    content = json.dumps(
-        {"pointer": json.loads(published.envelope), "bundle": published.plaintext.decode()}
-    ).encode()
+    content = boot(json.loads(published.envelope), published.plaintext.decode())
     client = _client_from(make_client, tmp_path, store, content)
     assert_not_bootstrapped(client, "project")
 
@@ -456,9 +462,7 @@ def test_a_bootstrap_below_the_accepted_sequence_is_not_served(
     first.sync()
     first.close()
     (Path(first.status()["cache_dir"]) / "pointer.json").unlink()  # state.json remembers 2
-    content = json.dumps(
-        {"pointer": json.loads(old.envelope), "bundle": old.plaintext.decode()}
-    ).encode()
+    content = boot(json.loads(old.envelope), old.plaintext.decode())
     client = _client_from(make_client, tmp_path, store, content)
     assert_not_bootstrapped(client, "older")
 
@@ -498,13 +502,9 @@ def test_a_bootstrap_signed_for_an_old_sequence_gives_way_to_the_store(
     publisher: WirePublisher, make_client: MakeClient, tmp_path: Path, store: SpyStore
 ) -> None:
     published = publisher.publish(V1, version="1.0.0")
-    boot = tmp_path / "boot.json"
-    boot.write_text(
-        json.dumps(
-            {"pointer": json.loads(published.envelope), "bundle": published.plaintext.decode()}
-        )
-    )
-    client = make_client(bootstrap=boot)
+    path = tmp_path / "boot.json"
+    path.write_bytes(boot(json.loads(published.envelope), published.plaintext.decode()))
+    client = make_client(bootstrap=path)
     assert client.status()["source"] == "bootstrap"
     # The store holds the same sequence with another release: a rewrite, refused.
     other = publisher.put_object(make_bundle(V2, version="2.0.0"), version="2.0.0")

@@ -100,7 +100,6 @@ def accept(verifier: Verifier, envelope: bytes) -> None:
     verifier.accept_pointer(
         envelope,
         applied=None,
-        applied_content=None,
         floor=0,
         instance_id="00000000-0000-4000-8000-000000000000",
         now=datetime.now(UTC),
@@ -181,7 +180,7 @@ def test_any_value_anywhere_in_a_plaintext_bundle(
     pointer = Pointer.model_validate(published.body)
 
     def check() -> None:
-        verifier.verify_bundle(hostile, pointer, pointer.release)
+        verifier.verify_bundle(hostile, pointer, pointer.releases[0])
         parse_bundle(hostile, content_sha256="0" * 64)
 
     only_anvil_errors(check)
@@ -193,7 +192,10 @@ def test_any_value_anywhere_in_a_bootstrap_file(
     world: tuple[WirePublisher, Published, Verifier], data: st.DataObject
 ) -> None:
     _, published, verifier = world
-    doc = {"pointer": json.loads(published.envelope), "bundle": published.plaintext.decode()}
+    doc = {
+        "pointer": json.loads(published.envelope),
+        "bundles": {published.release["content_sha256"]: published.plaintext.decode()},
+    }
     where = data.draw(st.sampled_from(paths(doc)))
     hostile = replaced(doc, where, data.draw(json_values))
     raw = json.dumps(hostile, ensure_ascii=data.draw(st.booleans())).encode(

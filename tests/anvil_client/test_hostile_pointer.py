@@ -35,7 +35,7 @@ from tests.anvil_client.hostile_kit import (
 )
 from tests.anvil_client.wire_publisher import WirePublisher, make_bundle
 
-PAYLOAD_TYPE = "application/vnd.anvil.pointer.v1+json"
+PAYLOAD_TYPE = "application/vnd.anvil.pointer.v2+json"
 
 
 def v2_body(publisher: WirePublisher, **changes: Any) -> dict[str, Any]:
@@ -271,7 +271,7 @@ def test_a_non_canonical_but_signed_body_is_accepted_and_cached_as_received(
 def test_unknown_body_fields_are_ignored(publisher: WirePublisher, make_client: MakeClient) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher, future={"nested": [1, 2, {"x": None}]}, labels=["a"])
-    body["release"]["object"]["future"] = True
+    body["releases"][0]["object"]["future"] = True
     publisher.put_pointer(signed(publisher, body))
     serves_v2(client)
 
@@ -369,10 +369,10 @@ def test_expiry_with_an_offset_is_compared_in_utc(
         ({"channel": "staging"}, "channel"),
         ({"channel": "Production"}, "channel"),
         ({"channel": "production "}, "channel"),
-        ({"type": "anvil.pointer/v2"}, "type"),
+        ({"type": "anvil.pointer/v1"}, "type"),
         ({"type": None}, "type"),
-        ({"release": None}, "release"),
-        ({"release": "x"}, "release"),
+        ({"releases": None}, "releases"),
+        ({"releases": "x"}, "releases"),
     ],
     ids=repr,
 )
@@ -413,7 +413,7 @@ def test_a_signed_body_with_duplicate_members_is_refused(
 
 def _object_case(publisher: WirePublisher, **object_changes: Any) -> dict[str, Any]:
     body = v2_body(publisher)
-    body["release"]["object"].update(object_changes)
+    body["releases"][0]["object"].update(object_changes)
     return body
 
 
@@ -445,8 +445,8 @@ def test_an_object_path_outside_the_projects_bundles_is_refused(
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
-    digest = body["release"]["object"]["sha256"]
-    body["release"]["object"]["path"] = path.format(
+    digest = body["releases"][0]["object"]["sha256"]
+    body["releases"][0]["object"]["path"] = path.format(
         p=publisher.project_id, h=digest, H=digest.upper()
     )
     publisher.put_pointer(signed(publisher, body))
@@ -482,7 +482,7 @@ def test_an_uppercase_sha256_of_the_real_object_is_refused(
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
-    body["release"]["object"]["sha256"] = body["release"]["object"]["sha256"].upper()
+    body["releases"][0]["object"]["sha256"] = body["releases"][0]["object"]["sha256"].upper()
     publisher.put_pointer(signed(publisher, body))
     refused(client, FormatError, "sha256")
 
@@ -492,7 +492,7 @@ def test_an_uppercase_content_sha256_is_refused(
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
-    body["release"]["content_sha256"] = body["release"]["content_sha256"].upper()
+    body["releases"][0]["content_sha256"] = body["releases"][0]["content_sha256"].upper()
     publisher.put_pointer(signed(publisher, body))
     refused(client, FormatError, "content_sha256")
 
@@ -502,7 +502,7 @@ def test_a_signed_size_smaller_than_the_object_stops_the_download(
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
-    body["release"]["object"]["size"] -= 1
+    body["releases"][0]["object"]["size"] -= 1
     publisher.put_pointer(signed(publisher, body))
     refused(client, SizeLimitError, "limit")
 
@@ -512,7 +512,7 @@ def test_a_signed_size_larger_than_the_object_is_a_checksum_error(
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
-    body["release"]["object"]["size"] += 1
+    body["releases"][0]["object"]["size"] += 1
     publisher.put_pointer(signed(publisher, body))
     from anvil_client.errors import ChecksumError
 
@@ -541,7 +541,7 @@ def test_the_same_sequence_with_another_rollout_is_a_rollback(
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = served_body(client)
-    body["rollout"] = {"percent": 0, "previous": body["release"]}
+    body["rollout"] = {"percent": 0, "previous": body["releases"]}
     publisher.put_pointer(signed(publisher, body))
     refused(client, RollbackError, "already accepted")
 
@@ -567,6 +567,8 @@ def test_the_same_pointer_re_signed_with_a_later_expiry_is_accepted(
         ({"percent": True, "previous": "SAME"}, "percent"),
         ({"percent": 50}, "previous"),
         ({"percent": 50, "previous": None}, "previous"),
+        ({"percent": 50, "previous": []}, "previous"),
+        ({"percent": 50, "previous": {"x": 1}}, "previous"),
         ({"previous": "SAME"}, "percent"),
         ("50%", "rollout"),
         ([50], "rollout"),
@@ -579,7 +581,7 @@ def test_a_malformed_rollout_is_refused(
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
     if isinstance(rollout, dict) and rollout.get("previous") == "SAME":
-        rollout = dict(rollout, previous=body["release"])
+        rollout = dict(rollout, previous=body["releases"])
     body["rollout"] = rollout
     publisher.put_pointer(signed(publisher, body))
     refused(client, FormatError, match)
@@ -591,9 +593,9 @@ def test_a_rollout_whose_previous_is_outside_the_project_is_refused_for_everyone
 ) -> None:
     client = serving_v1(publisher, make_client)
     body = v2_body(publisher)
-    previous = json.loads(json.dumps(body["release"]))
+    previous = json.loads(json.dumps(body["releases"][0]))
     previous["object"]["path"] = "projects/other/bundles/" + previous["object"]["sha256"] + ".jwe"
-    body["rollout"] = {"percent": percent, "previous": previous}
+    body["rollout"] = {"percent": percent, "previous": [previous]}
     publisher.put_pointer(signed(publisher, body))
     refused(client, FormatError, "path")
 
@@ -606,8 +608,8 @@ def test_a_rollout_whose_previous_is_outside_the_project_is_refused_for_everyone
         {"type": "t" * 30_000},
         {"published_at": "2" * 30_000},
         {"sequence": "9" * 30_000},
-        {"release": {"version": "1" * 30_000}},
-        {"rollout": {"percent": 5, "previous": {"x": "y" * 30_000}}},
+        {"releases": [{"version": "1" * 30_000}]},
+        {"rollout": {"percent": 5, "previous": [{"x": "y" * 30_000}]}},
     ],
     ids=["project", "channel", "type", "published", "sequence", "version", "rollout"],
 )

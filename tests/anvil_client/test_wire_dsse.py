@@ -20,7 +20,7 @@ from anvil_client.wire import (
     verify_envelope,
 )
 
-BODY = b'{"type":"anvil.pointer/v1","sequence":1}'
+BODY = b'{"type":"anvil.pointer/v2","sequence":1}'
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _dump(envelope: dict[str, Any]) -> bytes:
 def test_pae_bytes_are_the_dsse_v1_encoding() -> None:
     assert pae("t", b"") == b"DSSEv1 1 t 0 "
     assert pae(POINTER_PAYLOAD_TYPE, b"hi") == (
-        b"DSSEv1 37 application/vnd.anvil.pointer.v1+json 2 hi"
+        b"DSSEv1 37 application/vnd.anvil.pointer.v2+json 2 hi"
     )
     # LEN counts bytes, not characters.
     assert pae("é", b"\xff\x00") == b"DSSEv1 2 \xc3\xa9 2 \xff\x00"

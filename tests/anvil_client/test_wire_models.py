@@ -28,10 +28,11 @@ PROJECT = "6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f"
 HEX = "a" * 64
 
 
-def _release(version: str = "1.2.3") -> dict[str, Any]:
+def _release(version: str = "1.2.3", set_id: str = "set-1") -> dict[str, Any]:
     return {
         "version": version,
-        "prompt_set_id": "set-1",
+        "prompt_set_id": set_id,
+        "name": "Support bot",
         "content_sha256": HEX,
         "object": {
             "path": f"projects/{PROJECT}/bundles/{'b' * 64}.jwe",
@@ -44,13 +45,13 @@ def _release(version: str = "1.2.3") -> dict[str, Any]:
 
 def _pointer(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "type": "anvil.pointer/v1",
+        "type": "anvil.pointer/v2",
         "project_id": PROJECT,
         "channel": "production",
         "sequence": 42,
         "published_at": "2026-01-15T10:30:00Z",
         "expires_at": None,
-        "release": _release(),
+        "releases": [_release()],
         "rollout": None,
     }
     body.update(changes)
@@ -64,7 +65,8 @@ def _parse(body: dict[str, Any]) -> Pointer:
 def test_design_example_parses_and_round_trips_canonically() -> None:
     pointer = _parse(_pointer())
     assert pointer.sequence == 42
-    assert pointer.release.object.size == 1234
+    assert pointer.releases[0].object.size == 1234
+    assert pointer.releases[0].name == "Support bot"
     assert pointer.expires is None
     assert pointer.to_bytes() == canonical_json(_pointer())
     assert Pointer.parse(pointer.to_bytes()) == pointer
@@ -74,12 +76,13 @@ def test_rollout_and_expiry_parse() -> None:
     pointer = _parse(
         _pointer(
             expires_at="2026-02-01T00:00:00+01:00",
-            rollout={"percent": 25, "previous": _release("1.2.2")},
+            rollout={"percent": 25, "previous": [_release("1.2.2")]},
         )
     )
     assert pointer.expires == datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
     assert pointer.rollout is not None
-    assert pointer.rollout.previous.version == "1.2.2"
+    assert pointer.rollout.previous[0].version == "1.2.2"
+    assert [r.version for r in pointer.all_releases()] == ["1.2.3", "1.2.2"]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,7 @@ def test_rollout_and_expiry_parse() -> None:
         ({"sequence": 0}, "sequence"),
         ({"sequence": -1}, "sequence"),
         ({"sequence": None}, "sequence"),
-        ({"type": "anvil.pointer/v2"}, "type"),
+        ({"type": "anvil.pointer/v1"}, "type"),
         ({"channel": "Production"}, "channel"),
         ({"channel": "-prod"}, "channel"),
         ({"channel": "a" * 33}, "channel"),
@@ -102,28 +105,37 @@ def test_rollout_and_expiry_parse() -> None:
         ({"published_at": "2026-01-15"}, "published_at"),
         ({"expires_at": "2026-13-01T00:00:00Z"}, "expires_at"),
         ({"expires_at": 1700000000}, "expires_at"),
-        ({"rollout": {"percent": 101, "previous": _release()}}, "rollout.percent"),
-        ({"rollout": {"percent": -1, "previous": _release()}}, "rollout.percent"),
+        ({"rollout": {"percent": 101, "previous": [_release()]}}, "rollout.percent"),
+        ({"rollout": {"percent": -1, "previous": [_release()]}}, "rollout.percent"),
         ({"rollout": {"percent": 50}}, "rollout.previous"),
-        ({"release": {**_release(), "version": "1.2"}}, "release.version"),
-        ({"release": {**_release(), "version": "01.2.3"}}, "release.version"),
-        ({"release": {**_release(), "content_sha256": "A" * 64}}, "release.content_sha256"),
-        ({"release": {**_release(), "content_sha256": "a" * 63}}, "release.content_sha256"),
+        ({"rollout": {"percent": 50, "previous": _release()}}, "rollout.previous"),
+        ({"rollout": {"percent": 50, "previous": []}}, "rollout.previous"),
+        ({"releases": []}, "releases"),
+        ({"releases": _release()}, "releases"),
+        ({"releases": [_release()] * 2}, "releases"),
+        ({"releases": [_release(set_id=f"s{i:03d}") for i in range(101)]}, "releases"),
+        ({"releases": [_release(set_id="b"), _release(set_id="a")]}, "releases"),
+        ({"releases": [{**_release(), "name": "n" * 201}]}, "releases.0.name"),
+        ({"releases": [{k: v for k, v in _release().items() if k != "name"}]}, "releases.0.name"),
+        ({"releases": [{**_release(), "version": "1.2"}]}, "releases.0.version"),
+        ({"releases": [{**_release(), "version": "01.2.3"}]}, "releases.0.version"),
+        ({"releases": [{**_release(), "content_sha256": "A" * 64}]}, "releases.0.content_sha256"),
+        ({"releases": [{**_release(), "content_sha256": "a" * 63}]}, "releases.0.content_sha256"),
         (
-            {"release": {**_release(), "object": {**_release()["object"], "size": -1}}},
-            "release.object.size",
+            {"releases": [{**_release(), "object": {**_release()["object"], "size": -1}}]},
+            "releases.0.object.size",
         ),
         (
-            {"release": {**_release(), "object": {**_release()["object"], "size": "9"}}},
-            "release.object.size",
+            {"releases": [{**_release(), "object": {**_release()["object"], "size": "9"}}]},
+            "releases.0.object.size",
         ),
         (
-            {"release": {**_release(), "object": {**_release()["object"], "encoding": "zip"}}},
-            "release.object.encoding",
+            {"releases": [{**_release(), "object": {**_release()["object"], "encoding": "zip"}}]},
+            "releases.0.object.encoding",
         ),
         (
-            {"release": {**_release(), "object": {**_release()["object"], "sha256": "xyz"}}},
-            "release.object.sha256",
+            {"releases": [{**_release(), "object": {**_release()["object"], "sha256": "xyz"}}]},
+            "releases.0.object.sha256",
         ),
     ],
 )
@@ -132,12 +144,18 @@ def test_pointer_is_strict(changes: dict[str, Any], where: str) -> None:
         _parse(_pointer(**changes))
 
 
-@pytest.mark.parametrize("field", ["type", "project_id", "channel", "sequence", "release"])
+@pytest.mark.parametrize("field", ["type", "project_id", "channel", "sequence", "releases"])
 def test_pointer_missing_fields(field: str) -> None:
     body = _pointer()
     del body[field]
     with pytest.raises(FormatError, match=field):
         _parse(body)
+
+
+def test_a_hundred_sorted_entries_are_the_most_a_pointer_holds() -> None:
+    releases = [_release(set_id=f"s{i:03d}") for i in range(100)]
+    pointer = _parse(_pointer(releases=releases))
+    assert [r.prompt_set_id for r in pointer.releases] == [f"s{i:03d}" for i in range(100)]
 
 
 def test_pointer_that_is_not_an_object_or_json() -> None:

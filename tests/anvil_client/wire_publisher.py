@@ -29,6 +29,10 @@ from anvil_client.wire import (
 
 PROJECT_ID = "0b7f4c2e-1d3a-4e5f-8a9b-0c1d2e3f4a5b"
 PROMPT_SET_ID = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+PROMPT_SET_NAME = "Support bot"
+#: A second prompt set, sorted after PROMPT_SET_ID.
+OTHER_SET_ID = "9f8e7d6c-5b4a-4392-8170-6a5b4c3d2e1f"
+OTHER_SET_NAME = "Checkout helper"
 
 
 def prompt_entry(value: Any) -> dict[str, Any]:
@@ -68,12 +72,21 @@ def make_bundle(
 class Published:
     envelope: bytes
     body: dict[str, Any]
-    release: dict[str, Any]
+    release: dict[str, Any]  # the entry of the set just published
     plaintext: bytes
 
     @property
     def sequence(self) -> int:
         return int(self.body["sequence"])
+
+    @property
+    def releases(self) -> list[dict[str, Any]]:
+        return list(self.body["releases"])
+
+
+def as_list(entries: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry (a dict) becomes a one-entry list; a list is kept as given (even unsorted)."""
+    return [entries] if isinstance(entries, dict) else list(entries)
 
 
 @dataclass
@@ -87,6 +100,9 @@ class WirePublisher:
     tokens: list[AccessToken] = field(default_factory=lambda: [AccessToken.generate()])
     sequence: int = 0
     prompt_set_id: str = PROMPT_SET_ID
+    name: str = PROMPT_SET_NAME
+    #: The entries carried from publish to publish, by prompt set id (DESIGN §4).
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def trusted_key(self) -> str:
@@ -109,8 +125,10 @@ class WirePublisher:
         version: str,
         content_sha256: str | None = None,
         stored: bytes | None = None,
+        prompt_set_id: str | None = None,
+        name: str | None = None,
     ) -> dict[str, Any]:
-        """Store a bundle object and return its release (``stored`` overrides the bytes)."""
+        """Store a bundle object and return its entry (``stored`` overrides the bytes)."""
         if encoding == "jwe":
             recipients = {t.token_id: t.kek() for t in (tokens or self.tokens)}
             data = encrypt_bundle(plaintext, recipients)
@@ -122,14 +140,15 @@ class WirePublisher:
         self.store.put(path, stored if stored is not None else data)
         return {
             "version": version,
-            "prompt_set_id": self.prompt_set_id,
+            "prompt_set_id": prompt_set_id or self.prompt_set_id,
+            "name": self.name if name is None else name,
             "content_sha256": content_sha256 or sha256_hex(plaintext),
             "object": {"path": path, "sha256": digest, "size": len(data), "encoding": encoding},
         }
 
     def pointer_body(
         self,
-        release: dict[str, Any],
+        releases: dict[str, Any] | list[dict[str, Any]],
         *,
         sequence: int,
         expires_at: datetime | None = None,
@@ -137,14 +156,18 @@ class WirePublisher:
         project_id: str | None = None,
         channel: str | None = None,
     ) -> dict[str, Any]:
+        """A v2 body; one entry may be given as a dict, ``rollout["previous"]`` too; an entry
+        without a ``name`` gets the publisher's."""
+        if rollout is not None and isinstance(rollout.get("previous"), dict):
+            rollout = {**rollout, "previous": [rollout["previous"]]}
         return {
-            "type": "anvil.pointer/v1",
+            "type": "anvil.pointer/v2",
             "project_id": project_id or self.project_id,
             "channel": channel or self.channel,
             "sequence": sequence,
             "published_at": format_timestamp(datetime.now(UTC)),
             "expires_at": format_timestamp(expires_at) if expires_at else None,
-            "release": release,
+            "releases": [{"name": self.name, **entry} for entry in as_list(releases)],
             "rollout": rollout,
         }
 
@@ -165,20 +188,47 @@ class WirePublisher:
         sequence: int | None = None,
         expires_in: timedelta | None = None,
         rollout: dict[str, Any] | None = None,
+        prompt_set_id: str | None = None,
+        name: str | None = None,
     ) -> Published:
-        """Build, encrypt, upload, sign and point: the happy path of DESIGN §6."""
+        """Build, encrypt, upload, sign and point: the happy path of DESIGN §6.
+
+        The set's entry is replaced (or added); every other set's entry is carried over.
+        """
+        set_id = prompt_set_id or self.prompt_set_id
         plaintext = make_bundle(
-            prompts, version=version, project_id=self.project_id, prompt_set_id=self.prompt_set_id
+            prompts, version=version, project_id=self.project_id, prompt_set_id=set_id
         )
-        release = self.put_object(plaintext, encoding=encoding, tokens=tokens, version=version)
+        release = self.put_object(
+            plaintext,
+            encoding=encoding,
+            tokens=tokens,
+            version=version,
+            prompt_set_id=set_id,
+            name=name,
+        )
+        self.entries[set_id] = release
         self.sequence = sequence if sequence is not None else self.sequence + 1
         expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
         body = self.pointer_body(
-            release, sequence=self.sequence, expires_at=expires_at, rollout=rollout
+            self.releases(), sequence=self.sequence, expires_at=expires_at, rollout=rollout
         )
         envelope = self.sign(body)
         self.put_pointer(envelope)
         return Published(envelope=envelope, body=body, release=release, plaintext=plaintext)
+
+    def releases(self) -> list[dict[str, Any]]:
+        """The carried entries, sorted by prompt set id (as a pointer lists them)."""
+        return [self.entries[k] for k in sorted(self.entries)]
+
+    def remove(self, prompt_set_id: str) -> Published:
+        """Drop a set's entry and publish the rest under the next sequence."""
+        del self.entries[prompt_set_id]
+        self.sequence += 1
+        body = self.pointer_body(self.releases(), sequence=self.sequence)
+        envelope = self.sign(body)
+        self.put_pointer(envelope)
+        return Published(envelope=envelope, body=body, release={}, plaintext=b"")
 
     def client_settings(self, cache_dir: Any, **extra: Any) -> dict[str, Any]:
         settings: dict[str, Any] = {

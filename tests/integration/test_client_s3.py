@@ -17,7 +17,7 @@ import pytest
 from anvil_client import AnvilClient
 from anvil_client.stores import ObjectStore, open_store
 from tests.anvil_client.spy_stores import SpyStore, wait_for
-from tests.anvil_client.wire_publisher import WirePublisher
+from tests.anvil_client.wire_publisher import OTHER_SET_ID, WirePublisher
 
 pytestmark = pytest.mark.integration
 INTERVAL = 0.5
@@ -122,3 +122,35 @@ def test_frozen_reads_nothing_until_anvil_sync_then_serves_it(
     status = frozen.status()
     assert status["mode"] == "frozen"
     assert status["source"] == "disk"
+
+
+def test_two_sets_on_seaweedfs_are_served_together_and_updated_one_at_a_time(
+    seaweed_bucket: str, tmp_path: Path, clients: list[Any]
+) -> None:
+    publisher = WirePublisher(open_store(seaweed_bucket))
+    publisher.publish(v(1), version="1.0.0")
+    publisher.publish(
+        {"checkout.thanks": "Thanks {{ name }}!"},
+        version="1.0.0",
+        prompt_set_id=OTHER_SET_ID,
+        name="Checkout helper",
+    )
+    spy = SpyStore(open_store(seaweed_bucket))
+    client = AnvilClient(
+        **publisher.client_settings(tmp_path / "cache", store=spy), poll_interval=INTERVAL
+    )
+    clients.extend([client, spy, publisher.store])
+    both = "Support bot@1.0.0, Checkout helper@1.0.0"
+    wait_for(serves(client, both), timeout=30, message="the first poll")
+    assert len(spy.bundle_gets()) == 2
+    published = publisher.publish(
+        {"checkout.thanks": "Merci {{ name }}!"},
+        version="1.1.0",
+        prompt_set_id=OTHER_SET_ID,
+        name="Checkout helper",
+    )
+    wait_for(serves(client, "Support bot@1.0.0, Checkout helper@1.1.0"), timeout=30)
+    assert [c.key for c in spy.bundle_gets()[2:]] == [published.release["object"]["path"]]
+    assert client.prompt("checkout.thanks", name="Ada") == "Merci Ada!"
+    assert client.prompt("welcome.message", name="Ada") == "v1 Ada"
+    assert [r["version"] for r in client.status()["releases"]] == ["1.0.0", "1.1.0"]
