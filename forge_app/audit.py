@@ -41,6 +41,7 @@ ACTION_LABELS = {
     "prompt_set.submit": "submitted for review",
     "prompt_set.withdraw": "withdrew from review",
     "prompt_set.approve": "approved and locked",
+    "prompt_set.approve_refused": "was refused approving (four eyes)",
     "prompt_set.request_changes": "requested changes on",
     "prompt_set.unlock": "unlocked for editing",
     "prompt_set.restore": "restored a version into",
@@ -51,6 +52,7 @@ ACTION_LABELS = {
     "user.create": "created user",
     "user.login": "signed in",
     "user.password": "changed password of",
+    "user.sign_out_everywhere": "signed out every session of",
 }
 
 

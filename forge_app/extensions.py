@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["Database", "csrf", "db", "login_manager"]
+__all__ = ["Database", "csrf", "db", "delete_unlocked", "insert_ignore", "login_manager"]
 
 
 @dataclass
@@ -93,3 +93,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 db = Database()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+
+def insert_ignore(session: Session, model: Any, **values: Any) -> None:
+    """``INSERT … ON CONFLICT DO NOTHING`` of one row, on SQLite and PostgreSQL: the row
+    exists afterwards, whoever created it (a concurrent transaction included)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(model).values(**values).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(model).values(**values).on_conflict_do_nothing())
+
+
+def delete_unlocked(session: Session, key: Any, *conditions: Any) -> None:
+    """Delete the rows matching ``conditions`` that no other transaction holds (PostgreSQL's
+    ``FOR UPDATE SKIP LOCKED``), so a clean-up never waits for, or deadlocks with, the work it
+    tidies after; ``key`` is the table's primary key column."""
+    from sqlalchemy import delete, select
+
+    locked = select(key).where(*conditions).with_for_update(skip_locked=True)
+    session.execute(delete(key.class_).where(key.in_(locked)))

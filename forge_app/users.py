@@ -1,28 +1,49 @@
-"""Accounts: creating users and organisations, password checks and the sign-in rate limit.
+"""Accounts: creating users and organisations, password checks and sign-in throttling.
 
     >>> user = create_user(session, "ada@example.com", "a long passphrase", name="Ada")
     >>> authenticate(session, "ada@example.com", "a long passphrase", ip="127.0.0.1") is user
 
-Passwords are hashed with scrypt (Werkzeug). Failed sign-ins are counted in the database, per
-e-mail and per IP address, so every worker process enforces the same limit.
+Passwords are hashed with scrypt (Werkzeug).
+
+Sign-in throttling (OWASP "Blocking Brute Force Attacks", device cookies; Keycloak's brute force
+detection): failures are counted per *key* in the database, so every worker process shares
+them, and each key earns progressive delays rather than a hard lock: after ``free_failures``
+failures each further failure doubles the wait before the next attempt (``first_delay`` …
+``max_delay``); a key's failures are forgotten ``reset_after`` its last failure, or at a
+success. Which keys count an attempt depends on what the client proves:
+
+- a valid device cookie of this account (it signed in from this browser before):
+  ``device:<id>`` only;
+- else an address this account signed in from within ``known_address_for``:
+  ``account-at:<e-mail>|<address>`` only;
+- else ``account:<e-mail>`` and ``address:<address>`` (with ``free_failures_per_address``).
+
+So a stranger's failures slow down strangers: the owner's own browser, or their usual
+address, still signs in. The attempt is counted *before* the password is checked, in one
+transaction (``INSERT … ON CONFLICT DO NOTHING``, then ``SELECT … FOR UPDATE``, which SQLite
+serialises with its write lock), so parallel requests cannot check more passwords than allowed.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from forge_app.extensions import delete_unlocked, insert_ignore
 from forge_app.models import LoginAttempt, Membership, Organisation, Role, User, utcnow
+from forge_app.models.accounts import LoginThrottle
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
     "AccountError",
     "RateLimited",
+    "ThrottlePolicy",
     "add_member",
     "authenticate",
     "create_org",
@@ -44,16 +65,36 @@ class AccountError(ValueError):
 
 @dataclass(frozen=True)
 class RateLimited(Exception):
-    """Too many failed sign-ins; ``retry_after`` seconds until the window frees up."""
+    """Too many failed sign-ins; ``retry_after`` seconds until the next attempt is allowed."""
 
     retry_after: int
 
     def __str__(self) -> str:
-        minutes = max(1, (self.retry_after + 59) // 60)
-        return (
-            "Too many failed sign-in attempts. "
-            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        )
+        if self.retry_after < 60:
+            wait = f"{self.retry_after} second{'s' if self.retry_after != 1 else ''}"
+        else:
+            minutes = (self.retry_after + 59) // 60
+            wait = f"{minutes} minute{'s' if minutes != 1 else ''}"
+        return f"Too many failed sign-in attempts. Try again in {wait}."
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How sign-in failures slow down further attempts (see the module docs)."""
+
+    free_failures: int = 5
+    free_failures_per_address: int = 30
+    first_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(minutes=15)
+    reset_after: timedelta = timedelta(hours=12)
+    known_address_for: timedelta = timedelta(days=90)
+
+    def delay(self, failures: int, free: int) -> timedelta:
+        """The wait after the ``failures``-th failure of a key allowed ``free`` failures."""
+        if failures < free:
+            return timedelta(0)
+        doubled: timedelta = self.first_delay * (2 ** min(failures - free, 32))
+        return min(self.max_delay, doubled)
 
 
 def normalise_email(email: str) -> str:
@@ -148,49 +189,154 @@ def authenticate(
     password: str,
     *,
     ip: str,
-    max_failures: int = 5,
-    max_failures_per_ip: int = 30,
-    window: timedelta = timedelta(minutes=15),
+    device: str | None = None,
+    policy: ThrottlePolicy | None = None,
+    now: datetime | None = None,
 ) -> User | None:
-    """The active user with these credentials, or None; every attempt is recorded.
+    """The active user with these credentials, or None; every checked attempt is recorded.
+
+    ``device`` is the id from a valid device cookie of this e-mail (the caller checks it).
+    The attempt is counted before the password is checked and committed at once; a success
+    clears the account's failures and leaves the address's as they were.
 
     Raises:
-        RateLimited: before checking the password when the e-mail or the IP address has too
-            many recent failures.
+        RateLimited: without checking the password, while a key of this attempt waits.
     """
+    policy = policy or ThrottlePolicy()
     email = normalise_email(email)[:254]
-    now = utcnow()
-    since = now - window
-    _check_limit(session, LoginAttempt.email == email, since, max_failures, window, now)
-    _check_limit(session, LoginAttempt.ip == ip, since, max_failures_per_ip, window, now)
+    ip = ip[:64]
+    now = now or utcnow()
+    keys = _throttle_keys(session, email, ip, device, policy, now)
+    _count_attempt(session, keys, policy, now)
     user = session.scalar(select(User).where(User.email == email))
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     ok = ok and user is not None and user.is_active
-    session.add(LoginAttempt(email=email, ip=ip[:64], succeeded=ok, created_at=now))
+    session.add(LoginAttempt(email=email, ip=ip, succeeded=ok, created_at=now))
     if ok:
         assert user is not None
         user.last_login_at = now
-        # Old attempts are of no use to the limit; keep the table small.
-        session.execute(delete(LoginAttempt).where(LoginAttempt.created_at < since))
+        _settle_success(session, keys, policy, now)
     session.commit()
+    if ok:
+        _tidy(session, policy, now)
     return user if ok else None
 
 
-def _check_limit(
+def _throttle_keys(
     session: Session,
-    condition: ColumnElement[bool],
-    since: datetime,
-    limit: int,
-    window: timedelta,
+    email: str,
+    ip: str,
+    device: str | None,
+    policy: ThrottlePolicy,
     now: datetime,
-) -> None:
-    count, oldest = session.execute(
-        select(func.count(LoginAttempt.id), func.min(LoginAttempt.created_at)).where(
-            condition,
-            LoginAttempt.created_at >= since,
-            LoginAttempt.succeeded.is_(False),
+) -> dict[str, int]:
+    """The keys that count this attempt, each with its number of free failures."""
+    if device:
+        return {f"device:{device[:64]}": policy.free_failures}
+    known = session.scalar(
+        select(LoginAttempt.id)
+        .where(
+            LoginAttempt.email == email,
+            LoginAttempt.ip == ip,
+            LoginAttempt.succeeded.is_(True),
+            LoginAttempt.created_at >= now - policy.known_address_for,
         )
-    ).one()
-    if count >= limit and oldest is not None:
-        retry = int((oldest + window - now).total_seconds())
-        raise RateLimited(retry_after=max(retry, 1))
+        .limit(1)
+    )
+    if known is not None:
+        return {f"account-at:{email}|{ip}": policy.free_failures}
+    return {
+        f"account:{email}": policy.free_failures,
+        f"address:{ip}": policy.free_failures_per_address,
+    }
+
+
+def _count_attempt(
+    session: Session, keys: dict[str, int], policy: ThrottlePolicy, now: datetime
+) -> None:
+    """Count the attempt as a failure of every key, or raise RateLimited if one waits; in one
+    transaction that holds the keys' rows (PostgreSQL) or the database (SQLite) locked."""
+    session.commit()  # the count is a transaction of its own, committed before the check
+    for key in sorted(keys):
+        insert_ignore(session, LoginThrottle, key=key, failures=0)
+    rows = session.execute(
+        select(
+            LoginThrottle.key,
+            LoginThrottle.failures,
+            LoginThrottle.last_failure_at,
+            LoginThrottle.blocked_until,
+        )
+        .where(LoginThrottle.key.in_(sorted(keys)))
+        .order_by(LoginThrottle.key)
+        .with_for_update()
+    ).all()
+    waits = [
+        row.blocked_until - now for row in rows if row.blocked_until and row.blocked_until > now
+    ]
+    if waits:
+        session.rollback()
+        raise RateLimited(retry_after=max(1, math.ceil(max(waits).total_seconds())))
+    for row in rows:
+        fresh = row.last_failure_at is None or row.last_failure_at < now - policy.reset_after
+        failures = (0 if fresh else row.failures) + 1
+        delay = policy.delay(failures, keys[row.key])
+        session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == row.key)
+            .values(
+                failures=failures,
+                last_failure_at=now,
+                blocked_until=now + delay if delay else None,
+            )
+        )
+    session.commit()
+
+
+def _settle_success(
+    session: Session, keys: dict[str, int], policy: ThrottlePolicy, now: datetime
+) -> None:
+    """A success clears its account's (or device's) failures; an address only gets back the
+    failure counted for this attempt (and any wait that count caused), so signing in to one's
+    own account does not wipe the failures against others."""
+    session.flush()  # SQLite: take the write lock before reading the counts
+    own = sorted(key for key in keys if not key.startswith("address:"))
+    if own:
+        session.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(own)))
+    shared = sorted(key for key in keys if key.startswith("address:"))
+    rows = session.execute(
+        select(LoginThrottle.key, LoginThrottle.failures, LoginThrottle.blocked_until)
+        .where(LoginThrottle.key.in_(shared))
+        .order_by(LoginThrottle.key)
+        .with_for_update()
+    ).all()
+    for row in rows:
+        failures = max(row.failures - 1, 0)
+        delay = policy.delay(failures, keys[row.key])
+        blocked_until = now + delay if delay else None
+        if row.blocked_until is not None and blocked_until is not None:
+            blocked_until = min(blocked_until, row.blocked_until)
+        session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == row.key)
+            .values(failures=failures, blocked_until=blocked_until)
+        )
+
+
+def _tidy(session: Session, policy: ThrottlePolicy, now: datetime) -> None:
+    """Forget throttles and attempts that no longer matter (after a success, on its own)."""
+    quiet = now - policy.reset_after
+    delete_unlocked(
+        session,
+        LoginThrottle.key,
+        or_(LoginThrottle.last_failure_at.is_(None), LoginThrottle.last_failure_at < quiet),
+        or_(LoginThrottle.blocked_until.is_(None), LoginThrottle.blocked_until < now),
+    )
+    delete_unlocked(
+        session,
+        LoginAttempt.id,
+        or_(
+            LoginAttempt.created_at < now - policy.known_address_for,
+            LoginAttempt.succeeded.is_(False) & (LoginAttempt.created_at < quiet),
+        ),
+    )
+    session.commit()

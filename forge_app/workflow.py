@@ -8,6 +8,10 @@ the prompt set: it takes the row's write lock and proves nobody changed the set 
 looked at it, so two concurrent transitions (or an edit racing a submit) cannot both win, on
 SQLite or PostgreSQL. Functions add audit events and leave committing to the caller; after a
 ``WorkflowError`` the caller must roll the session back (a transition may have been half done).
+
+Four eyes: every content change (an edit, a restore, an import) goes through
+:func:`touch_live_set`, which records its author as a contributor of the set until the next
+version; neither the submitter nor a contributor may approve (:func:`four_eyes_problem`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from anvil_client.errors import ValidationError
 from anvil_client.wire import SEMVER_RE
 from forge_app.audit import record_event
 from forge_app.editing import prompt_file_entry, search_text_of
+from forge_app.extensions import insert_ignore
 from forge_app.models import (
     Project,
     Prompt,
@@ -33,14 +38,18 @@ from forge_app.models import (
     User,
     utcnow,
 )
+from forge_app.models.audit import PromptSetContributor
 
 __all__ = [
     "BUMPS",
     "WorkflowError",
     "approve",
+    "contributor_ids",
     "draft_prompts",
+    "four_eyes_problem",
     "latest_release",
     "next_version",
+    "record_refusal",
     "replace_prompts",
     "request_changes",
     "restore_version",
@@ -58,13 +67,23 @@ class WorkflowError(Exception):
     """A transition that is not allowed now; the message says why, for the user.
 
     ``status`` is the HTTP status a view should answer with (403 for a rule about who may act,
-    409 for a state that changed underneath the user).
+    409 for a state that changed underneath the user). ``refused`` names the audit action to
+    record (in a transaction of its own, see :func:`record_refusal`) for a refusal the audit
+    log must show.
     """
 
-    def __init__(self, message: str, *, status: int = 409, problems: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 409,
+        problems: list[str] | None = None,
+        refused: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.problems = problems or []
+        self.refused = refused
 
 
 def _require(role: Role, minimum: Role, action: str) -> None:
@@ -132,6 +151,56 @@ def touch_live_set(session: Session, prompt_set: PromptSet, user: User) -> None:
                 else "Wait for the review, or withdraw it."
             )
         )
+    insert_ignore(
+        session,
+        PromptSetContributor,
+        prompt_set_id=prompt_set.id,
+        user_id=user.id,
+        since=utcnow(),
+    )
+
+
+def contributor_ids(session: Session, prompt_set: PromptSet) -> set[int]:
+    """The users who changed the set's content since its last version."""
+    return set(
+        session.scalars(
+            select(PromptSetContributor.user_id).where(
+                PromptSetContributor.prompt_set_id == prompt_set.id
+            )
+        )
+    )
+
+
+def four_eyes_problem(session: Session, prompt_set: PromptSet, user: User) -> str | None:
+    """Why ``user`` may not approve the submission under review, or None if they may."""
+    if prompt_set.submitted_by_id == user.id:
+        return "You submitted this change, so another reviewer has to approve it."
+    if user.id in contributor_ids(session, prompt_set):
+        latest = latest_release(session, prompt_set)
+        since = f"since version {latest.version}" if latest else "before its first version"
+        return (
+            f"You changed this prompt set {since} (an edit, a restore or an import), "
+            "so another reviewer has to approve it."
+        )
+    return None
+
+
+def record_refusal(
+    session: Session, prompt_set: PromptSet, user: User, error: WorkflowError
+) -> bool:
+    """After the caller rolled back: add the audit event of a refusal that must be on record
+    (``error.refused``); the caller commits. Returns whether there was one."""
+    if error.refused is None:
+        return False
+    record_event(
+        error.refused,
+        prompt_set,
+        project=prompt_set.project,
+        actor=user,
+        details={"reason": str(error)[:500], "version": prompt_set.pending_version},
+        session=session,
+    )
+    return True
 
 
 def draft_prompts(session: Session, prompt_set: PromptSet) -> dict[str, dict[str, Any]]:
@@ -316,19 +385,18 @@ def approve(
     """REVIEW → LOCKED, creating the immutable version (the exact bundle bytes, DESIGN §3).
 
     Raises:
-        WorkflowError: for a role below reviewer, the submitter approving their own change,
-            a set that is not in review or changed since the reviewer opened it, or a snapshot
-            that does not validate.
+        WorkflowError: for a role below reviewer, the submitter or a contributor approving
+            (``refused="prompt_set.approve_refused"``), a set that is not in review or
+            changed since the reviewer opened it, or a snapshot that does not validate.
     """
     _require(role, Role.REVIEWER, "approve a prompt set")
     if expected_revision is None:
         raise WorkflowError(
             "Approve from the review page, after looking at the changes.", status=400
         )
-    if prompt_set.submitted_by_id == user.id:
-        raise WorkflowError(
-            "You submitted this change, so another reviewer has to approve it.", status=403
-        )
+    problem = four_eyes_problem(session, prompt_set, user)
+    if problem is not None:
+        raise WorkflowError(problem, status=403, refused="prompt_set.approve_refused")
     version = prompt_set.pending_version
     submitted_by_id = prompt_set.submitted_by_id
     changelog = prompt_set.pending_changelog or ""
@@ -375,6 +443,9 @@ def approve(
         approved_by_id=user.id,
     )
     session.add(record)
+    session.execute(
+        delete(PromptSetContributor).where(PromptSetContributor.prompt_set_id == prompt_set.id)
+    )
     session.flush()
     record_event(
         "prompt_set.approve",

@@ -403,7 +403,7 @@ def forget(project: Project, instance_id: str) -> ResponseReturnValue:
 def _scope(value: str | None) -> Literal["archived", "silent"]:
     if value == "archived":
         return "archived"
-    if value == "silent":
+    if value in (None, "", "silent"):  # the bare URL offers the silent ones
         return "silent"
     abort(400, "Choose which instances to forget: archived or silent.")
 

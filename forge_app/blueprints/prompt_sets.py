@@ -43,8 +43,10 @@ from forge_app.workflow import (
     WorkflowError,
     approve,
     draft_prompts,
+    four_eyes_problem,
     latest_release,
     next_version,
+    record_refusal,
     replace_prompts,
     request_changes,
     restore_version,
@@ -294,7 +296,7 @@ def review(project: Project, set_id: str) -> ResponseReturnValue:
         latest=latest,
         diff=diff,
         submitter=_people(prompt_set.submitted_by_id).get(prompt_set.submitted_by_id or -1),
-        own_submission=prompt_set.submitted_by_id == user.id,
+        four_eyes=four_eyes_problem(db.session, prompt_set, user),
         nav="projects",
     )
 
@@ -303,16 +305,16 @@ def review(project: Project, set_id: str) -> ResponseReturnValue:
 @require_project_role(Role.REVIEWER)
 def approve_view(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
+    user = signed_in_user()
     try:
         version = approve(
-            db.session,
-            prompt_set,
-            signed_in_user(),
-            role=g.role,
-            expected_revision=_expected_revision(),
+            db.session, prompt_set, user, role=g.role, expected_revision=_expected_revision()
         )
         db.session.commit()
     except WorkflowError as e:
+        db.session.rollback()
+        if record_refusal(db.session, prompt_set, user, e):
+            db.session.commit()  # the refusal is on record, apart from the rolled-back attempt
         return _workflow_failed(e, _set_url(project, prompt_set))
     except IntegrityError:  # a concurrent approval created the same version first
         db.session.rollback()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import secrets
+import time
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
@@ -11,7 +14,16 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from forge_app.models._base import Base, UTCDateTime, utcnow
 
-__all__ = ["LoginAttempt", "Membership", "Organisation", "Role", "User"]
+__all__ = [
+    "LoginAttempt",
+    "LoginId",
+    "LoginThrottle",
+    "Membership",
+    "Organisation",
+    "RevokedSession",
+    "Role",
+    "User",
+]
 
 
 class Role(enum.IntEnum):
@@ -50,6 +62,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Raised by "Sign out everywhere": part of the session stamp, so every session ends.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -65,13 +79,29 @@ class User(Base):
         return False
 
     def get_id(self) -> str:
-        """``<id>:<stamp>``: the stamp changes with the password, so changing it signs out every
-        other session and "keep me signed in" cookie of this user."""
-        return f"{self.id}:{self.session_stamp}"
+        """The login id Flask-Login keeps in the session (and "keep me signed in" cookie):
+        ``<id>:<stamp>:<session id>:<issued at>`` (see :class:`LoginId`).
+
+        The stamp changes with the password and with "Sign out everywhere", so either ends
+        every session of this user. A user loaded for a request answers that request's id;
+        otherwise (signing in) a new session id is issued, once per object.
+        """
+        login_id: str | None = getattr(self, "_login_id", None)
+        if login_id is None:
+            login_id = str(
+                LoginId(self.id, self.session_stamp, secrets.token_urlsafe(18), int(time.time()))
+            )
+            self.use_login_id(login_id)
+        return login_id
+
+    def use_login_id(self, login_id: str | None) -> None:
+        """Answer ``login_id`` from :meth:`get_id` (None: issue a new one on the next call)."""
+        self._login_id: str | None = login_id  # not a column
 
     @property
     def session_stamp(self) -> str:
-        return hashlib.sha256(f"forge-session:{self.password_hash}".encode()).hexdigest()[:16]
+        text = f"forge-session:{self.password_hash}:{self.session_generation or 0}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def display_name(self) -> str:
@@ -117,7 +147,8 @@ class Membership(Base):
 
 
 class LoginAttempt(Base):
-    """One sign-in attempt, kept for the rate limit (shared by every worker process)."""
+    """One checked sign-in attempt. Successes also tell which addresses an account signs in
+    from (a known address is not slowed down by a stranger's failures)."""
 
     __tablename__ = "login_attempts"
 
@@ -126,3 +157,52 @@ class LoginAttempt(Base):
     ip: Mapped[str] = mapped_column(String(64), index=True)
     succeeded: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+@dataclass(frozen=True)
+class LoginId:
+    """The parts of a login id: whose session, the user's stamp when it was issued, a random
+    session id (what sign-out revokes) and when it was issued (the absolute lifetime)."""
+
+    user_id: int
+    stamp: str
+    session_id: str
+    issued_at: int
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.stamp}:{self.session_id}:{self.issued_at}"
+
+    @classmethod
+    def parse(cls, text: str) -> LoginId | None:
+        """The parts of ``text``, or None for anything that is not a login id."""
+        parts = text.split(":")
+        if len(parts) != 4 or not all(parts):
+            return None
+        user_id, stamp, session_id, issued_at = parts
+        if not (user_id.isascii() and user_id.isdigit() and issued_at.isascii()):
+            return None
+        if not issued_at.isdigit() or len(session_id) > 64 or len(user_id) > 18:
+            return None
+        return cls(int(user_id), stamp, session_id, int(issued_at))
+
+
+class RevokedSession(Base):
+    """A signed-out session: its login id stays refused until it would have expired anyway."""
+
+    __tablename__ = "revoked_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins of one key (an account, an address, a device, an account at a known
+    address), counted before the password is checked; see :mod:`forge_app.users`."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

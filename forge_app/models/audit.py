@@ -6,13 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, Uuid
+from sqlalchemy import ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 
 from forge_app.models._base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 from forge_app.models.accounts import User
 
-__all__ = ["AuditEvent"]
+__all__ = ["AuditEvent", "PromptSetContributor"]
 
 
 class AuditEvent(Base):
@@ -45,3 +45,18 @@ class AuditEvent(Base):
     actor: Mapped[User | None] = relationship(
         primaryjoin=lambda: foreign(AuditEvent.actor_id) == User.id, viewonly=True
     )
+
+
+class PromptSetContributor(Base):
+    """Someone who changed a prompt set's content (an edit, a restore, an import) since its
+    last version: the four-eyes rule refuses their approval. Cleared when a version is made."""
+
+    __tablename__ = "prompt_set_contributors"
+
+    prompt_set_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("prompt_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

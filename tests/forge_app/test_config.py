@@ -91,3 +91,41 @@ def test_bad_values_are_clear_errors(tmp_path: Path) -> None:
         load_settings(
             {"FORGE_COOKIE_SECURE": "maybe", "FORGE_INSTANCE_PATH": str(tmp_path)}, environ={}
         )
+
+
+def test_session_and_proxy_settings(tmp_path: Path) -> None:
+    base = {"FORGE_INSTANCE_PATH": str(tmp_path / "instance")}
+    defaults = load_settings(base, environ={})
+    assert (defaults.session_idle_minutes, defaults.session_max_hours) == (60, 12)
+    assert defaults.trusted_proxies == 0
+    (tmp_path / "forge.toml").write_text("session_idle_minutes = 20\ntrusted_proxies = 2\n")
+    settings = load_settings(
+        base,
+        environ={"FORGE_CONFIG": str(tmp_path / "forge.toml"), "FORGE_SESSION_MAX_HOURS": "8"},
+    )
+    assert (settings.session_idle_minutes, settings.session_max_hours) == (20, 8)
+    assert settings.trusted_proxies == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "FORGE_SESSION_IDLE_MINUTES",
+            "0",
+            "FORGE_SESSION_IDLE_MINUTES must be a whole number from 1",
+        ),
+        ("FORGE_SESSION_MAX_HOURS", "12h", "FORGE_SESSION_MAX_HOURS must be a whole number from 1"),
+        (
+            "FORGE_TRUSTED_PROXIES",
+            "-1",
+            "FORGE_TRUSTED_PROXIES must be a whole number from 0 to 10",
+        ),
+        ("FORGE_TRUSTED_PROXIES", "yes", "not 'yes'"),
+    ],
+)
+def test_bad_session_and_proxy_settings(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"FORGE_INSTANCE_PATH": str(tmp_path / "instance"), name: value}, environ={})

@@ -140,13 +140,35 @@ def test_changing_the_password_signs_out_the_other_sessions(
 
 
 def test_a_session_of_another_user_id_format_is_refused(app: Flask, world: World) -> None:
-    """Only ``<id>:<stamp>`` of the current password signs in (an old or forged id does not)."""
-    for session_id in (str(world.users["editor"]), f"{world.users['editor']}:0000", "x:y"):
+    """Only ``<id>:<stamp>:<session id>:<issued at>`` with the user's current stamp signs in
+    (an id of the old format, a forged or future one does not)."""
+    import time
+
+    editor = world.users["editor"]
+    with app.app_context():
+        user = db.session.get(User, editor)
+        assert user is not None
+        stamp = user.session_stamp
+    now = int(time.time())
+    for session_id in (
+        str(editor),
+        f"{editor}:0000",
+        f"{editor}:{stamp}",
+        f"{editor}:0000:abcdefghijklmnop:{now}",
+        f"{editor}:{stamp}:abcdefghijklmnop:{now + 3600}",
+        f"{editor}:{stamp}::{now}",
+        f"{editor}:{stamp}:abcdefghijklmnop:{now}:x",
+        "x:y",
+    ):
         client = app.test_client()
         with client.session_transaction() as session:
             session["_user_id"] = session_id
         response = client.get("/account")
         assert response.status_code == 302, session_id
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = f"{editor}:{stamp}:abcdefghijklmnop:{now}"
+    assert client.get("/account").status_code == 200  # the same id, made right, is accepted
 
 
 # ----------------------------------------------------------------------- database races

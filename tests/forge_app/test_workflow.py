@@ -385,3 +385,144 @@ def test_a_concurrent_prompt_save_fails_instead_of_overwriting(app: Flask, world
         assert db.session.query(Prompt).filter_by(key="welcome.message").one().template == (
             "Theirs {{ name }}"
         )
+
+
+# ----------------------------------------------------------------------- four eyes
+
+
+def _submit_as(client: Any, set_url: str, changelog: str = "A change") -> None:
+    response = client.post(
+        f"{set_url}/submit",
+        data={
+            "bump": "patch",
+            "changelog": changelog,
+            "revision": _revision(client, f"{set_url}/submit"),
+        },
+    )
+    assert response.status_code == 302
+
+
+def _refusals(app: Flask) -> list[AuditEvent]:
+    with app.app_context():
+        return list(db.session.query(AuditEvent).filter_by(action="prompt_set.approve_refused"))
+
+
+def test_a_reviewer_who_edited_the_revision_cannot_approve_it(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
+    """Finding 4: a reviewer unlocks, edits, an editor submits, the reviewer approves."""
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    lock_version(app, world)
+    reviewer, editor = client_as("reviewer"), client_as("editor")
+    assert reviewer.post(f"{set_url}/unlock", data={"revision": _revision(reviewer, set_url)})
+    prompt_url = f"{set_url}/prompts/welcome.message"
+    page = reviewer.get(prompt_url).get_data(True)
+    match = re.search(r'name="revision" value="(\d+)"', page)
+    assert match is not None
+    response = reviewer.post(
+        prompt_url,
+        data={
+            "key": "welcome.message",
+            "kind": "text",
+            "template": "Sneaky {{ name }}",
+            "revision": match.group(1),
+            "action": "save",
+        },
+    )
+    assert response.status_code == 302
+    _submit_as(editor, set_url)
+
+    review = reviewer.get(f"{set_url}/review").get_data(True)
+    assert "You changed this prompt set since version 0.1.0" in review
+    assert "Approve and lock" not in review
+    response = reviewer.post(f"{set_url}/approve", data={"revision": _revision(reviewer, set_url)})
+    assert response.status_code == 403
+    assert "You changed this prompt set since version 0.1.0" in response.get_data(True)
+    assert _status(app, world) == "REVIEW"
+    (refused,) = _refusals(app)
+    assert refused.actor_id == world.users["reviewer"]
+    assert refused.object_id == str(world.set_id)
+    assert "You changed this prompt set" in refused.details["reason"]
+    assert refused.details["version"] == "0.1.1"
+
+    other = client_as("reviewer2")
+    assert "Approve and lock" in other.get(f"{set_url}/review").get_data(True)
+    response = other.post(f"{set_url}/approve", data={"revision": _revision(other, set_url)})
+    assert response.status_code == 302
+    assert _status(app, world) == "LOCKED"
+
+
+def test_the_submitters_refusal_is_audited_too(
+    app: Flask, world: World, client_as: Any, set_url: str
+) -> None:
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    reviewer = client_as("reviewer")
+    _submit_as(reviewer, set_url)
+    response = reviewer.post(f"{set_url}/approve", data={"revision": _revision(reviewer, set_url)})
+    assert response.status_code == 403
+    (refused,) = _refusals(app)
+    assert "You submitted this change" in refused.details["reason"]
+
+
+def test_restores_and_imports_make_contributors_until_the_next_version(
+    app: Flask, world: World
+) -> None:
+    from forge_app.workflow import contributor_ids, replace_prompts, restore_version, unlock
+
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    lock_version(app, world)
+    with app.app_context():
+        session = db.session
+        prompt_set = session.get(PromptSet, world.set_id)
+        users = {name: session.get(User, world.users[name]) for name in world.users}
+        assert prompt_set is not None and all(users.values())
+        assert contributor_ids(session, prompt_set) == set()  # a version clears them
+        unlock(session, prompt_set, users["owner"], role=Role.OWNER, expected_revision=None)
+        replace_prompts(  # an import
+            session,
+            prompt_set,
+            {"extra": {"template": "x"}},
+            users["reviewer"],
+            remove_missing=False,
+        )
+        version = session.query(PromptSetVersion).one()
+        restore_version(session, prompt_set, version, users["reviewer2"], role=Role.REVIEWER)
+        replace_prompts(
+            session, prompt_set, {"extra": {"template": "y"}}, users["editor"], remove_missing=False
+        )
+        session.commit()
+        assert contributor_ids(session, prompt_set) == {
+            world.users["reviewer"],
+            world.users["reviewer2"],
+            world.users["editor"],
+        }
+        submit(
+            session,
+            prompt_set,
+            users["editor"],
+            role=Role.EDITOR,
+            bump="patch",
+            changelog="x",
+            expected_revision=None,
+        )
+        session.commit()
+        for name in ("reviewer", "reviewer2"):
+            with pytest.raises(WorkflowError, match="You changed this prompt set") as error:
+                approve(
+                    session,
+                    prompt_set,
+                    users[name],
+                    role=Role.REVIEWER,
+                    expected_revision=prompt_set.revision,
+                )
+            assert error.value.status == 403 and error.value.refused
+            session.rollback()
+        approve(
+            session,
+            prompt_set,
+            users["owner"],
+            role=Role.OWNER,
+            expected_revision=prompt_set.revision,
+        )
+        session.commit()
+        assert contributor_ids(session, prompt_set) == set()
