@@ -5,13 +5,15 @@
 
 ``config`` keys named ``FORGE_*`` feed :func:`forge_app.config.load_settings` (they win over env
 vars and ``forge.toml``); any other key (``TESTING``, ``WTF_CSRF_ENABLED``…) goes to
-``app.config`` as it is. The database schema is managed by migrations
+``app.config`` as it is, and so do the tunables of :data:`TUNABLES` (sign-in throttling, page
+size). The database schema is managed by migrations
 (``anvil-forge db upgrade``), never created here.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -25,19 +27,35 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from forge_app.authz import login_required_by_default, public
 from forge_app.config import load_settings
 from forge_app.extensions import csrf, db, login_manager
 from forge_app.models import User
+from forge_app.models.accounts import LoginId, RevokedSession
 
-__all__ = ["CONTENT_SECURITY_POLICY", "create_app"]
+__all__ = ["CONTENT_SECURITY_POLICY", "TUNABLES", "create_app"]
+
+#: ``FORGE_*`` settings of ``app.config`` that the mapping given to ``create_app`` may change.
+TUNABLES: dict[str, Any] = {
+    # Sign-in throttling (forge_app.users.ThrottlePolicy): free failures per account (or
+    # device, or account at a known address) and per address, then doubling waits.
+    "FORGE_LOGIN_MAX_FAILURES": 5,
+    "FORGE_LOGIN_MAX_FAILURES_PER_IP": 30,
+    "FORGE_LOGIN_DELAY": timedelta(seconds=30),
+    "FORGE_LOGIN_MAX_DELAY": timedelta(minutes=15),
+    "FORGE_LOGIN_RESET": timedelta(hours=12),
+    "FORGE_LOGIN_KNOWN_ADDRESS": timedelta(days=90),
+    "FORGE_PAGE_SIZE": 50,
+}
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -102,22 +120,29 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings.cookie_secure,
-        PERMANENT_SESSION_LIFETIME=timedelta(days=7),
+        # Idle lifetime: Flask refuses a session cookie not refreshed (by a request) for this
+        # long. The absolute lifetime is checked by the user loader; "keep me signed in"
+        # (the remember cookie) outlives an idle session, never the absolute lifetime.
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_idle_minutes),
+        REMEMBER_COOKIE_DURATION=timedelta(hours=settings.session_max_hours),
+        FORGE_SESSION_MAX_AGE=timedelta(hours=settings.session_max_hours),
         # A token valid for the whole session: an editor's page open all day can still save.
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=16 * 1024 * 1024,
         # One form field (a pasted prompt file, a long template) may be as large as an
         # uploaded prompt file (8 MiB); Werkzeug's default is 500 kB.
         MAX_FORM_MEMORY_SIZE=9 * 1024 * 1024,
-        FORGE_LOGIN_MAX_FAILURES=5,
-        FORGE_LOGIN_MAX_FAILURES_PER_IP=30,
-        FORGE_LOGIN_WINDOW=timedelta(minutes=15),
-        FORGE_PAGE_SIZE=50,
+        **TUNABLES,
     )
     for key, value in (config or {}).items():
-        if not key.startswith("FORGE_") or key not in app.config:
+        if key in TUNABLES or not key.startswith("FORGE_") or key not in app.config:
             app.config[key] = value
     app.config["FORGE_SETTINGS"] = settings
+    if settings.trusted_proxies:
+        # The client address and scheme as the proxies saw them (the sign-in throttle and
+        # secure cookies depend on them); only the last ``n`` hops are believed.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     init_extensions(app)
     register_blueprints(app)
@@ -135,16 +160,30 @@ def init_extensions(app: Flask) -> None:
     login_manager.user_loader(_load_user)
 
 
-def _load_user(session_id: str) -> User | None:
-    """The user of a session whose stamp still matches (see ``User.get_id``)."""
-    user_id, _, stamp = session_id.partition(":")
-    try:
-        user = db.session.get(User, int(user_id))
-    except ValueError:
+def _load_user(login_id: str) -> User | None:
+    """The user of a login id (see ``User.get_id``) that is still valid: issued less than
+    ``FORGE_SESSION_MAX_HOURS`` ago, with the user's current stamp (password, "Sign out
+    everywhere"), and not signed out."""
+    parsed = LoginId.parse(login_id)
+    if parsed is None:
         return None
+    max_age: timedelta = current_app.config["FORGE_SESSION_MAX_AGE"]
+    age = time.time() - parsed.issued_at
+    if not -300 <= age <= max_age.total_seconds():
+        return None
+    user = db.session.get(User, parsed.user_id)
     if user is None or not user.is_active:
         return None
-    return user if hmac.compare_digest(stamp, user.session_stamp) else None
+    if not hmac.compare_digest(parsed.stamp.encode(), user.session_stamp.encode()):
+        return None
+    if db.session.get(RevokedSession, parsed.session_id) is not None:
+        return None
+    user.use_login_id(login_id)
+    if not session.permanent:
+        # Refreshed by every request, so the idle lifetime counts from the last one (a
+        # session restored from a remember cookie included).
+        session.permanent = True
+    return user
 
 
 def register_blueprints(app: Flask) -> None:
@@ -177,6 +216,13 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer-token API, no cookies
+    from forge_app import rest
+    from forge_app.blueprints import api_tokens
+
+    app.register_blueprint(api_tokens.bp)
+    # Registered before register_hooks: its token check runs before the sign-in redirect.
+    app.register_blueprint(rest.bp)
+    csrf.exempt(rest.bp)  # personal-API-token API: it never reads session cookies
 
     @app.get("/")
     def index() -> ResponseReturnValue:

@@ -29,6 +29,11 @@ __all__ = ["ACTION_LABELS", "describe_object", "project_events", "record_event"]
 
 #: Human wording for the audit page; unknown actions are shown as they are.
 ACTION_LABELS = {
+    "api_token.create": "created API token",
+    "api_token.revoke": "revoked API token",
+    "remote_project.connect": "connected remote project",
+    "remote_project.disconnect": "disconnected remote project",
+    "prompt_set.copy": "copied a remote version into",
     "org.create": "created organisation",
     "org.member_add": "added member",
     "org.member_role": "changed role of",

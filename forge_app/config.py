@@ -9,22 +9,28 @@ Precedence: the mapping given to ``create_app`` > environment variables > ``forg
 prefix, top level or under ``[forge]``) > defaults. In development, missing secrets are
 generated once into the instance folder (mode 0600); with ``FORGE_ENV=production`` a missing
 secret stops the start with a message naming it.
+
+Peers (issue 10) are ``[[known_forges]]`` tables in the same ``forge.toml`` (``name``, ``url``,
+``bearer_token_env``), or the JSON list of those tables in ``FORGE_KNOWN_FORGES``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from anvil_client.errors import ConfigError
 from anvil_client.wire import generate_private_key, write_private_key_file
 
-__all__ = ["SECRET_NAMES", "ForgeSettings", "load_settings"]
+__all__ = ["SECRET_NAMES", "ForgeSettings", "KnownForge", "load_settings"]
 
 #: The settings that must be given explicitly in production.
 SECRET_NAMES = ("FORGE_SECRET_KEY", "FORGE_SIGNING_KEY", "FORGE_DATA_KEY")
@@ -38,7 +44,24 @@ _NAMES = (
     "FORGE_SIGNING_KEY",
     "FORGE_DATA_KEY",
     "FORGE_COOKIE_SECURE",
+    "FORGE_TRUSTED_PROXIES",
+    "FORGE_SESSION_IDLE_MINUTES",
+    "FORGE_SESSION_MAX_HOURS",
+    "FORGE_PREVIEW_LIMIT",
+    "FORGE_PREVIEW_WINDOW",
+    "FORGE_PREVIEW_CONCURRENCY",
 )
+# Whole-number settings: (default, smallest, largest).
+_NUMBERS = {
+    "FORGE_TRUSTED_PROXIES": (0, 0, 10),
+    "FORGE_SESSION_IDLE_MINUTES": (60, 1, 7 * 24 * 60),
+    "FORGE_SESSION_MAX_HOURS": (12, 1, 30 * 24),
+    # Template previews: per user, at most LIMIT per WINDOW seconds; CONCURRENCY forked
+    # previews at once per server process (see forge_app.blueprints.prompts).
+    "FORGE_PREVIEW_LIMIT": (120, 1, 100_000),
+    "FORGE_PREVIEW_WINDOW": (60, 1, 24 * 60 * 60),
+    "FORGE_PREVIEW_CONCURRENCY": (4, 1, 64),
+}
 # Files that hold generated development secrets, relative to the instance folder.
 _GENERATED_FILES = {
     "FORGE_SECRET_KEY": "secret_key",
@@ -48,12 +71,35 @@ _GENERATED_FILES = {
 
 
 @dataclass(frozen=True)
+class KnownForge:
+    """Another FORGE this one peers with (``[[known_forges]]`` in ``forge.toml``).
+
+    ``bearer_token_env`` names the environment variable that holds the API token used at that
+    FORGE; the token itself is read only when a request is made, and never stored or shown.
+    ``slug`` is the name as it appears in this FORGE's URLs.
+    """
+
+    name: str
+    url: str
+    bearer_token_env: str
+
+    @property
+    def slug(self) -> str:
+        return _slug(self.name)
+
+
+@dataclass(frozen=True)
 class ForgeSettings:
     """Resolved FORGE settings.
 
     ``signing_key`` is PEM text or the path of a PEM file (in development: the generated
     ``<instance>/signing-key.pem``). ``data_key`` is the key that encrypts secrets at rest
     (base64url of 32 random bytes when generated); it is never the ``secret_key``.
+
+    ``trusted_proxies`` is how many reverse proxies in front of the FORGE set
+    ``X-Forwarded-For``/``X-Forwarded-Proto`` (0: none; the headers are ignored).
+    ``session_idle_minutes`` and ``session_max_hours`` bound a signed-in session: without a
+    request for that long, and at most that long after signing in.
     """
 
     env: str
@@ -65,6 +111,13 @@ class ForgeSettings:
     data_key: str
     cookie_secure: bool
     generated: tuple[str, ...] = ()
+    trusted_proxies: int = 0
+    session_idle_minutes: int = 60
+    session_max_hours: int = 12
+    known_forges: tuple[KnownForge, ...] = ()
+    preview_limit: int = 120
+    preview_window: int = 60
+    preview_concurrency: int = 4
 
     @property
     def production(self) -> bool:
@@ -81,14 +134,14 @@ def load_settings(
     """
     env_vars = os.environ if environ is None else environ
     given: dict[str, Any] = {}
-    for name in _NAMES:
+    for name in (*_NAMES, "FORGE_KNOWN_FORGES"):
         if overrides is not None and overrides.get(name) not in (None, ""):
             given[name] = overrides[name]
         elif env_vars.get(name):
             given[name] = env_vars[name]
     instance_path = Path(str(given.get("FORGE_INSTANCE_PATH", "instance"))).resolve()
     from_file = _read_toml(_toml_path(env_vars, instance_path))
-    for name in _NAMES:
+    for name in (*_NAMES, "FORGE_KNOWN_FORGES"):
         if name not in given and from_file.get(name) not in (None, ""):
             given[name] = from_file[name]
     if "FORGE_INSTANCE_PATH" in given:
@@ -124,7 +177,64 @@ def load_settings(
         data_key=str(given["FORGE_DATA_KEY"]),
         cookie_secure=_flag(given.get("FORGE_COOKIE_SECURE"), default=production),
         generated=tuple(generated),
+        trusted_proxies=_number(given, "FORGE_TRUSTED_PROXIES"),
+        session_idle_minutes=_number(given, "FORGE_SESSION_IDLE_MINUTES"),
+        session_max_hours=_number(given, "FORGE_SESSION_MAX_HOURS"),
+        preview_limit=_number(given, "FORGE_PREVIEW_LIMIT"),
+        preview_window=_number(given, "FORGE_PREVIEW_WINDOW"),
+        preview_concurrency=_number(given, "FORGE_PREVIEW_CONCURRENCY"),
+        known_forges=parse_known_forges(given.get("FORGE_KNOWN_FORGES")),
     )
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def parse_known_forges(value: Any) -> tuple[KnownForge, ...]:
+    """``[[known_forges]]`` entries (a list of tables, or its JSON text from the environment
+    variable ``FORGE_KNOWN_FORGES``) as :class:`KnownForge` values.
+
+    Raises:
+        ConfigError: naming the first entry that is not ``{name, url, bearer_token_env}`` with
+            an ``http(s)://`` URL, or a name given twice.
+    """
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise ConfigError(f"FORGE_KNOWN_FORGES is not a JSON list: {e}") from e
+    if not isinstance(value, list | tuple):
+        raise ConfigError("known_forges must be a list of {name, url, bearer_token_env} tables")
+    forges: list[KnownForge] = []
+    for index, entry in enumerate(value, 1):
+        where = f"known_forges entry {index}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a table with name, url and bearer_token_env")
+        name = str(entry.get("name") or "").strip()
+        url = str(entry.get("url") or "").strip().rstrip("/")
+        env_name = str(entry.get("bearer_token_env") or "").strip()
+        parts = urlsplit(url)
+        if not name or len(name) > 80 or not _slug(name):
+            raise ConfigError(f"{where} needs a name of 1 to 80 characters")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where} ({name}) needs an http:// or https:// url")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError(f"{where} ({name}): the url takes no query, fragment or password")
+        if not _ENV_NAME_RE.match(env_name):
+            raise ConfigError(
+                f"{where} ({name}) needs bearer_token_env, the name of the environment variable "
+                "that holds its API token"
+            )
+        if any(f.slug == _slug(name) for f in forges):
+            raise ConfigError(f"{where}: a FORGE named {name!r} is configured twice")
+        forges.append(KnownForge(name=name, url=url, bearer_token_env=env_name))
+    return tuple(forges)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64]
 
 
 def _toml_path(env_vars: Mapping[str, str], instance_path: Path) -> Path | None:
@@ -150,7 +260,11 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
     table = data.get("forge", data)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [forge] must be a table")
-    return {f"FORGE_{key.upper()}": value for key, value in table.items()}
+    settings = {f"FORGE_{key.upper()}": value for key, value in table.items()}
+    # [[known_forges]] is a top-level array of tables even when the rest is under [forge].
+    if "known_forges" in data and "FORGE_KNOWN_FORGES" not in settings:
+        settings["FORGE_KNOWN_FORGES"] = data["known_forges"]
+    return settings
 
 
 def _flag(value: Any, *, default: bool) -> bool:
@@ -164,6 +278,20 @@ def _flag(value: Any, *, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"FORGE_COOKIE_SECURE must be true or false, not {value!r}")
+
+
+def _number(given: Mapping[str, Any], name: str) -> int:
+    default, low, high = _NUMBERS[name]
+    value = given.get(name)
+    if value is None or value == "":
+        return default
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    number = int(text)
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return number
 
 
 def _dev_secret(name: str, instance_path: Path) -> str:

@@ -23,7 +23,7 @@ from forge_app.live_instances import parse_heartbeat, record_heartbeat
 from forge_app.models import Membership, Project, PromptSetVersion, User
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
+from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version, login
 
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -50,7 +50,14 @@ KNOWN_ARGUMENTS = {
     "sequence",
     "token_id",
     "instance_id",
+    "forge",
+    "connection_id",
+    "remote_set_id",
+    "remote_version",
 }
+#: Arguments that name something of the whole site (a configured peer FORGE), not of an
+#: organisation: routes with only these are checked like lists (no other org's data shown).
+SITE_ARGUMENTS = {"forge"}
 #: The endpoints anyone may call without signing in (each does its own checks, if any).
 PUBLIC_ENDPOINTS = {
     "auth.login",
@@ -59,7 +66,23 @@ PUBLIC_ENDPOINTS = {
     "store.object",
     "store.keys",
     "api.heartbeat",
+    "rest.openapi",
 }
+#: The bearer-token APIs: anonymous callers get 401, never the sign-in page.
+API_PREFIXES = ("api.", "rest.")
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    """A configured peer FORGE that is down (nothing listens on port 9), with short deadlines,
+    so the Forges routes have a real ``forge`` argument."""
+    return {
+        **app_config,
+        "FORGE_KNOWN_FORGES": [
+            {"name": "Partner", "url": "http://127.0.0.1:9", "bearer_token_env": "PARTNER_TOKEN"}
+        ],
+        "FORGE_PEER_TOTAL_TIMEOUT": 1.0,
+    }
 
 
 @dataclass
@@ -71,6 +94,14 @@ class Objects:
     token_id: str
     sequence: int
     instance_id: str
+    connection_id: int
+    api_tokens: dict[str, str]
+
+    def headers(self, endpoint: str, who: str) -> dict[str, str]:
+        """The API is reached with the user's personal API token (it ignores sessions)."""
+        if not endpoint.startswith("rest."):
+            return {}
+        return {"Authorization": f"Bearer {self.api_tokens[who]}"}
 
 
 def _arguments(app: Flask, world: World, objects: Objects) -> dict[str, Any]:
@@ -89,6 +120,10 @@ def _arguments(app: Flask, world: World, objects: Objects) -> dict[str, Any]:
         "sequence": objects.sequence,
         "token_id": objects.token_id,
         "instance_id": objects.instance_id,
+        "forge": "partner",
+        "connection_id": objects.connection_id,
+        "remote_set_id": str(uuid.UUID(int=1)),
+        "remote_version": "1.0.0",
     }
 
 
@@ -142,8 +177,9 @@ def objects(app: Flask, world: World) -> Objects:
         "channel": "production",
         "mode": "accepting",
         "sequence": sequence,
-        "version": version,
-        "content_sha256": "a" * 64,
+        "releases": [
+            {"prompt_set_id": str(world.set_id), "version": version, "content_sha256": "a" * 64}
+        ],
         "last_error": None,
         "client_version": "0.1.0",
     }
@@ -156,7 +192,26 @@ def objects(app: Flask, world: World) -> Objects:
             body=parse_heartbeat(json.dumps(heartbeat).encode()),
         )
         db.session.commit()
-    return Objects(version, token_id, sequence, instance_id)
+    with app.app_context():
+        from forge_app.models.peering import RemoteProject
+        from forge_app.services.api_tokens import create_api_token
+
+        reference = RemoteProject(
+            org_id=world.org_id,
+            forge_name="Partner",
+            remote_project_id=str(uuid.UUID(int=2)),
+            remote_org_name="Partner org",
+            name="Partner project",
+        )
+        db.session.add(reference)
+        api_tokens = {}
+        for who in ("owner", "outsider"):
+            user = db.session.get(User, world.users[who])
+            assert user is not None
+            api_tokens[who] = create_api_token(db.session, user, who, scope="write", days=7)[1]
+        db.session.commit()
+        connection_id = reference.id
+    return Objects(version, token_id, sequence, instance_id, connection_id, api_tokens)
 
 
 def denial_failures(app: Flask, world: World, client_as: Any, objects: Objects) -> list[str]:
@@ -173,14 +228,19 @@ def denial_failures(app: Flask, world: World, client_as: Any, objects: Objects) 
             checked += 1
             response = anonymous.open(url, method=method)
             location = response.headers.get("Location", "")
-            if rule.endpoint.startswith("api."):
+            if rule.endpoint.startswith(API_PREFIXES):
                 if response.status_code != 401:
                     failures.append(f"anonymous {method} {url}: {response.status_code}")
             elif response.status_code != 302 or "/login" not in location:
                 failures.append(f"anonymous {method} {url}: {response.status_code}")
 
-            response = outsider.open(url, method=method)
-            if rule.arguments:
+            # Signed in afresh each time: a route like "sign out everywhere" must not turn the
+            # rest of the walk into anonymous requests.
+            login(outsider, world.users["outsider"])
+            response = outsider.open(
+                url, method=method, headers=objects.headers(rule.endpoint, "outsider")
+            )
+            if rule.arguments - SITE_ARGUMENTS:
                 if response.status_code not in (403, 404):
                     failures.append(f"outsider {method} {url}: {response.status_code}")
             elif rule.endpoint.startswith("admin."):
@@ -195,7 +255,7 @@ def denial_failures(app: Flask, world: World, client_as: Any, objects: Objects) 
                 failures.append(f"{rule.rule}: an argument the walk does not know")
             if method == "GET" and all_known and rule.arguments:
                 # The URL is real: its own organisation's owner can open it.
-                status = owner.get(url).status_code
+                status = owner.get(url, headers=objects.headers(rule.endpoint, "owner")).status_code
                 if status not in (200, 302):
                     failures.append(f"owner GET {url}: {status} (the walk built a bad URL)")
     assert checked >= 40, "the walk did not cover the app"
@@ -251,7 +311,9 @@ def test_objects_of_one_project_are_unreachable_under_another_on_every_route(
         url, _ = _url(app, rule, known)
         for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
             checked += 1
-            status = outsider.open(url, method=method).status_code
+            headers = objects.headers(rule.endpoint, "outsider")
+            login(outsider, world.users["outsider"])
+            status = outsider.open(url, method=method, headers=headers).status_code
             if status not in (403, 404):
                 failures.append(f"{method} {url}: {status}")
     assert checked >= 30

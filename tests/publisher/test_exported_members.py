@@ -12,6 +12,7 @@ def test_public_names() -> None:
     assert set(publisher.__all__) == {
         "BuiltBundle",
         "BundleSource",
+        "GcReport",
         "HistoryEntry",
         "Inspection",
         "PromptFiles",
@@ -20,6 +21,7 @@ def test_public_names() -> None:
         "Publisher",
         "SourceLocation",
         "build_bundle",
+        "collect_garbage",
         "dump_prompt_file",
         "export_bootstrap",
         "inspect",
