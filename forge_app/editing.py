@@ -8,6 +8,9 @@
 Validation uses the same code as publishing: each template is parsed by
 ``anvil_client.wire.parse_template`` (so errors carry the template's line) and the whole prompt
 by ``publisher.validate_prompts``; previews render with ``anvil_client.wire.compile_prompt``.
+Templates are untrusted: each is at most 256 KiB and a prompt's at most 8 MiB in all
+(``anvil_client.wire._render`` bounds their nesting, and nothing is evaluated while checking),
+and a preview checks and renders entirely in a forked child (:mod:`forge_app.isolation`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from anvil_client.wire import (
     is_prompt_id,
     spec_variables,
 )
-from forge_app.isolation import IsolationError, run_isolated
+from anvil_client.wire._render import MAX_PROMPT_SET_CHARS, MAX_TEMPLATE_CHARS
+from forge_app.isolation import IsolationBusy, IsolationError, Slots, run_isolated
 
 __all__ = [
     "KNOWN_METADATA",
@@ -44,7 +48,6 @@ __all__ = [
 ]
 
 KNOWN_METADATA = ("description", "model", "temperature", "max_tokens", "tags")
-MAX_TEMPLATE_CHARS = 256 * 1024
 MAX_MESSAGES = 100
 PREVIEW_LIMIT = 64 * 1024
 
@@ -224,10 +227,24 @@ def check_draft(draft: PromptDraft) -> CheckedPrompt:
         sources.append(("template", draft.template))
 
     variables: set[str] = set()
+    total = sum(len(source) for _, source in sources)
+    if total > MAX_PROMPT_SET_CHARS:
+        problems.append(
+            Problem(
+                "template" if draft.kind != "chat" else "messages",
+                f"The templates hold {total:,} characters; at most {MAX_PROMPT_SET_CHARS:,} "
+                "are allowed in one prompt.",
+            )
+        )
+        sources = []  # too much to read at all
     for name, source in sources:
         if len(source) > MAX_TEMPLATE_CHARS:
             problems.append(
-                Problem(name, f"The template is longer than {MAX_TEMPLATE_CHARS} characters.")
+                Problem(
+                    name,
+                    f"The template is {len(source):,} characters long; at most "
+                    f"{MAX_TEMPLATE_CHARS:,} are allowed.",
+                )
             )
             continue
         try:
@@ -350,11 +367,15 @@ class Preview:
         }
 
 
-def render_preview(draft: PromptDraft) -> Preview:
-    """Render a draft with its sample values in the client's sandbox.
+def render_preview(draft: PromptDraft, *, slots: Slots | None = None) -> Preview:
+    """Check and render a draft with its sample values in the client's sandbox.
 
     Variables without a sample show as ``⟨name⟩`` so the preview is always readable. The key
-    and metadata are not needed for a preview, so only template problems are reported.
+    and metadata are not needed for a preview, so only template problems are reported. All the
+    work on the templates happens in a forked child with a deadline and a memory limit.
+
+    Raises:
+        IsolationBusy: if every preview slot of this process (``slots``) is taken.
     """
     if draft.kind == "chat":
         empty = not any(m.template.strip() for m in draft.messages)
@@ -362,6 +383,16 @@ def render_preview(draft: PromptDraft) -> Preview:
         empty = not draft.template.strip()
     if empty:
         return Preview([], [], [], [])
+    try:
+        return run_isolated(_preview_in_child, draft, slots=slots)
+    except IsolationBusy:
+        raise
+    except IsolationError as e:
+        return Preview([], [], [], [Problem("preview", str(e))])
+
+
+def _preview_in_child(draft: PromptDraft) -> Preview:
+    """Runs in the isolated child: check, then compile and render with the client's own code."""
     checked = check_draft(draft)
     template_problems = [
         p for p in checked.problems if p.field.startswith(("template", "messages"))
@@ -379,20 +410,14 @@ def render_preview(draft: PromptDraft) -> Preview:
         )
     else:
         spec = PromptSpec(draft.template, None, tuple(checked.variables), {})
+    prompt_id = draft.key or "preview"
     try:
-        messages = run_isolated(_render_messages, draft.key or "preview", spec, values)
-    except (RenderError, IsolationError) as e:
+        messages = compile_prompt(prompt_id, spec).render_messages(values, max_output=PREVIEW_LIMIT)
+    except RenderError as e:
         return Preview([], checked.variables, missing, [Problem("preview", str(e))])
     if draft.kind == "text":
         messages = [{"role": "text", "content": messages[0]["content"]}]
     return Preview(messages, checked.variables, missing, [])
-
-
-def _render_messages(
-    prompt_id: str, spec: PromptSpec, values: dict[str, Any]
-) -> list[dict[str, str]]:
-    """Runs in the isolated child: compile and render with the client's own code."""
-    return compile_prompt(prompt_id, spec).render_messages(values, max_output=PREVIEW_LIMIT)
 
 
 def _newlines(text: str) -> str:

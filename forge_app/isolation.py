@@ -9,6 +9,10 @@ multiply memory, but nothing inside a process bounds CPU: ``{% for a in range(10
 b in range(100000) %}…`` would pin a FORGE worker forever. Previews therefore render in a
 forked child with a wall-clock deadline and an address-space limit; the child is killed by its
 PID when the deadline passes. Results and errors come back pickled over a pipe.
+
+Forking costs a worker's CPU too, so each process runs at most a few children at once
+(:class:`Slots`, ``FORGE_PREVIEW_CONCURRENCY`` in the FORGE); beyond that
+:class:`IsolationBusy` is raised at once, and the caller answers "try again".
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import pickle
 import resource
 import select
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_EXTRA_MEMORY = 256 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT = 4
 _MAX_RESULT = 8 * 1024 * 1024
 
 
@@ -34,29 +40,73 @@ class IsolationError(Exception):
     """The isolated computation timed out, ran out of memory or died."""
 
 
+class IsolationBusy(IsolationError):
+    """Every slot for isolated computations in this process is taken; try again shortly."""
+
+    retry_after = 1
+
+
+class Slots:
+    """At most ``limit`` isolated computations at once in this process (thread-safe)."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT) -> None:
+        if limit < 1:
+            raise ValueError("the number of slots must be at least 1")
+        self.limit = limit
+        self._semaphore = threading.BoundedSemaphore(limit)
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        """Hold one slot for the block.
+
+        Raises:
+            IsolationBusy: if every slot is taken (it never waits).
+        """
+        if not self._semaphore.acquire(blocking=False):
+            raise IsolationBusy(
+                f"{self.limit} previews are already running here; try again in a moment"
+            )
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+_DEFAULT_SLOTS = Slots()
+
+
 def run_isolated(
     func: Callable[..., T],
     *args: Any,
     timeout: float = DEFAULT_TIMEOUT,
     extra_memory: int = DEFAULT_EXTRA_MEMORY,
+    slots: Slots | None = None,
 ) -> T:
     """Call ``func(*args)`` in a forked child and return its result (or re-raise its error).
 
     Raises:
+        IsolationBusy: if ``slots`` (by default, this process's four) are all taken.
         IsolationError: if the child exceeds ``timeout`` seconds or its memory limit, or dies.
         Exception: whatever ``func`` raised, re-raised in the parent.
     """
+    with (slots or _DEFAULT_SLOTS).take():
+        return _run_forked(func, args, timeout, extra_memory)
+
+
+def _run_forked(func: Callable[..., T], args: tuple[Any, ...], timeout: float, memory: int) -> T:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: compute, write one pickled answer, exit without cleanup handlers
         os.close(read_fd)
         status = 0
         try:
-            _limit_memory(extra_memory)
+            _limit_memory(memory)
             try:
                 answer: tuple[bool, Any] = (True, func(*args))
             except MemoryError:
                 answer = (False, IsolationError("the preview needs too much memory"))
+            except RecursionError:
+                answer = (False, IsolationError("the preview recursed too deeply"))
             except Exception as e:
                 answer = (False, e)
             payload = pickle.dumps(answer)

@@ -316,12 +316,12 @@ def _undeclared(tree: nodes.Template) -> list[str]:
     """``jinja2.meta.find_undeclared_variables``, sorted, with a fast path for plain templates.
 
     Running Jinja2's code generator costs as much as parsing; templates without loops,
-    assignments, macros, blocks or constant sub-expressions (which the generator folds, and
-    may refuse) need only a walk of the tree. Anything else goes through Jinja2 itself.
+    assignments, macros, blocks or constant sub-expressions need only a walk of the tree.
+    Anything else goes through Jinja2's introspection (which evaluates nothing: see
+    ``anvil_client.wire._render.undeclared_names``).
 
     Raises:
         TemplateSyntaxError: what Jinja2's code generator refuses.
-        Exception: whatever constant folding raises (as compiling the template would).
     """
     names: set[str] = set()
     try:

@@ -3,13 +3,32 @@
 Saving is optimistic: the form carries the prompt's ``revision``; if someone else saved in the
 meantime the save is refused, the editor's text is kept on the page, and the other version is
 shown next to it. Nothing is ever overwritten silently.
+
+Previews are bounded (settings of :mod:`forge_app.config`): each user may ask
+``FORGE_PREVIEW_LIMIT`` previews per ``FORGE_PREVIEW_WINDOW`` seconds (default 120 a minute),
+and each server process runs at most ``FORGE_PREVIEW_CONCURRENCY`` forked previews at once
+(default 4). Beyond either, the preview endpoint answers 429 with ``Retry-After`` and a JSON
+error, and the editor page shows its preview as busy.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,9 +36,11 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.config import ForgeSettings
 from forge_app.diffing import diff_prompt_sets
 from forge_app.editing import (
     MessageDraft,
+    Preview,
     Problem,
     PromptDraft,
     check_draft,
@@ -27,6 +48,8 @@ from forge_app.editing import (
     render_preview,
 )
 from forge_app.extensions import db
+from forge_app.isolation import IsolationBusy, Slots
+from forge_app.live_instances import SlidingWindowLimiter
 from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User, utcnow
 from forge_app.workflow import WorkflowError, apply_entry, touch_live_set
 
@@ -35,6 +58,46 @@ bp = Blueprint(
 )
 
 MAX_SAMPLE_CHARS = 10_000
+_LIMITER_KEY = "anvil.preview_limiter"
+_SLOTS_KEY = "anvil.preview_slots"
+
+
+def preview_limiter(app: Flask) -> SlidingWindowLimiter:
+    """The app's per-user preview limiter, made on first use from its settings."""
+    limiter = app.extensions.get(_LIMITER_KEY)
+    if limiter is None:
+        settings: ForgeSettings = app.config["FORGE_SETTINGS"]
+        limiter = app.extensions[_LIMITER_KEY] = SlidingWindowLimiter(
+            settings.preview_limit, settings.preview_window
+        )
+    assert isinstance(limiter, SlidingWindowLimiter)
+    return limiter
+
+
+def preview_slots(app: Flask) -> Slots:
+    """How many forked previews this process may run at once."""
+    slots = app.extensions.get(_SLOTS_KEY)
+    if slots is None:
+        settings: ForgeSettings = app.config["FORGE_SETTINGS"]
+        slots = app.extensions[_SLOTS_KEY] = Slots(settings.preview_concurrency)
+    assert isinstance(slots, Slots)
+    return slots
+
+
+def _page_preview(draft: PromptDraft) -> Preview:
+    try:
+        return render_preview(draft, slots=preview_slots(current_app))
+    except IsolationBusy:
+        message = "The preview is busy right now; it shows again when you reload the page."
+        return Preview([], [], [], [Problem("preview", message)])
+
+
+def _too_many(message: str, retry_after: float) -> ResponseReturnValue:
+    response = jsonify(error=message)
+    response.status_code = 429
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _entry(prompt: Prompt) -> dict[str, Any]:
@@ -61,7 +124,7 @@ def _render(
     status: int = 200,
 ) -> ResponseReturnValue:
     editable = prompt_set.editable and g.role >= Role.EDITOR
-    preview = render_preview(draft)
+    preview = _page_preview(draft)
     by_field: dict[str, list[Problem]] = {}
     for problem in problems or []:
         by_field.setdefault(problem.field, []).append(problem)
@@ -310,6 +373,9 @@ def delete(project: Project, set_id: str, key: str) -> ResponseReturnValue:
 def preview(project: Project, set_id: str) -> ResponseReturnValue:
     """Validate and render a draft with sample values (JSON in, JSON out; CSRF header)."""
     load_prompt_set(project, set_id)
+    wait = preview_limiter(current_app).hit(signed_in_user().id)
+    if wait:
+        return _too_many("Too many previews; wait a moment before the next one.", wait)
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return jsonify(error="Send a JSON object."), 400
@@ -329,4 +395,8 @@ def preview(project: Project, set_id: str) -> ResponseReturnValue:
         for name, value in list(samples.items())[:200]:
             form[f"sample-{name}"] = str(value)[:MAX_SAMPLE_CHARS]
     draft = PromptDraft.from_form(form)
-    return jsonify(render_preview(draft).as_json())
+    try:
+        preview = render_preview(draft, slots=preview_slots(current_app))
+    except IsolationBusy as e:
+        return _too_many(f"The FORGE is busy: {e}.", e.retry_after)
+    return jsonify(preview.as_json())
