@@ -7,7 +7,9 @@ It embeds ``anvil_client`` exactly as a real service would: the prompts it needs
 with ``prompt()``/``messages()`` on every request, from memory, while the client polls the
 store in the background, verifies what it finds and reports to the FORGE (heartbeats). The page
 refreshes itself every 2 seconds, so a publish in the FORGE shows up here within one poll
-interval, without restarting anything. Only the standard library besides ``anvil_client``.
+interval, without restarting anything. The channel serves several prompt sets at once (the
+demo publishes *Support bot* and *Checkout helper*); the app asks for prompts of both and
+lists each set it serves. Only the standard library besides ``anvil_client``.
 """
 
 from __future__ import annotations
@@ -38,8 +40,19 @@ USES: dict[str, dict[str, Any]] = {
     "support.escalation": {"vip": True, "ticket_id": "T-1042"},
     "support.closing": {"customer_name": "Ada"},
     "support.summary": {"max_sentences": 3, "transcript": "Customer: my key leaked.\nBot: …"},
+    "checkout.upsell": {
+        "cart_items": "a laptop",
+        "catalogue": "Acme accessories",
+        "declined_before": False,
+    },
+    "checkout.payment_failed": {"error_code": "card_declined"},
 }
-FALLBACKS = {"support.greeting": "Hello {{ customer_name }}! (fallback: not published yet)"}
+#: Chat prompts (rendered with ``messages()``); the others are text prompts.
+CHAT = {"support.system", "checkout.payment_failed"}
+FALLBACKS = {
+    "support.greeting": "Hello {{ customer_name }}! (fallback: not published yet)",
+    "checkout.upsell": "You might also like our accessories. (fallback: not published)",
+}
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -64,6 +77,8 @@ code {{ font-size: .88em; }}
 <p>This page is rendered by a process that embeds <code>anvil_client</code>. It refreshes every
 {refresh} seconds; publish a new version in the FORGE and watch it change here.</p>
 <div class="card"><dl class="facts">{facts}</dl></div>
+<h2>Prompt sets served</h2>
+<div class="card"><ul id="sets">{sets}</ul></div>
 <h2>Prompts as this app renders them</h2>
 {prompts}
 </body></html>
@@ -93,6 +108,13 @@ def render_page(client: AnvilClient, refresh: int = 2) -> str:
             _fact("Store", status["store"]),
         ]
     )
+    releases = status.get("releases") or []
+    sets = "".join(
+        f'<li data-set="{html.escape(r["prompt_set_id"])}"><strong>'
+        f"{html.escape(r['name'] or r['prompt_set_id'])}</strong> "
+        f"<code>{html.escape(r['version'])}</code> ({r['prompts']} prompts)</li>"
+        for r in releases
+    )
     blocks = []
     for prompt_id, variables in USES.items():
         blocks.append(_render_prompt(client, prompt_id, variables))
@@ -104,6 +126,7 @@ def render_page(client: AnvilClient, refresh: int = 2) -> str:
         refresh=refresh,
         version=html.escape(status["version"] or "(nothing served yet)"),
         facts=facts,
+        sets=sets or "<li>nothing served yet</li>",
         prompts="\n".join(blocks),
     )
 
@@ -111,7 +134,7 @@ def render_page(client: AnvilClient, refresh: int = 2) -> str:
 def _render_prompt(client: AnvilClient, prompt_id: str, variables: dict[str, Any]) -> str:
     title = f"<strong><code>{html.escape(prompt_id)}</code></strong>"
     try:
-        if prompt_id == "support.system":
+        if prompt_id in CHAT:
             body = "".join(
                 f'<div class="role">{html.escape(m["role"])}</div>'
                 f"<pre>{html.escape(m['content'])}</pre>"

@@ -1,5 +1,9 @@
 """Demo data: an organisation, one user per role, and a project with realistic prompt sets.
 
+Two sets have LOCKED versions (*Support bot* 0.2.0, *Checkout helper* 0.1.0), which the LIVE
+demo publishes together to ``production``; *Checkout helper* 0.2.0 waits in review and
+*Onboarding e-mails* is being edited.
+
     >>> info = seed_demo(db.session)          # doctest: +SKIP
     >>> [login.email for login in info.logins][:1]
     ['owner@demo.anvil']
@@ -151,6 +155,16 @@ CHECKOUT: dict[str, dict[str, Any]] = {
     },
 }
 
+CHECKOUT_V2_CHANGES: dict[str, dict[str, Any]] = {
+    "checkout.cart_reminder": {
+        "template": (
+            "Hi {{ first_name }}, you left {{ cart_items }} in your cart. It is kept for you "
+            "until {{ expires_on }}."
+        ),
+        "metadata": {"description": "Reminder e-mail for an abandoned cart"},
+    },
+}
+
 
 def seed_demo(session: Session) -> DemoInfo:
     """Create the demo organisation, users and project unless they exist; commit."""
@@ -199,15 +213,20 @@ def seed_demo(session: Session) -> DemoInfo:
     onboarding = _new_set(session, project, "Onboarding e-mails", "Welcome series.", editor)
     replace_prompts(session, onboarding, ONBOARDING, editor, remove_missing=True)
 
+    # Checkout helper 0.1.0 is LOCKED (production serves it beside the Support bot), and its
+    # next version waits in review.
     checkout = _new_set(session, project, "Checkout helper", "Upsell and payment help.", editor)
     replace_prompts(session, checkout, CHECKOUT, editor, remove_missing=True)
+    _lock(session, checkout, editor, reviewer, "minor", "Upsell suggestion and payment help.")
+    unlock(session, checkout, editor, role=Role.EDITOR, expected_revision=checkout.revision)
+    replace_prompts(session, checkout, CHECKOUT_V2_CHANGES, editor, remove_missing=False)
     submit(
         session,
         checkout,
         editor,
         role=Role.EDITOR,
         bump="minor",
-        changelog="Upsell suggestion and payment-failure help, ready for a first review.",
+        changelog="A reminder for abandoned carts, ready for review.",
         expected_revision=checkout.revision,
     )
     session.commit()
@@ -252,3 +271,49 @@ def _lock(
     approve(
         session, prompt_set, reviewer, role=Role.REVIEWER, expected_revision=prompt_set.revision
     )
+
+
+# ------------------------------------------------------------------ the demo's own peer
+
+DEMO_PEER_NAME = "Demo peer"
+DEMO_PEER_TOKEN_ENV = "FORGE_DEMO_PEER_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+def configure_demo_peer(app: Flask, info: DemoInfo) -> None:
+    """Demo hook: this FORGE is its own known peer, "Demo peer", so the Forges menu has
+    something to browse. It reads through a 7-day ``read`` API token of the demo owner that
+    lives only in this process's environment (``FORGE_DEMO_PEER_TOKEN``); each run revokes the
+    previous one and makes a new one. The URL is the demo's own ``--host``/``--port``.
+    """
+    import os
+
+    import click
+
+    from forge_app.config import KnownForge
+    from forge_app.extensions import db
+    from forge_app.models.api_tokens import ApiToken
+    from forge_app.peering import add_known_forge
+    from forge_app.services.api_tokens import create_api_token, revoke_api_token
+
+    owner = db.session.scalar(select(User).where(User.email == info.logins[0].email))
+    if owner is None:
+        return
+    previous = db.session.scalars(
+        select(ApiToken.token_id).where(
+            ApiToken.user_id == owner.id,
+            ApiToken.name == DEMO_PEER_NAME,
+            ApiToken.revoked_at.is_(None),
+        )
+    ).all()
+    for token_id in previous:
+        revoke_api_token(db.session, owner, token_id)
+    _, text = create_api_token(db.session, owner, DEMO_PEER_NAME, scope="read", days=7)
+    db.session.commit()
+    os.environ[DEMO_PEER_TOKEN_ENV] = text
+    context = click.get_current_context(silent=True)
+    params = context.params if context is not None else {}
+    url = f"http://{params.get('host') or '127.0.0.1'}:{params.get('port') or 5000}"
+    add_known_forge(app, KnownForge(DEMO_PEER_NAME, url, DEMO_PEER_TOKEN_ENV))
+
+
+DEMO_HOOKS.append(configure_demo_peer)

@@ -4,8 +4,9 @@
 
 :func:`prepare_live_demo` runs as a :data:`forge_app.demo.DEMO_HOOKS` hook after seeding (also
 with ``--no-serve``): it makes sure the demo project has an ACCESS_TOKEN named
-:data:`TOKEN_NAME` and that its production channel serves the Support bot's latest LOCKED
-version, so the example has something to serve. :func:`serve_demo` then writes the example's
+:data:`TOKEN_NAME` and that its production channel serves the latest LOCKED versions of
+:data:`DEMO_SETS` (*Support bot* and *Checkout helper*: one channel, two prompt sets), so the
+example has something to serve from each. :func:`serve_demo` then writes the example's
 ``anvil.toml`` into the instance folder, serves the FORGE and starts the example app as a child
 process once the FORGE listens; Ctrl-C stops both (the child by its PID). Idempotent: a second
 run reuses the token and publishes nothing new.
@@ -38,8 +39,9 @@ __all__ = ["EXAMPLE_APP", "TOKEN_NAME", "LiveDemo", "prepare_live_demo", "serve_
 
 TOKEN_NAME = "Demo example app"  # noqa: S105 - a display name, not a secret
 EXAMPLE_APP = Path(__file__).resolve().parents[1] / "examples" / "live_app.py"
-#: The set the example application uses (its prompts are support.*).
-DEMO_SET = "Support bot"
+#: The sets the example application uses (support.* and checkout.* prompts), both published
+#: to production.
+DEMO_SETS = ("Support bot", "Checkout helper")
 CHANNEL = "production"
 POLL_INTERVAL = 2
 HEARTBEAT_INTERVAL = 30
@@ -47,17 +49,19 @@ HEARTBEAT_INTERVAL = 30
 
 @dataclass
 class LiveDemo:
-    """What the example app needs; ``token`` is the ACCESS_TOKEN text (never printed)."""
+    """What the example app needs; ``token`` is the ACCESS_TOKEN text (never printed).
+    ``published`` lists what production serves (``Support bot 0.2.0``), by name."""
 
     project_id: str
     token: str
     public_key: str
-    published: str | None
+    published: list[str]
     problem: str | None = None
 
 
 def prepare_live_demo(app: Flask, info: DemoInfo) -> None:
-    """Demo hook: an ACCESS_TOKEN for the example app and a first production release.
+    """Demo hook: an ACCESS_TOKEN for the example app, and production serving every set of
+    :data:`DEMO_SETS` (each one missing from it is published, once).
 
     Stores a :class:`LiveDemo` in ``info.extra["live"]``. Publishing problems do not stop the
     demo: they are kept in ``LiveDemo.problem`` and printed.
@@ -94,29 +98,32 @@ def prepare_live_demo(app: Flask, info: DemoInfo) -> None:
         text = reveal_token(token)
     publishing.ensure_default_channels(project)
     channel = publishing.get_channel(project, CHANNEL)
-    published: str | None = None
+    published: list[str] = []
     problem: str | None = None
+    pointer = None
     try:
         if channel is None:
             raise publishing.PublishError(f"the demo project has no {CHANNEL} channel")
         pointer = publishing.current_release(channel)
-        if pointer is not None:
-            published = pointer.release.version
-        else:
+        for name in DEMO_SETS:
             prompt_set = db.session.scalar(
-                select(PromptSet).where(
-                    PromptSet.project_id == project.id, PromptSet.name == DEMO_SET
-                )
+                select(PromptSet).where(PromptSet.project_id == project.id, PromptSet.name == name)
             )
-            version = latest_release(db.session, prompt_set) if prompt_set else None
-            if prompt_set is None or version is None:
-                raise publishing.PublishError(f"the demo set {DEMO_SET!r} has no LOCKED version")
-            publication = publishing.publish_version(version, channel, user=owner)
+            if prompt_set is None:
+                raise publishing.PublishError(f"the demo set {name!r} is missing")
+            if pointer is not None and pointer.entry(str(prompt_set.id)) is not None:
+                continue
+            version = latest_release(db.session, prompt_set)
+            if version is None:
+                raise publishing.PublishError(f"the demo set {name!r} has no LOCKED version")
+            publishing.publish_version(version, channel, user=owner)
             db.session.commit()
-            published = publication.version
+        pointer = publishing.current_release(channel)
     except publishing.PublishError as e:
         db.session.rollback()
         problem = str(e)
+    if pointer is not None:
+        published = sorted(release.describe() for release in pointer.releases)
     info.extra["live"] = LiveDemo(
         project_id=str(project.id),
         token=text,
@@ -218,11 +225,15 @@ def serve_demo(
     """Serve the FORGE (``serve(app, host, port, ready)``) with the example app beside it."""
     live: LiveDemo | None = info.extra.get("live")
     forge_url = f"http://{host}:{port}"
+    # The example app sends its ACCESS_TOKEN to the FORGE; over plain HTTP the client allows
+    # only a loopback address, which also reaches a FORGE bound to every interface.
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound
+    local_url = f"http://{local}:{port}" if ":" not in local else f"http://[{local}]:{port}"
     if live is None or not EXAMPLE_APP.is_file():
         click.echo("  (The example application is not available in this installation.)")
         serve(app, host, port)
         return
-    config = write_client_config(app, live, forge_url)
+    config = write_client_config(app, live, local_url)
     example_port = free_port(host, port + 1)
     command = [
         sys.executable,
@@ -285,20 +296,24 @@ def print_instructions(
         f"    polling {forge_url}/store every {POLL_INTERVAL} s, reporting to the FORGE",
     ]
     if live.published:
-        lines.append(f"  Production serves {DEMO_SET} {live.published}.")
+        lines.append(f"  Production serves {' and '.join(live.published)}.")
     if live.problem:
         lines.append(f"  Nothing is published yet: {live.problem}")
     lines += [
         "",
         "Try it:",
-        f"  1. Open {example_url} : it shows the prompts it renders and the version it serves.",
-        f"  2. Sign in at {forge_url}/login as {_login(info, 'Editor')}, open {DEMO_SET},",
+        f"  1. Open {example_url} : it shows the prompts it renders from both sets and the",
+        "     versions it serves.",
+        f"  2. Sign in at {forge_url}/login as {_login(info, 'Editor')}, open Support bot,",
         "     choose Unlock to edit, change support.greeting and save.",
         f"  3. Submit for review. Sign out, sign in as {_login(info, 'Reviewer')} and approve it.",
         f"  4. Sign in as {_login(info, 'Owner')}, open the new version, Publish to LIVE,",
-        "     channel production. The status page shows the example app as applied,",
+        "     channel production: the confirmation shows Support bot 0.2.0 → 0.3.0 and",
+        "     Checkout helper unchanged. The status page shows the example app as applied,",
         f"     and {example_url} shows the new greeting within {POLL_INTERVAL} seconds.",
-        f"  5. Instances: {project_url}/instances",
+        f"  5. Channel production ({project_url}/channels/production) lists both sets;",
+        "     remove one or roll back from there.",
+        f"  6. Instances: {project_url}/instances",
         "",
         "Ctrl+C stops the FORGE and the example application.",
         "",

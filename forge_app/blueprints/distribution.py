@@ -2,7 +2,14 @@
 
     GET  /projects/<project_id>/tokens                    owners: list, generate, reveal, revoke
     GET  /projects/<project_id>/channels                  members: channels and what they serve
+    GET  /projects/<project_id>/channels/<channel>        the sets it serves, history, actions
+    GET  /projects/<project_id>/channels/<channel>/remove?set=<id>     owners: confirm → POST
+    GET  /projects/<project_id>/channels/<channel>/rollback?sequence=N confirm → POST
     GET  /projects/<project_id>/sets/<set_id>/versions/<version>/publish   choose → confirm → POST
+
+A channel serves every prompt set of the project at once (pointer v2): publishing a set
+replaces its own entry and keeps the others; confirmation pages show, per set, what the
+channel serves before and after.
 
 Every store write goes through :mod:`forge_app.services.publishing` (the publisher library);
 views only check roles, render, and commit the rows the services added.
@@ -61,6 +68,7 @@ ACTION_LABELS.update(
         "channel.publish": "published to channel",
         "channel.rollback": "rolled back channel",
         "channel.reencrypt": "re-encrypted channel",
+        "channel.remove_set": "removed a prompt set from channel",
         "rollout.update": "changed the rollout of",
         "rollout.complete": "completed the rollout of",
         "rollout.abort": "aborted the rollout of",
@@ -173,9 +181,7 @@ def _flash_report(report: RecipientsReport, *, intro: str | None) -> None:
     """``intro`` (what was done) with the channels re-encrypted, then one error per channel
     that failed. Without ``intro`` and re-encryptions, only the failures are said."""
     if report.reencrypted:
-        moved = ", ".join(
-            f"{p.channel.name} ({p.version}, sequence {p.sequence})" for p in report.reencrypted
-        )
+        moved = ", ".join(f"{p.channel.name} (sequence {p.sequence})" for p in report.reencrypted)
         flash(f"{intro or 'Done.'} Re-encrypted and re-published: {moved}.", "success")
     elif intro:
         flash(intro, "success")
@@ -187,16 +193,40 @@ def _flash_report(report: RecipientsReport, *, intro: str | None) -> None:
         )
 
 
-def _live_instances(project: Project, channel: str | None = None) -> list[Any]:
-    """The LIVE instances that reported to this FORGE (none until heartbeats exist)."""
-    try:
-        from forge_app.models.instances import LiveInstance
-    except ImportError:  # pragma: no cover - the instances model comes with heartbeats
-        return []
-    query = select(LiveInstance).where(LiveInstance.project_id == project.id)
+_INSTANCES_LISTED = 200
+
+
+def _live_instances(
+    project: Project, channel: str | None = None, *, token_id: str | None = None
+) -> list[Any]:
+    """The LIVE instances that reported to this FORGE and are not archived (at most 200)."""
+    from forge_app.models.instances import LiveInstance
+
+    query = select(LiveInstance).where(
+        LiveInstance.project_id == project.id, LiveInstance.archived_at.is_(None)
+    )
     if channel is not None:
         query = query.where(LiveInstance.channel == channel)
-    return list(db.session.scalars(query.order_by(LiveInstance.hostname, LiveInstance.id)))
+    if token_id is not None:
+        query = query.where(LiveInstance.token_id == token_id)
+    query = query.order_by(LiveInstance.hostname, LiveInstance.id).limit(_INSTANCES_LISTED)
+    return list(db.session.scalars(query))
+
+
+def _instance_count(project: Project, channel: str) -> int:
+    """How many (non-archived) LIVE instances follow ``channel``."""
+    from forge_app.models.instances import LiveInstance
+
+    return int(
+        db.session.scalar(
+            select(func.count(LiveInstance.id)).where(
+                LiveInstance.project_id == project.id,
+                LiveInstance.channel == channel,
+                LiveInstance.archived_at.is_(None),
+            )
+        )
+        or 0
+    )
 
 
 def _instances_by_token(project: Project) -> dict[str, int]:
@@ -330,7 +360,7 @@ def revoke(project: Project, token_id: str) -> ResponseReturnValue:
     for channel in publishing.project_channels(project):
         state = publishing.channel_state(channel)
         channels.append((channel, state))
-    users = [i for i in _live_instances(project) if i.token_id == token.token_id]
+    users = _live_instances(project, token_id=token.token_id)
     return render_template(
         "distribution/revoke.html",
         project=project,
@@ -447,7 +477,7 @@ def channel(project: Project, channel: str) -> ResponseReturnValue:
         sets=sets,
         may_publish=publishing.can_publish(g.role, found),
         required=publishing.required_role(found),
-        instances=_live_instances(project, found.name),
+        instance_count=_instance_count(project, found.name),
         nav="projects",
         tab="channels",
     )
@@ -475,26 +505,104 @@ def delete_channel(project: Project, channel: str) -> ResponseReturnValue:
     return redirect(url_for(".channels", project_id=project.id))
 
 
-@bp.post("/projects/<uuid:project_id>/channels/<channel>/rollback")
+@bp.route("/projects/<uuid:project_id>/channels/<channel>/rollback", methods=["GET", "POST"])
 @require_project_role(Role.VIEWER)
 def rollback(project: Project, channel: str) -> ResponseReturnValue:
+    """GET: what the channel serves now and after rolling back (per set); POST: do it."""
     found = _channel_or_404(project, channel)
     back = url_for(".channel", project_id=project.id, channel=found.name)
-    sequence = request.form.get("sequence", type=int)
+    source = request.form if request.method == "POST" else request.args
+    sequence = source.get("sequence", type=int)
     if sequence is None or sequence < 1:
         flash("Choose a history entry to roll back to.", "error")
         return redirect(back)
+    if request.method == "GET":
+        if not publishing.can_publish(g.role, found):
+            abort(403, f"Only {publishing.required_role(found).label}s can roll back {found.name}.")
+        state = publishing.channel_state(found)
+        try:
+            target = publishing.history_pointer(found, sequence)
+        except PublishError as e:
+            return _failed(e, back)
+        return render_template(
+            "distribution/rollback_confirm.html",
+            project=project,
+            channel=found,
+            sequence=sequence,
+            target=target,
+            state=state,
+            plan=publishing.rollback_plan(found, state.pointer, target),
+            recipients=active_tokens(project.id),
+            nav="projects",
+            tab="channels",
+        )
     try:
         publication = publishing.rollback_to(found, sequence, user=signed_in_user(), role=g.role)
     except PublishError as e:
         return _failed(e, back)
     db.session.commit()
     flash(
-        f"Channel {found.name} serves {publication.version} again (sequence "
-        f"{publication.sequence}), re-encrypted for the active tokens.",
+        f"Channel {found.name} is rolled back (sequence {publication.sequence}), re-encrypted "
+        f"for the active tokens: {publication.summary}.",
         "success",
     )
     return redirect(_status_url(project, found, publication))
+
+
+@bp.route("/projects/<uuid:project_id>/channels/<channel>/remove", methods=["GET", "POST"])
+@require_project_role(Role.OWNER)
+def remove_set(project: Project, channel: str) -> ResponseReturnValue:
+    """Owners: stop serving one prompt set on a channel (GET confirms, POST removes)."""
+    found = _channel_or_404(project, channel)
+    back = url_for(".channel", project_id=project.id, channel=found.name)
+    source = request.form if request.method == "POST" else request.args
+    set_id = (source.get("set") or "").strip()
+    if not set_id or len(set_id) > 128:
+        flash("Choose the prompt set to remove.", "error")
+        return redirect(back)
+    if request.method == "POST":
+        try:
+            publication = publishing.remove_from_channel(
+                found, set_id, user=signed_in_user(), role=g.role
+            )
+        except PublishError as e:
+            return _failed(e, back)
+        db.session.commit()
+        flash(
+            f"{publication.summary} on {found.name} (sequence {publication.sequence}); the "
+            "other prompt sets are served as before.",
+            "success",
+        )
+        return redirect(back)
+    state = publishing.channel_state(found)
+    entry = next((e for e in state.entries if e.release.prompt_set_id == set_id), None)
+    if state.error is not None:
+        flash(state.error, "error")
+        return redirect(back)
+    if entry is None:
+        abort(404, f"Channel {found.name} does not serve that prompt set.")
+    problem = None
+    if state.pointer is not None and state.pointer.rollout is not None:
+        problem = (
+            f"Channel {found.name} has a rollout in progress; complete or abort it before "
+            "removing a prompt set."
+        )
+    elif len(state.entries) == 1:
+        problem = (
+            f"{entry.name} is the only prompt set on {found.name}, and a channel always serves "
+            "at least one; publish another set first."
+        )
+    return render_template(
+        "distribution/remove_confirm.html",
+        project=project,
+        channel=found,
+        entry=entry,
+        state=state,
+        problem=problem,
+        instance_count=_instance_count(project, found.name),
+        nav="projects",
+        tab="channels",
+    )
 
 
 @bp.post("/projects/<uuid:project_id>/channels/<channel>/rollout")
@@ -507,10 +615,10 @@ def rollout(project: Project, channel: str) -> ResponseReturnValue:
     try:
         if action == "complete":
             publication = publishing.complete_rollout(found, user=user, role=g.role)
-            message = f"{publication.version} now goes to every instance on {found.name}."
+            message = f"{publication.summary} — on every instance of {found.name}."
         elif action == "abort":
             publication = publishing.abort_rollout(found, user=user, role=g.role)
-            message = f"Rollout aborted: every instance on {found.name} gets {publication.version}."
+            message = f"{publication.summary} — on every instance of {found.name}."
         elif action == "set":
             percent = request.form.get("percent", type=int)
             if percent is None:
@@ -518,7 +626,7 @@ def rollout(project: Project, channel: str) -> ResponseReturnValue:
                 return redirect(back)
             publication = publishing.set_rollout(found, percent, user=user, role=g.role)
             shown = publication.rollout_percent if publication.rollout_percent is not None else 100
-            message = f"{publication.version} now goes to {shown}% of instances on {found.name}."
+            message = f"The new list now goes to {shown}% of instances on {found.name}."
         else:
             abort(400, "Unknown rollout action.")
     except PublishError as e:
@@ -647,8 +755,8 @@ def _publish_flow(
             else ""
         )
         flash(
-            f"Published {publication.version} to {chosen.name}{share} (sequence "
-            f"{publication.sequence}).",
+            f"Published {prompt_set.name} {publication.version} to {chosen.name}{share} "
+            f"(sequence {publication.sequence}): {publication.summary}.",
             "success",
         )
         return redirect(_status_url(project, chosen, publication))
@@ -716,6 +824,12 @@ def _publish_flow(
             has_tokens=bool(active_tokens(project.id)),
             nav="projects",
         )
+    if version is not None:
+        new_version, content = version.version, version.content_sha256
+    else:
+        new_version = "a new " + ("-rc" if status == SetStatus.REVIEW.value else "-dev")
+        new_version += " snapshot"
+        content = None
     return render_template(
         "distribution/publish_confirm.html",
         project=project,
@@ -725,6 +839,8 @@ def _publish_flow(
         channel=chosen,
         rollout_percent=rollout_percent,
         state=state,
+        plan=publishing.publish_plan(state.pointer, prompt_set, new_version, content),
+        clash=publishing.clash_for(prompt_set, version, chosen) if state.error is None else None,
         instances=_live_instances(project, chosen.name),
         recipients=active_tokens(project.id),
         self_url=self_url,

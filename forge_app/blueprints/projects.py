@@ -130,7 +130,34 @@ def show(project: Project) -> ResponseReturnValue:
         }
         for prompt_set, count, version, version_at, updated_by in rows
     ]
-    return render_template("projects/show.html", project=project, sets=sets, nav="projects")
+    return render_template(
+        "projects/show.html",
+        project=project,
+        sets=sets,
+        channels=_channels_overview(project),
+        nav="projects",
+    )
+
+
+def _channels_overview(project: Project) -> list[dict[str, Any]]:
+    """Each channel with what it serves, per set, as the FORGE last published it (no store
+    read: the overview stays fast and works while the store is down)."""
+    from forge_app.services import publishing
+
+    publishing.ensure_default_channels(project)
+    names = {
+        str(s.id): s.name
+        for s in db.session.scalars(select(PromptSet).where(PromptSet.project_id == project.id))
+    }
+    rows = []
+    for channel in publishing.project_channels(project):
+        last = publishing.latest_publication(channel)
+        entries = [
+            {**entry, "label": names.get(str(entry.get("prompt_set_id"))) or entry.get("name")}
+            for entry in (last.releases if last is not None else [])
+        ]
+        rows.append({"channel": channel, "last": last, "entries": entries})
+    return rows
 
 
 @bp.route("/<uuid:project_id>/settings", methods=["GET", "POST"])

@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 
 from anvil_client.errors import NotFound, SizeLimitError, StoreError
 from anvil_client.stores import FileStore, cache_control_for, check_key
+from anvil_client.wire import BUNDLE_MAX_SIZE
 from forge_app.authz import public
 from forge_app.services.publishing import forge_key_id, forge_public_key_text, store_root
 
@@ -27,7 +28,7 @@ __all__ = ["bp"]
 
 bp = Blueprint("store", __name__)
 
-_MAX_OBJECT = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB bundle plus its JWE overhead
+_MAX_OBJECT = BUNDLE_MAX_SIZE + 1024 * 1024  # the largest bundle plus its JWE overhead
 
 
 @bp.get("/store/", defaults={"key": ""})

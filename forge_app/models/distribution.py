@@ -12,8 +12,10 @@ compare-and-swap succeeded.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -43,7 +45,7 @@ DEFAULT_CHANNELS: dict[str, str] = {
     "staging": "review",
     "development": "any",
 }
-PUBLICATION_KINDS = ("publish", "rollback", "reencrypt", "rollout", "promote")
+PUBLICATION_KINDS = ("publish", "rollback", "reencrypt", "rollout", "promote", "remove")
 
 
 class AccessToken(Base):
@@ -119,8 +121,14 @@ class Channel(Base):
 
 
 class Publication(Base):
-    """One pointer the FORGE wrote to a channel (publish, rollback, re-encryption, rollout).
+    """One pointer the FORGE wrote to a channel (publish, remove, rollback, re-encryption, ...).
 
+    ``releases_json`` is the pointer's whole ``releases`` list (and ``previous_json`` the
+    rollout's ``previous`` list), each entry ``{prompt_set_id, name, version, content_sha256,
+    object_path}`` in list order; ``summary`` says what changed ("Support bot 0.2.0 → 0.3.0;
+    Checkout helper added"). The single-entry columns (``version``, ``prompt_set_id``,
+    ``content_sha256``, ``object_path``) describe the entry this publication changed and are
+    null when it changed no single entry (remove, rollback, re-encryption of a whole list).
     ``prompt_set_id`` is the pointer's string (a FORGE prompt set's UUID as text);
     ``prompt_set_version_id`` links the FORGE version when the content is one of its versions.
     """
@@ -136,13 +144,16 @@ class Publication(Base):
         ForeignKey("channels.id", ondelete="CASCADE"), index=True
     )
     sequence: Mapped[int] = mapped_column(Integer)
-    version: Mapped[str] = mapped_column(String(256))
-    prompt_set_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    prompt_set_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     prompt_set_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("prompt_set_versions.id", ondelete="SET NULL"), nullable=True
     )
-    content_sha256: Mapped[str] = mapped_column(String(64))
-    object_path: Mapped[str] = mapped_column(String(512))
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    releases_json: Mapped[str] = mapped_column(Text, default="[]")
+    previous_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[str] = mapped_column(String(500), default="")
     kind: Mapped[str] = mapped_column(String(16))
     rollout_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
     published_by_id: Mapped[int | None] = mapped_column(
@@ -153,5 +164,23 @@ class Publication(Base):
     channel: Mapped[Channel] = relationship()
     published_by: Mapped[User | None] = relationship()
 
+    @property
+    def releases(self) -> list[dict[str, Any]]:
+        """The pointer's ``releases`` as ``{prompt_set_id, name, version, content_sha256,
+        object_path}`` dicts, in list order."""
+        return _entries(self.releases_json) or []
+
+    @property
+    def previous_releases(self) -> list[dict[str, Any]] | None:
+        """The rollout's ``previous`` list in the same shape, or None without a rollout."""
+        return _entries(self.previous_json)
+
     def __repr__(self) -> str:
-        return f"Publication({self.kind} {self.version} seq {self.sequence})"
+        return f"Publication({self.kind} seq {self.sequence}: {self.summary or self.version})"
+
+
+def _entries(text: str | None) -> list[dict[str, Any]] | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return [dict(entry) for entry in value] if isinstance(value, list) else []

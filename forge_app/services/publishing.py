@@ -5,7 +5,11 @@
     1
 
 Every channel move goes through :class:`publisher.Publisher` (sign, encrypt for the project's
-active ACCESS_TOKENs, compare-and-swap); this module never writes a pointer itself. A
+active ACCESS_TOKENs, compare-and-swap); this module never writes a pointer itself. A channel
+serves every prompt set of the project (pointer v2: one entry per set): publishing a set
+replaces its own entry and keeps the others, and the FORGE hands the publisher every plaintext
+it needs (``bundle_source``) to re-encrypt the other entries. Pointers the FORGE reads itself
+are checked with :func:`anvil_client.wire.verify_pointer`, the one verification. A
 :class:`~forge_app.models.distribution.Publication` row and an audit event are added to the
 session only after the pointer's compare-and-swap succeeded; the caller commits. Failures are
 raised as :class:`PublishError`, one sentence for the user, and leave the database untouched.
@@ -13,11 +17,13 @@ raised as :class:`PublishError`, one sentence for the user, and leave the databa
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -41,17 +47,20 @@ from anvil_client.errors import (
 from anvil_client.stores import ObjectStore, open_store
 from anvil_client.wire import (
     CHANNEL_RE,
+    POINTER_MAX_SIZE,
     Pointer,
     Release,
     TrustedKey,
-    decrypt_bundle,
+    fetch_object,
+    history_key,
     key_id,
     load_private_key,
     load_private_key_file,
+    open_object,
+    pointer_key,
     public_key_text,
     recipient_ids,
-    sha256_hex,
-    verify_envelope,
+    verify_pointer,
 )
 from forge_app.audit import record_event
 from forge_app.extensions import db
@@ -71,11 +80,21 @@ from forge_app.models.distribution import (
     Publication,
 )
 from forge_app.services.tokens import active_tokens, wire_token
-from publisher import HistoryEntry, Publisher, PublishResult, build_bundle
+from publisher import (
+    BuiltBundle,
+    BundleSource,
+    HistoryEntry,
+    PromptIdClash,
+    Publisher,
+    PublishResult,
+    build_bundle,
+)
 
 __all__ = [
+    "ChannelEntry",
     "ChannelState",
     "HistoryRow",
+    "PlanRow",
     "PublishError",
     "RecipientsReport",
     "abort_rollout",
@@ -83,6 +102,7 @@ __all__ = [
     "channel_history",
     "channel_state",
     "check_policy",
+    "clash_for",
     "complete_rollout",
     "current_release",
     "ensure_default_channels",
@@ -91,11 +111,16 @@ __all__ = [
     "forge_signing_key",
     "forge_store",
     "get_channel",
+    "history_pointer",
     "project_channels",
+    "publish_plan",
     "publish_prompt_set",
     "publish_version",
+    "release_changes",
+    "remove_from_channel",
     "required_role",
     "revoke_token",
+    "rollback_plan",
     "rollback_to",
     "set_rollout",
     "snapshot_prerelease",
@@ -106,8 +131,6 @@ __all__ = [
 
 log = logging.getLogger("forge.publishing")
 
-MAX_BUNDLE_SIZE = 64 * 1024 * 1024
-MAX_POINTER_SIZE = 64 * 1024
 _PRERELEASE_RE = re.compile(r"^(\d+\.\d+\.\d+)-(rc|dev)\.(\d+)$")
 
 
@@ -214,6 +237,8 @@ def _local_store_problem(project: Project) -> str | None:
 
 def _explain(error: AnvilError, action: str) -> PublishError:
     """One sentence for the user; nothing was changed when this is raised."""
+    if isinstance(error, PromptIdClash):
+        return PublishError(_clash_sentence(error, error.incoming, error.channel, action))
     if isinstance(error, StoreUnavailable):
         return PublishError(
             f"The store cannot be reached, so nothing was {action}: {error}. "
@@ -437,6 +462,53 @@ def _version_for(project: Project, content_sha256: str) -> PromptSetVersion | No
     )
 
 
+def entry_json(release: Release) -> dict[str, str]:
+    """An entry as the Publication rows keep it (``Publication.releases``)."""
+    return {
+        "prompt_set_id": release.prompt_set_id,
+        "name": release.name,
+        "version": release.version,
+        "content_sha256": release.content_sha256,
+        "object_path": release.object.path,
+    }
+
+
+def _label(entry: Release | dict[str, Any], names: dict[str, str] | None = None) -> str:
+    """An entry's display name: its own, else the FORGE's name of its set, else its id."""
+    if isinstance(entry, Release):
+        set_id, name = entry.prompt_set_id, entry.name
+    else:
+        set_id, name = str(entry.get("prompt_set_id") or "?"), str(entry.get("name") or "")
+    return name or (names or {}).get(set_id) or set_id
+
+
+def release_changes(
+    before: Sequence[Release] | None,
+    after: Sequence[Release],
+    names: dict[str, str] | None = None,
+) -> list[str]:
+    """What changed between two entry lists, per set: new versions first, then added sets,
+    then removed ones, each in list order: ``Support bot 0.2.0 → 0.3.0``, ``Checkout helper
+    added``, ``Onboarding removed`` (the publisher's wording). Entries with the same content
+    (only re-encrypted) are not mentioned."""
+    old = {r.prompt_set_id: r for r in before or ()}
+    updated: list[str] = []
+    added: list[str] = []
+    for release in after:
+        was = old.pop(release.prompt_set_id, None)
+        if was is None:
+            added.append(f"{_label(release, names)} added")
+        elif was.content_sha256 != release.content_sha256:
+            updated.append(f"{_label(release, names)} {was.version} → {release.version}")
+    return [*updated, *added, *(f"{_label(r, names)} removed" for r in old.values())]
+
+
+def _summary(result: PublishResult, fallback: str) -> str:
+    changes = [str(c) for c in getattr(result, "changes", ()) or ()]
+    text = "; ".join(changes) if changes else fallback
+    return text[:500]
+
+
 def _record(
     project: Project,
     channel: Channel,
@@ -444,19 +516,31 @@ def _record(
     *,
     kind: str,
     user: User,
+    summary: str,
     version: PromptSetVersion | None = None,
 ) -> Publication:
-    if version is None or version.content_sha256 != result.content_sha256:
-        version = _version_for(project, result.content_sha256)
+    """The Publication row of a move that succeeded. Only a publish changes one entry; the
+    single-entry columns stay empty for moves of the whole list."""
+    pointer = result.pointer
+    single = kind == "publish"
+    content = result.content_sha256
+    if single and content is not None and (version is None or version.content_sha256 != content):
+        version = _version_for(project, content)
+    previous = pointer.rollout.previous if pointer.rollout is not None else None
     publication = Publication(
         project_id=project.id,
         channel_id=channel.id,
         sequence=result.sequence,
-        version=result.version,
-        prompt_set_id=result.prompt_set_id,
-        prompt_set_version_id=version.id if version is not None else None,
-        content_sha256=result.content_sha256,
-        object_path=result.object_path,
+        version=result.version if single else None,
+        prompt_set_id=result.prompt_set_id if single else None,
+        prompt_set_version_id=version.id if single and version is not None else None,
+        content_sha256=result.content_sha256 if single else None,
+        object_path=result.object_path if single else None,
+        releases_json=json.dumps([entry_json(r) for r in pointer.releases]),
+        previous_json=(
+            json.dumps([entry_json(r) for r in previous]) if previous is not None else None
+        ),
+        summary=summary[:500],
         kind=kind,
         rollout_percent=result.rollout_percent,
         published_by_id=user.id,
@@ -470,6 +554,26 @@ def _audit(action: str, channel: Channel, project: Project, user: User, **detail
     record_event(action, channel, project=project, actor=user, details=details)
 
 
+def _clash_sentence(clash: PromptIdClash, incoming: str, channel: str, action: str) -> str:
+    return (
+        f"Prompt {clash.prompt_id!r} is in both {clash.existing.describe()} (on {channel}) and "
+        f"{incoming}; a channel serves all its prompt sets at once, so a prompt id may be in "
+        f"only one of them. Rename or remove it in one set; nothing was {action}."
+    )
+
+
+def _bundle_of(version: PromptSetVersion) -> BuiltBundle:
+    try:
+        return BuiltBundle.from_bytes(
+            version.bundle_bytes, project_id=str(version.prompt_set.project_id)
+        )
+    except ValidationError as e:
+        raise PublishError(
+            f"Version {version.version} does not validate, so it cannot be published.",
+            problems=list(e.problems),
+        ) from e
+
+
 def publish_version(
     version: PromptSetVersion,
     channel: Channel,
@@ -478,14 +582,16 @@ def publish_version(
     role: Role | None = None,
     rollout_percent: int | None = None,
 ) -> Publication:
-    """Publish a stored version to ``channel`` for every active ACCESS_TOKEN.
+    """Publish a stored version to ``channel`` for every active ACCESS_TOKEN: its set's entry
+    is replaced (or added); every other set on the channel stays.
 
     ``role`` (the user's role in the project) is checked against the channel when given.
     ``rollout_percent`` 1-99 starts a gradual rollout; None or 100 serves everyone.
 
     Raises:
         PublishError: for a role or status the channel does not take, a project without
-            tokens, a bad percentage, or a store failure (then nothing changed).
+            tokens, a bad percentage, a prompt id another set on the channel has, or a store
+            failure (then nothing changed).
     """
     project = channel.project
     if role is not None:
@@ -498,14 +604,22 @@ def publish_version(
     if rollout_percent is not None and not 1 <= rollout_percent <= 99:
         raise PublishError("A gradual rollout starts at 1 to 99 percent of instances.", status=400)
     keks = _require_keks(project)
+    built = _bundle_of(version)
+    name = version.prompt_set.name
     with _publisher(project, "published") as pub:
         try:
             result = pub.publish(
-                version.bundle_bytes,
+                built,
                 channel=channel.name,
+                name=name,
                 recipients=keks,
                 rollout_percent=rollout_percent,
+                bundle_source=_bundle_source(project, pub),
             )
+        except PromptIdClash as e:
+            raise PublishError(
+                _clash_sentence(e, f"{name} {version.version}", channel.name, "published")
+            ) from e
         except ConfigError as e:
             if rollout_percent is not None and pub.current(channel.name) is None:
                 raise PublishError(
@@ -516,20 +630,27 @@ def publish_version(
             raise _explain(e, "published") from e
         except AnvilError as e:
             raise _explain(e, "published") from e
-    publication = _record(project, channel, result, kind="publish", user=user, version=version)
+    summary = _summary(result, f"{name} {version.version} published")
+    publication = _record(
+        project, channel, result, kind="publish", user=user, version=version, summary=summary
+    )
     _audit(
         "channel.publish",
         channel,
         project,
         user,
+        prompt_set=name,
+        prompt_set_id=result.prompt_set_id,
         version=result.version,
         sequence=result.sequence,
         content_sha256=result.content_sha256,
         rollout_percent=result.rollout_percent,
         recipients=len(keks),
+        changes=summary,
     )
     log.info(
-        "published %s to %s/%s as sequence %d",
+        "published %s %s to %s/%s as sequence %d",
+        name,
         result.version,
         project.id,
         channel.name,
@@ -565,6 +686,121 @@ def publish_prompt_set(
     return publish_version(version, channel, user=user, role=role, rollout_percent=rollout_percent)
 
 
+def clash_for(
+    prompt_set: PromptSet, version: PromptSetVersion | None, channel: Channel
+) -> str | None:
+    """The sentence naming a prompt id that the set (this version, or its draft prompts when
+    ``version`` is None) shares with another set on ``channel``; None when there is none or the
+    channel cannot be read (the publish itself then says why). Writes nothing.
+
+    Uses :meth:`publisher.Publisher.check_publish`, the same check the publish runs.
+    """
+    from forge_app.workflow import draft_prompts
+
+    project = channel.project
+    if version is not None:
+        incoming = f"{prompt_set.name} {version.version}"
+        try:
+            built = _bundle_of(version)
+        except PublishError:
+            return None
+    else:
+        incoming = f"{prompt_set.name} (its current prompts)"
+        prompts = draft_prompts(db.session, prompt_set)
+        if not prompts:
+            return None
+        try:
+            built = build_bundle(
+                prompts,
+                project_id=str(project.id),
+                version="0.0.0-dev.1",
+                prompt_set_id=str(prompt_set.id),
+            )
+        except ValidationError:
+            return None
+    try:
+        with _publisher(project, "published") as pub:
+            pub.check_publish(
+                built, channel=channel.name, bundle_source=_bundle_source(project, pub)
+            )
+    except PromptIdClash as e:
+        return _clash_sentence(e, incoming, channel.name, "published")
+    except (AnvilError, PublishError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One prompt set of a channel before and after a change (for confirmation pages)."""
+
+    name: str
+    before: str | None
+    after: str | None
+    change: str  # "unchanged", "updated", "added", "removed"
+
+    @property
+    def changed(self) -> bool:
+        return self.change != "unchanged"
+
+
+def _set_names(project: Project) -> dict[str, str]:
+    """The FORGE's current names of the project's sets, by their pointer id (UUID text)."""
+    rows = db.session.execute(
+        select(PromptSet.id, PromptSet.name).where(PromptSet.project_id == project.id)
+    ).all()
+    return {str(set_id): name for set_id, name in rows}
+
+
+def _plan(
+    before: Sequence[Release],
+    after: Sequence[tuple[str, str, str | None, str]],
+    names: dict[str, str],
+) -> list[PlanRow]:
+    """Rows for every set in either list; ``after`` is ``(prompt_set_id, name, version,
+    content_sha256)``, sorted like a pointer."""
+    old = {r.prompt_set_id: r for r in before}
+    rows: list[PlanRow] = []
+    for set_id, name, version, content in after:
+        was = old.pop(set_id, None)
+        label = names.get(set_id) or name or set_id
+        if was is None:
+            rows.append(PlanRow(label, None, version, "added"))
+        elif was.content_sha256 == content:
+            rows.append(PlanRow(label, was.version, was.version, "unchanged"))
+        else:
+            rows.append(PlanRow(label, was.version, version, "updated"))
+    for was in old.values():
+        rows.append(
+            PlanRow(names.get(was.prompt_set_id) or _label(was), was.version, None, "removed")
+        )
+    return rows
+
+
+def publish_plan(
+    pointer: Pointer | None, prompt_set: PromptSet, new_version: str, content_sha256: str | None
+) -> list[PlanRow]:
+    """What the channel serves per set before and after publishing ``new_version`` of
+    ``prompt_set`` (``content_sha256`` None: a snapshot not made yet)."""
+    before = list(pointer.releases) if pointer is not None else []
+    set_id = str(prompt_set.id)
+    after = [
+        (r.prompt_set_id, r.name, r.version, r.content_sha256)
+        for r in before
+        if r.prompt_set_id != set_id
+    ]
+    after.append((set_id, prompt_set.name, new_version, content_sha256 or "(new)"))
+    after.sort(key=lambda row: row[0])
+    return _plan(before, after, _set_names(prompt_set.project))
+
+
+def rollback_plan(channel: Channel, pointer: Pointer | None, target: Pointer) -> list[PlanRow]:
+    """What the channel serves per set now and after rolling back to ``target``."""
+    before = list(pointer.releases) if pointer is not None else []
+    after = [(r.prompt_set_id, r.name, r.version, r.content_sha256) for r in target.releases]
+    return _plan(before, after, _set_names(channel.project))
+
+
 # ---------------------------------------------------------------- recovering the plaintext
 
 
@@ -572,78 +808,161 @@ def _project_tokens(project: Project) -> list[AccessToken]:
     return list(db.session.scalars(select(AccessToken).where(AccessToken.project_id == project.id)))
 
 
-def _plaintext(project: Project, pub: Publisher, release: Release) -> bytes:
-    """The exact bundle bytes of a release: from the FORGE's versions, else by decrypting the
-    object with one of the project's tokens (revoked ones too: the FORGE keeps their secrets).
+def _decrypt_from_store(project: Project, pub: Publisher, release: Release) -> bytes:
+    """The exact bundle bytes of an entry the FORGE has no version of (published by CI): the
+    object, fetched and checked with :func:`anvil_client.wire.fetch_object`, opened with one of
+    the project's tokens (revoked ones too: the FORGE keeps their secrets).
 
     Raises:
-        PublishError: if neither works.
+        PublishError: if no token of the project opens it, or it does not check out.
     """
-    version = _version_for(project, release.content_sha256)
-    if version is not None:
-        return version.bundle_bytes
-    ref = release.object
     try:
-        data = pub.store.get(ref.path, max_size=ref.size).data
-        if sha256_hex(data) != ref.sha256:
-            raise PublishError(f"{ref.path} in the store does not match its pointer.")
-        if ref.encoding == "json":
-            plaintext = data
-        else:
-            kids = set(recipient_ids(data))
-            plaintext = b""
-            for token in _project_tokens(project):
-                if token.token_id in kids:
-                    wire = wire_token(token)
-                    plaintext = decrypt_bundle(
-                        data, wire.token_id, wire.kek(), max_plaintext=MAX_BUNDLE_SIZE
-                    )
-                    break
-            else:
-                raise DecryptionError("no token of this project can decrypt it")
-    except PublishError:
-        raise
+        data = fetch_object(pub.store, release)
+        if release.object.encoding == "json":
+            return open_object(release, data, None)
+        readers = set(recipient_ids(data))
+        for token in _project_tokens(project):
+            if token.token_id in readers:
+                return open_object(release, data, wire_token(token))
+        raise DecryptionError("no token of this project can decrypt it")
     except AnvilError as e:
         raise PublishError(
-            f"The FORGE cannot recover the content of {release.version} "
+            f"The FORGE cannot recover the content of {release.describe()} "
             f"({release.content_sha256[:12]}): {e}",
         ) from e
-    if sha256_hex(plaintext) != release.content_sha256:
-        raise PublishError(f"The content of {release.version} does not match its hash.")
-    return plaintext
 
 
-def _source_for(
-    project: Project, pub: Publisher, releases: list[Release]
-) -> Callable[[str], bytes]:
-    known = {r.content_sha256: _plaintext(project, pub, r) for r in releases}
+def _bundle_source(
+    project: Project, pub: Publisher, releases: Iterable[Release] = ()
+) -> BundleSource:
+    """Plaintext by ``content_sha256`` for the publisher: from the FORGE's versions, else (for
+    an entry published outside the FORGE) decrypted from the store. ``releases`` are entries
+    that may need the latter; the channel's current entries are looked up when needed."""
+    candidates = {r.content_sha256: r for r in releases}
+    found: dict[str, bytes] = {}
+    channels_read: list[bool] = []
 
     def source(content_sha256: str) -> bytes:
-        if content_sha256 in known:
-            return known[content_sha256]
+        if content_sha256 in found:
+            return found[content_sha256]
         version = _version_for(project, content_sha256)
-        if version is None:
-            raise NotFound(f"the FORGE has no bundle with content {content_sha256[:12]}")
-        return version.bundle_bytes
+        if version is not None:
+            data = version.bundle_bytes
+        else:
+            if content_sha256 not in candidates and not channels_read:
+                channels_read.append(True)
+                for channel in project_channels(project):
+                    pointer = pub.current(channel.name)
+                    if pointer is not None:
+                        for entry in pointer.all_releases():
+                            candidates.setdefault(entry.content_sha256, entry)
+            release = candidates.get(content_sha256)
+            if release is None:
+                raise NotFound(f"the FORGE has no bundle with content {content_sha256[:12]}")
+            data = _decrypt_from_store(project, pub, release)
+        found[content_sha256] = data
+        return data
 
     return source
 
 
-def _releases_of(pointer: Pointer) -> list[Release]:
-    found = [pointer.release]
-    if pointer.rollout is not None:
-        found.append(pointer.rollout.previous)
-    return found
+# ------------------------------------------------------------------ remove and rollback
 
 
-# ------------------------------------------------------------------ rollback and rollout
+def remove_from_channel(
+    channel: Channel, prompt_set_id: str, *, user: User, role: Role | None = None
+) -> Publication:
+    """Stop serving one prompt set on ``channel``: a new sequence without its entry; the other
+    sets stay as they are. Owners only.
+
+    Raises:
+        PublishError: for a role other than owner, a set the channel does not serve, the only
+            set of the channel, a rollout in progress, or a store failure.
+    """
+    project = channel.project
+    if role is not None and role < Role.OWNER:
+        raise PublishError(
+            f"Only members with the owner role can remove prompt sets from {channel.name}.",
+            status=403,
+        )
+    with _publisher(project, "removed") as pub:
+        try:
+            pointer = pub.current(channel.name)
+            entry = pointer.entry(prompt_set_id) if pointer is not None else None
+            if pointer is None or entry is None:
+                raise PublishError(
+                    f"Channel {channel.name} does not serve that prompt set.", status=404
+                )
+            if pointer.rollout is not None:
+                raise PublishError(
+                    f"Channel {channel.name} has a rollout in progress; complete or abort it "
+                    "before removing a prompt set."
+                )
+            if len(pointer.releases) == 1:
+                raise PublishError(
+                    f"{entry.describe()} is the only prompt set on {channel.name}, and a channel "
+                    "always serves at least one; publish another set first."
+                )
+            result = pub.remove(channel.name, prompt_set_id)
+        except ConfigError as e:
+            raise PublishError(f"Nothing was removed: {e}.") from e
+        except AnvilError as e:
+            raise _explain(e, "removed") from e
+    summary = _summary(result, f"{entry.name or prompt_set_id} removed")
+    publication = _record(project, channel, result, kind="remove", user=user, summary=summary)
+    _audit(
+        "channel.remove_set",
+        channel,
+        project,
+        user,
+        prompt_set=entry.name,
+        prompt_set_id=prompt_set_id,
+        version=entry.version,
+        sequence=result.sequence,
+        changes=summary,
+    )
+    return publication
+
+
+def history_pointer(channel: Channel, sequence: int) -> Pointer:
+    """History entry ``sequence`` of ``channel``, verified like any pointer.
+
+    Raises:
+        PublishError: (404) for an unknown entry, else for a store or verification failure.
+    """
+    with _publisher(channel.project, "read") as pub:
+        return _history_entry(pub, channel, sequence)
+
+
+def _history_entry(pub: Publisher, channel: Channel, sequence: int) -> Pointer:
+    try:
+        got = pub.store.get(
+            history_key(pub.project_id, channel.name, sequence), max_size=POINTER_MAX_SIZE
+        )
+        pointer = verify_pointer(
+            got.data,
+            [TrustedKey(keyid=pub.keyid, key=forge_signing_key().public_key())],
+            project_id=pub.project_id,
+            channel=channel.name,
+        )
+    except NotFound as e:
+        raise PublishError(
+            f"Channel {channel.name} has no history entry {sequence} to roll back to.", status=404
+        ) from e
+    except AnvilError as e:
+        raise _explain(e, "rolled back") from e
+    if pointer.sequence != sequence:
+        raise PublishError(
+            f"History entry {sequence} of {channel.name} holds another pointer.", status=404
+        )
+    return pointer
 
 
 def rollback_to(
     channel: Channel, sequence: int, *, user: User, role: Role | None = None
 ) -> Publication:
-    """Serve the content of history entry ``sequence`` again, as a new sequence, re-encrypted
-    for the current tokens (DESIGN §5).
+    """Serve the whole list of history entry ``sequence`` again, as a new sequence,
+    re-encrypted for the current tokens (DESIGN §5).
 
     Raises:
         PublishError: for an unknown entry, a role too low, or a store failure.
@@ -653,11 +972,14 @@ def rollback_to(
         _check_role(role, channel, "roll back")
     keks = _require_keks(project)
     with _publisher(project, "rolled back") as pub:
+        entry = _history_entry(pub, channel, sequence)
         try:
-            entry = _history_entry(pub, channel.name, sequence)
-            source = _source_for(project, pub, [entry.release])
+            before = pub.current(channel.name)
             result = pub.rollback(
-                channel.name, to_sequence=sequence, recipients=keks, bundle_source=source
+                channel.name,
+                to_sequence=sequence,
+                recipients=keks,
+                bundle_source=_bundle_source(project, pub, entry.all_releases()),
             )
         except NotFound as e:
             raise PublishError(
@@ -666,30 +988,26 @@ def rollback_to(
             ) from e
         except AnvilError as e:
             raise _explain(e, "rolled back") from e
-    publication = _record(project, channel, result, kind="rollback", user=user)
+    names = _set_names(project)
+    changes = release_changes(before.releases if before else None, result.pointer.releases, names)
+    summary = f"Rolled back to sequence {sequence}" + (
+        f": {'; '.join(changes)}" if changes else " (same content)"
+    )
+    publication = _record(project, channel, result, kind="rollback", user=user, summary=summary)
     _audit(
         "channel.rollback",
         channel,
         project,
         user,
         to_sequence=sequence,
-        version=result.version,
         sequence=result.sequence,
-        content_sha256=result.content_sha256,
+        releases=[f"{_label(r, names)} {r.version}" for r in result.pointer.releases],
+        changes=summary,
     )
     return publication
 
 
-def _history_entry(pub: Publisher, channel: str, sequence: int) -> Pointer:
-    key = f"projects/{pub.project_id}/channels/{channel}/history/{sequence:012d}.json"
-    got = pub.store.get(key, max_size=MAX_POINTER_SIZE)
-    body = verify_envelope(
-        got.data, [TrustedKey(keyid=pub.keyid, key=forge_signing_key().public_key())]
-    )
-    pointer = Pointer.parse(body)
-    if pointer.sequence != sequence or pointer.channel != channel:
-        raise NotFound(f"history entry {sequence} of {channel} holds another pointer")
-    return pointer
+# ------------------------------------------------------------------------------ rollouts
 
 
 def _rollout_move(
@@ -699,7 +1017,7 @@ def _rollout_move(
     role: Role | None,
     action: str,
     move: Callable[[Publisher], PublishResult],
-    details: dict[str, Any],
+    summary: Callable[[PublishResult], str],
 ) -> Publication:
     project = channel.project
     if role is not None:
@@ -713,18 +1031,22 @@ def _rollout_move(
             raise PublishError(f"Channel {channel.name} has no rollout in progress.") from e
         except AnvilError as e:
             raise _explain(e, "changed") from e
-    publication = _record(project, channel, result, kind="rollout", user=user)
+    text = summary(result)
+    publication = _record(project, channel, result, kind="rollout", user=user, summary=text)
     _audit(
         action,
         channel,
         project,
         user,
         sequence=result.sequence,
-        version=result.version,
         rollout_percent=result.rollout_percent,
-        **details,
+        changes=text,
     )
     return publication
+
+
+def _served(releases: Iterable[Release], names: dict[str, str] | None = None) -> str:
+    return ", ".join(f"{_label(r, names)} {r.version}" for r in releases)
 
 
 def set_rollout(
@@ -747,12 +1069,12 @@ def set_rollout(
         role=role,
         action="rollout.update",
         move=lambda pub: pub.set_rollout(channel.name, percent),
-        details={},
+        summary=lambda result: f"Rollout at {percent}%",
     )
 
 
 def complete_rollout(channel: Channel, *, user: User, role: Role | None = None) -> Publication:
-    """Serve the rolled-out release to every instance.
+    """Serve the rolled-out list to every instance.
 
     Raises:
         PublishError: as for :func:`set_rollout`.
@@ -763,12 +1085,14 @@ def complete_rollout(channel: Channel, *, user: User, role: Role | None = None) 
         role=role,
         action="rollout.complete",
         move=lambda pub: pub.complete_rollout(channel.name),
-        details={},
+        summary=lambda result: (
+            f"Rollout completed: {_served(result.pointer.releases, _set_names(channel.project))}"
+        ),
     )
 
 
 def abort_rollout(channel: Channel, *, user: User, role: Role | None = None) -> Publication:
-    """Serve the previous release to every instance again.
+    """Serve the list served before the rollout to every instance again.
 
     Raises:
         PublishError: as for :func:`set_rollout`.
@@ -779,7 +1103,9 @@ def abort_rollout(channel: Channel, *, user: User, role: Role | None = None) -> 
         role=role,
         action="rollout.abort",
         move=lambda pub: pub.abort_rollout(channel.name),
-        details={},
+        summary=lambda result: (
+            f"Rollout aborted: {_served(result.pointer.releases, _set_names(channel.project))}"
+        ),
     )
 
 
@@ -799,21 +1125,18 @@ class RecipientsReport:
         return not self.failed
 
 
-_POINTER_KEY_RE = re.compile(r"^projects/[^/]+/channels/([a-z0-9][a-z0-9-]{0,31})\.json$")
-
-
 def _all_channels(project: Project, pub: Publisher) -> list[Channel]:
     """The project's channels, plus any channel found only in the store (e.g. published by
     ``anvil-publish`` in CI), which gets a row so its re-publications can be recorded."""
     channels = {c.name: c for c in project_channels(project)}
+    prefix, suffix = pointer_key(str(project.id), "x").rsplit("x", 1)
     try:
-        keys = pub.store.list(f"projects/{project.id}/channels/")
+        keys = pub.store.list(prefix)
     except StoreError:
         keys = []  # read-only or unlistable stores: the FORGE's own channels only
     for key in keys:
-        match = _POINTER_KEY_RE.match(key)
-        if match and match.group(1) not in channels:
-            name = match.group(1)
+        name = key[len(prefix) : -len(suffix)] if key.endswith(suffix) else ""
+        if key.startswith(prefix) and CHANNEL_RE.match(name) and name not in channels:
             channel = Channel(project_id=project.id, name=name, policy=Channel.default_policy(name))
             db.session.add(channel)
             db.session.flush()
@@ -822,15 +1145,20 @@ def _all_channels(project: Project, pub: Publisher) -> list[Channel]:
 
 
 def _recipients_of(pub: Publisher, release: Release) -> set[str] | None:
-    """The token ids that can read a release's object (None for a plaintext object)."""
+    """The token ids that can read an entry's object (None for a plaintext object)."""
     if release.object.encoding == "json":
         return None
-    data = pub.store.get(release.object.path, max_size=release.object.size).data
-    return set(recipient_ids(data))
+    return set(recipient_ids(fetch_object(pub.store, release)))
 
 
-def _needs_reencryption(pub: Publisher, pointer: Pointer, wanted: set[str]) -> bool:
-    for release in _releases_of(pointer):
+def _needs_reencryption(
+    pub: Publisher, pointer: Pointer, wanted: set[str], *, every: bool = True
+) -> bool:
+    """Whether an entry's object is not encrypted for exactly ``wanted``. Publishers keep every
+    entry of a pointer encrypted for the same recipients (DESIGN §4), so a page may look at the
+    first entry only (``every=False``); re-encryption itself checks them all."""
+    releases = pointer.all_releases()
+    for release in releases if every else releases[:1]:
         readers = _recipients_of(pub, release)
         if readers is not None and readers != wanted:
             return True
@@ -845,7 +1173,7 @@ def sync_recipients(
     excluding: AccessToken | None = None,
     only: Channel | None = None,
 ) -> RecipientsReport:
-    """Re-encrypt every channel's current release (and a rollout's previous one) whose
+    """Re-encrypt every entry of every channel (both lists during a rollout) when their
     recipients are not exactly the project's active tokens (DESIGN §5): same content, new CEK,
     new sequence. Channels that already match are left alone; a failing channel does not stop
     the others (it is listed in ``failed``).
@@ -869,7 +1197,7 @@ def sync_recipients(
                         (channel.name, "no active ACCESS_TOKEN is left to encrypt it for")
                     )
                     continue
-                source = _source_for(project, pub, _releases_of(pointer))
+                source = _bundle_source(project, pub, pointer.all_releases())
                 result = pub.reencrypt(channel.name, recipients=keks, bundle_source=source)
             except PublishError as e:
                 report.failed.append((channel.name, str(e)))
@@ -877,7 +1205,17 @@ def sync_recipients(
             except AnvilError as e:
                 report.failed.append((channel.name, str(_explain(e, "re-encrypted"))))
                 continue
-            publication = _record(project, channel, result, kind="reencrypt", user=user)
+            names = _set_names(project)
+            served = _served(result.pointer.releases, names)
+            publication = _record(
+                project,
+                channel,
+                result,
+                kind="reencrypt",
+                user=user,
+                summary=f"Re-encrypted for {len(keks)} token{'' if len(keks) == 1 else 's'}: "
+                f"{served}",
+            )
             report.reencrypted.append(publication)
             _audit(
                 "channel.reencrypt",
@@ -886,18 +1224,17 @@ def sync_recipients(
                 user,
                 reason=reason,
                 sequence=result.sequence,
-                version=result.version,
-                content_sha256=result.content_sha256,
+                releases=[f"{_label(r, names)} {r.version}" for r in result.pointer.releases],
                 recipients=len(keks),
             )
     return report
 
 
 def revoke_token(token: AccessToken, *, user: User) -> RecipientsReport:
-    """Revoke ``token`` and at once re-encrypt every channel's current release for the
-    remaining tokens (DESIGN §5). Once the store has answered, the revocation is added to the
-    session even if some channel then fails (a leaked token must stop working); the report
-    lists the failures.
+    """Revoke ``token`` and at once re-encrypt every entry of every channel for the remaining
+    tokens (DESIGN §5). Once the store has answered, the revocation is added to the session
+    even if some channel then fails (a leaked token must stop working); the report lists the
+    failures.
 
     Raises:
         PublishError: if the token is already revoked, the store cannot be reached (nothing is
@@ -950,6 +1287,26 @@ def current_release(channel: Channel) -> Pointer | None:
             raise _explain(e, "read") from e
 
 
+@dataclass(frozen=True)
+class ChannelEntry:
+    """One prompt set a channel serves, for its page: who put this content there, and when
+    (None when it was published outside the FORGE)."""
+
+    release: Release
+    name: str
+    status: str
+    prompt_set: PromptSet | None
+    publication: Publication | None
+
+    @property
+    def published_by(self) -> User | None:
+        return self.publication.published_by if self.publication else None
+
+    @property
+    def published_at(self) -> datetime | None:
+        return self.publication.published_at if self.publication else None
+
+
 @dataclass
 class ChannelState:
     """What a channel serves now, for its page."""
@@ -957,21 +1314,85 @@ class ChannelState:
     pointer: Pointer | None
     error: str | None = None
     stale_recipients: bool = False
+    entries: list[ChannelEntry] = field(default_factory=list)
+    previous: list[ChannelEntry] = field(default_factory=list)
+
+
+def _status_of_version(text: str) -> str:
+    match = _PRERELEASE_RE.match(text)
+    if match is None:
+        return SetStatus.REVIEW.value if "-" in text else SetStatus.LOCKED.value
+    return SetStatus.REVIEW.value if match.group(2) == "rc" else SetStatus.LIVE.value
+
+
+def _entries(
+    channel: Channel, releases: Sequence[Release], publications: Sequence[Publication]
+) -> list[ChannelEntry]:
+    """``releases`` with the FORGE's set and the publication that put each content there:
+    the oldest of the unbroken run of newest publications whose list has that content."""
+    sets = {
+        str(s.id): s
+        for s in db.session.scalars(
+            select(PromptSet).where(PromptSet.project_id == channel.project_id)
+        )
+    }
+    entries = []
+    for release in releases:
+        origin: Publication | None = None
+        for publication in publications:  # newest first
+            lists = [publication.releases, publication.previous_releases or []]
+            if any(
+                e.get("prompt_set_id") == release.prompt_set_id
+                and e.get("content_sha256") == release.content_sha256
+                for entries_list in lists
+                for e in entries_list
+            ):
+                origin = publication
+            else:
+                break
+        prompt_set = sets.get(release.prompt_set_id)
+        entries.append(
+            ChannelEntry(
+                release=release,
+                name=prompt_set.name if prompt_set else _label(release),
+                status=_status_of_version(release.version),
+                prompt_set=prompt_set,
+                publication=origin,
+            )
+        )
+    return entries
 
 
 def channel_state(channel: Channel) -> ChannelState:
-    """The channel's pointer, and whether its recipients differ from the active tokens."""
+    """The channel's pointer, the sets it serves, and whether its recipients differ from the
+    active tokens."""
     project = channel.project
     wanted = {t.token_id for t in active_tokens(project.id)}
     try:
         with _publisher(project, "read") as pub:
             pointer = pub.current(channel.name)
-            stale = pointer is not None and _needs_reencryption(pub, pointer, wanted)
+            stale = pointer is not None and _needs_reencryption(pub, pointer, wanted, every=False)
     except PublishError as e:
         return ChannelState(None, str(e))
     except AnvilError as e:
         return ChannelState(None, str(_explain(e, "read")))
-    return ChannelState(pointer, None, stale)
+    if pointer is None:
+        return ChannelState(None, None, False)
+    publications = list(
+        db.session.scalars(
+            select(Publication)
+            .where(Publication.channel_id == channel.id, Publication.sequence <= pointer.sequence)
+            .order_by(Publication.sequence.desc())
+            .limit(200)
+        )
+    )
+    return ChannelState(
+        pointer,
+        None,
+        stale,
+        _entries(channel, pointer.releases, publications),
+        _entries(channel, pointer.rollout.previous, publications) if pointer.rollout else [],
+    )
 
 
 @dataclass
@@ -981,18 +1402,26 @@ class HistoryRow:
     sequence: int
     entry: HistoryEntry | None
     publication: Publication | None
+    changes: str = ""
+    names: dict[str, str] = field(default_factory=dict)
 
     @property
-    def version(self) -> str | None:
-        if self.entry is not None and self.entry.release is not None:
-            return self.entry.release.version
-        return self.publication.version if self.publication else None
+    def releases(self) -> list[dict[str, Any]]:
+        """The entries served after this move, as ``{name, version, ...}`` dicts."""
+        if self.entry is not None and self.entry.pointer is not None:
+            return [entry_json(r) for r in self.entry.pointer.releases]
+        return self.publication.releases if self.publication else []
 
     @property
-    def content_sha256(self) -> str | None:
-        if self.entry is not None and self.entry.release is not None:
-            return self.entry.release.content_sha256
-        return self.publication.content_sha256 if self.publication else None
+    def served(self) -> str:
+        return ", ".join(f"{_label(e, self.names)} {e.get('version')}" for e in self.releases)
+
+    @property
+    def summary(self) -> str:
+        """What changed: the FORGE's own wording, else computed from the history."""
+        if self.publication is not None and self.publication.summary:
+            return self.publication.summary
+        return self.changes
 
 
 def channel_history(channel: Channel, *, limit: int = 100) -> tuple[list[HistoryRow], str | None]:
@@ -1012,8 +1441,19 @@ def channel_history(channel: Channel, *, limit: int = 100) -> tuple[list[History
         error = str(e)
     except AnvilError as e:
         error = str(_explain(e, "read"))
-    sequences = sorted(set(entries) | set(publications), reverse=True)[:limit]
-    return [HistoryRow(s, entries.get(s), publications.get(s)) for s in sequences], error
+    rows: list[HistoryRow] = []
+    before: list[Release] | None = None
+    names = _set_names(channel.project)
+    for sequence in sorted(set(entries) | set(publications)):
+        found = entries.get(sequence)
+        pointer = found.pointer if found is not None else None
+        changes = ""
+        if pointer is not None:
+            changes = "; ".join(release_changes(before, pointer.releases, names))
+            before = list(pointer.releases)
+        rows.append(HistoryRow(sequence, found, publications.get(sequence), changes, names))
+    rows.reverse()
+    return rows[:limit], error
 
 
 def latest_publication(channel: Channel) -> Publication | None:

@@ -267,7 +267,7 @@ def test_instances_page_makes_problems_stand_out(
     from forge_app.models.instances import LiveInstance
 
     forge = live_forge
-    project_id, _, token, _ = seed(forge)
+    project_id, set_id, token, _ = seed(forge)
     now = utcnow()
     with forge.app.app_context():
         project = db.session.get(Project, project_id)
@@ -314,8 +314,9 @@ def test_instances_page_makes_problems_stand_out(
                     channel="production",
                     mode="accepting",
                     sequence=sequence,
-                    version=version,
-                    content_sha256=sha,
+                    releases=[
+                        {"prompt_set_id": str(set_id), "version": version, "content_sha256": sha}
+                    ],
                     last_error=error,
                     client_version="0.1.0",
                     first_seen_at=now - ago,
@@ -328,7 +329,9 @@ def test_instances_page_makes_problems_stand_out(
     page.goto(f"{forge.url}/projects/{project_id}/instances")
     expect(page.locator("tr.needs-attention")).to_have_count(3)  # drift, revoked, error
     expect(page.locator("tr.is-stale")).to_have_count(1)
-    expect(page.locator("tr", has_text="web-2")).to_contain_text("Drift: should serve 0.1.0")
+    expect(page.locator("tr", has_text="web-2")).to_contain_text(
+        re.compile(r"Drift: should serve (Support bot )?0\.1\.0")
+    )
     expect(page.locator("tr", has_text="batch-1")).to_contain_text("Revoked token")
     expect(page.locator("tr", has_text="web-3").locator("button")).to_have_text("Forget")
     page.screenshot(path=str(screenshots / "flow-06-instances-problems.png"), full_page=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from anvil_client.stores import FileStore
 from anvil_client.wire import TrustedKey, key_id, load_private_key_file, public_key_text
@@ -153,3 +154,48 @@ def test_generated_development_key_is_private(app: Flask) -> None:
     app.test_client().get("/.well-known/anvil-keys.json")
     mode = (Path(app.instance_path) / "signing-key.pem").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_a_two_set_channel_is_read_through_the_store_route_like_a_client(
+    app: Flask, world: Any
+) -> None:
+    """What the FORGE publishes (pointer v2, one entry per set) verifies with the key from
+    /.well-known/anvil-keys.json, and each entry's object is served with its signed hash."""
+    import dataclasses
+
+    from anvil_client.wire import ObjectRef, check_object, verify_pointer
+    from forge_app.models import Project, PromptSet, PromptSetVersion, User
+    from forge_app.services.tokens import create_token
+    from tests.forge_app.conftest import SAMPLE_PROMPTS, add_prompts, lock_version
+
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    lock_version(app, world)
+    with app.app_context():
+        other = PromptSet(project_id=world.project_id, name="Other", description="", status="LIVE")
+        db.session.add(other)
+        db.session.commit()
+        other_world = dataclasses.replace(world, set_id=other.id)
+    add_prompts(app, other_world, {"other.hello": {"template": "Hello", "metadata": {}}})
+    lock_version(app, other_world)
+    with app.app_context():
+        project = db.session.get(Project, world.project_id)
+        owner = db.session.get(User, world.users["owner"])
+        assert project is not None and owner is not None
+        create_token(project, "svc", user=owner)
+        publishing.ensure_default_channels(project)
+        channel = publishing.get_channel(project, "production")
+        assert channel is not None
+        for version in db.session.scalars(select(PromptSetVersion)):
+            publishing.publish_version(version, channel, user=owner)
+        db.session.commit()
+    client = app.test_client()
+    [key] = client.get("/.well-known/anvil-keys.json").get_json()
+    pid = str(world.project_id)
+    envelope = client.get(f"/store/projects/{pid}/channels/production.json").data
+    pointer = verify_pointer(
+        envelope, [TrustedKey.parse(key["public_key"])], project_id=pid, channel="production"
+    )
+    assert sorted(r.name for r in pointer.releases) == ["Main", "Other"]
+    for release in pointer.releases:
+        assert isinstance(release.object, ObjectRef)
+        check_object(release, client.get(f"/store/{release.object.path}").data)

@@ -293,3 +293,58 @@ def test_a_reloaded_generate_form_creates_no_second_token(
     assert "already generated" in again.get_data(as_text=True)
     with app.app_context():
         assert len(list(db.session.scalars(select(AccessToken)))) == 1
+
+
+def test_a_new_token_can_read_every_set_on_every_channel(
+    app: Flask, world: World, client_as: Any
+) -> None:
+    """Generating a token re-encrypts every entry of every channel (pointer v2), each set
+    keeping its content."""
+    import dataclasses
+
+    from anvil_client.stores import FileStore
+    from anvil_client.wire import Pointer, TrustedKey, decrypt_bundle, sha256_hex, verify_envelope
+    from forge_app.models import PromptSet, PromptSetVersion
+    from forge_app.services import publishing
+    from tests.forge_app.conftest import SAMPLE_PROMPTS, add_prompts, lock_version
+
+    owner = client_as("owner")
+    first = generate(owner, world, "first")
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    lock_version(app, world)
+    with app.app_context():
+        other = PromptSet(project_id=world.project_id, name="Other", description="", status="LIVE")
+        db.session.add(other)
+        db.session.commit()
+        other_id = other.id
+    other_world = dataclasses.replace(world, set_id=other_id)
+    add_prompts(app, other_world, {"other.hello": {"template": "Hello", "metadata": {}}})
+    lock_version(app, other_world)
+    with app.app_context():
+        project = db.session.get(Project, world.project_id)
+        user = db.session.get(User, world.users["owner"])
+        assert project is not None and user is not None
+        publishing.ensure_default_channels(project)
+        for channel_name in ("production", "staging"):
+            channel = publishing.get_channel(project, channel_name)
+            assert channel is not None
+            for version in db.session.scalars(select(PromptSetVersion)):
+                publishing.publish_version(version, channel, user=user)
+        db.session.commit()
+        root = publishing.store_root()
+        trusted = [TrustedKey.parse(publishing.forge_public_key_text())]
+    assert root is not None
+    second = WireToken.parse(generate(owner, world, "second"))
+    files = FileStore(root)
+    for channel_name in ("production", "staging"):
+        data = files.get(f"projects/{world.project_id}/channels/{channel_name}.json").data
+        pointer = Pointer.parse(verify_envelope(data, trusted))
+        assert sorted(r.name for r in pointer.releases) == ["Main", "Other"]
+        for release in pointer.releases:
+            stored = files.get(release.object.path).data
+            plain = decrypt_bundle(stored, second.token_id, second.kek(), max_plaintext=1 << 20)
+            token = WireToken.parse(first)
+            assert plain == decrypt_bundle(
+                stored, token.token_id, token.kek(), max_plaintext=1 << 20
+            )
+            assert release.content_sha256 == sha256_hex(plain)

@@ -4,6 +4,7 @@ reports to the FORGE; Ctrl-C stops both processes. No external service is involv
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -117,26 +118,39 @@ def test_make_demo_serves_the_forge_and_a_live_example(demo: Demo) -> None:
     forge_url = demo.wait_for_line(r"FORGE listening on (http://\S+?)/?\s")[1].rstrip("/")
     example_url = demo.wait_for_line(r"Example app on (http://\S+/)")[1]
     text = "".join(demo.output)
-    assert "Production serves Support bot 0.2.0." in text
+    assert "Production serves Checkout helper 0.1.0 and Support bot 0.2.0." in text
     assert "owner@demo.anvil" in text and "Try it:" in text
     assert not TOKEN.search(text)  # the ACCESS_TOKEN is never printed
 
     page = wait_until(
-        lambda: (html := get(example_url)) and "0.2.0" in html and html, "the example to serve"
+        lambda: (html := get(example_url)) and "Support bot@0.2.0" in html and html,
+        "the example to serve",
     )
+    # One channel, two prompt sets: the example renders prompts of both.
+    assert "Checkout helper@0.1.0" in page
     assert "Hi Ada 👋 Thanks for contacting Acme Cloud support." in page
+    assert "The customer has a laptop in their cart." in page
+    assert "(fallback: not published)" not in page
     assert get(f"{forge_url}/healthz") is not None
 
     # The example reported to the FORGE: one LIVE instance on production, serving 0.2.0.
     database = demo.instance / "anvil.db"
 
-    def recorded() -> list[tuple[str, str]]:
+    def recorded() -> list[str]:
         with sqlite3.connect(database) as connection:
-            rows = connection.execute("SELECT channel, version FROM live_instances").fetchall()
+            rows = connection.execute("SELECT channel FROM live_instances").fetchall()
         connection.close()
-        return [(str(c), str(v)) for c, v in rows]
+        return [str(c) for (c,) in rows]
 
-    assert wait_until(recorded, "the example's heartbeat") == [("production", "0.2.0")]
+    assert wait_until(recorded, "the example's heartbeat") == ["production"]
+    with sqlite3.connect(database) as connection:
+        kinds = [k for (k,) in connection.execute("SELECT kind FROM publications")]
+        releases = connection.execute(
+            "SELECT releases_json FROM publications ORDER BY sequence DESC LIMIT 1"
+        ).fetchone()[0]
+    connection.close()
+    assert kinds == ["publish", "publish"]
+    assert sorted(e["name"] for e in json.loads(releases)) == ["Checkout helper", "Support bot"]
     config = (demo.instance / "live-demo" / "anvil.toml").read_text()
     assert f'store = "{forge_url}/store"' in config and not TOKEN.search(config)
 

@@ -2,7 +2,9 @@
 
 1. FORGE_STORE_URL on a real SeaweedFS bucket: publish, revoke, rollback through the FORGE's
    pages; ``AnvilClient.sync()`` verifies, decrypts and serves each release — and a revoked
-   token's client keeps its last prompts and reports the decryption error.
+   token's client keeps its last prompts and reports the decryption error. A channel serves
+   two prompt sets: updating one keeps the other, removing one, revoking and rolling back
+   handle every entry.
 2. The default local store, served by the FORGE at ``/store/`` over real HTTP: clients use
    ``http://<forge>/store`` as their store URL (ETag/304 included).
 """
@@ -26,6 +28,8 @@ from sqlalchemy import select
 from anvil_client import AnvilClient
 from anvil_client.errors import DecryptionError
 from anvil_client.stores import open_store
+from anvil_client.wire import AccessToken as WireToken
+from anvil_client.wire import Pointer, TrustedKey, recipient_ids, verify_pointer
 from forge_app.extensions import db
 from forge_app.models import PromptSetVersion
 from forge_app.services import publishing
@@ -121,6 +125,30 @@ def new_client(
     return client
 
 
+def served_pointer(app: Flask, store_url: str, world: World, channel: str) -> Pointer:
+    """The channel's pointer as a client checks it (the one verification of anvil_client.wire)."""
+    with app.app_context():
+        trusted = [TrustedKey.parse(publishing.forge_public_key_text())]
+    store = open_store(store_url)
+    try:
+        envelope = store.get(f"projects/{world.project_id}/channels/{channel}.json").data
+    finally:
+        store.close()
+    return verify_pointer(envelope, trusted, project_id=str(world.project_id), channel=channel)
+
+
+def readers_of(app: Flask, store_url: str, world: World, channel: str) -> set[str]:
+    """The token ids every entry of the channel is encrypted for (all entries must agree)."""
+    pointer = served_pointer(app, store_url, world, channel)
+    store = open_store(store_url)
+    try:
+        found = [set(recipient_ids(store.get(r.object.path).data)) for r in pointer.all_releases()]
+    finally:
+        store.close()
+    assert all(readers == found[0] for readers in found)
+    return found[0]
+
+
 def release_new_version(app: Flask, world: World, text: str) -> str:
     from forge_app.models import PromptSet, Role, User
     from forge_app.workflow import unlock
@@ -190,8 +218,9 @@ def test_publish_revoke_rollback_on_seaweedfs(
     assert status["version"] == first
     assert status["sequence"] == 5  # publish, publish, re-encrypt on revoke, publish, rollback
     assert reader.prompt("welcome.message", name="Ada", plan="pro").startswith("Welcome Ada!")
-    with pytest.raises(DecryptionError):
-        loser.sync()
+    # The rolled-back content is a new object the revoked token cannot open. (Its client may
+    # still serve that content from its own cache: it had it before the revocation.)
+    assert revoked_id not in readers_of(app, store_url, world, "production")
 
     with app.app_context():
         version = db.session.scalar(
@@ -205,6 +234,96 @@ def test_publish_revoke_rollback_on_seaweedfs(
     finally:
         store.close()
     assert len(history) == 5
+
+
+def add_locked_set(app: Flask, world: World, name: str, prompts: dict[str, Any]) -> World:
+    """Another prompt set of the project, locked as 0.1.0; the world as seen from it."""
+    import dataclasses
+
+    from forge_app.models import PromptSet
+
+    with app.app_context():
+        prompt_set = PromptSet(
+            project_id=world.project_id, name=name, description="", status="LIVE"
+        )
+        db.session.add(prompt_set)
+        db.session.commit()
+        other = dataclasses.replace(world, set_id=prompt_set.id)
+    add_prompts(app, other, prompts)
+    lock_version(app, other)
+    return other
+
+
+def test_a_channel_serves_two_sets_on_seaweedfs(
+    app: Flask,
+    world: World,
+    client_as: Any,
+    store_url: str,
+    tmp_path: Path,
+    clients: list[AnvilClient],
+) -> None:
+    """Issue 8 end to end on a real bucket: two sets on production, one updated without
+    touching the other, one removed, a revocation re-encrypting every entry, and a rollback
+    restoring the whole list; the real client serves what each step says."""
+    owner = client_as("owner")
+    keep, gone = generate_token(owner, world, "keep"), generate_token(owner, world, "gone")
+    add_prompts(app, world, SAMPLE_PROMPTS)
+    first = lock_version(app, world)
+    checkout = add_locked_set(
+        app, world, "Checkout helper", {"checkout.upsell": {"template": "Try {{ item }}."}}
+    )
+    publish(owner, world, first)
+    publish(owner, checkout, "0.1.0")
+
+    client = new_client(app, world, store_url, keep, tmp_path / "keep", clients)
+    status = client.sync()
+    assert sorted((r["name"], r["version"]) for r in status["releases"]) == [
+        ("Checkout helper", "0.1.0"),
+        ("Main", first),
+    ]
+    assert client.prompt("checkout.upsell", item="a bag") == "Try a bag."
+    assert client.prompt("welcome.message", name="Ada", plan="pro").startswith("Welcome Ada!")
+
+    # Publishing Main again keeps Checkout helper (the bug report).
+    second = release_new_version(app, world, "Hi {{ name }}, v2")
+    publish(owner, world, second)
+    client.sync()
+    assert client.prompt("welcome.message", name="Ada") == "Hi Ada, v2"
+    assert client.prompt("checkout.upsell", item="a hat") == "Try a hat."
+
+    # Remove Checkout helper: its prompts are gone, Main stays.
+    response = owner.post(
+        f"/projects/{world.project_id}/channels/production/remove",
+        data={"set": str(checkout.set_id)},
+    )
+    assert response.status_code == 302
+    status = client.sync()
+    assert [r["name"] for r in status["releases"]] == ["Main"]
+    assert client.prompt("checkout.upsell", fallback="none left", item="x") == "none left"
+    assert client.prompt("welcome.message", name="Bo") == "Hi Bo, v2"
+
+    # Revoke a token: every entry is re-encrypted for the one left.
+    gone_id = WireToken.parse(gone).token_id
+    keep_id = WireToken.parse(keep).token_id
+    assert owner.post(f"/projects/{world.project_id}/tokens/{gone_id}/revoke").status_code == 302
+    assert readers_of(app, store_url, world, "production") == {keep_id}
+
+    # Roll back to sequence 2 (both sets at their first versions): the whole list returns,
+    # re-encrypted for the current token.
+    response = owner.post(
+        f"/projects/{world.project_id}/channels/production/rollback", data={"sequence": "2"}
+    )
+    assert response.status_code == 302
+    pointer = served_pointer(app, store_url, world, "production")
+    assert sorted(r.describe() for r in pointer.releases) == [
+        "Checkout helper 0.1.0",
+        f"Main {first}",
+    ]
+    assert readers_of(app, store_url, world, "production") == {keep_id}
+    status = client.sync()
+    assert status["sequence"] == pointer.sequence == 6
+    assert client.prompt("checkout.upsell", item="a cap") == "Try a cap."
+    assert client.prompt("welcome.message", name="Ada", plan="pro").startswith("Welcome Ada!")
 
 
 @pytest.fixture
