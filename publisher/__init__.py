@@ -14,6 +14,7 @@ from __future__ import annotations
 from publisher._bundle import BuiltBundle, build_bundle
 from publisher._errors import PromptIdClash
 from publisher._files import dump_prompt_file, load_prompt_files, parse_prompt_file
+from publisher._gc import GcReport, collect_garbage
 from publisher._inspect import Inspection, export_bootstrap, inspect
 from publisher._publish import (
     BundleSource,
@@ -27,6 +28,7 @@ from publisher._validate import PromptFiles, SourceLocation, validate_prompts
 __all__ = [
     "BuiltBundle",
     "BundleSource",
+    "GcReport",
     "HistoryEntry",
     "Inspection",
     "PromptFiles",
@@ -35,6 +37,7 @@ __all__ = [
     "Publisher",
     "SourceLocation",
     "build_bundle",
+    "collect_garbage",
     "dump_prompt_file",
     "export_bootstrap",
     "inspect",

@@ -1,4 +1,4 @@
-"""``anvil-publish``: build, publish, remove, roll back, promote and inspect prompt bundles.
+"""``anvil-publish``: build, publish, remove, roll back, promote, inspect and gc prompt bundles.
 
     $ anvil-publish keygen --out signing.pem
     $ anvil-publish publish prompts/ --store s3://bucket/anvil --project-id P --channel staging \\
@@ -21,6 +21,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ from anvil_client.wire import (
 )
 from publisher._bundle import BuiltBundle, build_bundle, header_problems
 from publisher._files import load_prompt_files
+from publisher._gc import DEFAULT_KEEP_HISTORY, GcReport, collect_garbage
 from publisher._inspect import InspectedRelease, Inspection, export_bootstrap, inspect
 from publisher._layout import parse_duration
 from publisher._publish import Publisher, PublishResult, read_history
@@ -648,3 +650,86 @@ def export_command(
     data = export_bootstrap(store_url, project_id, channel, keys, _access_token(access_token))
     write_atomically(Path(out).resolve(), data)
     click.echo(f"wrote bootstrap {out} ({len(data)} bytes; it holds plaintext prompts)")
+
+
+def _gc_lines(report: GcReport, min_age: str) -> list[str]:
+    count = len(report.unreferenced)
+    objects = f"{count} bundle object{'s' * (count != 1)} ({report.reclaimable_bytes} bytes)"
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [
+        f"{'dry run: ' if report.dry_run else ''}{verb} {objects} of project "
+        f"{report.project_id} in {report.store_url}"
+    ]
+    for obj in report.unreferenced:
+        lines.append(f"  {obj.path}  ({'?' if obj.size is None else obj.size} bytes)")
+    channels = ", ".join(report.channels) or "none"
+    lines.append(
+        f"kept {len(report.kept)} named by the pointers of channels {channels} and their last "
+        f"{report.keep_history} history entries"
+    )
+    if report.too_recent:
+        lines.append(f"kept {len(report.too_recent)} unnamed object(s) younger than {min_age}")
+    if report.ignored:
+        lines.append(f"ignored {len(report.ignored)} key(s) that are not bundle objects")
+    if report.dry_run and report.unreferenced:
+        lines.append("run again with --delete to delete them")
+    return lines
+
+
+@cli.command("gc")
+@_store_options
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    help="A channel that must have a pointer (repeatable); every channel found counts anyway.",
+)
+@click.option(
+    "--keep-history",
+    type=click.IntRange(min=0),
+    default=DEFAULT_KEEP_HISTORY,
+    show_default=True,
+    help="Keep the bundles of each channel's last N history entries (rollback targets).",
+)
+@click.option(
+    "--min-age",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Keep unnamed objects younger than this (a publish writes its object first); 0 for none.",
+)
+@click.option("--trusted-key", "trusted", multiple=True, help="Public key (ed25519:… or PEM).")
+@click.option("--delete", is_flag=True, help="Delete; without it gc only reports (dry run).")
+@_json_option
+def gc_command(
+    store_url: str,
+    project_id: str,
+    channels: tuple[str, ...],
+    keep_history: int,
+    min_age: str,
+    trusted: tuple[str, ...],
+    delete: bool,
+    as_json: bool,
+) -> None:
+    """Delete bundle objects that no pointer and no kept history entry names (dry run by default).
+
+    Every pointer and kept history entry is verified with the trusted keys first; if one does
+    not verify, nothing is deleted.
+    """
+    keys = _trusted_keys(trusted)
+    if not keys:
+        raise ConfigError("gc needs --trusted-key (or ANVIL_TRUSTED_KEYS)")
+    age = timedelta(0) if min_age.strip() == "0" else parse_duration(min_age)
+    report = collect_garbage(
+        store_url,
+        project_id,
+        keys,
+        channels=channels,
+        keep_history=keep_history,
+        min_age=age,
+        delete=delete,
+    )
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        click.echo("\n".join(_gc_lines(report, min_age)))
