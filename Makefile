@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+PORT   ?= 5000
+EXAMPLE_PORT ?=
 # checkov (tests/infra) pins boto3, networkx and packaging below the project's versions, so it
 # lives in its own venv; the tests find it at .venv-tools/bin/checkov.
 TOOLS  := .venv-tools
@@ -31,8 +33,9 @@ $(TOOLS_STAMP):
 
 tools: $(TOOLS_STAMP)
 
+# make demo PORT=8000 (the example app takes the next free port; EXAMPLE_PORT=8100 to choose it)
 demo: $(STAMP)
-	$(BIN)/anvil-forge demo
+	$(BIN)/anvil-forge demo --port $(PORT)$(if $(EXAMPLE_PORT), --example-port $(EXAMPLE_PORT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

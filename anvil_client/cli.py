@@ -13,6 +13,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable
+from keyword import iskeyword
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -231,6 +232,7 @@ def connect(
     )
     with AnvilClient(config=config, start=False) as client:
         status = client.sync()
+        usage = _usage_line(client)
     _write_config(
         path,
         {
@@ -253,8 +255,22 @@ def connect(
     if token and os.environ.get(token_env) != token:
         click.echo(f"Your app reads the ACCESS_TOKEN from {token_env}: set it in its environment.")
     click.echo("Add to your app:")
-    for line in APP_LINES:
+    for line in (*APP_LINES[:-1], usage):
         click.echo(f"    {line}")
+
+
+def _usage_line(client: AnvilClient) -> str:
+    """A call of one prompt the channel really serves, with its variables: the first text
+    prompt by id (``prompt()``), else the first chat prompt (``messages()``)."""
+    specs = [(prompt_id, client._spec(prompt_id)) for prompt_id in client.prompt_ids()]
+    if not specs:
+        return APP_LINES[-1]
+    prompt_id, spec = next(((p, s) for p, s in specs if s.template is not None), specs[0])
+    target, function = ("text", "prompt") if spec.template is not None else ("chat", "messages")
+    arguments = "".join(
+        f', {name}="…"' for name in spec.variables if name.isidentifier() and not iskeyword(name)
+    )
+    return f"{target} = anvil_client.{function}({json.dumps(prompt_id)}{arguments})"
 
 
 # --- sync, mode, status, render -----------------------------------------------------------

@@ -10,6 +10,7 @@ Settings come from ``FORGE_*`` env vars and ``forge.toml`` (see ``forge_app.conf
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 import threading
 from typing import Any
@@ -151,32 +152,79 @@ def run_command(host: str, port: int) -> None:
     _serve(app, host, port)
 
 
-def _serve(app: Flask, host: str, port: int, ready: threading.Event | None = None) -> None:
+def _serve(
+    app: Flask, host: str, port: int, ready: threading.Event | None = None, *, err: bool = False
+) -> None:
+    """Serve until Ctrl-C; ``ready`` is set once it listens; ``err``: its own lines go to
+    standard error (``demo --json`` keeps standard output for its JSON line)."""
     from werkzeug.serving import make_server
 
     try:
         server = make_server(host, port, app, threaded=True)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror}") from e
-    click.echo(f"FORGE listening on http://{host}:{server.server_port}/  (Ctrl+C stops it)")
+    click.echo(
+        f"FORGE listening on http://{host}:{server.server_port}/  (Ctrl+C stops it)", err=err
+    )
     if ready is not None:
         ready.set()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        click.echo("Stopped.")
+        click.echo("Stopped.", err=err)
     finally:
         server.server_close()
 
 
+@main.command("worker")
+@click.option("--interval", default=5.0, show_default=True, type=float, help="Seconds per round.")
+@click.option("--once", is_flag=True, help="Run one round and exit.")
+def worker_command(interval: float, once: bool) -> None:
+    """Run due scheduled jobs and evaluate the health guards (safe with several workers)."""
+    import logging
+    import signal
+
+    from forge_app.worker import run_worker
+
+    if interval <= 0:
+        raise click.ClickException("--interval must be more than 0 seconds")
+    app = _app()
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    click.echo("FORGE worker running (Ctrl+C stops it).")
+    try:
+        run_worker(app, interval=interval, stop=stop, once=once)
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @main.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--example-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the example application  [default: the first free port after --port]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON line (URLs, accounts, password) on standard output, for scripts, "
+    "once the FORGE and the example listen; every other line goes to standard error.",
+)
 @click.option("--no-serve", is_flag=True, help="Seed the demo data and exit.")
-def demo_command(host: str, port: int, no_serve: bool) -> None:
-    """Seed a demo organisation, users for each role and a project, then serve the FORGE."""
+def demo_command(
+    host: str, port: int, example_port: int | None, as_json: bool, no_serve: bool
+) -> None:
+    """Seed a demo organisation, users for each role and a project, then serve the FORGE
+    and the example application (examples/live_app.py) beside it."""
     from forge_app.demo import DEMO_HOOKS, seed_demo
-    from forge_app.demo_live import serve_demo  # registers the LIVE demo's hook
+    from forge_app.demo_live import demo_summary, serve_demo  # registers the LIVE demo's hook
     from forge_app.extensions import db
 
     app = _app()
@@ -187,9 +235,15 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
         for hook in DEMO_HOOKS:
             hook(app, info)
     url = f"http://{host}:{port}"
-    _print_demo(info, url, project_id)
-    if not no_serve:
-        serve_demo(app, info, host, port, _serve)
+    if no_serve:
+        if as_json:
+            click.echo(json.dumps(demo_summary(info, url, None), ensure_ascii=False))
+        else:
+            _print_demo(info, url, project_id)
+        return
+    if not as_json:
+        _print_demo(info, url, project_id)
+    serve_demo(app, info, host, port, _serve, example_port=example_port, as_json=as_json)
 
 
 def _print_demo(info: Any, url: str, project_id: str) -> None:

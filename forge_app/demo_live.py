@@ -1,6 +1,8 @@
 """The LIVE half of ``anvil-forge demo``: an ACCESS_TOKEN, a first publication, the example app.
 
-    $ anvil-forge demo            # FORGE on :5000, examples/live_app.py on :5001
+    $ anvil-forge demo                 # FORGE on :5000, examples/live_app.py on :5001
+    $ anvil-forge demo --port 8000     # FORGE on :8000, the example on the next free port
+    $ anvil-forge demo --json          # one JSON line (URLs, accounts) for scripts
 
 :func:`prepare_live_demo` runs as a :data:`forge_app.demo.DEMO_HOOKS` hook after seeding (also
 with ``--no-serve``): it makes sure the demo project has an ACCESS_TOKEN named
@@ -10,18 +12,25 @@ example has something to serve from each. :func:`serve_demo` then writes the exa
 ``anvil.toml`` into the instance folder, serves the FORGE and starts the example app as a child
 process once the FORGE listens; Ctrl-C stops both (the child by its PID). Idempotent: a second
 run reuses the token and publishes nothing new.
+
+The log stays readable: no request lines for static files, the store and the LIVE API (the
+example's polls and heartbeats) unless they fail, and no colour codes unless standard error is
+a terminal (and ``NO_COLOR`` is unset). The example app logs no requests of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +41,19 @@ from flask import Flask
 from sqlalchemy import select
 
 from forge_app.demo import DEMO_HOOKS, DemoInfo
+from forge_app.demo_releases import start_demo_worker  # also seeds a guard (issue 11)
 from forge_app.extensions import db
 from forge_app.models import PromptSet, User
 
-__all__ = ["EXAMPLE_APP", "TOKEN_NAME", "LiveDemo", "prepare_live_demo", "serve_demo"]
+__all__ = [
+    "EXAMPLE_APP",
+    "TOKEN_NAME",
+    "LiveDemo",
+    "demo_summary",
+    "example_port_for",
+    "prepare_live_demo",
+    "serve_demo",
+]
 
 TOKEN_NAME = "Demo example app"  # noqa: S105 - a display name, not a secret
 EXAMPLE_APP = Path(__file__).resolve().parents[1] / "examples" / "live_app.py"
@@ -157,18 +175,48 @@ def write_client_config(app: Flask, live: LiveDemo, forge_url: str) -> Path:
     return path
 
 
-def free_port(host: str, preferred: int) -> int:
-    """``preferred`` if it can be bound on ``host``, else any free port."""
-    for candidate in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # As the example's server will: a port in TIME_WAIT is free to use.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, candidate))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise click.ClickException(f"no free port on {host}")
+#: How many ports after the FORGE's the example app tries before taking any free one.
+PORT_SEARCH = 20
+
+
+def _bindable(host: str, port: int) -> int | None:
+    """The port bound (``port``, or the one chosen for 0) if ``host:port`` can be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the example's server will: a port in TIME_WAIT is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return None
+        return int(probe.getsockname()[1])
+
+
+def example_port_for(host: str, forge_port: int, requested: int | None = None) -> int:
+    """The example app's port: ``requested`` (which must be free), else the first free port
+    after the FORGE's (up to :data:`PORT_SEARCH` of them), else any free port.
+
+    Raises:
+        click.ClickException: if ``requested`` is the FORGE's port or cannot be bound.
+    """
+    if requested is not None:
+        if requested == forge_port:
+            raise click.ClickException(
+                f"--example-port {requested} is the FORGE's port; choose another one"
+            )
+        if _bindable(host, requested) is None:
+            raise click.ClickException(
+                f"cannot listen on {host}:{requested} for the example application: "
+                "the port is in use or not allowed"
+            )
+        return requested
+    for candidate in range(forge_port + 1, min(forge_port + 1 + PORT_SEARCH, 65536)):
+        if _bindable(host, candidate) is not None:
+            return candidate
+    port = _bindable(host, 0)
+    if port is None:
+        raise click.ClickException(f"no free port on {host} for the example application")
+    return port
 
 
 def child_environment(token: str) -> dict[str, str]:
@@ -183,19 +231,33 @@ def child_environment(token: str) -> dict[str, str]:
 class ExampleProcess:
     """The example app as a child process, started once the FORGE listens, stopped by PID."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], *, stdout: int | None = None
+    ) -> None:
         self.command = command
         self.env = env
+        self.stdout = stdout
         self.process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopped = False
 
-    def start_when(self, ready: threading.Event) -> threading.Thread:
+    def start_when(
+        self,
+        ready: threading.Event,
+        then: Callable[[bool], None] | None = None,
+        listen_at: tuple[str, int] | None = None,
+    ) -> threading.Thread:
+        """Start the child once ``ready`` is set; then call ``then(listening)``, after the
+        child accepts connections on ``listen_at`` (or exited, or 30 s passed)."""
+
         def run() -> None:
             ready.wait()
             with self._lock:
                 if not self._stopped:
-                    self.process = subprocess.Popen(self.command, env=self.env)
+                    self.process = subprocess.Popen(self.command, env=self.env, stdout=self.stdout)
+                process = self.process
+            if then is not None:
+                then(process is not None and listen_at is not None and _listens(process, listen_at))
 
         thread = threading.Thread(target=run, name="example-app-starter", daemon=True)
         thread.start()
@@ -215,61 +277,172 @@ class ExampleProcess:
             process.wait(timeout=timeout)
 
 
+def _listens(process: subprocess.Popen[bytes], address: tuple[str, int], wait: float = 30) -> bool:
+    """Whether the child accepts connections at ``address`` before it exits or ``wait`` ends."""
+    deadline = time.monotonic() + wait
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(address, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)  # the child is still importing: it prints its line once it listens
+    return False
+
+
+def demo_summary(info: DemoInfo, forge_url: str, example_url: str | None) -> dict[str, Any]:
+    """What ``anvil-forge demo --json`` prints (one line): URLs, accounts, what is served.
+    Never the ACCESS_TOKEN (it is in the example's environment only)."""
+    live: LiveDemo | None = info.extra.get("live")
+    project_url = f"{forge_url}/projects/{info.project.id}"
+    return {
+        "forge_url": forge_url,
+        "login_url": f"{forge_url}/login",
+        "project_url": project_url,
+        "channel_url": f"{project_url}/channels/{CHANNEL}",
+        "project_id": str(info.project.id),
+        "example_url": example_url,
+        "channel": CHANNEL,
+        "published": live.published if live is not None else [],
+        "problem": live.problem if live is not None else None,
+        "password": info.password,
+        "accounts": [{"email": login.email, "role": login.role} for login in info.logins],
+        "seeded": info.created,
+    }
+
+
 def serve_demo(
     app: Flask,
     info: DemoInfo,
     host: str,
     port: int,
     serve: Callable[..., None],
+    *,
+    example_port: int | None = None,
+    as_json: bool = False,
 ) -> None:
-    """Serve the FORGE (``serve(app, host, port, ready)``) with the example app beside it."""
+    """Serve the FORGE (``serve(app, host, port, ready, err=as_json)``) with the example app
+    beside it on ``example_port`` (default: the first free port after ``port``).
+
+    With ``as_json`` the instructions are not printed: one JSON line (:func:`demo_summary`)
+    goes to standard output once the FORGE and the example app listen, everything else
+    (the FORGE's and the example's own lines, request logs) to standard error.
+    """
     live: LiveDemo | None = info.extra.get("live")
-    forge_url = f"http://{host}:{port}"
+    forge_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     # The example app sends its ACCESS_TOKEN to the FORGE; over plain HTTP the client allows
     # only a loopback address, which also reaches a FORGE bound to every interface.
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound
     local_url = f"http://{local}:{port}" if ":" not in local else f"http://[{local}]:{port}"
-    if live is None or not EXAMPLE_APP.is_file():
-        click.echo("  (The example application is not available in this installation.)")
-        serve(app, host, port)
-        return
-    config = write_client_config(app, live, local_url)
-    example_port = free_port(host, port + 1)
-    command = [
-        sys.executable,
-        str(EXAMPLE_APP),
-        "--config",
-        str(config),
-        "--host",
-        host,
-        "--port",
-        str(example_port),
-        "--exit-with-parent",
-    ]
-    print_instructions(info, live, forge_url, f"http://{host}:{example_port}/", config)
-    example = ExampleProcess(command, child_environment(live.token))
-    ready = threading.Event()
-    starter = example.start_when(ready)
+    ready = threading.Event()  # the FORGE listens
+    closing = threading.Event()  # the demo stops (or the FORGE could not listen): no report
+    log = DemoLogFilter()
+    logging.getLogger("werkzeug").addFilter(log)
     previous = _stop_on_sigterm()
-    quiet = _QuietPolling()
-    logging.getLogger("werkzeug").addFilter(quiet)
+    stop_worker = start_demo_worker(app)  # scheduled jobs and health guards, beside the FORGE
+    example: ExampleProcess | None = None
+    starter: threading.Thread | None = None
     try:
-        serve(app, host, port, ready)
+        if live is None or not EXAMPLE_APP.is_file():
+            if not as_json:
+                click.echo("  (The example application is not available in this installation.)")
+            else:
+
+                def report() -> None:
+                    if not closing.is_set():
+                        _echo_json(info, forge_url, None)
+
+                starter = _report_when(ready, report)
+        else:
+            config = write_client_config(app, live, local_url)
+            chosen = example_port_for(host, port, example_port)
+            example_url = (
+                f"http://{host}:{chosen}/" if ":" not in host else f"http://[{host}]:{chosen}/"
+            )
+            command = [
+                sys.executable,
+                str(EXAMPLE_APP),
+                "--config",
+                str(config),
+                "--host",
+                host,
+                "--port",
+                str(chosen),
+                "--exit-with-parent",
+            ]
+            if not as_json:
+                print_instructions(info, live, forge_url, example_url, config)
+            example = ExampleProcess(
+                command, child_environment(live.token), stdout=_stderr_fd() if as_json else None
+            )
+
+            def started(listening: bool) -> None:
+                if not closing.is_set():
+                    _echo_json(info, forge_url, example_url if listening else None)
+
+            starter = example.start_when(ready, started if as_json else None, (local, chosen))
+        serve(app, host, port, ready, err=as_json)
     finally:
-        logging.getLogger("werkzeug").removeFilter(quiet)
+        closing.set()
+        stop_worker()
+        logging.getLogger("werkzeug").removeFilter(log)
+        if example is not None:
+            example.stop()
         ready.set()  # let the starter thread finish (it starts nothing once stopped)
-        example.stop()
-        starter.join(timeout=5)
+        if starter is not None:
+            starter.join(timeout=5)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-class _QuietPolling(logging.Filter):
-    """Keep the demo's terminal readable: no request line for every poll and heartbeat."""
+def _report_when(ready: threading.Event, report: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
+        ready.wait()
+        report()
+
+    thread = threading.Thread(target=run, name="demo-report", daemon=True)
+    thread.start()
+    return thread
+
+
+def _echo_json(info: DemoInfo, forge_url: str, example_url: str | None) -> None:
+    click.echo(json.dumps(demo_summary(info, forge_url, example_url), ensure_ascii=False))
+    sys.stdout.flush()
+
+
+def _stderr_fd() -> int | None:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stream without a descriptor
+        return None
+
+
+#: Request lines the demo's log leaves out when they succeed: static files, the store (the
+#: example's polls) and the LIVE API (its heartbeats and hint stream). Failures stay.
+QUIET_PATHS = ("/static/", "/store/", "/api/v1/live/")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REQUEST_LINE = re.compile(r'"[A-Z]+ (/[^ ?"]*)[^ "]* HTTP/[0-9.]+" (\d{3}) ')
+
+
+class DemoLogFilter(logging.Filter):
+    """Keep the demo's terminal readable (for the ``werkzeug`` logger): no line for a
+    successful request of :data:`QUIET_PATHS`, and no colour codes unless ``colour`` (by
+    default: standard error is a terminal and ``NO_COLOR`` is unset)."""
+
+    def __init__(self, colour: bool | None = None) -> None:
+        super().__init__()
+        if colour is None:
+            colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        self.colour = colour
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "/store/" not in message and "/api/v1/live/heartbeat" not in message
+        plain = _ANSI.sub("", message)
+        request = _REQUEST_LINE.search(plain)
+        if request and request[1].startswith(QUIET_PATHS) and int(request[2]) < 400:
+            return False
+        if not self.colour and plain != message:
+            record.msg, record.args = plain, ()
+        return True
 
 
 def _stop_on_sigterm() -> Any:
@@ -285,10 +458,25 @@ def _stop_on_sigterm() -> Any:
     return None
 
 
+#: The FORGE's labels the instructions name, exactly as its pages show them (a test checks
+#: each one against the templates).
+LABELS = {
+    "unlock": "Unlock for editing",
+    "save": "Save",
+    "submit": "Submit for review…",
+    "review": "Open the review",
+    "approve": "Approve and lock",
+    "publish": "Publish to LIVE instances…",
+    "remove": "Remove…",
+    "rollback": "Roll back to this…",
+}
+
+
 def print_instructions(
     info: DemoInfo, live: LiveDemo, forge_url: str, example_url: str, config: Path
 ) -> None:
     project_url = f"{forge_url}/projects/{live.project_id}"
+    label = LABELS
     lines = [
         "LIVE demo",
         f"  Example application: {example_url}  (started once the FORGE listens)",
@@ -303,16 +491,17 @@ def print_instructions(
         "",
         "Try it:",
         f"  1. Open {example_url} : it shows the prompts it renders from both sets and the",
-        "     versions it serves.",
+        "     versions it serves, and updates itself.",
         f"  2. Sign in at {forge_url}/login as {_login(info, 'Editor')}, open Support bot,",
-        "     choose Unlock to edit, change support.greeting and save.",
-        f"  3. Submit for review. Sign out, sign in as {_login(info, 'Reviewer')} and approve it.",
-        f"  4. Sign in as {_login(info, 'Owner')}, open the new version, Publish to LIVE,",
+        f"     choose “{label['unlock']}”, change support.greeting and “{label['save']}”.",
+        f"  3. “{label['submit']}”, then sign out, sign in as {_login(info, 'Reviewer')},",
+        f"     “{label['review']}” and “{label['approve']}” it.",
+        f"  4. Sign in as {_login(info, 'Owner')}, open the new version, “{label['publish']}”,",
         "     channel production: the confirmation shows Support bot 0.2.0 → 0.3.0 and",
         "     Checkout helper unchanged. The status page shows the example app as applied,",
         f"     and {example_url} shows the new greeting within {POLL_INTERVAL} seconds.",
-        f"  5. Channel production ({project_url}/channels/production) lists both sets;",
-        "     remove one or roll back from there.",
+        f"  5. Channel production ({project_url}/channels/production) lists both sets:",
+        f"     “{label['remove']}” one, or “{label['rollback']}” an earlier entry.",
         f"  6. Instances: {project_url}/instances",
         "",
         "Ctrl+C stops the FORGE and the example application.",

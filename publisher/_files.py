@@ -279,10 +279,19 @@ class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
     """Block scalars (``|``) for multi-line text that a literal block carries exactly."""
 
 
+class _WideDumper(yaml.SafeDumper):
+    """The same, on PyYAML's pure-Python emitter: libyaml escapes every character beyond U+FFFF
+    (emoji become ``\\U0001F44B``) even with ``allow_unicode``; this one writes them as they are.
+    Slower, so only used for documents that hold such characters."""
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     if "\n" in value:
         style = "|" if _literal_safe(value) else '"'
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    if any(ch in "\x85\u2028\u2029" for ch in value):
+        # YAML 1.1 line breaks: the pure-Python emitter would fold them in a quoted string.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     return dumper.represent_str(value)
 
 
@@ -303,6 +312,7 @@ def _literal_safe(value: str) -> bool:
 
 
 _Dumper.add_representer(str, _represent_str)
+_WideDumper.add_representer(str, _represent_str)
 
 
 def _sorted_keys(value: Any) -> Any:
@@ -317,10 +327,14 @@ def dump_prompt_file(prompts: Mapping[str, Mapping[str, Any]]) -> str:
     """Write prompts as a YAML prompt file: ids sorted, templates as ``|`` blocks when multi-line.
 
     ``variables`` are dropped (they are derived when read); empty ``metadata`` is omitted.
-    The output parses back to exactly the same prompts with :func:`parse_prompt_file`.
+    Text is written as it reads (accents, CJK, right-to-left scripts, emoji); only control
+    characters and the like are escaped, in a double-quoted string, which is also the only
+    place an emoji is escaped (YAML's double-quoted escapes). The output parses back to exactly
+    the same prompts with :func:`parse_prompt_file`.
 
     Raises:
-        ValueError: if a prompt is not a mapping.
+        ValueError: if a prompt is not a mapping, or a text holds a lone surrogate (not
+            Unicode text: neither YAML nor UTF-8 can carry it).
     """
     document: dict[str, dict[str, Any]] = {}
     for prompt_id in sorted(prompts):
@@ -343,9 +357,17 @@ def dump_prompt_file(prompts: Mapping[str, Mapping[str, Any]]) -> str:
         document[prompt_id] = entry
     if not document:
         return "{}\n"
+    _refuse_surrogates(document)
+    text = _dump(document, _Dumper)
+    if "\\U" in text:  # libyaml escaped a character beyond U+FFFF (or the text says \U)
+        text = _dump(document, _WideDumper)
+    return text
+
+
+def _dump(document: dict[str, dict[str, Any]], dumper: type[yaml.SafeDumper]) -> str:
     text: str = yaml.dump(
         document,
-        Dumper=_Dumper,
+        Dumper=dumper,
         sort_keys=False,
         allow_unicode=True,
         default_flow_style=False,
@@ -353,3 +375,24 @@ def dump_prompt_file(prompts: Mapping[str, Mapping[str, Any]]) -> str:
         indent=2,
     )
     return text
+
+
+def _refuse_surrogates(document: dict[str, dict[str, Any]]) -> None:
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                yield from strings(key)
+                yield from strings(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                yield from strings(item)
+
+    for prompt_id, entry in document.items():
+        for text in strings(entry):
+            if any("\ud800" <= ch <= "\udfff" for ch in text):
+                raise ValueError(
+                    f"prompt {prompt_id!r} holds a lone surrogate, which is not Unicode text "
+                    "and cannot be written to a YAML file"
+                )

@@ -139,6 +139,8 @@ def test_connect_by_flags_syncs_and_never_writes_the_token(
     assert config["access_token_env"] == "ANVIL_ACCESS_TOKEN"
     assert "set it in its environment" in result.output
     assert list((app / ".anvil_cache").rglob("bundles/*.json"))
+    # The suggested call uses a prompt the channel really serves, with its variables.
+    assert 'text = anvil_client.prompt("items.list", items="…")' in result.output
 
 
 def test_connect_wizard_asks_for_everything(app: Path, publisher: WirePublisher) -> None:
@@ -174,6 +176,27 @@ def test_connect_wizard_reads_the_token_hidden(
     assert "ACCESS_TOKEN (input hidden" in result.output
     assert publisher.token not in result.output  # not echoed
     assert publisher.token not in (app / "anvil.toml").read_text()
+
+
+def test_connect_suggests_a_chat_prompt_when_no_text_prompt_is_served(
+    tmp_path: Path, publisher: WirePublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher.publish({"support.chat": PROMPTS["support.chat"]}, version="1.0.0")
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("ANVIL_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("ANVIL_ACCESS_TOKEN", publisher.token)
+    result = run(
+        "connect",
+        "--store", publisher.store.url,
+        "--project-id", publisher.project_id,
+        "--trusted-key", publisher.trusted_key,
+        "--no-input",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    suggestion = 'chat = anvil_client.messages("support.chat", product="…", question="…")'
+    assert suggestion in result.output
+    assert "welcome.message" not in result.output
 
 
 def test_connect_fails_cleanly_when_the_first_sync_fails(
@@ -273,6 +296,7 @@ def test_status_sync_connect_and_render_with_two_sets(
     assert "serves version Support bot@1.0.0, Checkout helper@0.4.0 (sequence 2, 4 prompts)" in (
         result.output
     )
+    assert 'text = anvil_client.prompt("checkout.thanks", name="…")' in result.output
     text = run("status").output
     assert "Support bot@1.0.0, Checkout helper@0.4.0 (sequence 2, 4 prompts" in text
     set_lines = [line for line in text.splitlines() if line.startswith("set ")]

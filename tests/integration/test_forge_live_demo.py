@@ -1,6 +1,8 @@
 """``anvil-forge demo`` (what ``make demo`` runs) on a fresh instance folder: it seeds, publishes,
 serves the FORGE, starts the example application, which serves the published prompts and
-reports to the FORGE; Ctrl-C stops both processes. No external service is involved."""
+reports to the FORGE; Ctrl-C stops both processes. No external service is involved. The log
+has no static-file lines and no colour codes (the output is a pipe); ``--json`` prints one line
+for scripts and ``--example-port`` places the example app."""
 
 from __future__ import annotations
 
@@ -43,20 +45,21 @@ def get(url: str) -> str | None:
 
 
 class Demo:
-    def __init__(self, tmp: Path, port: int) -> None:
+    def __init__(self, tmp: Path, port: int, *options: str) -> None:
         command = Path(sys.executable).with_name("anvil-forge")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "FORGE_"))}
         env["FORGE_INSTANCE_PATH"] = str(tmp / "instance")
         env["PYTHONUNBUFFERED"] = "1"
         self.instance = tmp / "instance"
         self.process = subprocess.Popen(
-            [str(command), "demo", "--port", str(port)],
+            [str(command), "demo", "--port", str(port), *options],
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE if "--json" in options else subprocess.STDOUT,
             env=env,
             cwd=tmp,
             text=True,
         )
+        self.errors = ""
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -93,6 +96,9 @@ class Demo:
         self.reader.join(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self.process.stderr is not None:
+            self.errors = self.process.stderr.read()
+            self.process.stderr.close()
 
 
 @pytest.fixture
@@ -132,6 +138,19 @@ def test_make_demo_serves_the_forge_and_a_live_example(demo: Demo) -> None:
     assert "The customer has a laptop in their cart." in page
     assert "(fallback: not published)" not in page
     assert get(f"{forge_url}/healthz") is not None
+    # The page updates itself from /state.json (no reload) and labels every prompt.
+    assert 'http-equiv="refresh"' not in page and '<script src="/static/live_app.js"' in page
+    assert "<h3>Support bot <code>0.2.0</code></h3>" in page
+    assert '<figure class="card" data-prompt="support.greeting"><figcaption>' in page
+    state = json.loads(get(f"{example_url}state.json") or "{}")
+    assert [g["name"] for g in state["groups"]] == ["Support bot", "Checkout helper"]
+    assert 'fetch("/state.json"' in (get(f"{example_url}static/live_app.js") or "")
+
+    # The log: pages are logged, static files are not, and there are no colour codes.
+    assert get(f"{forge_url}/login") is not None
+    assert get(f"{forge_url}/static/forge.css") is not None
+    assert get(f"{forge_url}/static/missing-on-purpose.css") is None  # a 404 is logged
+    demo.wait_for_line(r"GET /static/missing-on-purpose\.css HTTP/1\.1\" 404")
 
     # The example reported to the FORGE: one LIVE instance on production, serving 0.2.0.
     database = demo.instance / "anvil.db"
@@ -159,3 +178,34 @@ def test_make_demo_serves_the_forge_and_a_live_example(demo: Demo) -> None:
     assert demo.process.returncode is not None
     wait_until(lambda: get(example_url) is None, "the example app to stop")
     assert get(f"{forge_url}/healthz") is None
+    while not demo.lines.empty():
+        demo.output.append(demo.lines.get())
+    log = "".join(demo.output)
+    assert '"GET /login HTTP/1.1" 200' in log
+    assert "GET /static/forge.css" not in log and "/store/" not in log
+    assert "\x1b[" not in log  # not a terminal: no colour codes
+
+
+def test_demo_json_line_and_example_port(tmp_path: Path) -> None:
+    forge_port, example_port = free_port(), free_port()
+    demo = Demo(tmp_path, forge_port, "--json", "--example-port", str(example_port))
+    try:
+        line = demo.wait_for_line(r"^\{")
+        summary = json.loads(line.string)
+        assert summary["forge_url"] == f"http://127.0.0.1:{forge_port}"
+        assert summary["example_url"] == f"http://127.0.0.1:{example_port}/"
+        assert summary["accounts"][0] == {"email": "owner@demo.anvil", "role": "owner"}
+        # Printed once both listen: the example app answers straight away.
+        assert get(f"{summary['login_url']}") is not None
+        page = wait_until(
+            lambda: (html := get(summary["example_url"])) and "Support bot@0.2.0" in html and html,
+            "the example to serve",
+        )
+        assert "Checkout helper@0.1.0" in page
+    finally:
+        demo.stop()
+    while not demo.lines.empty():
+        demo.output.append(demo.lines.get())
+    assert "".join(demo.output).strip() == line.string.strip()  # stdout: the JSON line only
+    assert "FORGE listening on" in demo.errors and "Example app on" in demo.errors
+    assert not TOKEN.search(demo.errors + line.string)

@@ -192,3 +192,40 @@ def test_dump_round_trips_exactly(prompts: dict[str, dict[str, Any]]) -> None:
 def test_tricky_text_round_trips(template: str) -> None:
     prompts = {"a": {"template": template, "metadata": {"k": template}}}
     assert parse_prompt_file(dump_prompt_file(prompts), "a.yaml") == prompts
+
+
+RTL = "مرحبا {{ name }} \u200f\u05e9\u05dc\u05d5\u05dd"  # Arabic, a right-to-left mark, Hebrew
+
+
+def test_dump_writes_emoji_cjk_and_rtl_as_they_read() -> None:
+    prompts: dict[str, dict[str, Any]] = {
+        "a.emoji": {"template": "Hi {{ name }} 👋", "metadata": {"icon": "🎉", "tags": ["✅ ok"]}},
+        "a.multi": {"template": "Line one 👋\nline two 🚀\n"},
+        "b.cjk": {"template": "欢迎 {{ name }}\uff0cこんにちは、안녕하세요"},
+        "c.rtl": {"template": RTL},
+    }
+    text = dump_prompt_file(prompts)
+    assert "\\U" not in text and "\\u" not in text
+    assert "template: Hi {{ name }} 👋\n" in text
+    assert "icon: 🎉\n" in text
+    assert "a.multi:\n  template: |\n    Line one 👋\n    line two 🚀\n" in text
+    assert "欢迎 {{ name }}\uff0cこんにちは、안녕하세요" in text and RTL in text
+    assert parse_prompt_file(text, "x.yaml") == prompts
+
+
+def test_dump_keeps_control_characters_exact() -> None:
+    prompts: dict[str, dict[str, Any]] = {
+        "a": {"template": "bell\x07 and 👋\nnext\x1b[0m", "metadata": {"k": "\x00nul 🎉"}},
+        "b": {"template": "a\\U0001F44B is text, not an escape"},
+    }
+    text = dump_prompt_file(prompts)
+    assert "\\a" in text and "\\e" in text and "\\0" in text  # escaped, never raw
+    assert not any(ch in text for ch in "\x00\x07\x1b")
+    assert parse_prompt_file(text, "x.yaml") == prompts
+
+
+def test_dump_refuses_a_lone_surrogate_in_one_sentence() -> None:
+    with pytest.raises(ValueError, match=r"^prompt 'a' holds a lone surrogate, which is not"):
+        dump_prompt_file({"a": {"template": "x\ud800y"}})
+    with pytest.raises(ValueError, match="prompt 'b' holds a lone surrogate"):
+        dump_prompt_file({"a": {"template": "ok"}, "b": {"metadata": {"k": ["\udfff"]}}})
