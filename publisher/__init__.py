@@ -12,17 +12,14 @@ code that writes to a store.
 from __future__ import annotations
 
 from publisher._bundle import BuiltBundle, build_bundle
+from publisher._entries import BundleSource
 from publisher._errors import PromptIdClash
 from publisher._files import dump_prompt_file, load_prompt_files, parse_prompt_file
 from publisher._gc import GcReport, collect_garbage
+from publisher._history import read_history
 from publisher._inspect import Inspection, export_bootstrap, inspect
-from publisher._publish import (
-    BundleSource,
-    HistoryEntry,
-    Publisher,
-    PublishResult,
-    read_history,
-)
+from publisher._publish import Publisher
+from publisher._results import HistoryEntry, PublishResult
 from publisher._validate import PromptFiles, SourceLocation, validate_prompts
 
 __all__ = [

@@ -79,26 +79,7 @@ class BuiltBundle:
             doc = parse_json_object(data, "bundle")
         except FormatError as e:
             raise ValidationError([str(e)]) from e
-        if doc.get("type") != BUNDLE_TYPE:
-            raise ValidationError([f"bundle type must be {BUNDLE_TYPE!r}, got {doc.get('type')!r}"])
-        problems = []
-        for name in ("version", "project_id", "prompt_set_id", "created_at"):
-            if not isinstance(doc.get(name), str):
-                problems.append(f"bundle field {name!r} must be a string")
-        snapshot: dict[str, Any] = doc.get("snapshot")  # type: ignore[assignment]
-        if not isinstance(snapshot, dict):
-            problems.append("bundle snapshot must be an object of prompt id to prompt")
-        if problems:
-            raise ValidationError(problems)
-        if project_id is not None and doc["project_id"] != project_id:
-            raise ValidationError(
-                [f"bundle belongs to project {doc['project_id']!r}, not {project_id!r}"]
-            )
-        unknown = sorted(
-            set(doc) - {"type", "version", "project_id", "prompt_set_id", "created_at", "snapshot"}
-        )
-        if unknown:
-            raise ValidationError([f"bundle has unknown fields: {', '.join(unknown)}"])
+        snapshot = _checked_fields(doc, project_id)
         built = build_bundle(
             snapshot,
             project_id=doc["project_id"],
@@ -118,6 +99,35 @@ class BuiltBundle:
             )
             raise ValidationError([f"bundle bytes are not what anvil-publish builds: {detail}"])
         return built
+
+
+def _checked_fields(doc: dict[str, Any], project_id: str | None) -> dict[str, Any]:
+    """The snapshot of a bundle document whose type and header fields are as they must be.
+
+    Raises:
+        ValidationError: listing what is wrong.
+    """
+    if doc.get("type") != BUNDLE_TYPE:
+        raise ValidationError([f"bundle type must be {BUNDLE_TYPE!r}, got {doc.get('type')!r}"])
+    problems = []
+    for name in ("version", "project_id", "prompt_set_id", "created_at"):
+        if not isinstance(doc.get(name), str):
+            problems.append(f"bundle field {name!r} must be a string")
+    snapshot: dict[str, Any] = doc.get("snapshot")  # type: ignore[assignment]
+    if not isinstance(snapshot, dict):
+        problems.append("bundle snapshot must be an object of prompt id to prompt")
+    if problems:
+        raise ValidationError(problems)
+    if project_id is not None and doc["project_id"] != project_id:
+        raise ValidationError(
+            [f"bundle belongs to project {doc['project_id']!r}, not {project_id!r}"]
+        )
+    unknown = sorted(
+        set(doc) - {"type", "version", "project_id", "prompt_set_id", "created_at", "snapshot"}
+    )
+    if unknown:
+        raise ValidationError([f"bundle has unknown fields: {', '.join(unknown)}"])
+    return snapshot
 
 
 def check_identifier(value: str, what: str) -> None:

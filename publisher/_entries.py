@@ -6,13 +6,15 @@
 Every read goes through ``anvil_client.wire``: ``fetch_object`` (size and SHA-256 against the
 signed entry), ``open_object`` (decrypt, content hash), ``parse_bundle`` and
 ``check_bundle_matches``. Results are cached, so a compare-and-swap retry that rebuilds the
-list from a new pointer reads and encrypts only what it has not seen yet.
+list from a new pointer reads and encrypts only what it has not seen yet. The recipients every
+entry ends up encrypted for are resolved here too (``resolve_recipients``).
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,7 +48,7 @@ from anvil_client.wire import (
 from publisher._bundle import BuiltBundle
 from publisher._errors import PromptIdClash
 
-__all__ = ["PENDING", "BundleSource", "Entries", "Stored"]
+__all__ = ["PENDING", "BundleSource", "Entries", "Recipients", "Stored", "resolve_recipients"]
 
 BundleSource = Callable[[str], bytes | None]
 """Returns the exact plaintext bundle bytes for a ``content_sha256`` (the FORGE keeps them),
@@ -55,6 +57,55 @@ or None (or raises LookupError) when it does not have them: the object is read i
 #: The object of an entry whose bundle is not stored yet (only its content and name count).
 PENDING = ObjectRef(path="pending", sha256="0" * 64, size=0, encoding="json")
 _TOKEN_OPTION = "--access-token"  # noqa: S105 - an option name, not a secret
+_TOKEN_ID_RE = re.compile(r"^[a-z0-9]{12}$")
+
+Recipients = Mapping[str, bytes] | Sequence[str] | Sequence[AccessToken]
+"""Who may decrypt: a ``token_id -> KEK`` mapping, ACCESS_TOKEN texts, or AccessTokens."""
+
+
+def resolve_recipients(
+    recipients: Recipients | None, *, plaintext: bool
+) -> dict[str, bytes] | None:
+    """``token_id -> KEK`` for encryption, or None for a plaintext publish.
+
+    Accepts a mapping of token id to 32-byte KEK, ACCESS_TOKEN texts, or AccessTokens.
+
+    Raises:
+        ConfigError: no recipients without ``plaintext``, both, a malformed token or KEK,
+            or one token id given with two different secrets.
+    """
+    if plaintext:
+        if recipients:
+            raise ConfigError("give either recipients or plaintext, not both")
+        return None
+    if not recipients:
+        raise ConfigError(
+            "refusing to publish without recipients: give at least one ACCESS_TOKEN "
+            "(or publish unencrypted on purpose with plaintext)"
+        )
+    keks: dict[str, bytes] = {}
+    for token_id, kek in _recipient_pairs(recipients):
+        if not isinstance(token_id, str) or not _TOKEN_ID_RE.match(token_id):
+            raise ConfigError(f"recipient id {str(token_id)[:20]!r} is not a 12-character token id")
+        if not isinstance(kek, bytes) or len(kek) != 32:
+            raise ConfigError(f"the key for recipient {token_id} must be 32 bytes")
+        if keks.get(token_id, kek) != kek:
+            raise ConfigError(f"recipient {token_id} is given twice with different secrets")
+        keks[token_id] = kek
+    return keks
+
+
+def _recipient_pairs(recipients: Recipients) -> list[tuple[str, bytes]]:
+    """``(token_id, KEK)`` of each recipient, not yet checked."""
+    if isinstance(recipients, Mapping):
+        return list(recipients.items())
+    if isinstance(recipients, str):
+        raise ConfigError("recipients must be a list of ACCESS_TOKENs, not one string")
+    pairs = []
+    for item in recipients:
+        token = item if isinstance(item, AccessToken) else AccessToken.parse(item)
+        pairs.append((token.token_id, token.kek()))
+    return pairs
 
 
 @dataclass(frozen=True)

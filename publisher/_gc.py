@@ -41,7 +41,7 @@ from anvil_client.wire import (
     verify_pointer,
 )
 from publisher._bundle import check_identifier
-from publisher._layout import KeyLike, check_channel, trusted_keys_of
+from publisher._channel import KeyLike, check_channel, trusted_keys_of
 
 __all__ = ["DEFAULT_KEEP_HISTORY", "DEFAULT_MIN_AGE", "GcObject", "GcReport", "collect_garbage"]
 
@@ -182,12 +182,7 @@ def _collect(
     now: datetime,
 ) -> GcReport:
     found = _list_channels(store, project_id)
-    for channel in required:
-        if channel not in found.pointers:
-            raise ConfigError(
-                f"channel {channel!r} has no pointer in {store.url} for project {project_id}; "
-                "refusing to collect garbage (check --store and --project-id)"
-            )
+    _check_required(store, project_id, found, required)
     prefix = bundles_prefix(project_id)
     objects = store.list(prefix)
     if not found.pointers and objects:
@@ -197,18 +192,7 @@ def _collect(
             "store URL or project id looks the same)"
         )
     seen = _read_pointers(store, project_id, keys, found)
-    named: set[str] = set()
-    for _, pointer in seen.values():
-        named.update(release.object.path for release in pointer.all_releases())
-    for channel, entries in found.histories.items():
-        for sequence, key in entries[max(0, len(entries) - keep_history) :]:
-            _, pointer = _verified(store, key, keys, project_id, channel, f"history entry {key}")
-            if pointer.sequence != sequence:
-                raise VerificationError(
-                    f"history entry {key} in {store.url} holds sequence {pointer.sequence}; "
-                    "refusing to collect garbage on inconsistent history"
-                )
-            named.update(release.object.path for release in pointer.all_releases())
+    named = _named_paths(store, project_id, keys, found, seen, keep_history)
 
     ignored = [key for key in objects if not is_bundle_name(key[len(prefix) :])]
     unnamed = [key for key in objects if key not in named and is_bundle_name(key[len(prefix) :])]
@@ -238,6 +222,47 @@ def _collect(
         ignored=tuple(ignored),
         deleted=tuple(deleted),
     )
+
+
+def _check_required(
+    store: ObjectStore, project_id: str, found: _Channels, required: list[str]
+) -> None:
+    """Raises: ConfigError: if a channel named on the command line has no pointer."""
+    for channel in required:
+        if channel not in found.pointers:
+            raise ConfigError(
+                f"channel {channel!r} has no pointer in {store.url} for project {project_id}; "
+                "refusing to collect garbage (check --store and --project-id)"
+            )
+
+
+def _named_paths(
+    store: ObjectStore,
+    project_id: str,
+    keys: list[TrustedKey],
+    found: _Channels,
+    seen: Mapping[str, tuple[bytes, Pointer]],
+    keep_history: int,
+) -> set[str]:
+    """The object paths the pointers and each channel's last ``keep_history`` history entries
+    name, every history entry verified.
+
+    Raises:
+        VerificationError: if a history entry does not verify or holds another sequence.
+    """
+    named: set[str] = set()
+    for _, pointer in seen.values():
+        named.update(release.object.path for release in pointer.all_releases())
+    for channel, entries in found.histories.items():
+        for sequence, key in entries[max(0, len(entries) - keep_history) :]:
+            _, pointer = _verified(store, key, keys, project_id, channel, f"history entry {key}")
+            if pointer.sequence != sequence:
+                raise VerificationError(
+                    f"history entry {key} in {store.url} holds sequence {pointer.sequence}; "
+                    "refusing to collect garbage on inconsistent history"
+                )
+            named.update(release.object.path for release in pointer.all_releases())
+    return named
 
 
 def _list_channels(store: ObjectStore, project_id: str) -> _Channels:

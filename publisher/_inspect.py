@@ -44,7 +44,7 @@ from anvil_client.wire import (
     served_version,
     verify_pointer,
 )
-from publisher._layout import KeyLike, check_channel, trusted_keys_of
+from publisher._channel import KeyLike, check_channel, trusted_keys_of
 
 __all__ = ["InspectedRelease", "Inspection", "export_bootstrap", "inspect"]
 
@@ -69,18 +69,9 @@ class InspectedRelease:
         return f"{self.name or self.prompt_set_id} {self.version}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "prompt_set_id": self.prompt_set_id,
-            "name": self.name,
-            "version": self.version,
-            "content_sha256": self.content_sha256,
-            "encoding": self.encoding,
-            "object_path": self.object_path,
-            "object_sha256": self.object_sha256,
-            "object_size": self.object_size,
-            "recipients": None if self.recipients is None else list(self.recipients),
-            "prompt_count": self.prompt_count,
-        }
+        data = dataclasses.asdict(self)
+        data["recipients"] = None if self.recipients is None else list(self.recipients)
+        return data
 
 
 @dataclass(frozen=True)

@@ -11,201 +11,51 @@ read (``If-None-Match: *`` for a new channel), and on a lost race re-read, rebui
 from what the winner wrote and retry, bounded and jittered. So publishers of different prompt
 sets on one channel both land. Objects are written first with ``If-None-Match: *``, so a crash
 anywhere leaves the channel serving its old list.
+
+This module is the front door: each operation checks its arguments and hands a draft of the
+next entry list (``_drafts``) to that loop (``_pointer``), which writes the history copies
+(``_history``) and returns a :class:`PublishResult` (``_results``).
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+import functools
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from anvil_client.errors import (
-    AnvilError,
-    ConfigError,
-    FormatError,
-    NotFound,
-    PreconditionFailed,
-    SignatureError,
-    SizeLimitError,
-    StoreError,
-)
+from anvil_client.errors import ConfigError, NotFound
 from anvil_client.stores import ObjectStore, open_store
-from anvil_client.wire import (
-    HISTORY_NAME_RE,
-    POINTER_MAX_SIZE,
-    RELEASE_NAME_MAX,
-    RELEASES_MAX,
-    AccessToken,
-    Pointer,
-    Release,
-    Rollout,
-    TrustedKey,
-    b64decode_any,
-    format_timestamp,
-    history_key,
-    history_prefix,
-    key_id,
-    parse_json_object,
-    pointer_key,
-    served_version,
-    sign_envelope,
-    verify_pointer,
-)
+from anvil_client.wire import AccessToken, Pointer, Release, TrustedKey, key_id
 from publisher._bundle import BuiltBundle, check_identifier
-from publisher._entries import PENDING, BundleSource, Entries
-from publisher._layout import (
-    KeyLike,
-    Recipients,
-    check_channel,
-    expiry_of,
-    resolve_recipients,
-    trusted_keys_of,
+from publisher._channel import KeyLike, check_channel, trusted_keys_of
+from publisher._drafts import (
+    DraftFn,
+    aborting_rollout,
+    check_name,
+    check_percent,
+    completing_rollout,
+    describe_list,
+    others_than,
+    promoting,
+    publishing,
+    reencrypting,
+    removing,
+    restoring,
+    setting_rollout,
 )
+from publisher._entries import PENDING, BundleSource, Entries, Recipients, resolve_recipients
+from publisher._history import read_history
+from publisher._pointer import PointerWriter
+from publisher._results import HistoryEntry, PublishResult
+from publisher._time import Expiry, expiry_of
 
 __all__ = ["BundleSource", "HistoryEntry", "PublishResult", "Publisher", "read_history"]
 
-log = logging.getLogger("publisher")
-
-
 _KEEP: Any = object()
-Expiry = datetime | timedelta | str | None
-
-
-def release_json(release: Release) -> dict[str, Any]:
-    """One entry as the ``--json`` outputs show it."""
-    return {
-        "prompt_set_id": release.prompt_set_id,
-        "name": release.name,
-        "version": release.version,
-        "content_sha256": release.content_sha256,
-        "object_path": release.object.path,
-        "encoding": release.object.encoding,
-    }
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What one channel move wrote. ``timings`` are seconds per phase.
-
-    The single-entry fields (``version`` … ``encoding``) describe the entry this operation
-    published; they are None when it concerns no single entry (a remove, or a rollback or
-    promote of a list of several entries). ``releases`` is the whole list now served and
-    ``changes`` says, in sentences, what differs from the list before.
-    """
-
-    project_id: str
-    channel: str
-    sequence: int
-    version: str | None
-    prompt_set_id: str | None
-    name: str | None
-    content_sha256: str | None
-    object_path: str | None
-    object_sha256: str | None
-    object_size: int | None
-    plaintext_size: int | None
-    encoding: Literal["jwe", "json"] | None
-    etag: str | None
-    recipients: tuple[str, ...]
-    reused_object: bool
-    attempts: int
-    published_at: str
-    expires_at: str | None
-    rollout_percent: int | None
-    timings: Mapping[str, float]
-    envelope: bytes = field(repr=False)
-    pointer: Pointer = field(repr=False)
-    changes: tuple[str, ...] = ()
-
-    @property
-    def releases(self) -> tuple[Release, ...]:
-        """Every entry the channel serves now (``pointer.releases``)."""
-        return tuple(self.pointer.releases)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``anvil-publish … --json`` object."""
-        rollout = self.pointer.rollout
-        return {
-            "project_id": self.project_id,
-            "channel": self.channel,
-            "sequence": self.sequence,
-            "version": self.version,
-            "prompt_set_id": self.prompt_set_id,
-            "name": self.name,
-            "content_sha256": self.content_sha256,
-            "object_path": self.object_path,
-            "object_sha256": self.object_sha256,
-            "object_size": self.object_size,
-            "plaintext_size": self.plaintext_size,
-            "encoding": self.encoding,
-            "etag": self.etag,
-            "recipients": list(self.recipients),
-            "reused_object": self.reused_object,
-            "attempts": self.attempts,
-            "published_at": self.published_at,
-            "expires_at": self.expires_at,
-            "rollout_percent": self.rollout_percent,
-            "releases": [release_json(r) for r in self.pointer.releases],
-            "previous": None if rollout is None else [release_json(r) for r in rollout.previous],
-            "changes": list(self.changes),
-            "timings": {name: round(seconds, 6) for name, seconds in self.timings.items()},
-        }
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One history copy. ``verified`` is None when no key was given to check it."""
-
-    sequence: int
-    path: str
-    pointer: Pointer | None
-    verified: bool | None
-    keyid: str | None
-    error: str | None = None
-
-    @property
-    def releases(self) -> tuple[Release, ...]:
-        """The entries of that sequence (empty when it could not be read)."""
-        return () if self.pointer is None else tuple(self.pointer.releases)
-
-    def to_json(self) -> dict[str, Any]:
-        pointer = self.pointer
-        rollout = None if pointer is None else pointer.rollout
-        return {
-            "sequence": self.sequence,
-            "path": self.path,
-            "verified": self.verified,
-            "keyid": self.keyid,
-            "error": self.error,
-            "published_at": None if pointer is None else pointer.published_at,
-            "expires_at": None if pointer is None else pointer.expires_at,
-            "version": None if pointer is None else served_version(pointer.releases),
-            "releases": [release_json(r) for r in self.releases],
-            "rollout_percent": None if rollout is None else rollout.percent,
-            "previous": None if rollout is None else [release_json(r) for r in rollout.previous],
-        }
-
-
-@dataclass(frozen=True)
-class _Current:
-    pointer: Pointer | None
-    etag: str | None
-    envelope: bytes | None
-
-
-@dataclass(frozen=True)
-class _Draft:
-    releases: list[Release]
-    rollout: Rollout | None
-    expires_at: str | None
-    entry: Release | None = None
-    """The entry this operation is about, for the single-entry fields of the result."""
+"""``expires_at`` not given to an operation that keeps the current pointer's expiry."""
 
 
 class Publisher:
@@ -238,12 +88,28 @@ class Publisher:
                 f"{self.store.url} is read-only; publish to an s3:// or file:// store"
             )
         self.project_id = project_id
-        self._key = signing_key
         public = signing_key.public_key()
         self.keyid = key_id(public)
-        self._trusted = [TrustedKey(keyid=self.keyid, key=public), *trusted_keys_of(trusted_keys)]
-        self.max_attempts = max(1, max_attempts)
         self._now = now or (lambda: datetime.now(UTC))
+        self._entries = functools.partial(Entries, self.store, project_id)
+        """The :class:`Entries` of one operation: ``self._entries(keks, access_token=…)``."""
+        self._pointers = PointerWriter(
+            self.store,
+            project_id,
+            signing_key,
+            [TrustedKey(keyid=self.keyid, key=public), *trusted_keys_of(trusted_keys)],
+            max_attempts=max(1, max_attempts),
+            now=self._now,
+        )
+
+    @property
+    def max_attempts(self) -> int:
+        """Compare-and-swap attempts per operation before giving up on a busy channel."""
+        return self._pointers.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._pointers.max_attempts = value
 
     def close(self) -> None:
         if self._owns_store:
@@ -299,49 +165,26 @@ class Publisher:
         check_channel(channel)
         keks = resolve_recipients(recipients, plaintext=plaintext)
         expires = expiry_of(expires_at, self._now())
-        percent = _check_percent(rollout_percent)
-        _check_name(name)
-        _check_name(default_name)
+        percent = check_percent(rollout_percent)
+        check_name(name)
+        check_name(default_name)
         built = self._built(bundle)
         entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
         entries.timings.update(built.timings)
         entries.remember(built)
-        current = self._timed(entries.timings, "read_pointer", lambda: self._read_current(channel))
+        current = self._pointers.read(channel, entries.timings)
         if percent is not None and current.pointer is None:
             raise ConfigError(f"channel {channel!r} has no release yet to roll out from")
-        stored_entry: list[Release] = []
-
-        def draft(latest: Pointer | None) -> _Draft:
-            existing = None if latest is None else latest.entry(built.prompt_set_id)
-            entry_name = name if name is not None else (existing.name if existing else default_name)
-            entry = Release(
-                prompt_set_id=built.prompt_set_id,
-                name=entry_name,
-                version=built.version,
-                content_sha256=built.content_sha256,
-                object=stored_entry[0].object if stored_entry else PENDING,
-            )
-            others = (
-                []
-                if latest is None
-                else [r for r in latest.releases if r.prompt_set_id != built.prompt_set_id]
-            )
-            entries.check_clash(entry, others, channel)  # before anything is written
-            _check_count(channel, len(others) + 1)
-            candidates = [] if latest is None else latest.all_releases()
-            if not stored_entry:
-                stored_entry.append(entries.store_new(entry, built.data, candidates))
-            entry = entry.model_copy(update={"object": stored_entry[0].object})
-            kept = [entries.conform(r, candidates) for r in others]
-            rollout = None
-            if percent is not None:
-                if latest is None:
-                    raise ConfigError(f"channel {channel!r} has no release to roll out from")
-                previous = [entries.conform(r, candidates) for r in _settled(latest)]
-                rollout = Rollout(percent=percent, previous=previous)
-            return _Draft(_sorted([*kept, entry]), rollout, expires, entry)
-
-        return self._advance(channel, draft, current, entries)
+        draft = publishing(
+            built,
+            channel,
+            entries,
+            name=name,
+            default_name=default_name,
+            expires=expires,
+            percent=percent,
+        )
+        return self._pointers.advance(channel, draft, current, entries)
 
     def check_publish(
         self,
@@ -366,7 +209,7 @@ class Publisher:
         built = self._built(bundle)
         entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
         entries.remember(built)
-        latest = self._read_current(channel).pointer
+        latest = self._pointers.read(channel).pointer
         if latest is None:
             return
         existing = latest.entry(built.prompt_set_id)
@@ -377,8 +220,7 @@ class Publisher:
             content_sha256=built.content_sha256,
             object=PENDING,
         )
-        others = [r for r in latest.releases if r.prompt_set_id != built.prompt_set_id]
-        entries.check_clash(incoming, others, channel)
+        entries.check_clash(incoming, others_than(latest, built.prompt_set_id), channel)
 
     def remove(
         self, channel: str, prompt_set_id: str, *, expires_at: Expiry = _KEEP
@@ -396,30 +238,9 @@ class Publisher:
         """
         keep = expires_at is _KEEP
         expires = None if keep else expiry_of(expires_at, self._now())
-
-        def draft(latest: Pointer | None) -> _Draft:
-            assert latest is not None
-            gone = latest.entry(prompt_set_id)
-            if gone is None:
-                raise ConfigError(
-                    f"channel {channel!r} serves no prompt set {prompt_set_id[:128]!r}; "
-                    f"it serves {_listing(latest.releases)}"
-                )
-            if latest.rollout is not None:
-                raise ConfigError(
-                    f"channel {channel!r} has a rollout in progress; complete or abort it "
-                    "before removing a prompt set"
-                )
-            if len(latest.releases) == 1:
-                raise ConfigError(
-                    f"{gone.describe()} is the only prompt set on {channel!r}; a channel never "
-                    "serves nothing, so its last entry cannot be removed (publish another set "
-                    "first)"
-                )
-            kept = [r for r in latest.releases if r.prompt_set_id != prompt_set_id]
-            return _Draft(kept, None, latest.expires_at if keep else expires)
-
-        return self._move(channel, draft)
+        return self._move(
+            channel, removing(channel, prompt_set_id, expires=expires, keep_expiry=keep)
+        )
 
     def rollback(
         self,
@@ -450,19 +271,14 @@ class Publisher:
         check_channel(channel)
         keks = resolve_recipients(recipients, plaintext=plaintext)
         expires = expiry_of(expires_at, self._now())
-        old = self._read_history_entry(channel, to_sequence)
+        old = self._pointers.history_copy(channel, to_sequence)
         entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
         for release in old.releases:
             entries.plaintext(release)
         entries.check_disjoint(old.releases, channel)
-        current = self._timed(entries.timings, "read_pointer", lambda: self._read_current(channel))
-
-        def draft(latest: Pointer | None) -> _Draft:
-            candidates = [] if latest is None else latest.all_releases()
-            restored = [entries.conform(r, candidates) for r in old.releases]
-            return _Draft(restored, None, expires, _only(restored))
-
-        return self._advance(channel, draft, current, entries)
+        current = self._pointers.read(channel, entries.timings)
+        draft = restoring(old, entries, expires=expires)
+        return self._pointers.advance(channel, draft, current, entries)
 
     def promote(
         self,
@@ -503,47 +319,13 @@ class Publisher:
         entries = self._entries(
             keks, access_token=access_token, bundle_source=bundle_source, as_is=as_is
         )
-        source = self._read_current(from_channel).pointer
+        source = self._pointers.read(from_channel).pointer
         if source is None:
             raise NotFound(f"channel {from_channel!r} has nothing published to promote")
-        copied: Release | None = None
-        if prompt_set_id is not None:
-            copied = source.entry(prompt_set_id)
-            if copied is None:
-                raise NotFound(
-                    f"channel {from_channel!r} serves no prompt set {prompt_set_id[:128]!r}; "
-                    f"it serves {_listing(source.releases)}"
-                )
-        current = self._timed(
-            entries.timings, "read_pointer", lambda: self._read_current(to_channel)
-        )
-
-        def draft(latest: Pointer | None) -> _Draft:
-            candidates = [*source.releases, *([] if latest is None else latest.all_releases())]
-            if copied is None:
-                listed = [entries.conform(r, candidates) for r in source.releases]
-                return _Draft(listed, None, expires, _only(listed))
-            others = (
-                []
-                if latest is None
-                else [r for r in latest.releases if r.prompt_set_id != copied.prompt_set_id]
-            )
-            entries.check_clash(copied, others, to_channel)
-            if as_is:
-                wanted = entries.recipients_of(copied)
-                for other in others:
-                    if entries.recipients_of(other) != wanted:
-                        raise ConfigError(
-                            f"{other.describe()} on {to_channel!r} is encrypted for other "
-                            f"recipients than {copied.describe()}; every entry of a channel "
-                            "has the same recipients: give the recipients (--recipient) to "
-                            "re-encrypt them"
-                        )
-            entry = entries.conform(copied, candidates)
-            kept = [entries.conform(r, candidates) for r in others]
-            return _Draft(_sorted([*kept, entry]), None, expires, entry)
-
-        return self._advance(to_channel, draft, current, entries)
+        copied = None if prompt_set_id is None else _entry_of(source, from_channel, prompt_set_id)
+        current = self._pointers.read(to_channel, entries.timings)
+        draft = promoting(source, copied, to_channel, entries, expires=expires)
+        return self._pointers.advance(to_channel, draft, current, entries)
 
     def reencrypt(
         self,
@@ -571,18 +353,9 @@ class Publisher:
         entries = self._entries(
             keks, access_token=access_token, bundle_source=bundle_source, fresh=True
         )
-
-        def draft(latest: Pointer | None) -> _Draft:
-            assert latest is not None
-            listed = [entries.conform(r) for r in latest.releases]
-            rollout = None
-            if latest.rollout is not None:
-                previous = [entries.conform(r) for r in latest.rollout.previous]
-                rollout = Rollout(percent=latest.rollout.percent, previous=previous)
-            kept = latest.expires_at if keep else expires
-            return _Draft(listed, rollout, kept, _only(listed))
-
-        return self._move(channel, draft, entries)
+        return self._move(
+            channel, reencrypting(entries, expires=expires, keep_expiry=keep), entries
+        )
 
     def set_rollout(self, channel: str, percent: int) -> PublishResult:
         """Move a rollout in progress to ``percent`` (same lists).
@@ -590,18 +363,7 @@ class Publisher:
         Raises:
             ConfigError: if the channel has no rollout in progress or ``percent`` is not 0-100.
         """
-        checked = _check_percent(percent)
-
-        def draft(latest: Pointer | None) -> _Draft:
-            latest, rollout = _rollout_in_progress(channel, latest)
-            return _Draft(
-                list(latest.releases),
-                rollout.model_copy(update={"percent": checked}),
-                latest.expires_at,
-                _only(latest.releases),
-            )
-
-        return self._move(channel, draft)
+        return self._move(channel, setting_rollout(channel, check_percent(percent)))
 
     def complete_rollout(self, channel: str) -> PublishResult:
         """Serve the rolled-out list to every instance (drops ``rollout``).
@@ -609,12 +371,7 @@ class Publisher:
         Raises:
             ConfigError: if the channel has no rollout in progress.
         """
-
-        def draft(latest: Pointer | None) -> _Draft:
-            latest, _ = _rollout_in_progress(channel, latest)
-            return _Draft(list(latest.releases), None, latest.expires_at, _only(latest.releases))
-
-        return self._move(channel, draft)
+        return self._move(channel, completing_rollout(channel))
 
     def abort_rollout(self, channel: str) -> PublishResult:
         """Serve the rollout's ``previous`` list to every instance again.
@@ -622,12 +379,7 @@ class Publisher:
         Raises:
             ConfigError: if the channel has no rollout in progress.
         """
-
-        def draft(latest: Pointer | None) -> _Draft:
-            latest, rollout = _rollout_in_progress(channel, latest)
-            return _Draft(list(rollout.previous), None, latest.expires_at, _only(rollout.previous))
-
-        return self._move(channel, draft)
+        return self._move(channel, aborting_rollout(channel))
 
     def current(self, channel: str) -> Pointer | None:
         """The channel's verified pointer, or None if nothing was published.
@@ -637,7 +389,7 @@ class Publisher:
             StoreError: if the store fails.
         """
         check_channel(channel)
-        return self._read_current(channel).pointer
+        return self._pointers.read(channel).pointer
 
     def history(self, channel: str) -> list[HistoryEntry]:
         """Every history copy of ``channel``, oldest first, each verified with the keys.
@@ -646,28 +398,9 @@ class Publisher:
             StoreError: if the store fails (an entry that does not verify is reported in it).
         """
         check_channel(channel)
-        return read_history(self.store, self.project_id, channel, self._trusted)
+        return read_history(self.store, self.project_id, channel, self._pointers.trusted)
 
     # ------------------------------------------------------------------ internals
-
-    def _entries(
-        self,
-        keks: dict[str, bytes] | None,
-        *,
-        access_token: str | AccessToken | None = None,
-        bundle_source: BundleSource | None = None,
-        as_is: bool = False,
-        fresh: bool = False,
-    ) -> Entries:
-        return Entries(
-            self.store,
-            self.project_id,
-            keks,
-            access_token=access_token,
-            bundle_source=bundle_source,
-            as_is=as_is,
-            fresh=fresh,
-        )
 
     def _built(self, bundle: BuiltBundle | bytes) -> BuiltBundle:
         if isinstance(bundle, BuiltBundle):
@@ -680,335 +413,17 @@ class Publisher:
             )
         return built
 
-    def _move(
-        self,
-        channel: str,
-        draft: Callable[[Pointer | None], _Draft],
-        entries: Entries | None = None,
-    ) -> PublishResult:
+    def _move(self, channel: str, draft: DraftFn, entries: Entries | None = None) -> PublishResult:
         check_channel(channel)
-        entries = entries or self._entries(None, as_is=True)
-        current = self._timed(entries.timings, "read_pointer", lambda: self._read_current(channel))
-        if current.pointer is None:
-            raise NotFound(f"channel {channel!r} has nothing published")
-        return self._advance(channel, draft, current, entries)
+        return self._pointers.move(channel, draft, entries or self._entries(None, as_is=True))
 
-    @staticmethod
-    def _timed(timings: dict[str, float], name: str, action: Callable[[], _Current]) -> _Current:
-        started = time.perf_counter()
-        try:
-            return action()
-        finally:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
-    def _read_current(self, channel: str) -> _Current:
-        key = pointer_key(self.project_id, channel)
-        try:
-            got = self.store.get(key, max_size=POINTER_MAX_SIZE)
-        except NotFound:
-            return _Current(None, None, None)
-        except SizeLimitError as e:
-            raise SizeLimitError(
-                f"the pointer of channel {channel!r} in {self.store.url} is larger than "
-                f"{POINTER_MAX_SIZE} bytes; refusing to build on it"
-            ) from e
-        pointer = self._verify(got.data, channel, f"the pointer of channel {channel!r}")
-        if got.etag is None:
-            raise StoreError(
-                f"{self.store.url} returned no ETag for {key}; cannot publish safely without it"
-            )
-        return _Current(pointer, got.etag, got.data)
-
-    def _verify(self, envelope: bytes, channel: str, what: str) -> Pointer:
-        """The one pointer verification of ``anvil_client.wire``, with the publisher's keys."""
-        try:
-            return verify_pointer(
-                envelope, self._trusted, project_id=self.project_id, channel=channel
-            )
-        except SignatureError as e:
-            raise SignatureError(
-                f"{what} in {self.store.url} is not signed by this signing key "
-                f"(keyid {self.keyid[:16]}) or a trusted key; refusing to build on it "
-                "(while rotating keys, pass the old public key as a trusted key)"
-            ) from e
-        except FormatError as e:
-            raise FormatError(f"refusing to build on {what} in {self.store.url}: {e}") from e
-        except SizeLimitError as e:
-            raise SizeLimitError(f"refusing to build on {what} in {self.store.url}: {e}") from e
-
-    def _read_history_entry(self, channel: str, sequence: int) -> Pointer:
-        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
-            raise ConfigError(f"sequence must be a positive integer, got {sequence!r}")
-        key = history_key(self.project_id, channel, sequence)
-        try:
-            got = self.store.get(key, max_size=POINTER_MAX_SIZE)
-        except NotFound as e:
-            raise NotFound(f"channel {channel!r} has no history entry {sequence}") from e
-        pointer = self._verify(got.data, channel, f"history entry {sequence} of {channel!r}")
-        if pointer.sequence != sequence:
-            raise FormatError(
-                f"history entry {sequence} of {channel!r} holds sequence {pointer.sequence}"
-            )
-        return pointer
-
-    def _advance(
-        self,
-        channel: str,
-        draft: Callable[[Pointer | None], _Draft],
-        current: _Current,
-        entries: Entries,
-    ) -> PublishResult:
-        """The compare-and-swap loop of DESIGN §6 step 4-5, then the history copy.
-
-        ``draft`` builds the new list from the pointer just read, each attempt anew.
-        """
-        key = pointer_key(self.project_id, channel)
-        timings = entries.timings
-        started = time.perf_counter()
-        for attempt in range(1, self.max_attempts + 1):
-            if attempt > 1:
-                time.sleep(random.uniform(0, min(0.02 * 2**attempt, 0.5)))
-                current = self._read_current(channel)
-            latest = current.pointer
-            plan = draft(latest)
-            _check_count(channel, len(plan.releases))
-            sequence = (latest.sequence if latest else 0) + 1
-            pointer = Pointer(
-                type="anvil.pointer/v2",
-                project_id=self.project_id,
-                channel=channel,
-                sequence=sequence,
-                published_at=format_timestamp(self._now()),
-                expires_at=plan.expires_at,
-                releases=_sorted(plan.releases),
-                rollout=plan.rollout,
-            )
-            envelope = sign_envelope(pointer.to_bytes(), self._key)
-            try:
-                if current.etag is None:
-                    put = self.store.put(key, envelope, if_none_match=True)
-                else:
-                    put = self.store.put(key, envelope, if_match=current.etag)
-            except PreconditionFailed:
-                log.info("channel %s moved during publish (attempt %d); retrying", channel, attempt)
-                continue
-            cas_done = time.perf_counter()
-            timings["pointer_cas"] = cas_done - started
-            self._write_history(channel, sequence, envelope)
-            if latest is not None and current.envelope is not None:
-                # Backfill the entry a crashed publisher may have left unwritten.
-                self._write_history(channel, latest.sequence, current.envelope)
-            timings["history"] = time.perf_counter() - cas_done
-            return self._result(
-                channel, pointer, envelope, put.etag, plan, latest, entries, attempt
-            )
-        raise PreconditionFailed(
-            f"channel {channel!r} changed on each of {self.max_attempts} attempts to publish; "
-            "other publishers are busy on it, try again"
+def _entry_of(pointer: Pointer, channel: str, prompt_set_id: str) -> Release:
+    """Raises: NotFound: if ``pointer`` has no entry for ``prompt_set_id``."""
+    found = pointer.entry(prompt_set_id)
+    if found is None:
+        raise NotFound(
+            f"channel {channel!r} serves no prompt set {prompt_set_id[:128]!r}; "
+            f"it serves {describe_list(pointer.releases)}"
         )
-
-    def _result(
-        self,
-        channel: str,
-        pointer: Pointer,
-        envelope: bytes,
-        etag: str | None,
-        plan: _Draft,
-        before: Pointer | None,
-        entries: Entries,
-        attempts: int,
-    ) -> PublishResult:
-        entry = plan.entry
-        ref = None if entry is None else entry.object
-        stored = None if ref is None else entries.stored.get(ref.path)
-        return PublishResult(
-            project_id=self.project_id,
-            channel=channel,
-            sequence=pointer.sequence,
-            version=None if entry is None else entry.version,
-            prompt_set_id=None if entry is None else entry.prompt_set_id,
-            name=None if entry is None else entry.name,
-            content_sha256=None if entry is None else entry.content_sha256,
-            object_path=None if ref is None else ref.path,
-            object_sha256=None if ref is None else ref.sha256,
-            object_size=None if ref is None else ref.size,
-            plaintext_size=None if stored is None else stored.plaintext_size,
-            encoding=None if ref is None else ref.encoding,
-            etag=etag,
-            recipients=entries.recipients,
-            reused_object=True if stored is None else stored.reused,
-            attempts=attempts,
-            published_at=pointer.published_at,
-            expires_at=pointer.expires_at,
-            rollout_percent=None if pointer.rollout is None else pointer.rollout.percent,
-            timings=dict(entries.timings),
-            envelope=envelope,
-            pointer=pointer,
-            changes=describe_changes(before, pointer),
-        )
-
-    def _write_history(self, channel: str, sequence: int, envelope: bytes) -> None:
-        key = history_key(self.project_id, channel, sequence)
-        try:
-            self.store.put(key, envelope, if_none_match=True)
-        except PreconditionFailed:
-            pass  # written before (by us, or by the publisher that made this sequence)
-        except StoreError as e:
-            # The pointer is published; a missing history copy is backfilled next time.
-            log.warning("could not write history entry %s: %s", key, e)
-
-
-def describe_changes(before: Pointer | None, after: Pointer) -> tuple[str, ...]:
-    """Sentences saying how ``after``'s list differs from ``before``'s: ``Support bot 0.2.0 →
-    0.3.0``, ``Checkout helper added``, ``Checkout helper removed``, …"""
-    old = {} if before is None else {r.prompt_set_id: r for r in before.releases}
-    new = {r.prompt_set_id: r for r in after.releases}
-    changes: list[str] = []
-    for release in after.releases:
-        label = release.name or release.prompt_set_id
-        was = old.get(release.prompt_set_id)
-        if was is None:
-            changes.append(f"{label} added")
-            continue
-        if was.name != release.name:
-            changes.append(f"{was.name or was.prompt_set_id} renamed to {label}")
-        if was.version != release.version:
-            changes.append(f"{label} {was.version} → {release.version}")
-        elif was.content_sha256 != release.content_sha256:
-            changes.append(f"{label} {release.version} has new content")
-        elif was.object != release.object:
-            changes.append(f"{label} {release.version} re-encrypted")
-    for release in before.releases if before is not None else []:
-        if release.prompt_set_id not in new:
-            changes.append(f"{release.name or release.prompt_set_id} removed")
-    was_rollout = None if before is None else before.rollout
-    if after.rollout is not None:
-        if was_rollout is None or was_rollout.previous != after.rollout.previous:
-            changes.append(f"rollout started at {after.rollout.percent}%")
-        elif was_rollout.percent != after.rollout.percent:
-            changes.append(f"rollout {was_rollout.percent}% → {after.rollout.percent}%")
-    elif was_rollout is not None:
-        changes.append("rollout ended")
-    return tuple(changes)
-
-
-def _sorted(releases: Iterable[Release]) -> list[Release]:
-    return sorted(releases, key=lambda r: r.prompt_set_id)
-
-
-def _only(releases: Sequence[Release]) -> Release | None:
-    return releases[0] if len(releases) == 1 else None
-
-
-def _listing(releases: Iterable[Release]) -> str:
-    return ", ".join(f"{r.describe()} ({r.prompt_set_id})" for r in releases)
-
-
-def _check_name(name: str | None) -> None:
-    if name is None:
-        return
-    if not isinstance(name, str) or len(name) > RELEASE_NAME_MAX:
-        raise ConfigError(
-            f"a prompt set name must be a text of at most {RELEASE_NAME_MAX} characters"
-        )
-
-
-def _check_count(channel: str, count: int) -> None:
-    if count > RELEASES_MAX:
-        raise ConfigError(
-            f"channel {channel!r} would serve {count} prompt sets; at most {RELEASES_MAX} fit "
-            "in one pointer (remove a set first)"
-        )
-
-
-def _check_percent(percent: int | None) -> int | None:
-    if percent is None:
-        return None
-    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-        raise ConfigError(f"rollout percent must be an integer from 0 to 100, got {percent!r}")
-    return percent
-
-
-def _settled(pointer: Pointer) -> list[Release]:
-    """The list every instance had before ``pointer``'s unfinished rollout (or its list)."""
-    if pointer.rollout is not None and pointer.rollout.percent < 100:
-        return list(pointer.rollout.previous)
-    return list(pointer.releases)
-
-
-def read_history(
-    store: ObjectStore | str,
-    project_id: str,
-    channel: str,
-    trusted_keys: Iterable[KeyLike] | None = None,
-) -> list[HistoryEntry]:
-    """List a channel's history copies, oldest first.
-
-    With ``trusted_keys`` every entry is verified (``verified`` True/False, ``error`` says why
-    not); without, entries are parsed unverified (``verified`` None).
-
-    Raises:
-        ConfigError: for a bad channel, store URL or key.
-        StoreError: if the store cannot be listed or read.
-    """
-    check_channel(channel)
-    owned = isinstance(store, str)
-    opened = open_store(store) if isinstance(store, str) else store
-    keys = None if trusted_keys is None else trusted_keys_of(trusted_keys)
-    try:
-        prefix = history_prefix(project_id, channel)
-        entries = []
-        for path in opened.list(prefix):
-            match = HISTORY_NAME_RE.match(path[len(prefix) :])
-            if match is None:
-                continue
-            data = opened.get(path, max_size=POINTER_MAX_SIZE).data
-            entries.append(
-                _history_entry(int(match.group(1)), path, data, keys, project_id, channel)
-            )
-        return sorted(entries, key=lambda e: e.sequence)
-    finally:
-        if owned:
-            opened.close()
-
-
-def _history_entry(
-    sequence: int,
-    path: str,
-    data: bytes,
-    keys: list[TrustedKey] | None,
-    project_id: str,
-    channel: str,
-) -> HistoryEntry:
-    keyid = None
-    try:
-        envelope = parse_json_object(data, "history entry")
-        signatures = envelope.get("signatures")
-        if isinstance(signatures, list) and signatures and isinstance(signatures[0], dict):
-            found = signatures[0].get("keyid")
-            keyid = found if isinstance(found, str) else None
-        if keys is None:
-            # Listing without keys: shown as "unchecked", never trusted for anything.
-            pointer = Pointer.parse(b64decode_any(envelope.get("payload"), "payload"))
-        else:
-            pointer = verify_pointer(data, keys, project_id=project_id, channel=channel)
-    except AnvilError as e:
-        return HistoryEntry(
-            sequence, path, None, False if keys is not None else None, keyid, str(e)
-        )
-    error = None
-    if pointer.sequence != sequence or pointer.project_id != project_id:
-        error = f"entry {path} holds sequence {pointer.sequence} of project {pointer.project_id}"
-    verified = None if keys is None else error is None
-    return HistoryEntry(sequence, path, pointer, verified, keyid, error)
-
-
-def _rollout_in_progress(channel: str, latest: Pointer | None) -> tuple[Pointer, Rollout]:
-    """The channel's pointer and its rollout.
-
-    Raises:
-        ConfigError: if the channel has no rollout in progress.
-    """
-    if latest is None or latest.rollout is None:
-        raise ConfigError(f"channel {channel!r} has no rollout in progress")
-    return latest, latest.rollout
+    return found

@@ -482,9 +482,9 @@ def test_a_tampered_other_entry_stops_the_publish(
 def test_at_most_releases_max_sets_per_channel(
     pub: Publisher, file_store: FileStore, project_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from publisher import _publish
+    from publisher import _drafts
 
-    monkeypatch.setattr(_publish, "RELEASES_MAX", 1)
+    monkeypatch.setattr(_drafts, "RELEASES_MAX", 1)
     pub.publish(support(project_id), CHANNEL, plaintext=True)
     before = snapshot(file_store)
     with pytest.raises(ConfigError, match="would serve 2 prompt sets; at most 1"):
