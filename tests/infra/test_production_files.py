@@ -87,7 +87,8 @@ def test_gunicorn_config_serves_the_forge_with_its_workers(tmp_path: Path) -> No
     assert "Using worker: gevent" in server_log  # the default, for the hint streams
     assert not stale.exists()  # the config emptied /metrics' multiprocess folder at start
     access = (tmp_path / "access.log").read_text()
-    assert access.count('"GET /healthz HTTP/1.1" 200') == 2
+    # Both requests are logged (a readiness probe that timed out under load may add one more).
+    assert access.count('"GET /healthz HTTP/1.1" 200') >= 2
     assert SECRET not in access
     assert not (tmp_path / ".gunicorn").exists()  # no control socket in $HOME
 
