@@ -147,6 +147,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_extensions(app)
     register_blueprints(app)
     register_hooks(app)
+    from forge_app import hints, metrics
+
+    metrics.init_app(app)  # /metrics and request latency (issue 14)
+    hints.init_app(app)  # /api/v1/live/hints, the hint stream (issue 14)
     return app
 
 
@@ -220,6 +224,9 @@ def register_blueprints(app: Flask) -> None:
     from forge_app.blueprints import api_tokens
 
     app.register_blueprint(api_tokens.bp)
+    from forge_app.blueprints import releases
+
+    app.register_blueprint(releases.bp)
     # Registered before register_hooks: its token check runs before the sign-in redirect.
     app.register_blueprint(rest.bp)
     csrf.exempt(rest.bp)  # personal-API-token API: it never reads session cookies

@@ -8,10 +8,13 @@ The event is added to ``db.session``; it is committed together with the change i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from forge_app.extensions import db
@@ -25,7 +28,15 @@ from forge_app.models import (
     User,
 )
 
-__all__ = ["ACTION_LABELS", "describe_object", "project_events", "record_event"]
+__all__ = [
+    "ACTION_LABELS",
+    "AuditFilter",
+    "describe_object",
+    "event_links",
+    "filter_choices",
+    "project_events",
+    "record_event",
+]
 
 #: Human wording for the audit page; unknown actions are shown as they are.
 ACTION_LABELS = {
@@ -114,11 +125,177 @@ def record_event(
     return event
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page narrows the log to; empty fields filter nothing.
+
+    ``action`` is an action (``prompt.update``) or a family (``prompt``); ``object`` matches
+    part of the object's name, case-insensitively; ``since``/``until`` are whole UTC days.
+    """
+
+    actor: str = ""
+    action: str = ""
+    object: str = ""
+    since: date | None = None
+    until: date | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> AuditFilter:
+        """Read the page's query string; bad dates become ``errors`` for their fields."""
+        errors: dict[str, str] = {}
+        days: dict[str, date | None] = {}
+        for name in ("since", "until"):
+            text = (args.get(name) or "").strip()
+            days[name] = None
+            if text:
+                try:
+                    days[name] = date.fromisoformat(text)
+                except ValueError:
+                    errors[name] = "Give a date as YYYY-MM-DD, like 2026-01-31."
+        since, until = days["since"], days["until"]
+        if since and until and until < since:
+            errors["until"] = "The end date is before the start date."
+        return cls(
+            actor=(args.get("actor") or "").strip()[:254],
+            action=(args.get("action") or "").strip()[:64],
+            object=(args.get("object") or "").strip()[:300],
+            since=since,
+            until=until,
+            errors=errors,
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.actor or self.action or self.object or self.since or self.until)
+
+    def as_args(self) -> dict[str, str]:
+        """The query-string arguments that give this filter again (for page links)."""
+        values = {
+            "actor": self.actor,
+            "action": self.action,
+            "object": self.object,
+            "since": self.since.isoformat() if self.since else "",
+            "until": self.until.isoformat() if self.until else "",
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def project_events(
-    project: Project, *, before: int | None = None, limit: int = 50
+    project: Project,
+    *,
+    before: int | None = None,
+    limit: int = 50,
+    filters: AuditFilter | None = None,
 ) -> list[AuditEvent]:
     """A page of the project's audit log, newest first (``before`` = an event id)."""
     query = select(AuditEvent).where(AuditEvent.project_id == project.id)
     if before is not None:
         query = query.where(AuditEvent.id < before)
+    if filters is not None:
+        if filters.actor:
+            query = query.where(AuditEvent.actor_email == filters.actor)
+        if filters.action:
+            if "." in filters.action:
+                query = query.where(AuditEvent.action == filters.action)
+            else:
+                query = query.where(
+                    AuditEvent.action.like(_escape_like(filters.action) + ".%", escape="\\")
+                )
+        if filters.object:
+            pattern = "%" + _escape_like(filters.object.lower()) + "%"
+            query = query.where(func.lower(AuditEvent.object_label).like(pattern, escape="\\"))
+        if filters.since:
+            start = datetime.combine(filters.since, time.min, tzinfo=UTC)
+            query = query.where(AuditEvent.created_at >= start)
+        if filters.until:
+            end = datetime.combine(filters.until + timedelta(days=1), time.min, tzinfo=UTC)
+            query = query.where(AuditEvent.created_at < end)
     return list(db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+
+
+def filter_choices(project: Project) -> tuple[list[str], list[str]]:
+    """The actors and actions that occur in the project's log, for the filter's menus."""
+    actors = db.session.scalars(
+        select(AuditEvent.actor_email)
+        .where(AuditEvent.project_id == project.id)
+        .group_by(AuditEvent.actor_email)
+        .order_by(AuditEvent.actor_email)
+        .limit(500)
+    )
+    actions = db.session.scalars(
+        select(AuditEvent.action)
+        .where(AuditEvent.project_id == project.id)
+        .group_by(AuditEvent.action)
+        .order_by(AuditEvent.action)
+        .limit(500)
+    )
+    return list(actors), list(actions)
+
+
+def event_links(project: Project, events: list[AuditEvent]) -> dict[int, str]:
+    """Event id → the URL of the object it is about, for objects that still exist."""
+    from flask import url_for
+
+    from forge_app.models.distribution import Channel
+
+    ids: dict[str, set[str]] = {}
+    for event in events:
+        ids.setdefault(event.object_type, set()).add(event.object_id)
+
+    def numbers(kind: str) -> list[int]:
+        return [int(i) for i in ids.get(kind, ()) if i.isdigit()]
+
+    def uuids(kind: str) -> list[Any]:
+        import uuid
+
+        out = []
+        for text in ids.get(kind, ()):
+            try:
+                out.append(uuid.UUID(text))
+            except ValueError:
+                continue
+        return out
+
+    set_ids = {
+        s.id
+        for s in db.session.scalars(select(PromptSet).where(PromptSet.project_id == project.id))
+    }
+    targets: dict[tuple[str, str], str] = {}
+    for prompt in db.session.scalars(select(Prompt).where(Prompt.id.in_(numbers("prompt")))):
+        if prompt.prompt_set_id in set_ids:
+            targets["prompt", str(prompt.id)] = url_for(
+                "prompts.edit", project_id=project.id, set_id=prompt.prompt_set_id, key=prompt.key
+            )
+    for set_id in uuids("prompt_set"):
+        if set_id in set_ids:
+            targets["prompt_set", str(set_id)] = url_for(
+                "prompt_sets.show", project_id=project.id, set_id=set_id
+            )
+    versions = select(PromptSetVersion).where(PromptSetVersion.id.in_(numbers("version")))
+    for version in db.session.scalars(versions):
+        if version.prompt_set_id in set_ids:
+            targets["version", str(version.id)] = url_for(
+                "prompt_sets.version",
+                project_id=project.id,
+                set_id=version.prompt_set_id,
+                version=version.version,
+            )
+    channels = select(Channel).where(
+        Channel.project_id == project.id, Channel.id.in_(numbers("channel"))
+    )
+    for channel in db.session.scalars(channels):
+        targets["channel", str(channel.id)] = url_for(
+            "distribution.channel", project_id=project.id, channel=channel.name
+        )
+    if str(project.id) in ids.get("project", ()):
+        targets["project", str(project.id)] = url_for("projects.show", project_id=project.id)
+    return {
+        event.id: targets[event.object_type, event.object_id]
+        for event in events
+        if (event.object_type, event.object_id) in targets
+    }

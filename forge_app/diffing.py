@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 __all__ = ["DiffRow", "PromptDiff", "Section", "SetDiff", "diff_prompt_sets"]
 
 CONTEXT_LINES = 3
+# Words, runs of spaces and single punctuation marks: a change is shown a whole word at a time.
+_TOKEN_RE = re.compile(r"\w+|\s+|[^\w\s]", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -190,24 +193,49 @@ def _section(label: str, old: str | None, new: str | None) -> Section:
 def _inline(
     deleted: list[str], inserted: list[str]
 ) -> tuple[list[tuple[tuple[str, bool], ...]], list[tuple[tuple[str, bool], ...]]] | None:
-    """Character-level highlighting when lines were edited one for one (and are alike)."""
+    """Word-level highlighting when lines were edited one for one (and are alike)."""
     if len(deleted) != len(inserted) or not deleted:
         return None
     old_out: list[tuple[tuple[str, bool], ...]] = []
     new_out: list[tuple[tuple[str, bool], ...]] = []
     for a, b in zip(deleted, inserted, strict=True):
-        matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+        old_words, new_words = _TOKEN_RE.findall(a), _TOKEN_RE.findall(b)
+        matcher = difflib.SequenceMatcher(a=old_words, b=new_words, autojunk=False)
         if matcher.ratio() < 0.4:
             old_out.append(((a, True),))
             new_out.append(((b, True),))
             continue
-        old_parts: list[tuple[str, bool]] = []
-        new_parts: list[tuple[str, bool]] = []
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            if i2 > i1:
-                old_parts.append((a[i1:i2], tag != "equal"))
-            if j2 > j1:
-                new_parts.append((b[j1:j2], tag != "equal"))
-        old_out.append(tuple(old_parts) or (("", False),))
-        new_out.append(tuple(new_parts) or (("", False),))
+        old_out.append(_merged(old_words, matcher, old=True))
+        new_out.append(_merged(new_words, matcher, old=False))
     return old_out, new_out
+
+
+def _merged(
+    words: list[str], matcher: difflib.SequenceMatcher[str], *, old: bool
+) -> tuple[tuple[str, bool], ...]:
+    """The words of one side as ``(text, changed)`` runs, neighbours of one kind joined.
+
+    Spaces between two changed words join the change, so "reaching out" → "contacting" is one
+    highlighted run rather than two with an unmarked space between.
+    """
+    runs: list[tuple[str, bool]] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        start, end = (i1, i2) if old else (j1, j2)
+        if end > start:
+            runs.append(("".join(words[start:end]), tag != "equal"))
+    merged: list[tuple[str, bool]] = []
+    for index, (text, changed) in enumerate(runs):
+        between = (
+            not changed
+            and text.isspace()
+            and 0 < index < len(runs) - 1
+            and runs[index - 1][1]
+            and runs[index + 1][1]
+        )
+        if between:
+            changed = True
+        if merged and merged[-1][1] == changed:
+            merged[-1] = (merged[-1][0] + text, changed)
+        else:
+            merged.append((text, changed))
+    return tuple(merged) or (("", False),)

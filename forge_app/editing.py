@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import ChainableUndefined
+
 from anvil_client.errors import RenderError, TemplateError, ValidationError
 from anvil_client.wire import (
     PROMPT_ID_MAX,
@@ -41,6 +43,7 @@ __all__ = [
     "Preview",
     "Problem",
     "PromptDraft",
+    "SamplePlaceholder",
     "check_draft",
     "prompt_file_entry",
     "render_preview",
@@ -367,10 +370,26 @@ class Preview:
         }
 
 
+class SamplePlaceholder(ChainableUndefined):
+    """The preview's value for a variable without a sample: printed as ``⟨name⟩``.
+
+    It is an *undefined* value, not text, so placeholder text never feeds a computation:
+    ``{{ items|length }}`` is 0, loops over it run no step, ``{% if name %}`` is false and
+    ``default(…)`` applies, as for a variable the application leaves out. Arithmetic on it
+    stops the preview with a request for a sample value.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return f"⟨{self._undefined_name}⟩"
+
+
 def render_preview(draft: PromptDraft, *, slots: Slots | None = None) -> Preview:
     """Check and render a draft with its sample values in the client's sandbox.
 
-    Variables without a sample show as ``⟨name⟩`` so the preview is always readable. The key
+    A variable without a sample (absent or empty) is a :class:`SamplePlaceholder`, shown as
+    ``⟨name⟩`` the same way for text and chat prompts, new or saved. The key
     and metadata are not needed for a preview, so only template problems are reported. All the
     work on the templates happens in a forked child with a deadline and a memory limit.
 
@@ -398,9 +417,14 @@ def _preview_in_child(draft: PromptDraft) -> Preview:
         p for p in checked.problems if p.field.startswith(("template", "messages"))
     ]
     if template_problems:
-        return Preview([], checked.variables, [], template_problems)
-    missing = [v for v in checked.variables if v not in draft.samples]
-    values: dict[str, Any] = {v: draft.samples.get(v, f"⟨{v}⟩") for v in checked.variables}
+        # Variables of the last good text stay listed, so sample values typed are not lost.
+        kept = sorted(set(checked.variables) | set(draft.samples))
+        return Preview([], kept, [], template_problems)
+    missing = [v for v in checked.variables if not draft.samples.get(v)]
+    values: dict[str, Any] = {
+        v: draft.samples[v] if draft.samples.get(v) else SamplePlaceholder(name=v)
+        for v in checked.variables
+    }
     if draft.kind == "chat":
         spec = PromptSpec(
             template=None,
@@ -414,7 +438,14 @@ def _preview_in_child(draft: PromptDraft) -> Preview:
     try:
         messages = compile_prompt(prompt_id, spec).render_messages(values, max_output=PREVIEW_LIMIT)
     except RenderError as e:
-        return Preview([], checked.variables, missing, [Problem("preview", str(e))])
+        message = str(e)
+        needed = [v for v in missing if f"'{v}' is undefined" in message]
+        if needed:
+            message = (
+                f"Give {needed[0]} a sample value to see this preview: the template computes "
+                "with it."
+            )
+        return Preview([], checked.variables, missing, [Problem("preview", message)])
     if draft.kind == "text":
         messages = [{"role": "text", "content": messages[0]["content"]}]
     return Preview(messages, checked.variables, missing, [])

@@ -20,9 +20,10 @@ from wtforms.validators import DataRequired, EqualTo, Length, Optional
 from forge_app.users import MIN_PASSWORD_LENGTH
 
 __all__ = [
-    "AddMemberForm",
+    "AcceptInvitationForm",
     "CreateOrgForm",
     "CreateUserForm",
+    "InviteForm",
     "LoginForm",
     "PasswordForm",
     "ProjectForm",
@@ -37,6 +38,13 @@ ROLE_CHOICES = [
 ]
 
 
+_PASSWORD_LENGTH = Length(
+    min=MIN_PASSWORD_LENGTH,
+    max=1024,
+    message=f"Passwords need at least {MIN_PASSWORD_LENGTH} characters (and at most 1,024).",
+)
+
+
 class LoginForm(FlaskForm):  # type: ignore[misc]
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
@@ -46,7 +54,8 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
 class PasswordForm(FlaskForm):  # type: ignore[misc]
     current = PasswordField("Current password", validators=[DataRequired()])
     new = PasswordField(
-        "New password", validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=1024)]
+        "New password",
+        validators=[DataRequired("Choose a new password."), _PASSWORD_LENGTH],
     )
     confirm = PasswordField(
         "Repeat new password", validators=[DataRequired(), EqualTo("new", "The passwords differ.")]
@@ -68,17 +77,43 @@ class CreateOrgForm(FlaskForm):  # type: ignore[misc]
     slug = StringField("Short name (in URLs)", validators=[Optional(), Length(max=64)])
 
 
-class AddMemberForm(FlaskForm):  # type: ignore[misc]
-    email = EmailField("E-mail of an existing user", validators=[DataRequired(), Length(max=254)])
+class InviteForm(FlaskForm):  # type: ignore[misc]
     role = SelectField("Role", choices=ROLE_CHOICES, default="editor")
+    days = SelectField(
+        "The link works for",
+        choices=[
+            SelectChoice("1", "1 day"),
+            SelectChoice("7", "7 days"),
+            SelectChoice("14", "14 days"),
+        ],
+        default="7",
+    )
+    note = StringField(
+        "For whom (only you and other owners see it)", validators=[Optional(), Length(max=120)]
+    )
+
+
+class AcceptInvitationForm(FlaskForm):  # type: ignore[misc]
+    email = EmailField(
+        "Your e-mail", validators=[DataRequired("Give your e-mail address."), Length(max=254)]
+    )
+    name = StringField("Your name", validators=[Optional(), Length(max=120)])
+    password = PasswordField(
+        "Choose a password", validators=[DataRequired("Choose a password."), _PASSWORD_LENGTH]
+    )
+    confirm = PasswordField(
+        "Repeat the password",
+        validators=[
+            DataRequired("Repeat the password."),
+            EqualTo("password", "The passwords differ."),
+        ],
+    )
 
 
 class CreateUserForm(FlaskForm):  # type: ignore[misc]
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     name = StringField("Name", validators=[Optional(), Length(max=120)])
-    password = PasswordField(
-        "Initial password", validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=1024)]
-    )
+    password = PasswordField("Initial password", validators=[DataRequired(), _PASSWORD_LENGTH])
     is_admin = BooleanField("Site administrator")
 
 

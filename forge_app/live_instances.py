@@ -15,6 +15,8 @@ instance beyond the per-token cap). The instances page and the publish status pa
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 import time
 import unicodedata
@@ -27,9 +29,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import case, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,8 +42,9 @@ from anvil_client.wire import (
     in_rollout,
     rollout_key,
 )
-from forge_app.models import AuditEvent, Project, utcnow
+from forge_app.models import AuditEvent, Project, UTCDateTime, utcnow
 from forge_app.models.instances import HeartbeatCounter, LiveInstance
+from forge_app.usage import UsageReport
 
 __all__ = [
     "DEFAULT_ARCHIVE_DAYS",
@@ -61,6 +63,7 @@ __all__ = [
     "TooManyHeartbeats",
     "TooManyInstances",
     "archive_silent_instances",
+    "count_and_update_known",
     "count_heartbeat",
     "describe_instances",
     "forget_silent_instances",
@@ -72,6 +75,7 @@ __all__ = [
     "record_rejected_heartbeat",
     "summarise",
     "unsafe_character",
+    "update_known_instance",
 ]
 
 #: Heartbeats accepted per (token, instance) and window. A client sends one at start, one per
@@ -186,6 +190,8 @@ class HeartbeatBody(BaseModel):
     releases: Annotated[list[ServedRelease], Field(max_length=RELEASES_MAX)]
     last_error: Annotated[str, StringConstraints(max_length=LAST_ERROR_MAX)] | None
     client_version: Annotated[str, StringConstraints(max_length=64)]
+    #: Optional prompt usage since the last accepted report (issue 11, forge_app.usage).
+    usage: UsageReport | None = None
 
     @field_validator("hostname", "client_version")
     @classmethod
@@ -321,45 +327,43 @@ def number_setting(
     return value
 
 
-def _hit(session: Session, key: str, window_index: int) -> int:
-    """One atomic upsert (SQLite and PostgreSQL): the key's count in this window, this hit
-    included. A key from an older window starts again at 1."""
-    table = HeartbeatCounter.__table__
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(HeartbeatCounter).values(key=key, window_index=window_index, hits=1)
-    upsert = statement.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={
-            "hits": case(
-                (table.c.window_index == statement.excluded.window_index, table.c.hits + 1),
-                else_=1,
-            ),
-            "window_index": statement.excluded.window_index,
-        },
-    ).returning(table.c.hits)
-    return int(session.execute(upsert).scalar_one())
+#: The counters' upsert, the same SQL on PostgreSQL and SQLite (>= 3.35). Plain text: a
+#: multi-row INSERT built with SQLAlchemy is compiled anew for every execution. Two rows, the
+#: token's then the instance's; a row of an older window starts again at 1.
+_HITS_SQL = text(
+    "INSERT INTO heartbeat_counters (key, window_index, hits) "
+    "VALUES (:token_key, :window, 1), (:instance_key, :window, 1) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    "hits = CASE WHEN heartbeat_counters.window_index = excluded.window_index "
+    "THEN heartbeat_counters.hits + 1 ELSE 1 END, "
+    "window_index = excluded.window_index "
+    "RETURNING key, hits"
+)
 
 
-def count_heartbeat(
-    session: Session,
-    *,
-    token_id: str,
-    instance_id: str,
+def _hits(
+    session: Session | Connection, token_key: str, instance_key: str, window_index: int
+) -> dict[str, int]:
+    """One atomic multi-row upsert (SQLite and PostgreSQL): each key's count in this window,
+    this hit included. A key from an older window starts again at 1. Rows are locked in the
+    same order (token, then instance) by every heartbeat, so concurrent ones cannot
+    deadlock."""
+    result = session.execute(
+        _HITS_SQL,
+        {"token_key": token_key, "instance_key": instance_key, "window": window_index},
+    )
+    return {str(key): int(hits) for key, hits in result}
+
+
+def _check_hits(
+    session: Session | Connection,
+    token_hits: int,
+    instance_hits: int,
+    window_index: int,
     limits: HeartbeatLimits,
     now: float,
 ) -> None:
-    """Count one heartbeat against its token's and its (token, instance)'s fixed windows.
-
-    The counters live in the database, so every FORGE process shares them; the caller
-    commits (also when this raises: a refused heartbeat counts too).
-
-    Raises:
-        TooManyHeartbeats: beyond either limit, with the seconds until the next window.
-    """
-    window_index = int(now // limits.window)
     retry_after = (window_index + 1) * limits.window - now
-    token_hits = _hit(session, f"t:{token_id}", window_index)
     if token_hits == 1:
         # The token's first heartbeat in a new window: clear every key of older windows.
         session.execute(
@@ -371,11 +375,158 @@ def count_heartbeat(
             f"{limits.window:g} s); send fewer",
             retry_after,
         )
-    if _hit(session, f"i:{token_id}:{instance_id}", window_index) > limits.per_instance:
+    if instance_hits > limits.per_instance:
         raise TooManyHeartbeats("too many heartbeats from this instance; send fewer", retry_after)
 
 
+def count_heartbeat(
+    session: Session | Connection,
+    *,
+    token_id: str,
+    instance_id: str,
+    limits: HeartbeatLimits,
+    now: float,
+) -> None:
+    """Count one heartbeat against its token's and its (token, instance)'s fixed windows.
+
+    The counters live in the database, so every FORGE process shares them; both are counted
+    by one statement. The caller commits (also when this raises: a refused heartbeat counts
+    too).
+
+    Raises:
+        TooManyHeartbeats: beyond either limit, with the seconds until the next window.
+    """
+    window_index = int(now // limits.window)
+    token_key, instance_key = f"t:{token_id}", f"i:{token_id}:{instance_id}"
+    hits = _hits(session, token_key, instance_key, window_index)
+    _check_hits(session, hits[token_key], hits[instance_key], window_index, limits, now)
+
+
+#: PostgreSQL: the counters' upsert and the known instance's update in one statement (one
+#: round trip). The update happens only within both limits; the counts come back either way.
+_COUNT_AND_UPDATE_SQL = text(
+    "WITH hits AS ("
+    "INSERT INTO heartbeat_counters (key, window_index, hits) "
+    "VALUES (:token_key, :window, 1), (:instance_key, :window, 1) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    "hits = CASE WHEN heartbeat_counters.window_index = excluded.window_index "
+    "THEN heartbeat_counters.hits + 1 ELSE 1 END, "
+    "window_index = excluded.window_index "
+    "RETURNING key, hits), "
+    "updated AS ("
+    "UPDATE live_instances SET hostname = :hostname, channel = :channel, mode = :mode, "
+    "sequence = :sequence, releases_json = CAST(:releases_json AS jsonb), "
+    "last_error = :last_error, client_version = :client_version, last_seen_at = :now, "
+    "token_rejected_at = NULL, archived_at = NULL "
+    "WHERE project_id = :project_id AND instance_id = :instance_id AND token_id = :token_id "
+    "AND (SELECT hits FROM hits WHERE key = :token_key) <= :per_token "
+    "AND (SELECT hits FROM hits WHERE key = :instance_key) <= :per_instance "
+    "RETURNING id) "
+    "SELECT (SELECT hits FROM hits WHERE key = :token_key), "
+    "(SELECT hits FROM hits WHERE key = :instance_key), (SELECT id FROM updated)"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def count_and_update_known(
+    connection: Connection,
+    *,
+    project_id: uuid.UUID,
+    token_id: str,
+    body: HeartbeatBody,
+    limits: HeartbeatLimits,
+    clock: float,
+    now: datetime,
+) -> int | None:
+    """PostgreSQL, in autocommit: :func:`count_heartbeat` and :func:`update_known_instance`
+    as one statement. Returns the instance's row id, or None when it has no row with this
+    token yet (then :func:`record_heartbeat` decides; the heartbeat is already counted).
+
+    Raises:
+        TooManyHeartbeats: as :func:`count_heartbeat` (the row is then left alone).
+    """
+    window_index = int(clock // limits.window)
+    row = connection.execute(
+        _COUNT_AND_UPDATE_SQL,
+        {
+            "token_key": f"t:{token_id}",
+            "instance_key": f"i:{token_id}:{body.instance_id}",
+            "window": window_index,
+            "per_token": limits.per_token,
+            "per_instance": limits.per_instance,
+            "project_id": project_id,
+            "instance_id": body.instance_id,
+            "token_id": token_id,
+            "hostname": body.hostname,
+            "channel": body.channel,
+            "mode": body.mode,
+            "sequence": body.sequence,
+            "releases_json": json.dumps([entry.model_dump() for entry in body.releases]),
+            "last_error": body.last_error,
+            "client_version": body.client_version,
+            "now": now,
+        },
+    ).one()
+    _check_hits(connection, int(row[0]), int(row[1]), window_index, limits, clock)
+    return None if row[2] is None else int(row[2])
+
+
 # --- recording ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _known_instance_statement() -> Any:
+    table = LiveInstance.__table__
+    return (
+        update(table)
+        .where(
+            table.c.project_id == bindparam("w_project_id"),
+            table.c.instance_id == bindparam("w_instance_id"),
+            table.c.token_id == bindparam("w_token_id"),
+        )
+        .values(
+            hostname=bindparam("hostname"),
+            channel=bindparam("channel"),
+            mode=bindparam("mode"),
+            sequence=bindparam("sequence"),
+            releases_json=bindparam("releases_json"),
+            last_error=bindparam("last_error"),
+            client_version=bindparam("client_version"),
+            last_seen_at=bindparam("last_seen_at"),
+            token_rejected_at=None,
+            archived_at=None,
+        )
+        .returning(table.c.id)
+    )
+
+
+def update_known_instance(
+    connection: Connection,
+    *,
+    project_id: uuid.UUID,
+    token_id: str,
+    body: HeartbeatBody,
+    now: datetime,
+) -> int | None:
+    """The common case in one statement: the instance already reported with this very token,
+    so no cap applies; update its row as :func:`record_heartbeat` would. Returns the row's id,
+    or None when there is no such row (then :func:`record_heartbeat` decides)."""
+    found = connection.execute(
+        _known_instance_statement(),
+        {
+            "w_project_id": project_id,
+            "w_instance_id": body.instance_id,
+            "w_token_id": token_id,
+            "hostname": body.hostname,
+            "channel": body.channel,
+            "mode": body.mode,
+            "sequence": body.sequence,
+            "releases_json": [entry.model_dump() for entry in body.releases],
+            "last_error": body.last_error,
+            "client_version": body.client_version,
+            "last_seen_at": now,
+        },
+    ).scalar()
+    return None if found is None else int(found)
 
 
 def record_heartbeat(

@@ -73,6 +73,7 @@ ACTION_LABELS.update(
         "rollout.complete": "completed the rollout of",
         "rollout.abort": "aborted the rollout of",
         "prompt_set.snapshot": "made a pre-release of",
+        "channel.publish_compat_confirmed": "confirmed compatibility warnings publishing to",
     }
 )
 
@@ -736,6 +737,14 @@ def _publish_flow(
         if chosen is None:
             abort(404)
         user = signed_in_user()
+        from forge_app.blueprints.releases import compat_confirmation_problem
+
+        compat_problem, compat_warnings = compat_confirmation_problem(
+            version, chosen, g.role, request.form.get("compat_confirmed") == "1"
+        )
+        if compat_problem is not None:
+            flash(compat_problem, "error")
+            return redirect(_choice_url(self_url, chosen.name, form.rollout.data))
         try:
             if version is not None:
                 publication = publishing.publish_version(
@@ -748,6 +757,17 @@ def _publish_flow(
         except PublishError as e:
             # Back to the confirmation of the same choice: the user can retry or go back.
             return _failed(e, _choice_url(self_url, chosen.name, form.rollout.data))
+        if compat_warnings:
+            record_event(
+                "channel.publish_compat_confirmed",
+                chosen,
+                project=project,
+                details={
+                    "sequence": publication.sequence,
+                    "version": publication.version,
+                    "warnings": [w.sentence for w in compat_warnings],
+                },
+            )
         db.session.commit()
         share = (
             f" to {publication.rollout_percent}% of instances"

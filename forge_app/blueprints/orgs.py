@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
+from flask_login import current_user
 from sqlalchemy import func, select
 
 from forge_app.audit import record_event
-from forge_app.authz import require_org_role, signed_in_user
+from forge_app.authz import public, require_org_role, signed_in_user
 from forge_app.extensions import db
-from forge_app.forms import AddMemberForm
+from forge_app.forms import AcceptInvitationForm, InviteForm
 from forge_app.models import AuditEvent, Membership, Organisation, Project, Role, User
-from forge_app.users import add_member, normalise_email
+from forge_app.services.invitations import (
+    InvitationError,
+    accept_invitation,
+    create_invitation,
+    find_invitation,
+    pending_invitations,
+    revoke_invitation,
+)
+from forge_app.users import AccountError, create_user
 
 bp = Blueprint("orgs", __name__, url_prefix="/orgs")
 
@@ -68,32 +87,136 @@ def show(org: Organisation) -> ResponseReturnValue:
         members=members,
         projects=projects,
         events=events,
-        form=AddMemberForm(),
+        form=InviteForm(),
+        invitations=pending_invitations(db.session, org) if g.role >= Role.OWNER else [],
         nav="orgs",
     )
 
 
-@bp.post("/<org_slug>/members")
+@bp.post("/<org_slug>/invitations")
 @require_org_role(Role.OWNER)
-def add_member_view(org: Organisation) -> ResponseReturnValue:
-    form = AddMemberForm()
+def invite(org: Organisation) -> ResponseReturnValue:
+    """Make a single-use invitation link for a role and show it once."""
+    form = InviteForm()
     if not form.validate_on_submit():
-        flash("Give the e-mail of an existing user and a role.", "error")
+        flash("Choose a role and how long the link works.", "error")
         return redirect(url_for("orgs.show", org_slug=org.slug))
-    email = normalise_email(form.email.data or "")
-    user = db.session.scalar(select(User).where(User.email == email))
-    if user is None:
-        flash(
-            f"There is no user with e-mail {email}. A site administrator can create one.",
-            "error",
+    try:
+        invitation, text = create_invitation(
+            db.session,
+            org,
+            Role.parse(form.role.data or "viewer"),
+            signed_in_user(),
+            days=int(form.days.data or "7"),
+            note=form.note.data or "",
         )
+    except (InvitationError, ValueError) as e:
+        flash(str(e), "error")
         return redirect(url_for("orgs.show", org_slug=org.slug))
-    role = Role.parse(form.role.data or "viewer")
-    add_member(db.session, org, user, role)
-    record_event("org.member_add", user, org_id=org.id, details={"role": role.label})
     db.session.commit()
-    flash(f"{user.display_name} is now {role.label} of {org.name}.", "success")
+    response = make_response(
+        render_template(
+            "orgs/invitation_created.html",
+            org=org,
+            invitation=invitation,
+            link=url_for("orgs.join", token=text, _external=True),
+            nav="orgs",
+        )
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/<org_slug>/invitations/<int:invitation_id>/revoke")
+@require_org_role(Role.OWNER)
+def revoke_invitation_view(org: Organisation, invitation_id: int) -> ResponseReturnValue:
+    if revoke_invitation(db.session, org, invitation_id, signed_in_user()):
+        db.session.commit()
+        flash("The invitation is withdrawn: its link no longer works.", "success")
+    else:
+        flash("That invitation was already used or withdrawn.", "info")
     return redirect(url_for("orgs.show", org_slug=org.slug))
+
+
+@bp.route("/join/<token>", methods=["GET", "POST"])
+@public
+def join(token: str) -> ResponseReturnValue:
+    """The invited person's page: join with the account they are signed in with, or make one
+    (they choose their own password)."""
+    try:
+        invitation = find_invitation(db.session, token)
+    except InvitationError as e:
+        return _no_referrer(render_template("orgs/join.html", problem=str(e)), 410)
+    user = current_user if current_user.is_authenticated else None
+    form = AcceptInvitationForm()
+    if request.method == "POST":
+        if user is not None:  # CSRFProtect has checked the form's token
+            return _accepted(token, user._get_current_object())
+        if form.validate_on_submit():
+            try:
+                new_user = create_user(
+                    db.session,
+                    form.email.data or "",
+                    form.password.data or "",
+                    name=form.name.data or "",
+                )
+            except AccountError as e:
+                db.session.rollback()
+                message = str(e)
+                if "already exists" in message:
+                    message = (
+                        "This e-mail already has an account: sign in with it, then open the "
+                        "invitation link again."
+                    )
+                    form.email.errors = [message]
+                elif "password" in message.lower():
+                    form.password.errors = [message]
+                else:
+                    form.email.errors = [message]
+            else:
+                record_event("user.create", new_user, org_id=invitation.org_id, actor=new_user)
+                return _accepted(token, new_user, created=True)
+        status = 400
+    else:
+        status = 200
+    return _no_referrer(
+        render_template(
+            "orgs/join.html",
+            invitation=invitation,
+            form=form,
+            user=user,
+            login_url=url_for("auth.login", next=request.path),
+        ),
+        status,
+    )
+
+
+def _accepted(token: str, user: User, *, created: bool = False) -> ResponseReturnValue:
+    try:
+        membership = accept_invitation(db.session, token, user)
+    except InvitationError as e:
+        db.session.rollback()
+        return _no_referrer(render_template("orgs/join.html", problem=str(e)), 409)
+    org = db.session.get(Organisation, membership.org_id)
+    assert org is not None
+    db.session.commit()
+    if created:
+        flash(
+            f"Your account is ready and you are {membership.role.label} of {org.name}. "
+            "Sign in with your e-mail and the password you chose.",
+            "success",
+        )
+        return redirect(url_for("auth.login", next=url_for("orgs.show", org_slug=org.slug)))
+    flash(f"You are now {membership.role.label} of {org.name}.", "success")
+    return redirect(url_for("orgs.show", org_slug=org.slug))
+
+
+def _no_referrer(body: str, status: int = 200) -> ResponseReturnValue:
+    """The link's token is in the URL: no page it leads to may receive it as a referrer."""
+    response = make_response(body, status)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/<org_slug>/members/<int:membership_id>")

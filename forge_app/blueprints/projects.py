@@ -12,11 +12,19 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from forge_app.audit import ACTION_LABELS, project_events, record_event
+from forge_app.audit import (
+    ACTION_LABELS,
+    AuditFilter,
+    event_links,
+    filter_choices,
+    project_events,
+    record_event,
+)
 from forge_app.authz import require_org_role, require_project_role, signed_in_user
 from forge_app.extensions import db
 from forge_app.forms import ProjectForm, save_name_and_description
 from forge_app.models import (
+    AuditEvent,
     Membership,
     Organisation,
     Project,
@@ -186,21 +194,37 @@ def settings(project: Project) -> ResponseReturnValue:
 @bp.get("/<uuid:project_id>/audit")
 @require_project_role(Role.VIEWER)
 def audit(project: Project) -> ResponseReturnValue:
-    before = request.args.get("before", type=int)
+    """The project's log, newest first: filtered by actor, action, object and dates, a page
+    at a time (``before`` = the last event id seen), each entry linked to its object."""
     from flask import current_app
 
+    before = request.args.get("before", type=int)
+    filters = AuditFilter.from_args(request.args)
     page_size = current_app.config["FORGE_PAGE_SIZE"]
-    events = project_events(project, before=before, limit=page_size + 1)
-    more = len(events) > page_size
-    events = events[:page_size]
-    return render_template(
-        "projects/audit.html",
-        project=project,
-        events=events,
-        next_before=events[-1].id if more and events else None,
-        labels=ACTION_LABELS,
-        nav="projects",
-        tab="audit",
+    if filters.errors:
+        events: list[AuditEvent] = []
+        more = False
+    else:
+        events = project_events(project, before=before, limit=page_size + 1, filters=filters)
+        more = len(events) > page_size
+        events = events[:page_size]
+    actors, actions = filter_choices(project)
+    return (
+        render_template(
+            "projects/audit.html",
+            project=project,
+            events=events,
+            next_before=events[-1].id if more and events else None,
+            filters=filters,
+            actors=actors,
+            actions=actions,
+            families=sorted({a.split(".")[0] for a in actions}),
+            links=event_links(project, events),
+            labels=ACTION_LABELS,
+            nav="projects",
+            tab="audit",
+        ),
+        400 if filters.errors else 200,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import (
@@ -26,7 +27,7 @@ from sqlalchemy.orm import defer, joinedload
 from anvil_client.errors import ValidationError
 from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
-from forge_app.diffing import diff_prompt_sets
+from forge_app.diffing import SetDiff, diff_prompt_sets
 from forge_app.extensions import db
 from forge_app.forms import PromptSetForm, save_name_and_description
 from forge_app.models import (
@@ -227,6 +228,15 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
     latest = latest_release(db.session, prompt_set)
     if request.method == "POST":
+        if not request.form.get("changelog", "").strip():
+            # Checked here as well as by the browser, with the message next to the field.
+            return _render_submit(
+                project,
+                prompt_set,
+                latest,
+                400,
+                errors={"changelog": "Describe the change in the changelog for the reviewer."},
+            )
         try:
             version = submit(
                 db.session,
@@ -249,14 +259,19 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
         return redirect(_set_url(project, prompt_set, "review"))
     if prompt_set.status != SetStatus.LIVE.value:
         flash(
-            f"This prompt set is {prompt_set.status}; only a live draft can be submitted.", "info"
+            f"This prompt set is {prompt_set.status}; only a draft (LIVE) can be submitted.", "info"
         )
         return redirect(_set_url(project, prompt_set))
     return _render_submit(project, prompt_set, latest, 200)
 
 
 def _render_submit(
-    project: Project, prompt_set: PromptSet, latest: PromptSetVersion | None, status: int
+    project: Project,
+    prompt_set: PromptSet,
+    latest: PromptSetVersion | None,
+    status: int,
+    *,
+    errors: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
     current = latest.version if latest else None
     choices = [(bump, next_version(current, bump)) for bump in BUMPS]
@@ -271,6 +286,7 @@ def _render_submit(
             choices=choices,
             selected=request.form.get("bump") or ("minor" if latest is None else "patch"),
             changelog=request.form.get("changelog", ""),
+            errors=errors or {},
             diff=diff,
             nav="projects",
         ),
@@ -343,7 +359,7 @@ def request_changes_view(project: Project, set_id: str) -> ResponseReturnValue:
             target = _set_url(project, prompt_set)
         return _workflow_failed(e, target)
     db.session.commit()
-    flash("Changes requested. The prompt set is a live draft again.", "success")
+    flash("Changes requested. The prompt set is a draft (LIVE) again.", "success")
     return redirect(_set_url(project, prompt_set))
 
 
@@ -435,6 +451,67 @@ def version(project: Project, set_id: str, version: str) -> ResponseReturnValue:
     )
 
 
+HISTORY_VERSIONS = 200
+
+
+@dataclass
+class PromptChange:
+    """One step in a prompt's history: ``label`` (a version or the draft) changed it."""
+
+    label: str
+    record: PromptSetVersion | None
+    status: str  # "added", "changed" or "removed"
+    diff: SetDiff
+
+
+@bp.get("/<uuid:set_id>/prompts/<key>/history")
+@require_project_role(Role.VIEWER)
+def prompt_history(project: Project, set_id: str, key: str) -> ResponseReturnValue:
+    """Which versions changed one prompt (added, edited, removed it), each with its diff;
+    the draft comes first when it differs from the newest version."""
+    prompt_set = load_prompt_set(project, set_id)
+    records = list(
+        db.session.scalars(
+            select(PromptSetVersion)
+            .options(
+                joinedload(PromptSetVersion.submitted_by),
+                joinedload(PromptSetVersion.approved_by),
+            )
+            .where(PromptSetVersion.prompt_set_id == prompt_set.id)
+            .order_by(PromptSetVersion.id.desc())
+            .limit(HISTORY_VERSIONS)
+        )
+    )
+    records.reverse()
+    steps: list[tuple[str, PromptSetVersion | None, dict[str, Any] | None]] = [
+        (r.version, r, snapshot_prompts(r).get(key)) for r in records
+    ]
+    steps.append((DRAFT, None, draft_prompts(db.session, prompt_set).get(key)))
+    changes: list[PromptChange] = []
+    before: dict[str, Any] | None = None
+    for label, record, entry in steps:
+        result = diff_prompt_sets(
+            {key: before} if before is not None else {}, {key: entry} if entry is not None else {}
+        )
+        if not result.empty:
+            changes.append(PromptChange(label, record, result.prompts[0].status, result))
+        before = entry
+    if not changes:
+        abort(404)
+    changes.reverse()
+    return render_template(
+        "prompt_sets/prompt_history.html",
+        project=project,
+        prompt_set=prompt_set,
+        key=key,
+        changes=changes,
+        exists=before is not None,
+        capped=len(records) == HISTORY_VERSIONS,
+        DRAFT=DRAFT,
+        nav="projects",
+    )
+
+
 @bp.get("/<uuid:set_id>/versions/<version>/bundle.json")
 @require_project_role(Role.VIEWER)
 def version_bundle(project: Project, set_id: str, version: str) -> ResponseReturnValue:
@@ -462,13 +539,13 @@ def restore(project: Project, set_id: str, version: str) -> ResponseReturnValue:
     changes = sum(len(v) for v in summary.values())
     if changes:
         flash(
-            f"Version {version} is restored into the live draft "
+            f"Version {version} is restored into the draft "
             f"({len(summary['added'])} added, {len(summary['changed'])} changed, "
             f"{len(summary['removed'])} removed). Submit it for review to lock it again.",
             "success",
         )
     else:
-        flash(f"The live draft already matches version {version}.", "info")
+        flash(f"The draft already matches version {version}.", "info")
     return redirect(_set_url(project, prompt_set))
 
 
@@ -522,7 +599,7 @@ def _prompt_file_response(prompts: dict[str, dict[str, Any]], filename: str) -> 
 @bp.get("/<uuid:set_id>/export")
 @require_project_role(Role.VIEWER)
 def export(project: Project, set_id: str) -> ResponseReturnValue:
-    """The live draft as a prompt file (YAML)."""
+    """The draft as a prompt file (YAML)."""
     prompt_set = load_prompt_set(project, set_id)
     prompts = draft_prompts(db.session, prompt_set)
     return _prompt_file_response(prompts, f"{_file_stem(prompt_set)}-draft.yaml")
@@ -616,7 +693,7 @@ def import_view(project: Project, set_id: str) -> ResponseReturnValue:
 
 
 def version_label(name: str | None) -> str:
-    return "live draft" if name == DRAFT else (name or "nothing")
+    return "the draft (LIVE)" if name == DRAFT else (name or "nothing")
 
 
 bp.add_app_template_filter(version_label, "version_label")

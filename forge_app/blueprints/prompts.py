@@ -251,7 +251,18 @@ def edit(project: Project, set_id: str, key: str) -> ResponseReturnValue:
         )
         return _render(project, prompt_set, draft, prompt=prompt)
     if g.role < Role.EDITOR:
-        abort(403)
+        if request.form.get("action") != "preview":
+            abort(403)
+        # A viewer may try sample values (the page without JavaScript posts them): the stored
+        # prompt is previewed with them, and nothing is stored.
+        samples = PromptDraft.from_form(request.form).samples
+        draft = PromptDraft.from_entry(
+            prompt.key,
+            _entry(prompt),
+            samples={k: v[:MAX_SAMPLE_CHARS] for k, v in list(samples.items())[:200]},
+            revision=prompt.revision,
+        )
+        return _render(project, prompt_set, draft, prompt=prompt)
     draft, action = _form_draft()
     if action != "save":
         return _render(project, prompt_set, draft, prompt=prompt)

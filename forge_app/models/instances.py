@@ -69,6 +69,9 @@ class LiveInstance(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     token_rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The last usage report recorded for this instance (USAGE_CONTRACT.md: a report id is
+    #: recorded once; the client resends a report until it is accepted).
+    last_usage_report_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     @property
     def releases(self) -> list[dict[str, Any]]:

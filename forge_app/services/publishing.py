@@ -515,7 +515,7 @@ def _record(
     result: PublishResult,
     *,
     kind: str,
-    user: User,
+    user: User | None,
     summary: str,
     version: PromptSetVersion | None = None,
 ) -> Publication:
@@ -543,14 +543,16 @@ def _record(
         summary=summary[:500],
         kind=kind,
         rollout_percent=result.rollout_percent,
-        published_by_id=user.id,
+        published_by_id=user.id if user is not None else None,  # None: the guard
         published_at=utcnow(),
     )
     db.session.add(publication)
     return publication
 
 
-def _audit(action: str, channel: Channel, project: Project, user: User, **details: Any) -> None:
+def _audit(
+    action: str, channel: Channel, project: Project, user: User | None, **details: Any
+) -> None:
     record_event(action, channel, project=project, actor=user, details=details)
 
 
@@ -578,7 +580,7 @@ def publish_version(
     version: PromptSetVersion,
     channel: Channel,
     *,
-    user: User,
+    user: User | None,
     role: Role | None = None,
     rollout_percent: int | None = None,
 ) -> Publication:
@@ -959,7 +961,7 @@ def _history_entry(pub: Publisher, channel: Channel, sequence: int) -> Pointer:
 
 
 def rollback_to(
-    channel: Channel, sequence: int, *, user: User, role: Role | None = None
+    channel: Channel, sequence: int, *, user: User | None, role: Role | None = None
 ) -> Publication:
     """Serve the whole list of history entry ``sequence`` again, as a new sequence,
     re-encrypted for the current tokens (DESIGN §5).
@@ -1013,7 +1015,7 @@ def rollback_to(
 def _rollout_move(
     channel: Channel,
     *,
-    user: User,
+    user: User | None,
     role: Role | None,
     action: str,
     move: Callable[[Publisher], PublishResult],
@@ -1050,7 +1052,7 @@ def _served(releases: Iterable[Release], names: dict[str, str] | None = None) ->
 
 
 def set_rollout(
-    channel: Channel, percent: int, *, user: User, role: Role | None = None
+    channel: Channel, percent: int, *, user: User | None, role: Role | None = None
 ) -> Publication:
     """Move the channel's rollout in progress to ``percent`` (1-99; 100 completes it).
 
@@ -1073,7 +1075,9 @@ def set_rollout(
     )
 
 
-def complete_rollout(channel: Channel, *, user: User, role: Role | None = None) -> Publication:
+def complete_rollout(
+    channel: Channel, *, user: User | None, role: Role | None = None
+) -> Publication:
     """Serve the rolled-out list to every instance.
 
     Raises:
@@ -1091,7 +1095,7 @@ def complete_rollout(channel: Channel, *, user: User, role: Role | None = None) 
     )
 
 
-def abort_rollout(channel: Channel, *, user: User, role: Role | None = None) -> Publication:
+def abort_rollout(channel: Channel, *, user: User | None, role: Role | None = None) -> Publication:
     """Serve the list served before the rollout to every instance again.
 
     Raises:

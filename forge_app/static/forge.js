@@ -1,5 +1,5 @@
 /* Anvil FORGE — small conveniences on top of pages that work without JavaScript:
-   unsaved-change warnings, Ctrl/Cmd+S, confirmations, the live preview of the prompt editor. */
+   unsaved-change warnings, Ctrl/Cmd+S, one submission per form, the live preview of the prompt editor. */
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -11,15 +11,10 @@
   }
 
   ready(function () {
-    // Confirmations for destructive or irreversible actions.
-    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-      form.addEventListener("submit", function (event) {
-        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
-      });
-    });
+    // Confirmations are pages (one pattern, see presentation.confirm_page): no window.confirm.
 
     // One submission per form: a double-click must not publish, approve, roll back or
-    // generate a token twice. Runs after the confirmations (they are on the forms themselves).
+    // generate a token twice.
     document.addEventListener("submit", function (event) {
       var form = event.target;
       if (event.defaultPrevented || !(form instanceof HTMLFormElement)) return;
@@ -80,6 +75,25 @@
         }
       }
     });
+
+    // A table wider than the screen scrolls inside its frame: keyboard users reach the
+    // scrolling with the frame in the tab order, named for screen readers (axe:
+    // scrollable-region-focusable).
+    function markScrollableTables() {
+      document.querySelectorAll(".table-wrap").forEach(function (wrap) {
+        if (wrap.scrollWidth > wrap.clientWidth + 1) {
+          wrap.setAttribute("tabindex", "0");
+          wrap.setAttribute("role", "region");
+          if (!wrap.hasAttribute("aria-label")) wrap.setAttribute("aria-label", "Table (scrolls sideways)");
+        } else if (wrap.getAttribute("role") === "region") {
+          wrap.removeAttribute("tabindex");
+          wrap.removeAttribute("role");
+          wrap.removeAttribute("aria-label");
+        }
+      });
+    }
+    markScrollableTables();
+    window.addEventListener("resize", markScrollableTables);
 
     var editor = document.getElementById("editor");
     if (editor) setUpEditor(editor);
@@ -171,7 +185,7 @@
   }
 
   function setUpEditor(form) {
-    var fieldset = form.querySelector("fieldset.editor-grid");
+    var fieldset = form.querySelector("fieldset.editor-main");
     var readOnly = fieldset && fieldset.disabled;
     var panels = form.querySelectorAll(".kind-panel");
     var messages = document.getElementById("messages");
@@ -204,6 +218,8 @@
             var value = el.getAttribute(attr);
             if (value) el.setAttribute(attr, value.replace(/messages-\d+-/, "messages-" + index + "-"));
           });
+          var label = el.getAttribute("data-message-label");
+          if (label) el.textContent = label + " " + (index + 1);
         });
       });
     }
@@ -283,7 +299,8 @@
         return response.json();
       }).then(function (result) {
         if (mine !== sequence) return; // a newer request is on its way
-        renderSamples(result.variables || []);
+        // After a syntax error the variables are unknown: keep the sample fields (and values).
+        if (result.ok) renderSamples(result.variables || []);
         renderPreview(result);
         if (previewState) previewState.textContent = "";
         form.classList.remove("is-stale");
@@ -375,7 +392,7 @@
       if (result.missing && result.missing.length) {
         var hint = document.createElement("p");
         hint.className = "hint";
-        hint.textContent = "Shown as ⟨name⟩ until you give a sample value: " + result.missing.join(", ");
+        hint.textContent = "Shown as ⟨name⟩ (empty in conditions, loops and filters) until you give a sample value: " + result.missing.join(", ");
         previewBox.appendChild(hint);
       }
     }
@@ -392,6 +409,11 @@
       });
       form.addEventListener("change", function (event) {
         if (event.target.matches("select")) schedulePreview();
+      });
+    } else {
+      // Read-only: a viewer may still try sample values (nothing is stored).
+      form.addEventListener("input", function (event) {
+        if (event.target.matches("[data-sample]")) schedulePreview();
       });
     }
   }

@@ -40,9 +40,12 @@
     tr.setAttribute("data-state", item.state);
 
     var who = el("td");
+    // The short id is for the eye; screen readers get the whole id.
     var id = el("code", "instance-id", item.instance_id.slice(0, 8));
     id.title = item.instance_id;
+    id.setAttribute("aria-hidden", "true");
     who.appendChild(id);
+    who.appendChild(el("span", "visually-hidden", "Instance id " + item.instance_id + ", "));
     who.appendChild(el("span", "instance-host", item.hostname || "unknown host"));
     tr.appendChild(who);
 
@@ -65,15 +68,18 @@
 
     var state = el("td");
     state.appendChild(el("span", "state state-" + item.state, LABELS[item.state] || item.state));
+    // Separators a screen reader reads (", "), so the state, flags and note do not run together.
+    var sep = function () { state.appendChild(el("span", "visually-hidden", ", ")); state.appendChild(document.createTextNode(" ")); };
     if (item.revoked) {
-      state.appendChild(document.createTextNode(" "));
+      sep();
       state.appendChild(el("span", "flag flag-revoked", "Revoked token"));
     }
     if (item.stale) {
-      state.appendChild(document.createTextNode(" "));
+      sep();
       state.appendChild(el("span", "flag flag-stale", "Silent"));
     }
     if (item.note) {
+      sep();
       state.appendChild(el("span", item.state === "error" ? "instance-error" : "instance-note", item.note));
     }
     tr.appendChild(state);

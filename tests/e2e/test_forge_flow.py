@@ -136,7 +136,7 @@ def test_author_review_and_version(live_forge: LiveForge, page: Any, screenshots
 
     # a second version, then the diff between the two
     page.goto(set_url)
-    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("a:has-text('Unlock for editing…')")  # the confirmation page, not a dialog
     page.click("button:has-text('Unlock for editing')")
     page.wait_for_selector("text=Unlocked for editing")
     sign_out(page)

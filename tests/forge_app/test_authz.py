@@ -20,7 +20,7 @@ from werkzeug.routing import Rule
 from forge_app.authz import is_public
 from forge_app.extensions import db
 from forge_app.live_instances import parse_heartbeat, record_heartbeat
-from forge_app.models import Membership, Project, PromptSetVersion, User
+from forge_app.models import Membership, Organisation, Project, PromptSetVersion, Role, User
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version, login
@@ -54,6 +54,8 @@ KNOWN_ARGUMENTS = {
     "connection_id",
     "remote_set_id",
     "remote_version",
+    "invitation_id",
+    "token",
 }
 #: Arguments that name something of the whole site (a configured peer FORGE), not of an
 #: organisation: routes with only these are checked like lists (no other org's data shown).
@@ -67,6 +69,7 @@ PUBLIC_ENDPOINTS = {
     "store.keys",
     "api.heartbeat",
     "rest.openapi",
+    "orgs.join",
 }
 #: The bearer-token APIs: anonymous callers get 401, never the sign-in page.
 API_PREFIXES = ("api.", "rest.")
@@ -109,7 +112,29 @@ def _arguments(app: Flask, world: World, objects: Objects) -> dict[str, Any]:
         membership_id = db.session.scalar(
             select(Membership.id).where(Membership.user_id == world.users["editor"])
         )
+    from forge_app.presentation import confirm_token
+    from forge_app.services.invitations import create_invitation
+
+    with app.app_context():
+        org = db.session.get(Organisation, world.org_id)
+        owner = db.session.get(User, world.users["owner"])
+        assert org is not None and owner is not None
+        invitation, _ = create_invitation(db.session, org, Role.VIEWER, owner, days=1)
+        invitation_id = invitation.id
+        db.session.commit()
+        # A confirmation page is made for one user: the walk's owner.
+        token = confirm_token(
+            f"/orgs/{world.org_slug}/invitations/{invitation_id}/revoke",
+            "Withdraw?",
+            "Withdraw",
+            None,
+            "button",
+            back="/",
+            user_id=owner.id,
+        )
     return {
+        "invitation_id": invitation_id,
+        "token": token,
         "project_id": world.project_id,
         "set_id": world.set_id,
         "version": objects.version,
@@ -329,7 +354,8 @@ def test_roles_below_the_minimum_get_403(client_as: Any, world: World, set_url: 
     assert editor.get(f"/projects/new/{world.org_slug}").status_code == 403
     assert client_as("reviewer").post(f"{set_url}/delete").status_code == 403
     assert (
-        editor.post(f"/orgs/{world.org_slug}/members", data={"email": "x@y.z"}).status_code == 403
+        editor.post(f"/orgs/{world.org_slug}/invitations", data={"role": "owner"}).status_code
+        == 403
     )
     assert editor.get("/admin/").status_code == 403
     assert client_as("admin").get("/admin/").status_code == 200

@@ -228,7 +228,7 @@ def test_rename_and_delete(app: Flask, client_as: Any, set_url: str) -> None:
 def test_viewers_see_a_read_only_editor(client_as: Any, set_url: str) -> None:
     client_as("editor").post(f"{set_url}/prompts/new", data=_form())
     page = client_as("viewer").get(f"{set_url}/prompts/welcome.message").get_data(True)
-    assert '<fieldset class="editor-grid" disabled>' in page
+    assert '<fieldset class="editor-main" disabled>' in page
     assert "Save prompt" not in page
 
 

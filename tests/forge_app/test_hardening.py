@@ -402,9 +402,9 @@ def test_audit_entries_read_as_sentences(
     assert "published to channel" in page
     assert ": None" not in page  # a publication without rollout has no "rollout_percent: None"
     owner = client_as("owner")
-    owner.post(f"/orgs/{world.org_slug}/members", data={"email": world.emails["outsider"]})
+    owner.post(f"/orgs/{world.org_slug}/invitations", data={"role": "viewer", "days": "7"})
     org_page = owner.get(f"/orgs/{world.org_slug}").get_data(True)
-    assert "added member" in org_page  # the wording, not only the action code
+    assert "created an invitation to" in org_page  # the wording, not only the action code
 
 
 def test_the_import_page_tells_a_viewer_why_there_is_no_form(client_as: Any, set_url: str) -> None:
@@ -597,7 +597,7 @@ def test_the_first_channel_that_takes_the_set_is_preselected(client_as: Any, set
     """A LIVE set goes only to development: that choice is made already (it was none)."""
     page = client_as("owner").get(f"{set_url}/publish").get_data(True)
     assert _checked_channel(page) == "development"
-    assert "(a snapshot of the live draft) to LIVE" in page
+    assert "(a snapshot of the draft (LIVE)) to LIVE" in page
 
 
 def test_unicode_round_trips_through_editor_search_export_and_import(

@@ -322,7 +322,9 @@ def test_only_owners_forget_and_only_silent_instances(
     assert client_as("editor").post(f"{base}/{silent}/forget").status_code == 403
     owner = client_as("owner")
     page = owner.get(base).get_data(as_text=True)
-    assert f"{base}/{silent}/forget" in page and f"{base}/{fresh}/forget" not in page
+    # The Forget button leads to the confirmation page, named after its instance.
+    assert f'Forget…<span class="visually-hidden">: instance {silent}</span>' in page
+    assert f": instance {fresh}</span>" not in page
 
     response = owner.post(f"{base}/{fresh}/forget", follow_redirects=True)
     assert "only stale instances can be forgotten" in response.get_data(as_text=True)
@@ -599,7 +601,7 @@ def test_long_silent_instances_are_archived_but_stay_queryable(
     assert "Archived (1)" in html
     archived = viewer.get(base + "?show=archived").get_data(as_text=True)
     assert old in archived and fresh not in archived
-    assert "Archived</span>" in row_html(archived, old)
+    assert "Archived</li>" in row_html(archived, old)
     with app.app_context():
         event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "instance.archive"))
     assert event is not None and event.details["instance_ids"] == [old]

@@ -16,12 +16,9 @@ def test_owner_manages_members_but_keeps_one_owner(
 ) -> None:
     owner = client_as("owner")
     base = f"/orgs/{world.org_slug}"
-    response = owner.post(
-        f"{base}/members", data={"email": "outsider@example.com", "role": "viewer"}
-    )
-    assert response.status_code == 302
-    response = owner.post(f"{base}/members", data={"email": "nobody@example.com", "role": "viewer"})
-    assert "There is no user with e-mail nobody@example.com" in owner.get(base).get_data(True)
+    response = owner.post(f"{base}/invitations", data={"role": "viewer", "days": "7"})
+    token = response.get_data(True).split("/orgs/join/")[1].split('"')[0]
+    assert client_as("outsider").post(f"/orgs/join/{token}").status_code == 302
     with app.app_context():
         own = db.session.query(Membership).filter_by(user_id=world.users["owner"]).one().id
         outsider = (
@@ -42,7 +39,12 @@ def test_owner_manages_members_but_keeps_one_owner(
         assert roles["owner@example.com"] == "owner"
         assert "outsider@example.com" not in roles
         actions = [e.action for e in db.session.query(AuditEvent).order_by(AuditEvent.id)]
-    assert actions == ["org.member_add", "org.member_role", "org.member_remove"]
+    assert actions == [
+        "org.invite_create",
+        "org.invite_accept",
+        "org.member_role",
+        "org.member_remove",
+    ]
 
 
 def test_owner_creates_a_project_and_editor_a_prompt_set(
@@ -64,7 +66,7 @@ def test_owner_creates_a_project_and_editor_a_prompt_set(
     response = editor.post(f"{project_url}/sets/new", data={"name": "Ranking"})
     assert "already has a prompt set" in response.get_data(True)
     page = editor.get(project_url).get_data(True)
-    assert "Ranking" in page and "Live draft" in page
+    assert "Ranking" in page and "Draft (LIVE)" in page
     assert "Search" in editor.get("/projects/").get_data(True)
 
 

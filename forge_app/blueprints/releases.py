@@ -1,0 +1,450 @@
+"""Safe releases pages (issue 11): a channel's guard, its scheduled changes, the webhook.
+
+    GET  /projects/<project_id>/channels/<channel>/safety           members: guard, schedule
+    POST /projects/<project_id>/channels/<channel>/guard            owners: save the guard
+    POST /projects/<project_id>/channels/<channel>/guard/delete     owners: remove it
+    POST /projects/<project_id>/channels/<channel>/schedule         publishers: schedule a change
+    POST /projects/<project_id>/channels/<channel>/schedule/cancel  publishers: cancel one
+    GET  /projects/<project_id>/webhook                             owners: the webhook (+ POST)
+
+The usage charts, guard status, rollout comparison and compatibility warnings of other pages
+come from the ``safe_releases`` template helper registered here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from forge_app import compat, guards, scheduling
+from forge_app.audit import record_event
+from forge_app.authz import require_project_role, signed_in_user
+from forge_app.charts import usage_panel
+from forge_app.compat import CompatWarning
+from forge_app.extensions import db
+from forge_app.models import Project, PromptSet, PromptSetVersion, Role, utcnow
+from forge_app.models.distribution import Channel, Publication
+from forge_app.models.releases import GuardPolicy, ProjectWebhook, ScheduledJob
+from forge_app.services import publishing
+from forge_app.usage import usage_series
+from forge_app.webhooks import valid_webhook_url, webhook_of
+
+bp = Blueprint("releases", __name__)
+
+
+class GuardForm(FlaskForm):  # type: ignore[misc]
+    enabled = BooleanField("Guard on", default=True)
+    max_error_rate = DecimalField(
+        "Maximum error rate (%)", places=2, validators=[DataRequired(), NumberRange(0, 100)]
+    )
+    min_calls = IntegerField(
+        "Minimum calls before judging", validators=[DataRequired(), NumberRange(1, 10_000_000)]
+    )
+    window_minutes = IntegerField(
+        "Observation window after a publish (minutes)",
+        validators=[DataRequired(), NumberRange(1, 7 * 24 * 60)],
+    )
+    stages = StringField(
+        "Staged rollout plan (%)",
+        validators=[Optional(), Length(max=60)],
+        description="E.g. 10, 50, 100: a rollout advances to the next step while healthy.",
+    )
+    hold_minutes = IntegerField(
+        "Hold between steps (minutes)", validators=[Optional(), NumberRange(0, 7 * 24 * 60)]
+    )
+
+
+class ScheduleForm(FlaskForm):  # type: ignore[misc]
+    kind = SelectField(
+        "What",
+        choices=[
+            SelectChoice("publish", "Publish a version"),
+            SelectChoice("rollout", "Rollout step"),
+            SelectChoice("rollback", "Roll back / abort rollout"),
+        ],
+    )
+    run_at = StringField("When (UTC)", validators=[DataRequired(), Length(max=32)])
+    version = StringField("Version to publish", validators=[Optional(), Length(max=300)])
+    percent = IntegerField("Percent", validators=[Optional(), NumberRange(1, 100)])
+    to_sequence = IntegerField(
+        "Roll back to sequence (empty: abort the rollout)", validators=[Optional(), NumberRange(1)]
+    )
+
+
+class WebhookForm(FlaskForm):  # type: ignore[misc]
+    url = StringField("Webhook address", validators=[Optional(), Length(max=2000)])
+    enabled = BooleanField("Send notices", default=True)
+
+
+def _channel_or_404(project: Project, name: str) -> Channel:
+    publishing.ensure_default_channels(project)
+    found = publishing.get_channel(project, name)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _parse_stages(text: str) -> list[int]:
+    parts = [p.strip().rstrip("%") for p in text.replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return []
+    if not all(p.isdigit() for p in parts):
+        raise ValueError("Write the plan as percentages separated by commas, e.g. 10, 50, 100.")
+    stages = [int(p) for p in parts]
+    if any(not 1 <= s <= 100 for s in stages) or stages != sorted(set(stages)):
+        raise ValueError("The plan's steps must rise from 1 to 100 percent, e.g. 10, 50, 100.")
+    return stages
+
+
+def _parse_when(text: str) -> datetime:
+    value = text.strip().replace("T", " ").removesuffix("Z").removesuffix(" UTC")
+    for pattern in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(value, pattern).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError("Give the time as YYYY-MM-DD HH:MM (UTC).")
+
+
+@bp.get("/projects/<uuid:project_id>/channels/<channel>/safety")
+@require_project_role(Role.VIEWER)
+def safety(project: Project, channel: str) -> ResponseReturnValue:
+    found = _channel_or_404(project, channel)
+    policy = guards.guard_of(found)
+    form = GuardForm(
+        data={
+            "enabled": policy.enabled if policy else True,
+            "max_error_rate": round((policy.max_error_rate if policy else 0.05) * 100, 2),
+            "min_calls": policy.min_calls if policy else 50,
+            "window_minutes": policy.window_minutes if policy else 30,
+            "stages": ", ".join(str(s) for s in policy.stages) if policy else "",
+            "hold_minutes": policy.hold_minutes if policy else 10,
+        }
+    )
+    soon = (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    schedule_form = ScheduleForm(data={"run_at": soon})
+    versions = list(
+        db.session.scalars(
+            select(PromptSetVersion)
+            .join(PromptSet, PromptSet.id == PromptSetVersion.prompt_set_id)
+            .where(PromptSet.project_id == project.id)
+            .order_by(PromptSet.name, PromptSetVersion.created_at.desc())
+            .limit(200)
+        )
+    )
+    return render_template(
+        "releases/safety.html",
+        project=project,
+        channel=found,
+        policy=policy,
+        form=form,
+        schedule_form=schedule_form,
+        versions=versions,
+        jobs=scheduling.pending_jobs(found),
+        past_jobs=scheduling.recent_jobs(found),
+        actions=guards.recent_actions(found),
+        may_publish=publishing.can_publish(g.role, found),
+        nav="projects",
+        tab="channels",
+    )
+
+
+def _back(project: Project, channel: Channel) -> str:
+    return url_for(".safety", project_id=project.id, channel=channel.name)
+
+
+@bp.post("/projects/<uuid:project_id>/channels/<channel>/guard")
+@require_project_role(Role.OWNER)
+def save_guard(project: Project, channel: str) -> ResponseReturnValue:
+    found = _channel_or_404(project, channel)
+    form = GuardForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(str(error), "error")
+        return redirect(_back(project, found))
+    try:
+        stages = _parse_stages(form.stages.data or "")
+    except ValueError as e:
+        flash(str(e), "error")
+        return redirect(_back(project, found))
+    policy = guards.guard_of(found)
+    if policy is None:
+        policy = GuardPolicy(project_id=project.id, channel_id=found.id)
+        db.session.add(policy)
+    user = signed_in_user()
+    policy.enabled = bool(form.enabled.data)
+    policy.max_error_rate = float(form.max_error_rate.data) / 100
+    policy.min_calls = int(form.min_calls.data)
+    policy.window_minutes = int(form.window_minutes.data)
+    policy.stages_json = json.dumps(stages)
+    policy.hold_minutes = int(form.hold_minutes.data or 0)
+    policy.updated_at = utcnow()
+    policy.updated_by_id = user.id
+    record_event(
+        "guard.update",
+        found,
+        project=project,
+        details={
+            "enabled": policy.enabled,
+            "max_error_rate": policy.max_error_rate,
+            "min_calls": policy.min_calls,
+            "window_minutes": policy.window_minutes,
+            "stages": stages,
+            "hold_minutes": policy.hold_minutes,
+        },
+    )
+    db.session.commit()
+    flash(f"The guard of {found.name} is saved.", "success")
+    return redirect(_back(project, found))
+
+
+@bp.post("/projects/<uuid:project_id>/channels/<channel>/guard/delete")
+@require_project_role(Role.OWNER)
+def delete_guard(project: Project, channel: str) -> ResponseReturnValue:
+    found = _channel_or_404(project, channel)
+    policy = guards.guard_of(found)
+    if policy is not None:
+        db.session.delete(policy)
+        record_event("guard.delete", found, project=project)
+        db.session.commit()
+        flash(f"{found.name} has no guard now.", "success")
+    return redirect(_back(project, found))
+
+
+@bp.post("/projects/<uuid:project_id>/channels/<channel>/schedule")
+@require_project_role(Role.VIEWER)
+def schedule(project: Project, channel: str) -> ResponseReturnValue:
+    found = _channel_or_404(project, channel)
+    if not publishing.can_publish(g.role, found):
+        abort(403, f"Only {publishing.required_role(found).label}s can change {found.name}.")
+    form = ScheduleForm()
+    back = _back(project, found)
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(str(error), "error")
+        return redirect(back)
+    try:
+        run_at = _parse_when(form.run_at.data or "")
+    except ValueError as e:
+        flash(str(e), "error")
+        return redirect(back)
+    version = None
+    if form.kind.data == "publish":
+        version_id = (form.version.data or "").strip()
+        version = (
+            db.session.get(PromptSetVersion, int(version_id)) if version_id.isdigit() else None
+        )
+        if version is None or version.prompt_set.project_id != project.id:
+            flash("Choose a version of this project to publish.", "error")
+            return redirect(back)
+    try:
+        job = scheduling.schedule_job(
+            found,
+            form.kind.data,
+            run_at,
+            user=signed_in_user(),
+            version=version,
+            percent=form.percent.data,
+            to_sequence=form.to_sequence.data,
+        )
+    except scheduling.ScheduleError as e:
+        flash(str(e), "error")
+        return redirect(back)
+    db.session.commit()
+    flash(
+        f"Scheduled: {scheduling.describe_job(job)} on {found.name} at "
+        f"{run_at:%Y-%m-%d %H:%M} UTC.",
+        "success",
+    )
+    return redirect(back)
+
+
+@bp.post("/projects/<uuid:project_id>/channels/<channel>/schedule/cancel")
+@require_project_role(Role.VIEWER)
+def cancel(project: Project, channel: str) -> ResponseReturnValue:
+    found = _channel_or_404(project, channel)
+    if not publishing.can_publish(g.role, found):
+        abort(403, f"Only {publishing.required_role(found).label}s can change {found.name}.")
+    job_id = request.form.get("job", type=int)
+    job = db.session.get(ScheduledJob, job_id) if job_id else None
+    if job is None or job.channel_id != found.id or job.kind == "webhook":
+        abort(404)
+    if scheduling.cancel_job(job, user=signed_in_user()):
+        db.session.commit()
+        flash(f"Cancelled: {scheduling.describe_job(job)}.", "success")
+    else:
+        db.session.rollback()
+        flash("That change is no longer pending (it ran or was cancelled).", "error")
+    return redirect(_back(project, found))
+
+
+@bp.route("/projects/<uuid:project_id>/webhook", methods=["GET", "POST"])
+@require_project_role(Role.OWNER)
+def webhook(project: Project) -> ResponseReturnValue:
+    hook = webhook_of(project.id)
+    form = WebhookForm(
+        data={"url": hook.url if hook else "", "enabled": hook.enabled if hook else True}
+    )
+    if request.method == "POST":
+        form = WebhookForm()
+        if not form.validate_on_submit():
+            for errors in form.errors.values():
+                for error in errors:
+                    flash(str(error), "error")
+            return redirect(url_for(".webhook", project_id=project.id))
+        url = (form.url.data or "").strip()
+        if not url:
+            if hook is not None:
+                db.session.delete(hook)
+            record_event("webhook.delete", project, project=project)
+            db.session.commit()
+            flash("The project has no webhook now.", "success")
+            return redirect(url_for(".webhook", project_id=project.id))
+        problem = valid_webhook_url(url)
+        if problem:
+            flash(problem, "error")
+            return redirect(url_for(".webhook", project_id=project.id))
+        if hook is None:
+            hook = ProjectWebhook(project_id=project.id, url=url)
+            db.session.add(hook)
+        hook.url = url
+        hook.enabled = bool(form.enabled.data)
+        hook.updated_at = utcnow()
+        record_event("webhook.update", project, project=project, details={"enabled": hook.enabled})
+        db.session.commit()
+        flash("The webhook is saved.", "success")
+        return redirect(url_for(".webhook", project_id=project.id))
+    return render_template(
+        "releases/webhook.html", project=project, form=form, hook=hook, nav="projects"
+    )
+
+
+# ------------------------------------------------------------------ helpers for templates
+
+
+class _SafeReleases:
+    """``safe_releases`` in templates: charts, guard status, comparison, compat warnings.
+    Each read is guarded: a problem shows as a note, never as a failed page."""
+
+    def usage(
+        self,
+        project: Project,
+        *,
+        channel: str | None = None,
+        prompt_id: str | None = None,
+        content_sha256s: list[str] | None = None,
+        hours: int = 24,
+    ) -> Any:
+        since = utcnow() - timedelta(hours=hours)
+        buckets = usage_series(
+            project,
+            channel=channel,
+            prompt_id=prompt_id,
+            content_sha256s=content_sha256s,
+            since=since,
+        )
+        return usage_panel(buckets, hours=hours)
+
+    def guard(self, channel: Channel) -> Any:
+        policy = guards.guard_of(channel)
+        if policy is None:
+            return None
+        verdict = guards.judge(channel, policy, utcnow()) if policy.enabled else None
+        return {"policy": policy, "verdict": verdict}
+
+    def actions(self, channel: Channel, limit: int = 5) -> Any:
+        return guards.recent_actions(channel, limit)
+
+    def action_for(self, publication: Publication) -> Any:
+        return guards.action_for_publication(publication)
+
+    def comparison(self, channel: Channel) -> Any:
+        return guards.rollout_comparison(channel)
+
+    def jobs(self, channel: Channel) -> Any:
+        return scheduling.pending_jobs(channel)
+
+    def describe(self, job: ScheduledJob) -> str:
+        return scheduling.describe_job(job)
+
+    def compat(
+        self, version: PromptSetVersion | None, channel: Channel | None = None
+    ) -> list[CompatWarning]:
+        if version is None:
+            return []
+        previous = None
+        if channel is not None:
+            latest = publishing.latest_publication(channel)
+            if latest is not None:
+                set_id = str(version.prompt_set_id)
+                entry = next((e for e in latest.releases if e.get("prompt_set_id") == set_id), None)
+                if entry is not None:
+                    previous = compat.served_version(
+                        channel.project_id, str(entry.get("content_sha256") or "")
+                    )
+        return compat.compat_warnings(
+            version, channel=channel.name if channel is not None else None, previous=previous
+        )
+
+    def compat_draft(self, prompt_set: PromptSet) -> list[CompatWarning]:
+        """For the review page: the set's draft against the callers on every channel."""
+        from forge_app.models import Prompt
+        from forge_app.workflow import latest_release
+
+        draft = {
+            p.key: set(p.variables or [])
+            for p in db.session.scalars(select(Prompt).where(Prompt.prompt_set_id == prompt_set.id))
+        }
+        latest = latest_release(db.session, prompt_set)
+        previous = set(compat.version_variables(latest)) if latest is not None else set()
+        label = str(getattr(prompt_set, "pending_version", None) or "the draft")
+        return compat.prompts_warnings(prompt_set.project_id, draft, label, previous=previous)
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {"safe_releases": _SafeReleases()}
+
+
+def compat_confirmation_problem(
+    version: PromptSetVersion | None, channel: Channel, role: Role | None, confirmed: bool
+) -> tuple[str | None, list[CompatWarning]]:
+    """For the publish POST: (a sentence why it cannot go ahead, the warnings). Publishing
+    despite warnings needs an owner's explicit confirmation."""
+    warnings = _SafeReleases().compat(version, channel)
+    if not warnings:
+        return None, []
+    if not confirmed:
+        return (
+            "Live instances call prompts of this version in a way it does not support; an owner "
+            "must confirm the compatibility warnings to publish.",
+            warnings,
+        )
+    if role is None or role < Role.OWNER:
+        return "Only an owner can confirm the compatibility warnings.", warnings
+    return None, warnings
+
+
+def current_app_setting(name: str, default: Any) -> Any:
+    return current_app.config.get(name, default)

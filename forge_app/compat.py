@@ -1,0 +1,188 @@
+"""Caller compatibility (issue 11 §4): do the running applications call the new prompts right?
+
+    >>> w = CompatWarning("support.greeting", "missing", 3, ["checkout-service"],
+    ...                   ["customer_name", "product"], ["tier"], "0.4.0")
+    >>> w.sentence.endswith("0.4.0 also needs tier → MissingVariable.")
+    True
+
+From the variable names LIVE instances report (``caller_variables``, recorded by
+:mod:`forge_app.usage`) and the variables each prompt of a version declares, list for each
+prompt whose new version needs a variable some live instances do not pass who calls it how,
+and the prompts live instances call that the new version no longer has. Only instances seen
+within ``LIVE_WITHIN`` and not archived count.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from anvil_client.errors import AnvilError
+from anvil_client.wire import parse_bundle
+from forge_app.extensions import db
+from forge_app.models import PromptSetVersion, utcnow
+from forge_app.models.instances import LiveInstance
+from forge_app.models.usage import CallerVariables
+
+__all__ = ["CompatWarning", "compat_warnings", "prompts_warnings", "version_variables"]
+
+LIVE_WITHIN = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class CompatWarning:
+    """``kind`` ``missing``: ``instances`` call ``prompt_id`` passing ``passed`` but the new
+    version also needs ``needs``; ``removed``: they call a prompt the new version lacks."""
+
+    prompt_id: str
+    kind: str
+    instances: int
+    hosts: list[str]
+    passed: list[str]
+    needs: list[str]
+    version: str
+
+    @property
+    def sentence(self) -> str:
+        who = f"{self.instances} instance{'' if self.instances == 1 else 's'}"
+        if self.hosts:
+            who += " of " + ", ".join(self.hosts[:3]) + (" …" if len(self.hosts) > 3 else "")
+        if self.kind == "removed":
+            return (
+                f"{who} call {self.prompt_id}, which {self.version} no longer has → PromptNotFound."
+            )
+        return (
+            f"{who} call {self.prompt_id} with {{{', '.join(self.passed)}}}; {self.version} "
+            f"also needs {', '.join(self.needs)} → MissingVariable."
+        )
+
+
+def version_variables(version: PromptSetVersion) -> dict[str, set[str]]:
+    """``{prompt_id: declared variables}`` of a stored version ({} if it does not parse)."""
+    try:
+        bundle = parse_bundle(version.bundle_bytes, content_sha256=version.content_sha256)
+    except AnvilError:
+        return {}
+    return {pid: set(spec.variables) for pid, spec in bundle.prompts.items()}
+
+
+def _callers(
+    project_id: uuid.UUID, channel: str | None, prompt_ids: set[str] | None, now: datetime
+) -> dict[str, list[tuple[str, list[list[str]]]]]:
+    """``{prompt_id: [(hostname, variable sets), …]}`` of live instances."""
+    query = (
+        select(CallerVariables, LiveInstance.hostname)
+        .join(
+            LiveInstance,
+            (LiveInstance.project_id == CallerVariables.project_id)
+            & (LiveInstance.instance_id == CallerVariables.instance_id),
+        )
+        .where(
+            CallerVariables.project_id == project_id,
+            LiveInstance.archived_at.is_(None),
+            LiveInstance.last_seen_at >= now - LIVE_WITHIN,
+        )
+    )
+    if channel is not None:
+        query = query.where(CallerVariables.channel == channel, LiveInstance.channel == channel)
+    if prompt_ids is not None:
+        query = query.where(CallerVariables.prompt_id.in_(sorted(prompt_ids)))
+    found: dict[str, list[tuple[str, list[list[str]]]]] = defaultdict(list)
+    for row, hostname in db.session.execute(query.order_by(CallerVariables.prompt_id)):
+        try:
+            sets = json.loads(row.variables_json or "[]")
+        except ValueError:
+            sets = []
+        found[row.prompt_id].append(
+            (
+                hostname,
+                [list(s) for s in sets if isinstance(s, list)] if isinstance(sets, list) else [],
+            )
+        )
+    return found
+
+
+def compat_warnings(
+    version: PromptSetVersion,
+    *,
+    channel: str | None = None,
+    previous: PromptSetVersion | None = None,
+    now: datetime | None = None,
+) -> list[CompatWarning]:
+    """Warnings for serving ``version`` to the live instances (of ``channel``, or of every
+    channel). ``previous``: the set's version served before, whose prompts the callers may
+    still use (prompts of it the new version lacks are reported as removed)."""
+    old = version_variables(previous) if previous is not None else {}
+    return prompts_warnings(
+        version.prompt_set.project_id,
+        version_variables(version),
+        version.version,
+        channel=channel,
+        previous=set(old),
+        now=now,
+    )
+
+
+def prompts_warnings(
+    project_id: uuid.UUID,
+    new: dict[str, set[str]],
+    label: str,
+    *,
+    channel: str | None = None,
+    previous: set[str] | None = None,
+    now: datetime | None = None,
+) -> list[CompatWarning]:
+    """Warnings for serving prompts ``new`` (``{prompt_id: variables}``, called ``label``)."""
+    now = now or utcnow()
+    removed = set(previous or ()) - set(new)
+    callers = _callers(project_id, channel, set(new) | removed, now)
+    warnings: list[CompatWarning] = []
+    for prompt_id in sorted(callers):
+        rows = callers[prompt_id]
+        if prompt_id in removed:
+            warnings.append(
+                CompatWarning(
+                    prompt_id, "removed", len(rows), sorted({h for h, _ in rows}), [], [], label
+                )
+            )
+            continue
+        needed = new.get(prompt_id)
+        if not needed:
+            continue
+        by_passed: dict[tuple[str, ...], tuple[set[str], int]] = {}
+        for hostname, sets in rows:
+            for names in sets:
+                if not needed - set(names):
+                    continue
+                key = tuple(sorted(names))
+                hosts, count = by_passed.get(key, (set(), 0))
+                hosts.add(hostname)
+                by_passed[key] = (hosts, count + 1)
+        for passed in sorted(by_passed):
+            hosts, count = by_passed[passed]
+            warnings.append(
+                CompatWarning(
+                    prompt_id,
+                    "missing",
+                    count,
+                    sorted(hosts),
+                    list(passed),
+                    sorted(needed - set(passed)),
+                    label,
+                )
+            )
+    return warnings
+
+
+def served_version(project_id: uuid.UUID, content_sha256: str | None) -> PromptSetVersion | None:
+    """The FORGE's version with this content, if any."""
+    if not content_sha256:
+        return None
+    return db.session.scalar(
+        select(PromptSetVersion).where(PromptSetVersion.content_sha256 == content_sha256).limit(1)
+    )

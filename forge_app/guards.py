@@ -1,0 +1,480 @@
+"""Health guards (issue 11 §2): judge the list a channel newly serves, roll back a bad one.
+
+    >>> Health(requests=200, errors=30).error_rate
+    0.15
+
+A channel may have one :class:`~forge_app.models.releases.GuardPolicy`. :func:`evaluate_channel`
+looks at the channel's newest FORGE publication:
+
+- during a rollout (the pointer serves a new list to some instances), the usage of the
+  entries only the new list has, since the rollout's current step: a breach aborts the
+  rollout; with a staged plan, a healthy step held long enough advances to the next stage;
+- after a publish (or a completed rollout), within the policy's window, the usage of the
+  entries the publish brought: a breach publishes the list served before as a new sequence.
+
+A breach is at least ``min_calls`` uses (renders + reported calls) and an error rate (render
+and call errors per use) above ``max_error_rate``. Each automatic move runs exactly once, even
+with several FORGE processes: it first inserts a :class:`GuardAction` row, unique per (channel,
+judged sequence, kind) — a second process fails on the constraint (PostgreSQL makes it wait for
+the first one's transaction) and does nothing. The move, its audit event (actor ``system``,
+with the figures) and a webhook job are committed together.
+
+Evaluated after each heartbeat with usage (:func:`after_heartbeat`, at most every
+``FORGE_GUARD_EVALUATE_SECONDS`` per channel and process, default 10) and by ``anvil-forge
+worker`` (:func:`evaluate_all`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from forge_app.audit import ACTION_LABELS, record_event
+from forge_app.extensions import db
+from forge_app.models import Project, utcnow
+from forge_app.models.distribution import Channel, Publication
+from forge_app.models.releases import GuardAction, GuardPolicy
+from forge_app.services import publishing
+from forge_app.services.publishing import PublishError
+from forge_app.usage import DEFAULT_BUCKET_SECONDS, bucket_start, usage_series
+
+__all__ = [
+    "Health",
+    "Judgement",
+    "after_heartbeat",
+    "evaluate_all",
+    "evaluate_channel",
+    "guard_of",
+    "judge",
+    "recent_actions",
+]
+
+log = logging.getLogger(__name__)
+
+ACTION_LABELS.update(
+    {
+        "guard.rollback": "automatically rolled back",
+        "guard.abort": "automatically aborted the rollout of",
+        "guard.advance": "automatically advanced the rollout of",
+        "guard.update": "changed the guard of",
+        "guard.delete": "removed the guard of",
+    }
+)
+
+
+@dataclass
+class Health:
+    """Usage of some entries: uses (renders + reported calls) and errors (render + call)."""
+
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    errors_by_class: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def tokens_per_call(self) -> tuple[float, float] | None:
+        """Mean input and output tokens per reported call."""
+        if not self.calls:
+            return None
+        return self.input_tokens / self.calls, self.output_tokens / self.calls
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": None if self.error_rate is None else round(self.error_rate, 4),
+            "errors_by_class": dict(sorted(self.errors_by_class.items())),
+        }
+
+
+def health_of(
+    project_id: uuid.UUID, channel: str, content_sha256s: set[str], since: datetime
+) -> Health:
+    """The summed usage of ``content_sha256s`` on ``channel`` from the bucket holding
+    ``since`` on."""
+    health = Health()
+    if not content_sha256s:
+        return health
+    seconds = int(current_app.config.get("FORGE_USAGE_BUCKET_SECONDS", DEFAULT_BUCKET_SECONDS))
+    for bucket in usage_series(
+        project_id,
+        channel=channel,
+        content_sha256s=sorted(content_sha256s),
+        since=bucket_start(since, seconds),
+    ):
+        health.requests += bucket.renders + bucket.calls
+        health.errors += bucket.render_errors + bucket.call_errors
+        health.calls += bucket.calls
+        health.input_tokens += bucket.input_tokens
+        health.output_tokens += bucket.output_tokens
+        for name, n in bucket.errors.items():
+            health.errors_by_class[name] = health.errors_by_class.get(name, 0) + n
+    return health
+
+
+@dataclass
+class Judgement:
+    """What the guard makes of a channel now. ``action`` is ``rollback``, ``abort``,
+    ``advance`` or None; ``state`` is a sentence for the channel page."""
+
+    state: str
+    action: str | None = None
+    health: Health | None = None
+    publication: Publication | None = None
+    target_sequence: int | None = None
+    next_percent: int | None = None
+    new_shas: set[str] = field(default_factory=set)
+    old_shas: set[str] = field(default_factory=set)
+    since: datetime | None = None
+
+
+def guard_of(channel: Channel) -> GuardPolicy | None:
+    return db.session.scalar(select(GuardPolicy).where(GuardPolicy.channel_id == channel.id))
+
+
+def _shas(entries: list[dict[str, Any]]) -> set[str]:
+    return {str(e.get("content_sha256")) for e in entries if e.get("content_sha256")}
+
+
+def _publications(channel: Channel, limit: int = 50) -> list[Publication]:
+    return list(
+        db.session.scalars(
+            select(Publication)
+            .where(Publication.channel_id == channel.id)
+            .order_by(Publication.sequence.desc())
+            .limit(limit)
+        )
+    )
+
+
+def rollout_comparison(channel: Channel) -> tuple[Health, Health, Publication] | None:
+    """During a rollout: the usage of the previous list's and the new list's own entries
+    since the rollout's newest step — (previous, new, publication); else None."""
+    found = _publications(channel, 1)
+    if not found or found[0].previous_json is None or found[0].rollout_percent is None:
+        return None
+    latest = found[0]
+    old, new = _shas(latest.previous_releases or []), _shas(latest.releases)
+    start = _rollout_start(channel, latest)
+    return (
+        health_of(latest.project_id, channel.name, old - new, start),
+        health_of(latest.project_id, channel.name, new - old, start),
+        latest,
+    )
+
+
+def _rollout_start(channel: Channel, latest: Publication) -> datetime:
+    """When the rollout of ``latest``'s new list began (its oldest step still in a row)."""
+    start = latest.published_at
+    key = _shas(latest.releases)
+    for publication in _publications(channel):
+        if publication.previous_json is None or _shas(publication.releases) != key:
+            break
+        start = publication.published_at
+    return start
+
+
+def judge(channel: Channel, policy: GuardPolicy, now: datetime) -> Judgement:
+    """The guard's verdict on ``channel`` now (reads only)."""
+    publications = _publications(channel)
+    if not publications:
+        return Judgement("Nothing is published on this channel yet.")
+    latest = publications[0]
+    window = timedelta(minutes=policy.window_minutes)
+    if latest.previous_json is not None and latest.rollout_percent is not None:
+        old, new = _shas(latest.previous_releases or []), _shas(latest.releases)
+        since = latest.published_at
+        health = health_of(channel.project_id, channel.name, new - old, since)
+        verdict = Judgement(
+            "",
+            health=health,
+            publication=latest,
+            new_shas=new - old,
+            old_shas=old - new,
+            since=since,
+        )
+        if _breached(policy, health):
+            verdict.action = "abort"
+            verdict.state = "The new list breaches the guard: the rollout is aborted."
+            return verdict
+        stages = sorted({s for s in policy.stages if 1 <= s <= 100})
+        upcoming = [s for s in stages if s > latest.rollout_percent]
+        if not upcoming:
+            verdict.state = f"Rollout at {latest.rollout_percent}%: watched by the guard."
+            return verdict
+        verdict.next_percent = upcoming[0]
+        ready = now >= latest.published_at + timedelta(minutes=policy.hold_minutes)
+        if health.requests < policy.min_calls:
+            verdict.state = (
+                f"Rollout at {latest.rollout_percent}%: waiting for {policy.min_calls} uses "
+                f"({health.requests} so far) before moving to {upcoming[0]}%."
+            )
+        elif not ready:
+            verdict.state = (
+                f"Rollout at {latest.rollout_percent}%: healthy; moves to {upcoming[0]}% after "
+                f"a hold of {policy.hold_minutes} min."
+            )
+        else:
+            verdict.action = "advance"
+            verdict.state = f"Rollout healthy: moving to {upcoming[0]}%."
+        return verdict
+    if latest.kind not in ("publish", "rollout", "promote"):
+        return Judgement(
+            f"The newest change (sequence {latest.sequence}) is not a publish; nothing to watch."
+        )
+    if latest.kind == "rollout":
+        step = publications[1] if len(publications) > 1 else None
+        if (
+            step is None
+            or step.previous_json is None
+            or _shas(step.releases) != _shas(latest.releases)
+        ):
+            return Judgement(
+                f"Sequence {latest.sequence} ended a rollout by going back; nothing to watch."
+            )
+    if now > latest.published_at + window:
+        return Judgement(
+            f"Sequence {latest.sequence} has been served for longer than the window of "
+            f"{policy.window_minutes} min; the guard watches the next publish."
+        )
+    target = _rollback_target(publications, latest)
+    if target is None:
+        return Judgement("There is no earlier list on this channel to roll back to.")
+    new = _shas(latest.releases) - _shas(target.releases)
+    since = _rollout_start(channel, latest) if latest.kind == "rollout" else latest.published_at
+    health = health_of(channel.project_id, channel.name, new, since)
+    verdict = Judgement(
+        f"Watching sequence {latest.sequence} until "
+        f"{(latest.published_at + window).strftime('%H:%M')} UTC.",
+        health=health,
+        publication=latest,
+        target_sequence=target.sequence,
+        new_shas=new,
+        old_shas=_shas(target.releases) - _shas(latest.releases),
+        since=since,
+    )
+    if _breached(policy, health):
+        verdict.action = "rollback"
+        verdict.state = (
+            f"The new list breaches the guard: the channel goes back to sequence {target.sequence}."
+        )
+    return verdict
+
+
+def _rollback_target(publications: list[Publication], latest: Publication) -> Publication | None:
+    """The newest earlier publication serving one list to every instance, other than
+    ``latest``'s."""
+    key = _shas(latest.releases)
+    for publication in publications[1:]:
+        if (
+            publication.previous_json is None
+            and publication.releases
+            and _shas(publication.releases) != key
+        ):
+            return publication
+    return None
+
+
+def _breached(policy: GuardPolicy, health: Health) -> bool:
+    rate = health.error_rate
+    return (
+        health.requests >= max(1, policy.min_calls)
+        and rate is not None
+        and (rate > policy.max_error_rate)
+    )
+
+
+def evaluate_channel(channel: Channel, *, now: datetime | None = None) -> GuardAction | None:
+    """Judge ``channel`` and make the automatic move it calls for (committed). Returns the
+    move's :class:`GuardAction`, or None when there is nothing to do (or another process did
+    it)."""
+    policy = guard_of(channel)
+    if policy is None or not policy.enabled:
+        return None
+    now = now or utcnow()
+    verdict = judge(channel, policy, now)
+    if verdict.action is None or verdict.publication is None or verdict.health is None:
+        db.session.rollback()
+        return None
+    latest = verdict.publication
+    figures = {
+        **verdict.health.figures(),
+        "max_error_rate": policy.max_error_rate,
+        "min_calls": policy.min_calls,
+        "window_minutes": policy.window_minutes,
+        "judged_sequence": latest.sequence,
+        "since": verdict.since.isoformat() if verdict.since else None,
+        "content_sha256s": sorted(verdict.new_shas),
+    }
+    action = GuardAction(
+        project_id=channel.project_id,
+        channel_id=channel.id,
+        judged_sequence=latest.sequence,
+        kind=verdict.action,
+        figures_json=json.dumps(figures, sort_keys=True),
+        created_at=now,
+    )
+    # The claim: one row per (channel, judged sequence, kind); a concurrent process waits
+    # here (PostgreSQL) or for the write lock (SQLite), then fails on the constraint.
+    db.session.add(action)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    try:
+        if verdict.action == "abort":
+            publication = publishing.abort_rollout(channel, user=None)
+        elif verdict.action == "advance":
+            assert verdict.next_percent is not None
+            publication = publishing.set_rollout(channel, verdict.next_percent, user=None)
+        else:
+            assert verdict.target_sequence is not None
+            publication = publishing.rollback_to(channel, verdict.target_sequence, user=None)
+    except PublishError as e:
+        db.session.rollback()
+        log.warning(
+            "guard of %s/%s could not %s: %s", channel.project_id, channel.name, verdict.action, e
+        )
+        return None
+    action.result_sequence = publication.sequence
+    rate = figures["error_rate"]
+    shown = f"{rate:.1%}" if isinstance(rate, float) else "n/a"
+    if verdict.action == "advance":
+        action.summary = (
+            f"Healthy at {latest.rollout_percent}% ({figures['requests']} uses, {shown} errors): "
+            f"moved to {verdict.next_percent}%"
+        )[:500]
+    else:
+        action.summary = (
+            f"Error rate {shown} over {figures['requests']} uses (limit "
+            f"{policy.max_error_rate:.1%} after {policy.min_calls}): {publication.summary}"
+        )[:500]
+    record_event(
+        f"guard.{verdict.action}",
+        channel,
+        project=channel.project,
+        details={
+            "automatic": True,
+            "summary": action.summary,
+            "sequence": publication.sequence,
+            **figures,
+        },
+    )
+    if verdict.action in ("abort", "rollback"):
+        from forge_app.webhooks import queue_notice
+
+        queue_notice(channel, action, now=now)
+    db.session.commit()
+    log.info(
+        "guard of %s/%s: %s (sequence %d → %d)",
+        channel.project_id,
+        channel.name,
+        verdict.action,
+        latest.sequence,
+        publication.sequence,
+    )
+    return action
+
+
+def evaluate_all(*, now: datetime | None = None) -> list[GuardAction]:
+    """Evaluate every enabled guard (the worker's round). Errors of one channel are logged
+    and do not stop the others."""
+    done = []
+    ids = list(
+        db.session.scalars(select(GuardPolicy.channel_id).where(GuardPolicy.enabled.is_(True)))
+    )
+    for channel_id in ids:
+        channel = db.session.get(Channel, channel_id)
+        if channel is None:
+            continue
+        try:
+            action = evaluate_channel(channel, now=now)
+        except Exception:  # one channel's trouble must not stop the round
+            db.session.rollback()
+            log.exception("guard evaluation of channel %s failed", channel_id)
+            continue
+        if action is not None:
+            done.append(action)
+    return done
+
+
+_last_evaluated: dict[tuple[uuid.UUID, str], float] = {}
+_last_lock = threading.Lock()
+
+
+def after_heartbeat(project_id: uuid.UUID, channel_name: str) -> GuardAction | None:
+    """Evaluate the channel's guard after a heartbeat with usage was committed (at most every
+    ``FORGE_GUARD_EVALUATE_SECONDS`` per channel in this process). Never raises."""
+    interval = float(current_app.config.get("FORGE_GUARD_EVALUATE_SECONDS", 10))
+    key = (project_id, channel_name)
+    moment = time.monotonic()
+    with _last_lock:
+        last = _last_evaluated.get(key)
+        if interval > 0 and last is not None and moment - last < interval:
+            return None
+        _last_evaluated[key] = moment
+        if len(_last_evaluated) > 10_000:
+            _last_evaluated.clear()
+    try:
+        channel = db.session.scalar(
+            select(Channel)
+            .join(GuardPolicy, GuardPolicy.channel_id == Channel.id)
+            .where(
+                Channel.project_id == project_id,
+                Channel.name == channel_name,
+                GuardPolicy.enabled.is_(True),
+            )
+        )
+        if channel is None:
+            return None
+        return evaluate_channel(channel)
+    except Exception:  # the heartbeat was recorded; a guard problem must not fail it
+        db.session.rollback()
+        log.exception("guard evaluation after a heartbeat failed")
+        return None
+
+
+def recent_actions(channel: Channel, limit: int = 10) -> list[GuardAction]:
+    return list(
+        db.session.scalars(
+            select(GuardAction)
+            .where(GuardAction.channel_id == channel.id)
+            .order_by(GuardAction.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def action_for_publication(publication: Publication) -> GuardAction | None:
+    """The guard's move that produced ``publication`` (or judged it), if any."""
+    return db.session.scalar(
+        select(GuardAction)
+        .where(
+            GuardAction.channel_id == publication.channel_id,
+            (GuardAction.result_sequence == publication.sequence)
+            | (GuardAction.judged_sequence == publication.sequence),
+        )
+        .order_by(GuardAction.id.desc())
+        .limit(1)
+    )
+
+
+def project_of(channel: Channel) -> Project:
+    return channel.project

@@ -1,0 +1,544 @@
+"""Prompt usage from heartbeats (issue 11): validate, record once, add up in time buckets, read.
+
+    >>> bucket_start(datetime(2026, 11, 30, 20, 7, 31, tzinfo=UTC), 300).isoformat()
+    '2026-11-30T20:05:00+00:00'
+
+A heartbeat may carry ``usage`` (``/work/notes/USAGE_CONTRACT.md``): the counts an instance
+made since its last accepted report, with a per-instance, strictly increasing ``report_id``.
+:func:`record_usage` records a report at most once per instance (a conditional update of
+``live_instances.last_usage_report_id``, in the heartbeat's transaction), then adds the counts
+to ``prompt_usage`` rows — one row per (project, channel, prompt, content, bucket), each added
+to by one atomic ``INSERT … ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL), rows in a fixed
+order so that concurrent heartbeats cannot deadlock. ``caller_variables`` keeps the union of
+the variable-name sets each instance passes to each prompt (at most 8 sets).
+
+Settings: ``FORGE_USAGE_BUCKET_SECONDS`` (default 300), ``FORGE_USAGE_RETENTION_DAYS``
+(default 30; older buckets and caller records are pruned during ingestion, at most every
+10 minutes per process, or by :func:`prune_usage`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Protocol
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy import TextClause, Uuid, bindparam, delete, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from forge_app.models import Project, UTCDateTime
+from forge_app.models.instances import LiveInstance
+from forge_app.models.usage import OTHER_PROMPT_ID, CallerVariables, PromptUsage
+
+__all__ = [
+    "DEFAULT_BUCKET_SECONDS",
+    "DEFAULT_RETENTION_DAYS",
+    "UsageBucket",
+    "UsageReport",
+    "bucket_start",
+    "caller_variables",
+    "prune_usage",
+    "record_usage",
+    "usage_series",
+]
+
+DEFAULT_BUCKET_SECONDS = 300
+DEFAULT_RETENTION_DAYS = 30
+#: Variable-name sets kept per (instance, prompt), and names per set (the contract's caps).
+VARIABLE_SETS_MAX = 8
+VARIABLE_NAMES_MAX = 32
+PRUNE_EVERY = 600.0
+
+_SHA256 = r"^[0-9a-f]{64}$"
+_COUNT_MAX = 2**53
+Count = Annotated[int, Field(ge=0, le=_COUNT_MAX)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+def _safe(value: str) -> str:
+    from forge_app.live_instances import unsafe_character
+
+    found = unsafe_character(value)
+    if found is not None:
+        raise ValueError(f"it contains a control or bidirectional character ({found})")
+    return value
+
+
+class OtherCounts(BaseModel):
+    """Counts without a prompt (``other``: the merged tail of a report). ``errors`` is a
+    total here, or ``{class: n}`` like a prompt's."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    renders: Count = 0
+    errors: Annotated[dict[Name, Count], Field(max_length=32)] | Count = 0
+    calls: Count = 0
+    call_errors: Count = 0
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    latency_ms: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)] = 0.0
+
+    @field_validator("errors")
+    @classmethod
+    def _safe_names(cls, value: dict[str, int] | int) -> dict[str, int] | int:
+        if isinstance(value, dict):
+            for name in value:
+                _safe(name)
+        return value
+
+    def error_total(self) -> int:
+        return sum(self.errors.values()) if isinstance(self.errors, dict) else self.errors
+
+    def error_classes(self) -> dict[str, int]:
+        if isinstance(self.errors, dict):
+            return {name: n for name, n in self.errors.items() if n}
+        return {}
+
+
+class PromptCounts(OtherCounts):
+    """One prompt's counts in a report."""
+
+    prompt_id: Name
+    content_sha256: Annotated[str, StringConstraints(pattern=_SHA256)] | None = None
+    variables: Annotated[
+        list[Annotated[list[VariableName], Field(max_length=VARIABLE_NAMES_MAX)]],
+        Field(max_length=VARIABLE_SETS_MAX),
+    ] = Field(default_factory=list)
+
+    @field_validator("prompt_id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        return _safe(value)
+
+
+class UsageReport(BaseModel):
+    """A heartbeat's ``usage`` key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    report_id: Annotated[int, Field(ge=0, le=2**62)]
+    from_: Annotated[AwareDatetime, Field(alias="from")]
+    to: AwareDatetime
+    prompts: Annotated[list[PromptCounts], Field(max_length=1000)]
+    other: OtherCounts | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> UsageReport:
+        if self.to < self.from_:
+            raise ValueError("'to' is before 'from'")
+        return self
+
+
+def _project_id(project: Project | uuid.UUID) -> uuid.UUID:
+    return project if isinstance(project, uuid.UUID) else project.id
+
+
+def _default_session() -> Session:
+    from forge_app.extensions import db
+
+    return db.session  # type: ignore[return-value]
+
+
+def bucket_start(moment: datetime, seconds: int) -> datetime:
+    """The start of the bucket of ``seconds`` that holds ``moment`` (UTC, aligned to the epoch)."""
+    stamp = int(moment.timestamp())
+    return datetime.fromtimestamp(stamp - stamp % seconds, UTC)
+
+
+@dataclass
+class _Row:
+    renders: int = 0
+    render_errors: int = 0
+    calls: int = 0
+    call_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: OtherCounts) -> None:
+        self.renders += counts.renders
+        self.render_errors += counts.error_total()
+        self.calls += counts.calls
+        self.call_errors += counts.call_errors
+        self.input_tokens += counts.input_tokens
+        self.output_tokens += counts.output_tokens
+        self.latency_ms += counts.latency_ms
+        for name, n in counts.error_classes().items():
+            self.errors[name] = self.errors.get(name, 0) + n
+
+    def empty(self) -> bool:
+        return not (
+            self.renders
+            or self.render_errors
+            or self.calls
+            or self.call_errors
+            or self.input_tokens
+            or self.output_tokens
+            or self.latency_ms
+        )
+
+
+def _insert(session: Session | Connection) -> Any:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return postgresql_insert if bind.dialect.name == "postgresql" else sqlite_insert
+
+
+class InstanceRef(Protocol):
+    """What :func:`record_usage` needs of an instance: a LiveInstance, or its row id and id."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def instance_id(self) -> str: ...
+
+
+def record_usage(
+    session: Session | Connection,
+    project: Project | uuid.UUID,
+    instance: LiveInstance | InstanceRef,
+    channel: str,
+    usage: UsageReport | Mapping[str, Any],
+    now: datetime,
+    *,
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+) -> bool:
+    """Record one usage report of ``instance`` (flushed, in the caller's transaction).
+
+    Returns False, changing nothing, when the instance already recorded this report (or a
+    later one). The counts go to the bucket of the report's ``to`` time, or of ``now`` when
+    the client's clock is ahead or the window ended before the retention period.
+    """
+    project_id = _project_id(project)
+    report = usage if isinstance(usage, UsageReport) else UsageReport.model_validate(usage)
+    if isinstance(session, Session) and instance.id is None:
+        session.flush()
+    table = LiveInstance.__table__
+    claimed = session.execute(
+        update(table)
+        .where(
+            table.c.id == instance.id,
+            or_(
+                table.c.last_usage_report_id.is_(None),
+                table.c.last_usage_report_id < report.report_id,
+            ),
+        )
+        .values(last_usage_report_id=report.report_id)
+    )
+    if not getattr(claimed, "rowcount", 0):
+        return False
+    moment = report.to
+    if moment > now or moment < now - timedelta(days=retention_days):
+        moment = now
+    start = bucket_start(moment, bucket_seconds)
+    rows: dict[tuple[str, str], _Row] = {}
+    variables: dict[str, set[tuple[str, ...]]] = {}
+    for prompt in report.prompts:
+        key = (prompt.prompt_id, prompt.content_sha256 or "")
+        rows.setdefault(key, _Row()).add(prompt)
+        if prompt.variables:
+            variables.setdefault(prompt.prompt_id, set()).update(
+                tuple(sorted(set(names))) for names in prompt.variables
+            )
+    if report.other is not None:
+        rows.setdefault((OTHER_PROMPT_ID, ""), _Row()).add(report.other)
+    _add_counts(session, project_id, channel, start, rows)
+    _add_variables(session, project_id, instance.instance_id, channel, variables, now)
+    _maybe_prune(session, now, retention_days)
+    return True
+
+
+_COUNTED = (
+    "renders",
+    "render_errors",
+    "calls",
+    "call_errors",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+)
+
+
+#: Short bind names (psycopg caches the parsing of statements under 4 KiB only).
+_SHORT = dict(zip(_COUNTED, "abcdefg", strict=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _counts_sql(rows: int) -> TextClause:
+    """The usage upsert of ``rows`` rows, the same SQL on PostgreSQL and SQLite (>= 3.35):
+    plain text, because a multi-row INSERT built with SQLAlchemy is compiled anew each time."""
+    values = ",".join(
+        f"(:pj,:ch,:i{i},:h{i},:bk," + ",".join(f":{_SHORT[n]}{i}" for n in _COUNTED) + ",'{}')"
+        for i in range(rows)
+    )
+    names = ["project_id", "channel", "prompt_id", "content_sha256", "bucket_start"]
+    columns = ", ".join([*names, *_COUNTED, "errors_json"])
+    updates = ", ".join(f"{name} = prompt_usage.{name} + excluded.{name}" for name in _COUNTED)
+    return text(
+        f"INSERT INTO prompt_usage ({columns}) VALUES {values} "  # noqa: S608 - names are ours
+        "ON CONFLICT (project_id, channel, prompt_id, content_sha256, bucket_start) "
+        f"DO UPDATE SET {updates} "
+        "RETURNING id, prompt_id, content_sha256, errors_json"
+    ).bindparams(bindparam("pj", type_=Uuid()), bindparam("bk", type_=UTCDateTime()))
+
+
+def _add_counts(
+    session: Session | Connection,
+    project_id: uuid.UUID,
+    channel: str,
+    start: datetime,
+    rows: Mapping[tuple[str, str], _Row],
+) -> None:
+    ordered = [(key, row) for key, row in sorted(rows.items()) if not row.empty()]
+    if not ordered:
+        return
+    params: dict[str, Any] = {"pj": project_id, "ch": channel, "bk": start}
+    for i, ((prompt_id, sha), row) in enumerate(ordered):
+        params[f"i{i}"] = prompt_id
+        params[f"h{i}"] = sha
+        for name in _COUNTED:
+            value = getattr(row, name)
+            params[f"{_SHORT[name]}{i}"] = float(value) if name == "latency_ms" else value
+    table = PromptUsage.__table__
+    found = session.execute(_counts_sql(len(ordered)), params).all()
+    # Error classes: the upsert above locked each row until this transaction ends (PostgreSQL
+    # row locks; SQLite's one writer), so merging the JSON here cannot lose a concurrent count.
+    # A new row starts with "{}" and gets its classes here too.
+    for row_id, prompt_id, sha, stored in found:
+        errors = rows[(prompt_id, sha)].errors
+        if not errors:
+            continue
+        merged = _loads(stored, {})
+        if not isinstance(merged, dict):
+            merged = {}
+        for name, n in errors.items():
+            merged[name] = int(merged.get(name, 0)) + n
+        session.execute(
+            update(table)
+            .where(table.c.id == row_id)
+            .values(errors_json=json.dumps(merged, sort_keys=True))
+        )
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    try:
+        return json.loads(text or "")
+    except ValueError:
+        return default
+
+
+def _add_variables(
+    session: Session | Connection,
+    project_id: uuid.UUID,
+    instance_id: str,
+    channel: str,
+    variables: Mapping[str, set[tuple[str, ...]]],
+    now: datetime,
+) -> None:
+    table = CallerVariables.__table__
+    for prompt_id in sorted(variables):
+        sets = variables[prompt_id]
+        if _recently_written((project_id, instance_id, prompt_id), frozenset(sets)):
+            continue
+        fresh = sorted(sets)[:VARIABLE_SETS_MAX]
+        statement = _insert(session)(CallerVariables).values(
+            project_id=project_id,
+            instance_id=instance_id,
+            channel=channel,
+            prompt_id=prompt_id,
+            variables_json=json.dumps([list(s) for s in fresh]),
+            last_seen_at=now,
+        )
+        stored = session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.project_id, table.c.instance_id, table.c.prompt_id],
+                set_={"channel": channel, "last_seen_at": now},
+            ).returning(table.c.id, table.c.variables_json)
+        ).one()
+        known = {tuple(s) for s in _loads(stored[1], []) if isinstance(s, list)}
+        if sets <= known:
+            continue
+        # The report's sets first, then the ones seen before, up to the cap.
+        union = sorted(sets) + sorted(known - sets)
+        keep = sorted(union[:VARIABLE_SETS_MAX])
+        session.execute(
+            update(table)
+            .where(table.c.id == stored[0])
+            .values(variables_json=json.dumps([list(s) for s in keep]))
+        )
+
+
+#: (project, instance, prompt) -> (the sets this process last stored, when): the same sets
+#: again within VARIABLES_REWRITE seconds are not written again (``last_seen_at`` may lag by
+#: that much; the retention is days).
+_written: OrderedDict[tuple[Any, str, str], tuple[frozenset[tuple[str, ...]], float]]
+_written = OrderedDict()
+_written_lock = threading.Lock()
+VARIABLES_REWRITE = 600.0
+_WRITTEN_MAX = 50_000
+
+
+def _recently_written(key: tuple[Any, str, str], sets: frozenset[tuple[str, ...]]) -> bool:
+    moment = time.monotonic()
+    with _written_lock:
+        known = _written.get(key)
+        if known is not None and known[0] == sets and moment - known[1] < VARIABLES_REWRITE:
+            return True
+        _written[key] = (sets, moment)
+        _written.move_to_end(key)
+        while len(_written) > _WRITTEN_MAX:
+            _written.popitem(last=False)
+        return False
+
+
+_prune_lock = threading.Lock()
+_last_prune = [0.0]
+
+
+def _maybe_prune(session: Session | Connection, now: datetime, retention_days: int) -> None:
+    moment = time.monotonic()
+    with _prune_lock:
+        if _last_prune[0] and moment - _last_prune[0] < PRUNE_EVERY:
+            return
+        _last_prune[0] = moment
+    prune_usage(session, now=now, retention_days=retention_days)
+
+
+def prune_usage(
+    session: Session | Connection, *, now: datetime, retention_days: int = DEFAULT_RETENTION_DAYS
+) -> int:
+    """Delete usage buckets and caller records older than the retention (the caller commits).
+    Returns how many bucket rows went."""
+    cutoff = now - timedelta(days=retention_days)
+    result = session.execute(
+        delete(PromptUsage)
+        .where(PromptUsage.bucket_start < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        delete(CallerVariables)
+        .where(CallerVariables.last_seen_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageBucket:
+    """The counts of one (channel, prompt, content) in one time bucket."""
+
+    bucket_start: datetime
+    channel: str
+    prompt_id: str
+    content_sha256: str
+    renders: int
+    render_errors: int
+    calls: int
+    call_errors: int
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    errors: dict[str, int]
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return self.latency_ms / self.calls if self.calls else None
+
+    @property
+    def error_rate(self) -> float | None:
+        """Render and call errors per render or call (None without any)."""
+        total = self.renders + self.calls
+        return (self.render_errors + self.call_errors) / total if total else None
+
+
+def usage_series(
+    project: Project | uuid.UUID,
+    *,
+    session: Session | None = None,
+    channel: str | None = None,
+    prompt_id: str | None = None,
+    content_sha256s: Iterable[str] | None = None,
+    since: datetime | None = None,
+    limit: int = 10_000,
+) -> list[UsageBucket]:
+    """The project's usage buckets, oldest first (filtered by channel, prompt, contents —
+    ``""`` is the fallback — and start time). ``session`` defaults to the app's."""
+    session = session or _default_session()
+    query = select(PromptUsage).where(PromptUsage.project_id == _project_id(project))
+    if channel is not None:
+        query = query.where(PromptUsage.channel == channel)
+    if prompt_id is not None:
+        query = query.where(PromptUsage.prompt_id == prompt_id)
+    if content_sha256s is not None:
+        query = query.where(PromptUsage.content_sha256.in_(list(content_sha256s)))
+    if since is not None:
+        query = query.where(PromptUsage.bucket_start >= since)
+    query = query.order_by(
+        PromptUsage.bucket_start,
+        PromptUsage.channel,
+        PromptUsage.prompt_id,
+        PromptUsage.content_sha256,
+    ).limit(limit)
+    return [
+        UsageBucket(
+            bucket_start=row.bucket_start,
+            channel=row.channel,
+            prompt_id=row.prompt_id,
+            content_sha256=row.content_sha256,
+            renders=row.renders,
+            render_errors=row.render_errors,
+            calls=row.calls,
+            call_errors=row.call_errors,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            latency_ms=row.latency_ms,
+            errors={str(k): int(v) for k, v in (_loads(row.errors_json, {}) or {}).items()},
+        )
+        for row in session.scalars(query)
+    ]
+
+
+def caller_variables(
+    project: Project | uuid.UUID,
+    prompt_id: str,
+    *,
+    channel: str | None = None,
+    session: Session | None = None,
+) -> dict[str, list[list[str]]]:
+    """``{instance_id: [[names…], …]}``: the variable-name sets each instance passes to
+    ``prompt_id`` (only instances whose records are within the retention)."""
+    session = session or _default_session()
+    query = select(CallerVariables).where(
+        CallerVariables.project_id == _project_id(project), CallerVariables.prompt_id == prompt_id
+    )
+    if channel is not None:
+        query = query.where(CallerVariables.channel == channel)
+    return {
+        row.instance_id: [list(s) for s in _loads(row.variables_json, [])]
+        for row in session.scalars(query.order_by(CallerVariables.instance_id))
+    }
