@@ -245,9 +245,7 @@ def test_usage_series_filters(app: Flask, world: World, token: str) -> None:
         greeting = usage_series(
             world.project_id, prompt_id="support.greeting", content_sha256s=[SHA]
         )
-        none_yet = usage_series(
-            world.project_id, since=datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
-        )
+        none_yet = usage_series(world.project_id, since=datetime(2026, 11, 30, 21, 0, tzinfo=UTC))
     assert len(everything) == 6
     assert {b.channel for b in production} == {"production"}
     assert [(b.channel, b.renders) for b in greeting] == [("production", 120), ("staging", 120)]
