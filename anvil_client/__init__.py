@@ -7,23 +7,30 @@ The module-level functions use a default client configured from ``ANVIL_*`` envi
 variables and ``./anvil.toml`` on first use (or by :func:`configure`); :class:`AnvilClient`
 makes explicit instances. Errors are in :mod:`anvil_client.errors`, the wire format in
 :mod:`anvil_client.wire`, stores in :mod:`anvil_client.stores`.
+
+``import anvil_client`` itself loads almost nothing: the client, its configuration and the
+wire format (pydantic, cryptography, Jinja2) are imported on first use of a name below
+(PEP 562), so an application pays for them when it builds its client, not when it imports.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anvil_client._client import (
-    AnvilClient,
-    Status,
-    configure,
-    messages,
-    prompt,
-    status,
-    template,
-)
-from anvil_client._config import ClientConfig
 from anvil_client.errors import AnvilError, PromptNotFound
+
+if TYPE_CHECKING:
+    from anvil_client._client import (
+        AnvilClient,
+        Status,
+        configure,
+        messages,
+        prompt,
+        record,
+        status,
+        template,
+    )
+    from anvil_client._config import ClientConfig
 
 __all__ = [
     "AnvilClient",
@@ -35,9 +42,22 @@ __all__ = [
     "configure",
     "messages",
     "prompt",
+    "record",
     "status",
     "template",
 ]
+
+_LAZY = {
+    "AnvilClient": "anvil_client._client",
+    "Status": "anvil_client._client",
+    "configure": "anvil_client._client",
+    "messages": "anvil_client._client",
+    "prompt": "anvil_client._client",
+    "record": "anvil_client._client",
+    "status": "anvil_client._client",
+    "template": "anvil_client._client",
+    "ClientConfig": "anvil_client._config",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,4 +65,15 @@ def __getattr__(name: str) -> Any:
         from anvil_client._client import client_version
 
         return client_version()
-    raise AttributeError(f"module 'anvil_client' has no attribute {name!r}")
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'anvil_client' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -97,7 +96,9 @@ class DiskCache:
         self.pointer_path = self.dir / "pointer.json"
         self.state_path = self.dir / "state.json"
         self.mode_path = self.dir / "mode.json"
+        self.usage_dir = self.dir / "usage"
         self._lead_fd: int | None = None
+        self._probe_fd: int | None = None  # .poll.lock, kept open between tries to lead
         self._held: set[int] = set()  # write-lock descriptors open right now (any thread)
 
     def prepare(self) -> None:
@@ -236,6 +237,35 @@ class DiskCache:
             raise ConfigError(f"cannot write {self.state_path}: {_reason(e)}") from e
         return state
 
+    def stat_state(self) -> StatKey:
+        """The ``state.json`` part of :meth:`signature` (after this process wrote it)."""
+        return _stat(self.state_path)
+
+    def hand_over_usage(self, data: bytes) -> None:
+        """Leave usage counts of a process that sends no heartbeats for the one that does
+        (``usage/{pid}-{ns}.json``, temp file + rename: the reader sees all or nothing)."""
+        with contextlib.suppress(FileExistsError):
+            self.usage_dir.mkdir(mode=0o700)
+        _replace(self.usage_dir / f"{os.getpid()}-{time.time_ns()}.json", data)
+
+    def take_usage(self, max_size: int = 1024 * 1024) -> list[bytes]:
+        """Read and delete what the other processes handed over (unusable files are dropped)."""
+        found: list[bytes] = []
+        try:
+            entries = list(os.scandir(self.usage_dir))
+        except OSError:
+            return found
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            data = _read(Path(entry.path), max_size)
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+            if data is not None:
+                found.append(data)
+        return found
+
     # --- locks ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -251,21 +281,29 @@ class DiskCache:
             os.close(fd)  # closing releases the lock
 
     def try_lead(self) -> bool:
-        """Try to become the one poller of this cache dir; held until :meth:`resign`."""
+        """Try to become the one poller of this cache dir; held until :meth:`resign`.
+
+        The lock file stays open between tries: a process waiting to lead costs one
+        ``flock`` call per try, not an ``open`` and a ``close``.
+        """
         if self._lead_fd is not None:
             return True
-        try:
-            fd = os.open(self.dir / ".poll.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return False
+        fd = self._probe_fd
+        if fd is None:
+            try:
+                fd = os.open(self.dir / ".poll.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return False
+            self._probe_fd = fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return False
+            self._probe_fd = None
+            os.close(fd)
             raise
-        self._lead_fd = fd
+        self._lead_fd, self._probe_fd = fd, None
         return True
 
     @property
@@ -273,9 +311,10 @@ class DiskCache:
         return self._lead_fd is not None
 
     def resign(self) -> None:
-        if self._lead_fd is not None:
-            fd, self._lead_fd = self._lead_fd, None
-            os.close(fd)
+        for fd in (self._lead_fd, self._probe_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lead_fd = self._probe_fd = None
 
     def forget_lock_after_fork(self) -> None:
         """In a forked child: drop inherited lock descriptors without unlocking.
@@ -286,9 +325,12 @@ class DiskCache:
         """
         inherited = list(self._held)
         self._held.clear()
-        if self._lead_fd is not None:
-            inherited.append(self._lead_fd)
-            self._lead_fd = None
+        # An inherited probe descriptor shares its open file description with the parent's:
+        # locking it here would make both processes leaders.
+        for fd in (self._lead_fd, self._probe_fd):
+            if fd is not None:
+                inherited.append(fd)
+        self._lead_fd = self._probe_fd = None
         for fd in inherited:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -321,6 +363,8 @@ def _read_strict(path: Path, max_size: int) -> bytes | None:
 
 
 def _replace(path: Path, data: bytes) -> None:
+    import tempfile  # only writers pay for it (and shutil, bz2, lzma), not a cold start
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -4,10 +4,12 @@
     >>> callable(anvil_client.AnvilClient.from_env)
     True
 
-``prompt()`` reads one reference to an immutable :class:`Snapshot` and renders; it never does
-I/O and never waits for a poll. A background thread does everything else: at most one process
-per cache dir (the holder of a file lock) talks to the store, the others reload the disk cache
-when it changes, so N workers on a host cost one request per poll interval.
+``prompt()`` reads one reference to an immutable :class:`Snapshot` and renders (adding one to a
+usage counter); it never does I/O and never waits for a poll. A background thread does
+everything else: at most one process per cache dir (the holder of a file lock) talks to the
+store, the others reload the disk cache when it changes, so N workers on a host cost one
+request per poll interval. The polling process sends heartbeats from a second thread (a slow
+FORGE never delays a poll) and, with ``hints``, holds the FORGE's hint stream in a third.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from anvil_client._cache import CacheState, DiskCache, Signature
 from anvil_client._config import DEFAULT_CACHE_DIR, ClientConfig, Mode
 from anvil_client._heartbeat import HeartbeatSender, heartbeat_body
 from anvil_client._snapshot import Snapshot, Source
+from anvil_client._usage import Counter, Report, Usage, check_outcome
 from anvil_client._verify import (
     Verifier,
     check_sequence,
@@ -63,6 +66,9 @@ from anvil_client.wire import (
     template_variables,
 )
 
+if TYPE_CHECKING:
+    from anvil_client._hints import HintStream
+
 log = logging.getLogger("anvil_client")
 log.addHandler(logging.NullHandler())  # a library logs only where the app configures it
 
@@ -70,6 +76,24 @@ log.addHandler(logging.NullHandler())  # a library logs only where the app confi
 DISK_CHECK_INTERVAL = 1.0
 #: The longest pause between polls after repeated errors.
 MAX_BACKOFF = 600.0
+#: The poller shares times in ``state.json`` at least this often (and at once when an error
+#: appears or clears, or a new pointer or ETag arrives); at most every
+#: ``max(2 x poll_interval, STATE_SHARE_MIN)`` when nothing changes.
+STATE_SHARE_MIN = 5.0
+#: ``pointer.json``/``state.json``/``mode.json`` are re-read in full (beyond the stat
+#: signature) at most every ``max(10 x poll_interval, FULL_COMPARE_MIN)`` seconds.
+FULL_COMPARE_MIN = 10.0
+#: After a new release is applied, heartbeats go every 30 s for 15 minutes (issue 11).
+FAST_HEARTBEAT_INTERVAL = 30.0
+FAST_HEARTBEAT_WINDOW = 900.0
+#: A process that sends no heartbeats hands its usage counts to the one that does this often.
+USAGE_HAND_OVER_INTERVAL = 15.0
+#: An old FORGE refused ``usage``: it is not sent to it again for this long (counts are kept).
+USAGE_RETRY_AFTER = 3600.0
+#: A hint makes the leader poll after a random delay up to this (spreads a fleet's requests)...
+HINT_JITTER = 0.25
+#: ...and at most once per this many seconds, whatever the stream says.
+HINT_MIN_SPACING = 1.0
 _FALLBACK_CACHE_SIZE = 256
 
 
@@ -114,6 +138,7 @@ class Status(TypedDict):
     cache_dir: str
     last_heartbeat: str | None
     heartbeat_error: str | None
+    hints: Literal["off", "connecting", "connected"]
 
 
 class AnvilClient:
@@ -143,6 +168,8 @@ class AnvilClient:
         bootstrap: str | os.PathLike[str] | None = None,
         heartbeat_interval: float = 300.0,
         max_bundle_size: int = DEFAULT_MAX_SIZE,
+        hints: bool = False,
+        usage: bool = True,
         config: ClientConfig | None = None,
         start: bool = True,
     ) -> None:
@@ -160,6 +187,8 @@ class AnvilClient:
                 bootstrap=Path(bootstrap) if bootstrap is not None else None,
                 heartbeat_interval=heartbeat_interval,
                 max_bundle_size=max_bundle_size,
+                hints=hints,
+                usage=usage,
             )
         elif store is not None or project_id is not None or trusted_keys is not None:
             raise ConfigError("pass either config= or individual settings, not both")
@@ -194,14 +223,42 @@ class AnvilClient:
         self._next_poll = now
         self._next_disk_check = now
         self._next_full_compare = now
+        self._next_share = now
+        self._shared_error: str | None = None
         self._heartbeat: HeartbeatSender | None = None
         if config.forge_url and config.access_token:
             self._heartbeat = HeartbeatSender(config.forge_url, config.access_token)
+        self._heartbeat_wake = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_due = True
         self._next_heartbeat = now
+        self._fast_heartbeats_until = now
         self._reported_error: str | None = None
         self._last_heartbeat: datetime | None = None
         self._heartbeat_error: str | None = None
+        # Usage is counted only where it can be reported (a FORGE and a token).
+        self._usage: Usage | None = None
+        if config.usage and self._heartbeat is not None:
+            self._usage = Usage(
+                first_report_id=time.time_ns() // 1_000_000, started=_format_time(_utcnow())
+            )
+        self._usage_refused_until = now - 1.0
+        self._next_hand_over = now + USAGE_HAND_OVER_INTERVAL
+        self._hint_poll_at: float | None = None
+        self._last_hint_poll = now - HINT_MIN_SPACING
+        self._hints: HintStream | None = None
+        if config.hints and config.forge_url and config.access_token:
+            from anvil_client._hints import HintStream  # only clients that hold the stream
+
+            self._hints = HintStream(
+                config.forge_url,
+                config.access_token,
+                project_id=config.project_id,
+                channel=config.channel,
+                on_hint=self._on_hint,
+                active=self._holds_hint_stream,
+                user_agent=f"anvil-client/{client_version()}",
+            )
 
         self._cache.prepare()
         state = self._cache.ensure_state()
@@ -215,6 +272,7 @@ class AnvilClient:
         self._load_from_disk()
         if config.bootstrap is not None:
             self._load_bootstrap(config.bootstrap)
+        self._fast_heartbeats_until = now  # loading what was applied before is no new release
         _CLIENTS.add(self)
         if start:
             self._start_thread()
@@ -273,12 +331,24 @@ class AnvilClient:
         """
         snapshot = self._snapshot
         if snapshot is not None:
-            compiled = snapshot.compiled.get(prompt_id) or snapshot.compile(prompt_id)
-            if compiled is not None:
-                return compiled.render(variables)
+            served = snapshot.served.get(prompt_id) or self._serve(snapshot, prompt_id)
+            if served is not None:
+                compiled, counter = served
+                if counter is None:
+                    return compiled.render(variables)
+                # The whole cost of counting on the hot path: one attribute add, one test.
+                counter.renders += 1
+                if counter.sample:  # re-armed every second by the background thread
+                    counter.sample = False
+                    counter.note_names(variables)
+                try:
+                    return compiled.render(variables)
+                except Exception as e:
+                    counter.failed(e, variables)
+                    raise
         if fallback is not None:
-            return self._fallback(prompt_id, fallback).render(variables)
-        raise self._not_found(prompt_id)
+            return self._render_fallback(prompt_id, fallback, variables)
+        raise self._not_found(prompt_id, counted=True)
 
     def messages(self, prompt_id: str, /, **variables: Any) -> list[dict[str, str]]:
         """Render a chat prompt to ``[{"role": ..., "content": ...}]`` (a text prompt is one
@@ -290,10 +360,105 @@ class AnvilClient:
             RenderError: if rendering fails.
         """
         snapshot = self._snapshot
-        compiled = snapshot.compile(prompt_id) if snapshot is not None else None
+        served = None
+        if snapshot is not None:
+            served = snapshot.served.get(prompt_id) or self._serve(snapshot, prompt_id)
+        if served is None:
+            raise self._not_found(prompt_id, counted=True)
+        compiled, counter = served
+        if counter is None:
+            return compiled.render_messages(variables)
+        counter.renders += 1
+        if counter.sample:
+            counter.sample = False
+            counter.note_names(variables)
+        try:
+            return compiled.render_messages(variables)
+        except Exception as e:
+            counter.failed(e, variables)
+            raise
+
+    def record(
+        self,
+        prompt_id: str,
+        /,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        latency_ms: float | None = None,
+        error: object = None,
+    ) -> None:
+        """Report the outcome of one model call made with ``prompt_id``'s prompt.
+
+        Counted for the entry that serves ``prompt_id`` now (calls, call errors, tokens in
+        and out, summed latency) and sent on the next heartbeats; nothing is sent when usage is
+        off (``usage = false``) or no ``forge_url`` is configured. ``error`` is ``None``/``False``
+        for a success, else ``True``, a short name (``"RateLimited"``) or the exception.
+
+        Raises:
+            TypeError: for an argument of the wrong type.
+            ValueError: for a negative or non-finite number, or an empty prompt id.
+        """
+        check_outcome(prompt_id, input_tokens, output_tokens, latency_ms, error)
+        usage = self._usage
+        if usage is None:
+            return
+        snapshot = self._snapshot
+        counter: Counter | None = None
+        if snapshot is not None:
+            served = snapshot.served.get(prompt_id)
+            if served is not None:
+                counter = served[1]
+            else:
+                counter = usage.counter(prompt_id, snapshot.content_of(prompt_id))
+        if counter is None:
+            counter = usage.counter(prompt_id, None)
+        counter.outcome(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+            error=error,
+        )
+
+    def _serve(
+        self, snapshot: Snapshot, prompt_id: str
+    ) -> tuple[CompiledPrompt, Counter | None] | None:
+        """Compile ``prompt_id`` and attach its usage counter (first use per snapshot).
+
+        Raises:
+            RenderError: if the prompt's template does not compile (counted as an error).
+        """
+        usage = self._usage
+        counter = None
+        if usage is not None and prompt_id in snapshot.prompts:
+            counter = usage.counter(prompt_id, snapshot.content_of(prompt_id))
+        try:
+            compiled = snapshot.compile(prompt_id)
+        except RenderError as e:
+            if counter is not None:
+                counter.renders += 1
+                counter.failed(e)
+            raise
         if compiled is None:
-            raise self._not_found(prompt_id)
-        return compiled.render_messages(variables)
+            return None
+        served = (compiled, counter)
+        snapshot.served[prompt_id] = served  # a race builds it twice, harmlessly
+        return served
+
+    def _render_fallback(self, prompt_id: str, source: str, variables: dict[str, Any]) -> str:
+        compiled = self._fallback(prompt_id, source)
+        counter = self._usage.counter(prompt_id, None) if self._usage is not None else None
+        if counter is None:
+            return compiled.render(variables)
+        counter.renders += 1
+        if counter.sample:
+            counter.sample = False
+            counter.note_names(variables)
+        try:
+            return compiled.render(variables)
+        except Exception as e:
+            counter.failed(e, variables)
+            raise
 
     def template(self, prompt_id: str, /) -> str:
         """The source of a text prompt's template.
@@ -340,9 +505,13 @@ class AnvilClient:
             self._fallbacks[source] = compiled
         return compiled
 
-    def _not_found(self, prompt_id: str) -> PromptNotFound:
+    def _not_found(self, prompt_id: str, *, counted: bool = False) -> PromptNotFound:
         snapshot = self._snapshot
         channel = self.config.channel
+        if counted and self._usage is not None:
+            counter = self._usage.counter(prompt_id, None)
+            counter.renders += 1
+            counter.errors["PromptNotFound"] = counter.errors.get("PromptNotFound", 0) + 1
         if snapshot is not None:
             return PromptNotFound(
                 f"prompt {prompt_id!r} is not in version {snapshot.version} "
@@ -408,6 +577,7 @@ class AnvilClient:
             cache_dir=str(self._cache.dir),
             last_heartbeat=_format_time(self._last_heartbeat),
             heartbeat_error=self._heartbeat_error,
+            hints=self._hints.state if self._hints is not None else "off",
         )
 
     def _is_stale(self, snapshot: Snapshot | None, last_sync: datetime | None) -> bool:
@@ -416,8 +586,14 @@ class AnvilClient:
             return True
         if self.mode == "frozen":
             return False
-        horizon = timedelta(seconds=3 * self.config.poll_interval)
-        return last_sync is None or now - last_sync > horizon
+        seconds = 3 * self.config.poll_interval
+        if not self._cache.leading:  # the poller shares its times only every share period
+            seconds += self._share_period
+        return last_sync is None or now - last_sync > timedelta(seconds=seconds)
+
+    @property
+    def _share_period(self) -> float:
+        return max(2 * self.config.poll_interval, STATE_SHARE_MIN)
 
     # --- fetching (the shell around the pure core) ---------------------------------------
 
@@ -433,14 +609,18 @@ class AnvilClient:
         self._poll(conditional=False)
         return self.status()
 
-    def _poll(self, *, conditional: bool) -> bool:
+    def _poll(self, *, conditional: bool, disk_checked: bool = False) -> bool:
         """Run DESIGN §7's poll once; ``True`` when a new snapshot is served.
+
+        ``disk_checked``: the background loop looked at the disk cache's signature just now,
+        so only an explicit ``sync()`` re-reads the cache files in full first.
 
         Raises:
             AnvilError: for the first failure (also recorded for ``status()``).
         """
         with self._lock:
-            self._check_disk(full=True)
+            if not disk_checked:
+                self._check_disk(full=not conditional)
             snapshot = self._snapshot
             etag = None
             if conditional and snapshot is not None and self._etag_sequence == snapshot.sequence:
@@ -560,6 +740,7 @@ class AnvilClient:
             if (state.etag_sequence or 0) <= sequence:  # never over a newer pointer's
                 state.etag, state.etag_sequence = etag, sequence
                 self._cache.write_state(state, durable=False)
+                self._wrote_state(state)
 
     def _check_still_valid(self, snapshot: Snapshot) -> None:
         if is_expired(snapshot.pointer, _utcnow()):
@@ -595,6 +776,8 @@ class AnvilClient:
                 state.last_check = state.last_sync = _format_time(_utcnow())
                 state.last_error = None
                 cache.write_state(state, durable=True)
+                self._shared_error = None
+                self._next_share = self._clock() + self._share_period
                 # The served list, the list served before, and every entry the pointer names.
                 keep = set(new.contents)
                 keep.update(r.content_sha256 for r in new.pointer.all_releases())
@@ -628,15 +811,21 @@ class AnvilClient:
             len(snapshot.prompts),
             snapshot.source,
         )
-        self._heartbeat_due = True
+        self._fast_heartbeats_until = self._clock() + FAST_HEARTBEAT_WINDOW
+        self._want_heartbeat()
         self._wake.set()
+
+    def _want_heartbeat(self) -> None:
+        self._heartbeat_due = True
+        self._heartbeat_wake.set()
 
     def _record_success(self, *, share: bool) -> None:
         self._last_sync = _utcnow()
         self._failures = 0
         self._set_error(None)
-        self._next_poll = self._clock() + self.config.poll_interval * random.uniform(0.9, 1.1)
-        if share:
+        now = self._clock()
+        self._next_poll = now + self.config.poll_interval * random.uniform(0.9, 1.1)
+        if share and (self._shared_error is not None or now >= self._next_share):
             self._share_state()
 
     def _record_failure(self, error: AnvilError) -> None:
@@ -645,8 +834,10 @@ class AnvilClient:
         interval = self.config.poll_interval
         cap = max(interval, min(10 * interval, MAX_BACKOFF))
         base = min(cap, interval * 2 ** min(self._failures, 16))
-        self._next_poll = self._clock() + base * random.uniform(0.5, 1.0)
-        self._share_state()
+        now = self._clock()
+        self._next_poll = now + base * random.uniform(0.5, 1.0)
+        if self._last_error != self._shared_error or now >= self._next_share:
+            self._share_state()
 
     def _set_error(self, message: str | None) -> None:
         if message != self._last_error:
@@ -654,10 +845,15 @@ class AnvilClient:
                 log.warning("anvil: %s (still serving the last verified prompts)", message)
             self._last_error = message
         if message != self._reported_error:
-            self._heartbeat_due = True
+            self._want_heartbeat()
 
     def _share_state(self) -> None:
-        """Record times and the last error in ``state.json`` for the other processes."""
+        """Record times and the last error in ``state.json`` for the other processes.
+
+        An idle poll writes nothing: this runs when the error changes and otherwise at most
+        every :attr:`_share_period` (README "What sibling processes see").
+        """
+        self._next_share = self._clock() + self._share_period
         try:
             with self._cache.write_lock():
                 state = self._cache.read_state() or CacheState(instance_id=self._instance_id)
@@ -666,8 +862,19 @@ class AnvilClient:
                     state.last_sync = _format_time(self._last_sync)
                 state.last_error = self._last_error
                 self._cache.write_state(state, durable=False)
+                self._wrote_state(state)
+            self._shared_error = self._last_error
         except OSError as e:
             log.warning("anvil: cannot update %s: %s", self._cache.state_path, e)
+
+    def _wrote_state(self, state: CacheState) -> None:
+        """This process wrote ``state.json`` (under the write lock): take it as seen, so the
+        next disk check does not re-read the cache for our own write."""
+        self._shared = state
+        self._floor = max(self._floor, state.sequence)
+        signature = self._disk_sig
+        if signature is not None:
+            self._disk_sig = (signature[0], self._cache.stat_state(), signature[2])
 
     def _open_store(self) -> ObjectStore:
         store = self._store
@@ -692,7 +899,10 @@ class AnvilClient:
                 if self.mode != before:
                     log.info("anvil: mode is now %s", self.mode)
                     self._next_poll = self._clock()
-                    self._heartbeat_due = True
+                    self._want_heartbeat()
+                    if self._hints is not None:
+                        self._hints.nudge()
+                        self._hints.drop()
             state = self._cache.read_state()
             if state is not None:
                 self._shared = state
@@ -774,6 +984,16 @@ class AnvilClient:
         )
         self._thread = thread
         thread.start()
+        if self._heartbeat is not None:
+            beats = threading.Thread(
+                target=self._run_heartbeats,
+                name=f"anvil-heartbeat-{self.config.channel}",
+                daemon=True,
+            )
+            self._heartbeat_thread = beats
+            beats.start()
+        if self._hints is not None:
+            self._hints.start()
 
     def _run(self) -> None:
         while not self._closed.is_set():
@@ -786,65 +1006,164 @@ class AnvilClient:
             self._wake.clear()
 
     def _tick(self) -> float:
-        """One step of the background loop; returns how long to sleep."""
+        """One step of the background loop; returns how long to sleep.
+
+        An idle poll of the leader is one conditional GET; three ``stat`` calls at most once
+        a second look for what other processes wrote; nothing is written (README "Idle
+        polls, and what sibling processes see").
+        """
         now = self._clock()
         if now >= self._next_disk_check:
             full = now >= self._next_full_compare
             self._check_disk(full=full)
-            self._next_disk_check = now + min(DISK_CHECK_INTERVAL, self.config.poll_interval)
+            # The poller learns of new pointers from its own polls: a second is quick enough
+            # for `anvil mode`/`anvil sync`. The others follow a short interval's pace.
+            pace = DISK_CHECK_INTERVAL
+            if not self._cache.leading:
+                pace = min(pace, self.config.poll_interval)
+            self._next_disk_check = now + pace
             if full:
-                self._next_full_compare = now + self.config.poll_interval
+                self._next_full_compare = now + max(
+                    10 * self.config.poll_interval, FULL_COMPARE_MIN
+                )
+            if self._usage is not None:
+                self._usage.arm_sampling()  # each counter notes the names of its next render
         if not self._cache.leading and self._cache.try_lead():
             log.debug("anvil: this process (pid %d) polls for %s", os.getpid(), self._cache.dir)
             self._next_poll = now
-            self._heartbeat_due = True
+            self._want_heartbeat()
+            if self._hints is not None:
+                self._hints.nudge()
         wake_at = [self._next_disk_check]
         if self._cache.leading:
             if self.mode == "accepting":
+                hint_at = self._hint_poll_at
+                if hint_at is not None and now >= hint_at:
+                    self._hint_poll_at = None
+                    self._last_hint_poll = now
+                    self._next_poll = min(self._next_poll, now)
                 if self._clock() >= self._next_poll:
                     with contextlib.suppress(AnvilError):  # recorded for status(), backs off
-                        self._poll(conditional=True)
+                        # The disk was looked at within the last second (above).
+                        self._poll(conditional=True, disk_checked=True)
                 wake_at.append(self._next_poll)
-            if self._heartbeat is not None:
-                if self._heartbeat_due or self._clock() >= self._next_heartbeat:
-                    self._send_heartbeat()
-                wake_at.append(self._next_heartbeat)
+                if self._hint_poll_at is not None:
+                    wake_at.append(self._hint_poll_at)
+        elif self._usage is not None and now >= self._next_hand_over:
+            self._next_hand_over = now + USAGE_HAND_OVER_INTERVAL
+            self._hand_over_usage()
+        if self._usage is not None and not self._cache.leading:
+            wake_at.append(self._next_hand_over)
         return min(wake_at) - self._clock()
 
+    # --- hints ---------------------------------------------------------------------------
+
+    def _holds_hint_stream(self) -> bool:
+        return not self._closed.is_set() and self._cache.leading and self.mode == "accepting"
+
+    def _on_hint(self, sequence: int) -> None:
+        """The hint stream announced ``sequence``: poll soon (jittered, at most once a second)."""
+        snapshot = self._snapshot
+        if snapshot is not None and sequence <= snapshot.sequence:
+            return  # already applied (or a replayed hint)
+        if self._hint_poll_at is not None:
+            return  # one hint poll is already due
+        now = self._clock()
+        self._hint_poll_at = max(
+            now + random.uniform(0.0, HINT_JITTER), self._last_hint_poll + HINT_MIN_SPACING
+        )
+        self._wake.set()
+
+    # --- heartbeats and usage ------------------------------------------------------------
+
+    def _hand_over_usage(self) -> None:
+        usage = self._usage
+        if usage is None:
+            return
+        data = usage.hand_over()
+        if data is not None:
+            try:
+                self._cache.hand_over_usage(data)
+            except OSError as e:
+                log.warning("anvil: cannot hand usage counts over in %s: %s", self._cache.dir, e)
+
+    def _run_heartbeats(self) -> None:
+        """The heartbeat thread: a slow FORGE never delays a poll."""
+        while not self._closed.is_set():
+            delay = 60.0
+            try:
+                if self._cache.leading:
+                    if self._heartbeat_due or self._clock() >= self._next_heartbeat:
+                        self._send_heartbeat()
+                    delay = self._next_heartbeat - self._clock()
+            except Exception:  # like the poller: report, never stop
+                log.exception("anvil: unexpected error in the heartbeat thread")
+                delay = 30.0
+            self._heartbeat_wake.wait(max(delay, 0.01))
+            self._heartbeat_wake.clear()
+
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        snapshot = self._snapshot
+        return {
+            "instance_id": self._instance_id,
+            "hostname": os.uname().nodename,
+            "project_id": self.config.project_id,
+            "channel": self.config.channel,
+            "mode": self.mode,
+            "sequence": snapshot.sequence if snapshot is not None else None,
+            "releases": [
+                {
+                    "prompt_set_id": r.prompt_set_id,
+                    "version": r.version,
+                    "content_sha256": r.content_sha256,
+                }
+                for r in (snapshot.releases if snapshot is not None else ())
+            ],
+            "last_error": self._last_error,
+            "client_version": client_version(),
+        }
+
     def _send_heartbeat(self) -> None:
+        """Send one heartbeat now (with the pending usage report, if any)."""
         sender = self._heartbeat
         if sender is None:
             return
-        snapshot = self._snapshot
-        error = self._last_error
-        body = heartbeat_body(
-            {
-                "instance_id": self._instance_id,
-                "hostname": os.uname().nodename,
-                "project_id": self.config.project_id,
-                "channel": self.config.channel,
-                "mode": self.mode,
-                "sequence": snapshot.sequence if snapshot is not None else None,
-                "releases": [
-                    {
-                        "prompt_set_id": r.prompt_set_id,
-                        "version": r.version,
-                        "content_sha256": r.content_sha256,
-                    }
-                    for r in (snapshot.releases if snapshot is not None else ())
-                ],
-                "last_error": error,
-                "client_version": client_version(),
-            }
-        )
-        self._heartbeat_due = False
-        self._reported_error = error
-        self._next_heartbeat = self._clock() + self.config.heartbeat_interval
-        problem = sender.send(body, f"anvil-client/{client_version()}")
+        self._heartbeat_due = False  # before reading: a change meanwhile makes it due again
+        fields = self._heartbeat_fields()
+        now = self._clock()
+        self._reported_error = fields["last_error"]
+        interval = self.config.heartbeat_interval
+        if now < self._fast_heartbeats_until:
+            interval = min(interval, FAST_HEARTBEAT_INTERVAL)
+        self._next_heartbeat = now + interval
+        report = self._usage_report() if now >= self._usage_refused_until else None
+        if report is not None:
+            fields["usage"] = report.body
+        user_agent = f"anvil-client/{client_version()}"
+        status, problem = sender.post(heartbeat_body(fields), user_agent)
+        if report is not None and status == 400:
+            # An old FORGE refuses keys it does not know: once more without usage, and no
+            # usage to it for a while (the counts are kept for later).
+            del fields["usage"]
+            status, problem = sender.post(heartbeat_body(fields), user_agent)
+            if problem is None:
+                self._usage_refused_until = self._clock() + USAGE_RETRY_AFTER
+                log.info("anvil: the FORGE does not take usage reports; retrying in an hour")
+        elif report is not None and problem is None and self._usage is not None:
+            self._usage.accepted(report)
         self._last_heartbeat = _utcnow()
         if problem != self._heartbeat_error and problem is not None:
             log.warning("anvil: %s", problem)
         self._heartbeat_error = problem
+
+    def _usage_report(self) -> Report | None:
+        usage = self._usage
+        if usage is None:
+            return None
+        if usage.pending is None:
+            for data in self._cache.take_usage():
+                usage.take_over(data)
+        return usage.take_report(_format_time(_utcnow()) or "")
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -857,9 +1176,17 @@ class AnvilClient:
             return
         self._closed.set()
         self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=30)
+        self._heartbeat_wake.set()
+        if self._hints is not None:
+            self._hints.close()
+        for thread in (self._thread, self._heartbeat_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)
+        if self._heartbeat is not None:
+            self._heartbeat.close()
+        # What was counted and is in no report yet waits in the disk cache for the next leader
+        # (a report sent but not yet accepted is not: the FORGE may have recorded it).
+        self._hand_over_usage()
         with self._lock:
             self._cache.resign()
             if self._owns_store and self._store is not None:
@@ -871,6 +1198,23 @@ class AnvilClient:
         """Threads do not survive ``fork()``: new locks, no inherited leadership, a new poller."""
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._heartbeat_wake = threading.Event()
+        self._heartbeat_thread = None
+        if self._heartbeat is not None:
+            # The parent's kept-alive connection: closing our copy of the descriptor sends
+            # nothing (no shutdown), the parent keeps using it.
+            self._heartbeat.close()
+            self._heartbeat = self._heartbeat.fresh()
+        if self._usage is not None:
+            # Counts made before the fork are the parent's to report.
+            self._usage = Usage(
+                first_report_id=time.time_ns() // 1_000_000, started=_format_time(_utcnow())
+            )
+            if self._snapshot is not None:
+                self._snapshot.served.clear()  # their counters: the next render attaches new ones
+        if self._hints is not None:
+            self._hints.forget_after_fork()
+            self._hints = self._hints.fresh()
         closed, self._closed = self._closed.is_set(), threading.Event()
         if closed:
             self._closed.set()
@@ -1031,6 +1375,31 @@ def template(prompt_id: str, /) -> str:
         PromptNotFound: if the prompt is not served.
     """
     return (_default or default_client()).template(prompt_id)
+
+
+def record(
+    prompt_id: str,
+    /,
+    *,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    latency_ms: float | None = None,
+    error: object = None,
+) -> None:
+    """:meth:`AnvilClient.record` on the default client.
+
+    Raises:
+        ConfigError: if no client could be configured from the environment.
+        TypeError: for an argument of the wrong type.
+        ValueError: for a negative or non-finite number, or an empty prompt id.
+    """
+    (_default or default_client()).record(
+        prompt_id,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        latency_ms=latency_ms,
+        error=error,
+    )
 
 
 def status() -> Status:

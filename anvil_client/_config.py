@@ -46,6 +46,8 @@ ENV_VARS: Mapping[str, str] = {
     "poll_interval": "ANVIL_POLL_INTERVAL",
     "forge_url": "ANVIL_FORGE_URL",
     "bootstrap": "ANVIL_BOOTSTRAP",
+    "hints": "ANVIL_HINTS",
+    "usage": "ANVIL_USAGE",
 }
 FILE_KEYS = frozenset(
     {
@@ -61,10 +63,15 @@ FILE_KEYS = frozenset(
         "bootstrap",
         "heartbeat_interval",
         "max_bundle_size",
+        "hints",
+        "usage",
     }
 )
 _PATH_KEYS = ("cache_dir", "bootstrap")
 _NUMBER_KEYS = ("poll_interval", "heartbeat_interval")
+_BOOL_KEYS = ("hints", "usage")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +96,10 @@ class ClientConfig:
     max_bundle_size: int = DEFAULT_MAX_SIZE
     max_output: int = DEFAULT_MAX_OUTPUT
     access_token_env: str = DEFAULT_TOKEN_ENV
+    #: Hold the FORGE's hint stream (needs ``forge_url``; only the leader, only ACCEPTING).
+    hints: bool = False
+    #: Count renders, errors and ``record()`` outcomes and report them on heartbeats.
+    usage: bool = True
     #: Names of the settings that came from an argument, the environment or a file.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
     #: The file the settings were read from, if any.
@@ -134,6 +145,9 @@ class ClientConfig:
                 raise ConfigError(f"{name} must be a positive number of bytes")
         if self.forge_url is not None:
             _set(self, "forge_url", _check_forge_url(self.forge_url))
+        for name in _BOOL_KEYS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false")
 
     @property
     def keys(self) -> tuple[TrustedKey, ...]:
@@ -287,6 +301,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"trusted_keys in {path} must be a list of strings")
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} in {path} must be true or false")
         elif key in _NUMBER_KEYS or key == "max_bundle_size":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{key} in {path} must be a number")
@@ -306,6 +323,12 @@ def _from_env_text(name: str, var: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{var} must be a number of seconds, got {raw[:40]!r}") from None
+    if name in _BOOL_KEYS:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{var} must be true or false, got {raw[:40]!r}")
     return raw
 
 

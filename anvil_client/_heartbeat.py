@@ -13,15 +13,13 @@ plain ``http://`` to anything but a loopback address.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
-import socket
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from anvil_client.errors import ConfigError
-from anvil_client.wire import HEARTBEAT_MAX_SIZE
+from anvil_client.wire._layout import HEARTBEAT_MAX_SIZE
 
 HEARTBEAT_PATH = "/api/v1/live/heartbeat"
 MAX_BODY = HEARTBEAT_MAX_SIZE
@@ -36,21 +34,26 @@ _FIELDS = (
     "last_error",
     "client_version",
 )
+#: Optional keys sent only when set (issue 11's ``usage``; an old FORGE may refuse them).
+_OPTIONAL_FIELDS = ("usage",)
 _ANSWERS = {
-    401: "the FORGE rejected the ACCESS_TOKEN (401: unknown or revoked)",
+    401: "the FORGE refused this ACCESS_TOKEN (401: revoked or unknown)",
     400: "the FORGE rejected the heartbeat as invalid (400)",
     429: "the FORGE asked for fewer heartbeats (429)",
 }
 
 
 def heartbeat_body(fields: dict[str, Any]) -> bytes:
-    """The JSON body with exactly DESIGN §7's fields, at most 16 KiB.
+    """The JSON body with exactly DESIGN §7's fields (and ``usage`` when given), at most 16 KiB.
 
     Long texts are shortened first (``last_error``, then ``hostname``); a body still too
     large (100 entries with very long versions) keeps as many ``releases`` as fit, in order —
     a report, never an update, so a shorter list misleads no one into serving anything.
     """
     body = {name: fields.get(name) for name in _FIELDS}
+    for name in _OPTIONAL_FIELDS:
+        if fields.get(name) is not None:
+            body[name] = fields[name]
     if body["releases"] is None:
         body["releases"] = []
     for name, limit in (("hostname", 255), ("last_error", 1000)):
@@ -78,6 +81,8 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 def is_loopback_host(host: str) -> bool:
     """``localhost``, 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
+    import ipaddress  # only where a forge_url is configured
+
     name = host.strip("[]").lower()
     if name == "localhost":
         return True
@@ -103,7 +108,10 @@ def check_token_transport(forge_url: str) -> None:
 
 
 class HeartbeatSender:
-    """Sends one heartbeat per call over a fresh connection (they are minutes apart)."""
+    """Sends heartbeats over one kept-alive connection (reopened when the FORGE closed it).
+
+    Used by one thread at a time (the client's heartbeat thread).
+    """
 
     def __init__(self, forge_url: str, token_text: str, *, timeout: float = 5.0) -> None:
         """Raises:
@@ -117,29 +125,69 @@ class HeartbeatSender:
         self._path = parts.path.rstrip("/") + HEARTBEAT_PATH
         self._timeout = timeout
         self._authorization = f"Bearer {token_text}"
+        self._connection: Any = None  # http.client.HTTPConnection, imported on first use
+        self._settings = (forge_url, token_text, timeout)
         self.url = f"{parts.scheme}://{parts.netloc}{self._path}"
+
+    def fresh(self) -> HeartbeatSender:
+        """The same sender without a connection (a forked child must not use the parent's)."""
+        forge_url, token_text, timeout = self._settings
+        return HeartbeatSender(forge_url, token_text, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"HeartbeatSender({self.url!r})"
 
     def send(self, body: bytes, user_agent: str) -> str | None:
-        """POST one heartbeat; returns ``None`` when recorded, else one sentence saying why not.
+        """POST one heartbeat; returns ``None`` when recorded, else one sentence saying why not."""
+        return self.post(body, user_agent)[1]
 
-        It takes at most about ``timeout`` seconds in all: socket timeouts bound each read,
-        so a FORGE that answers one byte at a time is cut off by a deadline as well.
+    def post(self, body: bytes, user_agent: str) -> tuple[int | None, str | None]:
+        """POST one heartbeat: the HTTP status (``None`` if there was no answer) and ``None``
+        when recorded, else one sentence saying why not.
+
+        A kept-alive connection the FORGE closed meanwhile is retried once on a new one (the
+        request never reached it). Each attempt takes at most about ``timeout`` seconds: socket
+        timeouts bound each read, and a timer cuts off a FORGE that answers a byte at a time.
         """
+        reused = self._connection is not None
+        status, problem, retry = self._attempt(body, user_agent)
+        if retry and reused:
+            status, problem, _ = self._attempt(body, user_agent)
+        return status, problem
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+    def _connect(self) -> Any:
         import http.client  # only processes that send heartbeats pay for it
 
-        connection: http.client.HTTPConnection
-        if self._https:
-            import ssl
+        if self._connection is None:
+            if self._https:
+                import ssl
 
-            connection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=ssl.create_default_context()
-            )
-        else:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+                self._connection = http.client.HTTPSConnection(
+                    self._host,
+                    self._port,
+                    timeout=self._timeout,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout
+                )
+        return self._connection
+
+    def _attempt(self, body: bytes, user_agent: str) -> tuple[int | None, str | None, bool]:
+        """One POST: (status, problem, whether the connection was found closed before use)."""
+        import http.client
+
+        connection = self._connect()
         expired = threading.Event()
+
+        import socket
 
         def cut_off() -> None:
             expired.set()
@@ -151,6 +199,7 @@ class HeartbeatSender:
         timer = threading.Timer(self._timeout, cut_off)
         timer.daemon = True
         timer.start()
+        keep = False
         try:
             connection.request(
                 "POST",
@@ -165,16 +214,24 @@ class HeartbeatSender:
             response = connection.getresponse()
             response.read(64 * 1024)
             status = response.status
+            keep = not response.will_close and response.isclosed()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+            if expired.is_set():
+                return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
+            reason = " ".join(str(e).split())[:200]
+            return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}", True
         except (OSError, ValueError, http.client.HTTPException) as e:
             if expired.is_set() or isinstance(e, TimeoutError):
-                return f"heartbeat to {self.url} timed out after {self._timeout:g} s"
+                return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
             reason = " ".join(str(e).split())[:200]  # the FORGE's text (a status line) is clipped
-            return f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}"
+            return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}", False
         finally:
             timer.cancel()
-            connection.close()
+            if not keep or expired.is_set():
+                self.close()
         if expired.is_set():  # what was read before the cut-off may parse, but is cut short
-            return f"heartbeat to {self.url} timed out after {self._timeout:g} s"
+            return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
         if 200 <= status < 300:
-            return None
-        return _ANSWERS.get(status, f"heartbeat to {self.url} failed with HTTP {status}")
+            return status, None, False
+        problem = _ANSWERS.get(status, f"heartbeat to {self.url} failed with HTTP {status}")
+        return status, problem, False

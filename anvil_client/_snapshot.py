@@ -13,7 +13,7 @@ of two entry lists.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from anvil_client.wire import (
     Bundle,
@@ -26,6 +26,9 @@ from anvil_client.wire import (
     served_version,
 )
 
+if TYPE_CHECKING:
+    from anvil_client._usage import Counter
+
 Source = Literal["store", "disk", "bootstrap"]
 
 
@@ -36,7 +39,16 @@ class Snapshot:
     built); ``compiled`` holds the prompts rendered so far.
     """
 
-    __slots__ = ("bundles", "compiled", "envelope", "pointer", "prompts", "releases", "source")
+    __slots__ = (
+        "bundles",
+        "compiled",
+        "envelope",
+        "pointer",
+        "prompts",
+        "releases",
+        "served",
+        "source",
+    )
 
     def __init__(
         self,
@@ -62,6 +74,8 @@ class Snapshot:
                 merged.update(bundle.prompts)
             self.prompts = merged
         self.compiled: dict[str, CompiledPrompt] = {} if compiled is None else compiled
+        #: What ``prompt()`` looks up: the compiled prompt and its usage counter (or ``None``).
+        self.served: dict[str, tuple[CompiledPrompt, Counter | None]] = {}
 
     def with_pointer(
         self, envelope: bytes, pointer: Pointer, releases: Sequence[Release]
@@ -91,6 +105,16 @@ class Snapshot:
             compiled = compile_prompt(prompt_id, spec)
             self.compiled[prompt_id] = compiled  # a race compiles twice, harmlessly
         return compiled
+
+    def content_of(self, prompt_id: str) -> str | None:
+        """The ``content_sha256`` of the served entry that has ``prompt_id`` (or ``None``)."""
+        if len(self.bundles) == 1:
+            bundle = self.bundles[0]
+            return bundle.content_sha256 if prompt_id in bundle.prompts else None
+        for bundle in self.bundles:
+            if prompt_id in bundle.prompts:
+                return bundle.content_sha256
+        return None
 
     def spec(self, prompt_id: str) -> PromptSpec | None:
         """The prompt's spec; ``None`` if no bundle has it."""

@@ -42,6 +42,7 @@ from sqlalchemy import select
 
 from forge_app.demo import DEMO_HOOKS, DemoInfo
 from forge_app.demo_releases import start_demo_worker  # also seeds a guard (issue 11)
+from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import PromptSet, User
 
@@ -121,23 +122,23 @@ def prepare_live_demo(app: Flask, info: DemoInfo) -> None:
     pointer = None
     try:
         if channel is None:
-            raise publishing.PublishError(f"the demo project has no {CHANNEL} channel")
+            raise ForgeError(f"the demo project has no {CHANNEL} channel")
         pointer = publishing.current_release(channel)
         for name in DEMO_SETS:
             prompt_set = db.session.scalar(
                 select(PromptSet).where(PromptSet.project_id == project.id, PromptSet.name == name)
             )
             if prompt_set is None:
-                raise publishing.PublishError(f"the demo set {name!r} is missing")
+                raise ForgeError(f"the demo set {name!r} is missing")
             if pointer is not None and pointer.entry(str(prompt_set.id)) is not None:
                 continue
             version = latest_release(db.session, prompt_set)
             if version is None:
-                raise publishing.PublishError(f"the demo set {name!r} has no LOCKED version")
+                raise ForgeError(f"the demo set {name!r} has no LOCKED version")
             publishing.publish_version(version, channel, user=owner)
             db.session.commit()
         pointer = publishing.current_release(channel)
-    except publishing.PublishError as e:
+    except ForgeError as e:
         db.session.rollback()
         problem = str(e)
     if pointer is not None:
@@ -169,7 +170,8 @@ def write_client_config(app: Flask, live: LiveDemo, forge_url: str) -> Path:
         'cache_dir = "cache"\n'
         f"poll_interval = {POLL_INTERVAL}\n"
         f"heartbeat_interval = {HEARTBEAT_INTERVAL}\n"
-        f'forge_url = "{forge_url}"\n',
+        f'forge_url = "{forge_url}"\n'
+        "hints = true  # an outbound stream from the FORGE: new releases arrive at once\n",
         encoding="utf-8",
     )
     return path

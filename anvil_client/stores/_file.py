@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +147,8 @@ def write_atomically(path: Path, data: bytes, *, mode: int | None = None) -> Non
     Raises:
         OSError: if the directory is not writable or the disk is full (the temp file is removed).
     """
+    import tempfile  # only writers pay for it (and shutil, bz2, lzma), not a cold start
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         if mode is not None:

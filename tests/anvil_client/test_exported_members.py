@@ -19,6 +19,7 @@ def test_all_is_exactly_the_public_api() -> None:
         "configure",
         "messages",
         "prompt",
+        "record",
         "status",
         "template",
     ]

@@ -90,6 +90,8 @@ class Handler(BaseHTTPRequestHandler):
             self.serve_file(key)
 
     def reply(self, status: int, body: bytes = b"", **headers: str) -> None:
+        with self.server.lock:  # recorded before the client can see the answer
+            self.server.answers.append((self.path, status))
         self.send_response(status)
         if "Content_Length" not in headers:
             self.send_header("Content-Length", str(len(body)))
@@ -98,8 +100,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(body)
-        with self.server.lock:
-            self.server.answers.append((self.path, status))
 
     def serve_file(self, key: str) -> None:
         path = self.server.root / key
@@ -109,11 +109,11 @@ class Handler(BaseHTTPRequestHandler):
         data = path.read_bytes()
         etag = etag_of(data)
         if self.server.etags and self.headers.get("If-None-Match") == etag:
+            with self.server.lock:
+                self.server.answers.append((self.path, 304))
             self.send_response(304)
             self.send_header("ETag", etag)
             self.end_headers()
-            with self.server.lock:
-                self.server.answers.append((self.path, 304))
             return
         headers = {"ETag": etag} if self.server.etags else {}
         self.reply(200, data, Content_Type="application/json", **headers)
@@ -547,6 +547,8 @@ def test_a_304_updates_last_check_but_changes_nothing_else(
     long_ago = datetime.now(UTC) - timedelta(days=1)
     client._last_check = client._last_sync = long_ago
     snapshot = client._snapshot
+    state_file = Path(client.status()["cache_dir"], "state.json")
+    before = state_file.stat()
     assert client._poll(conditional=True) is False
     assert server.answers[-1] == ("/store/" + channel.pointer_key, 304)
     status = client.status()
@@ -554,8 +556,14 @@ def test_a_304_updates_last_check_but_changes_nothing_else(
     assert status["stale"] is False
     assert status["last_error"] is None
     assert client._snapshot is snapshot
-    state = json.loads(Path(status["cache_dir"], "state.json").read_bytes())
-    assert state["last_check"] == status["last_check"]
+    # An idle poll writes nothing: the sync just shared its times with the other processes.
+    after = state_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # Once the share period has passed, the next idle poll shares its time.
+    client._next_share = client._clock()
+    assert client._poll(conditional=True) is False
+    state = json.loads(state_file.read_bytes())
+    assert state["last_check"] == client.status()["last_check"]
 
 
 def test_an_identical_pointer_without_etags_is_a_no_op(
