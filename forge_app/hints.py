@@ -22,19 +22,23 @@ Across processes: each FORGE process has one watcher thread that polls the ``pub
 table every ``FORGE_HINT_POLL_SECONDS`` (0.25 s: one indexed query, whatever the number of
 streams) and wakes the streams of that process whose channel moved. So every gunicorn
 worker, and a publication made by any process (a page, the REST API, ``anvil-forge``), wakes
-every stream.
+every stream. Pointers published without the FORGE (``anvil-publish`` in CI) are seen by the
+same watcher: every ``FORGE_HINT_STORE_SECONDS`` (2 s; 0 turns it off) it GETs, conditionally
+(ETag), the pointer of each channel that has a stream in this process from the FORGE's store.
 
-Holding thousands of idle streams: one stream is one open response. With gunicorn's
-``gevent`` worker class (``forge_app.serving``) a stream costs a greenlet (a few KiB) and no
-thread; the threaded development server holds one thread per stream. A worker that can hold
-only one request at a time (gunicorn's ``sync`` class) answers 503, so a client falls back
-to polling instead of taking the worker. Answers: 200 stream, 400 bad query, 401 unknown or
-revoked token, 403 token of another project, 503 no room (``FORGE_HINT_MAX_STREAMS`` per
-process, default 10,000) or a worker class that cannot hold streams.
+Holding thousands of idle streams: one stream is one open response. With a gevent worker class
+(``forge_app.gevent_worker``, see ``forge_app.serving``) a stream costs a greenlet (a few KiB)
+and no thread; the threaded development server holds one thread per stream. gunicorn's
+``sync`` and ``gthread`` workers (one request, or a few threads, at a time) answer 503, so a
+client falls back to polling instead of taking the worker. Answers: 200 stream, 400 bad
+query, 401 unknown or revoked token, 403 token of another project, 503 no room
+(``FORGE_HINT_MAX_STREAMS`` per process, default 10,000) or a worker class that cannot hold
+streams.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -44,6 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -66,6 +71,7 @@ DEFAULTS = {
     "FORGE_HINT_KEEPALIVE_SECONDS": 15.0,
     "FORGE_HINT_RECHECK_SECONDS": 60.0,
     "FORGE_HINT_MAX_STREAMS": 10_000.0,
+    "FORGE_HINT_STORE_SECONDS": 2.0,
 }
 #: Publications at most this many ids below the newest seen are read again, so one that
 #: committed after a later id (two channels publishing at once) is not missed.
@@ -115,6 +121,9 @@ class HintHub:
         self._watcher: tuple[int, int] | None = None  # (pid, generation) of the running one
         self._generation = 0
         self._thread: threading.Thread | None = None
+        self._by_key: dict[tuple[str, str], int] = {}  # newest sequence hinted, by stream key
+        self._etags: dict[tuple[str, str], str | None] = {}
+        self._store: Any = None
 
     @property
     def count(self) -> int:
@@ -158,8 +167,11 @@ class HintHub:
                     self._watcher = None  # the last stream went: the watcher stops
 
     def notify(self, key: tuple[str, str], sequence: int) -> int:
-        """Wake every stream of ``key``; returns how many."""
+        """Wake every stream of ``key`` (once per sequence); returns how many."""
         with self._lock:
+            if sequence <= self._by_key.get(key, -1):
+                return 0
+            self._by_key[key] = sequence
             streams = list(self._streams.get(key, ()))
         for stream in streams:
             stream.offer(sequence)
@@ -169,10 +181,19 @@ class HintHub:
 
     def _watch(self, me: tuple[int, int]) -> None:
         poll = _setting(self.app, "FORGE_HINT_POLL_SECONDS")
+        raw = self.app.config.get(
+            "FORGE_HINT_STORE_SECONDS", os.environ.get("FORGE_HINT_STORE_SECONDS")
+        )
+        off = str(raw).strip() in ("0", "0.0", "off")
+        every = _setting(self.app, "FORGE_HINT_STORE_SECONDS")
         failures = 0
+        store_checked = time.monotonic()
         while self._watcher == me:
             try:
                 self.check()
+                if not off and time.monotonic() - store_checked >= every:
+                    store_checked = time.monotonic()
+                    self.check_store()
                 failures = 0
             except Exception as e:  # the database away for a moment: keep watching
                 failures += 1
@@ -216,6 +237,50 @@ class HintHub:
                 woken += self.notify(key, int(sequence))
         return woken
 
+    def check_store(self) -> int:
+        """Pointers written without the FORGE (``anvil-publish`` in CI) leave no
+        ``publications`` row: for each channel with a stream in this process, a conditional
+        GET of its pointer in the FORGE's store (a 304 when unchanged); a newer sequence wakes
+        the streams. Returns the streams woken."""
+        from anvil_client.errors import AnvilError
+        from anvil_client.wire import POINTER_MAX_SIZE, pointer_key
+
+        with self._lock:
+            keys = list(self._streams)
+        woken = 0
+        with self.app.app_context():
+            if self._store is None:
+                from forge_app.services.publishing import forge_store
+
+                self._store = forge_store()
+            for key in keys:
+                try:
+                    result = self._store.get(
+                        pointer_key(*key),
+                        if_none_match=self._etags.get(key),
+                        max_size=POINTER_MAX_SIZE,
+                    )
+                except AnvilError:  # no pointer yet, or the store is away: next time
+                    continue
+                if not result.modified:
+                    continue
+                self._etags[key] = result.etag
+                sequence = _sequence_of(result.data)
+                if sequence is not None:
+                    woken += self.notify(key, sequence)
+        return woken
+
+
+def _sequence_of(envelope: bytes) -> int | None:
+    """The ``sequence`` of a pointer envelope, read without verifying it: a hint carries no
+    data, and every client verifies the pointer it then fetches."""
+    try:
+        payload = json.loads(base64.b64decode(json.loads(envelope)["payload"], validate=True))
+        sequence = payload["sequence"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None
+
 
 def _hub(app: Flask) -> HintHub:
     hub: HintHub = app.extensions["forge_hints"]
@@ -223,13 +288,15 @@ def _hub(app: Flask) -> HintHub:
 
 
 def _can_hold_streams() -> bool:
-    """Whether this server holds a stream without taking a whole worker: gevent, threads,
-    or a single-process server (the test client, the development server)."""
-    environ = request.environ
-    if environ.get("wsgi.multithread") or not environ.get("wsgi.multiprocess"):
-        return True
+    """Whether this server holds a stream without taking a worker or a pool thread: gevent
+    (any server), or a server outside gunicorn (the threaded development server, the test
+    client). gunicorn's ``sync`` and ``gthread`` workers would give each idle stream a whole
+    worker or one of a few threads."""
     monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey is not None and monkey.is_module_patched("socket"))
+    if monkey is not None and monkey.is_module_patched("socket"):
+        return True
+    software = str(request.environ.get("SERVER_SOFTWARE", ""))
+    return not software.startswith("gunicorn")
 
 
 def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -475,7 +475,7 @@ def count_and_update_known(
 
 @functools.cache
 def _known_instance_statement() -> Any:
-    table = LiveInstance.__table__
+    table: Table = LiveInstance.__table__  # type: ignore[assignment]
     return (
         update(table)
         .where(

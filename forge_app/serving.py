@@ -9,7 +9,8 @@ Why gevent: a LIVE client may hold one idle hint stream (``/api/v1/live/hints``)
 hours. With gevent each open stream is a greenlet of a few KiB parked on a socket, so one
 worker holds thousands of them next to ordinary requests; the database driver (psycopg 3)
 waits cooperatively under gevent's monkey-patching, and Flask views stay plain synchronous
-code. Nothing else changes: no second server, no ASGI port, one process model. gunicorn's
+code (``forge_app.gevent_worker`` keeps psycopg's own wait). Nothing else changes: no
+second server, no ASGI port, one process model. gunicorn's
 ``sync`` workers would take a whole worker per stream (the hint endpoint refuses them with
 503 so clients fall back to polling) and ``gthread`` a thread per stream.
 
@@ -49,4 +50,4 @@ def child_exit(server: Any, worker: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -39,7 +39,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import TextClause, Uuid, bindparam, delete, or_, select, text, update
+from sqlalchemy import Table, TextClause, Uuid, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -149,6 +149,11 @@ class UsageReport(BaseModel):
         return self
 
 
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
 def _project_id(project: Project | uuid.UUID) -> uuid.UUID:
     return project if isinstance(project, uuid.UUID) else project.id
 
@@ -156,7 +161,7 @@ def _project_id(project: Project | uuid.UUID) -> uuid.UUID:
 def _default_session() -> Session:
     from forge_app.extensions import db
 
-    return db.session  # type: ignore[return-value]
+    return db.session
 
 
 def bucket_start(moment: datetime, seconds: int) -> datetime:
@@ -235,7 +240,7 @@ def record_usage(
     report = usage if isinstance(usage, UsageReport) else UsageReport.model_validate(usage)
     if isinstance(session, Session) and instance.id is None:
         session.flush()
-    table = LiveInstance.__table__
+    table = _table(LiveInstance)
     claimed = session.execute(
         update(table)
         .where(
@@ -321,7 +326,7 @@ def _add_counts(
         for name in _COUNTED:
             value = getattr(row, name)
             params[f"{_SHORT[name]}{i}"] = float(value) if name == "latency_ms" else value
-    table = PromptUsage.__table__
+    table = _table(PromptUsage)
     found = session.execute(_counts_sql(len(ordered)), params).all()
     # Error classes: the upsert above locked each row until this transaction ends (PostgreSQL
     # row locks; SQLite's one writer), so merging the JSON here cannot lose a concurrent count.
@@ -357,7 +362,7 @@ def _add_variables(
     variables: Mapping[str, set[tuple[str, ...]]],
     now: datetime,
 ) -> None:
-    table = CallerVariables.__table__
+    table = _table(CallerVariables)
     for prompt_id in sorted(variables):
         sets = variables[prompt_id]
         if _recently_written((project_id, instance_id, prompt_id), frozenset(sets)):

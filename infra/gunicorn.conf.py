@@ -35,9 +35,10 @@ wsgi_app = "forge_app:create_app()"
 
 bind = [part.strip() for part in os.environ.get("FORGE_BIND", "127.0.0.1:8000").split(",")]
 workers = int(os.environ.get("FORGE_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 8)))
-# gevent: an idle hint stream (/api/v1/live/hints) costs a greenlet, not a worker; see
-# forge_app/serving.py. FORGE_WORKER_CONNECTIONS bounds the open connections per worker.
-worker_class = os.environ.get("FORGE_WORKER_CLASS", "gevent")
+# gevent: an idle hint stream (/api/v1/live/hints) costs a greenlet, not a worker (see
+# forge_app/serving.py and forge_app/gevent_worker.py: gevent with psycopg's C wait kept).
+# FORGE_WORKER_CONNECTIONS bounds the open connections per worker.
+worker_class = os.environ.get("FORGE_WORKER_CLASS", "forge_app.gevent_worker.ForgeGeventWorker")
 worker_connections = int(os.environ.get("FORGE_WORKER_CONNECTIONS", "4000"))
 timeout = int(os.environ.get("FORGE_TIMEOUT", "60"))
 graceful_timeout = 30  # the unit's TimeoutStopSec is a little longer

@@ -194,9 +194,40 @@ def test_a_revoked_token_is_refused_and_ends_an_open_stream(
 def test_a_worker_that_cannot_hold_streams_answers_503(
     app: Flask, world: World, token: str
 ) -> None:
-    response = open_stream(
-        app, token, world.project_id, **{"wsgi.multiprocess": True, "wsgi.multithread": False}
-    )
+    response = open_stream(app, token, world.project_id, SERVER_SOFTWARE="gunicorn/23.0.0")
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert "poll" in response.get_json()["error"]
+
+
+def test_a_pointer_written_without_the_forge_wakes_streams(
+    app: Flask, world: World, token: str
+) -> None:
+    """anvil-publish in CI writes no publications row: the watcher reads the store pointer
+    (conditional GET by ETag) of each channel that has a stream."""
+    import base64
+
+    from anvil_client.wire import pointer_key
+    from forge_app.services.publishing import forge_store
+
+    hub = HintHub(app)
+    key = (str(world.project_id), "production")
+    stream = hub.open(key, 10)
+    assert stream is not None
+
+    def write_pointer(sequence: int) -> None:
+        payload = base64.b64encode(json.dumps({"sequence": sequence}).encode()).decode()
+        envelope = json.dumps({"payload": payload, "payloadType": "x", "signatures": []})
+        with app.app_context():
+            forge_store().put(pointer_key(*key), envelope.encode())
+
+    assert hub.check_store() == 0  # no pointer yet
+    write_pointer(11)
+    assert hub.check_store() == 1
+    assert stream.wait(0) == 11
+    assert hub.check_store() == 0  # unchanged: a 304, no hint
+    write_pointer(12)
+    assert hub.check_store() == 1
+    assert stream.wait(0) == 12
+    hub.close(stream)
+    hub.stop()
