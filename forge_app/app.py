@@ -38,6 +38,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from forge_app.authz import login_required_by_default, public
 from forge_app.config import load_settings
+from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import csrf, db, login_manager
 from forge_app.models import User
 from forge_app.models.accounts import LoginId, RevokedSession
@@ -265,6 +266,12 @@ def register_hooks(app: Flask) -> None:
     @app.errorhandler(InternalServerError)
     def _server_error(error: InternalServerError) -> ResponseReturnValue:
         return _error_page(500, None)
+
+    @app.errorhandler(ForgeError)
+    def _forge_error(error: ForgeError) -> ResponseReturnValue:
+        # The one mapping of service errors to pages or API JSON, by kind.
+        db.session.rollback()
+        return _error_page(http_status(error.kind), str(error))
 
     @app.errorhandler(IntegrityError)
     def _database_conflict(error: IntegrityError) -> ResponseReturnValue:

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Human wording for the audit page; unknown actions are shown as they are.
-ACTION_LABELS = {
+ACTION_LABELS: Mapping[str, str] = {
     "api_token.create": "created API token",
     "api_token.revoke": "revoked API token",
     "remote_project.connect": "connected remote project",
@@ -69,6 +69,35 @@ ACTION_LABELS = {
     "user.login": "signed in",
     "user.password": "changed password of",
     "user.sign_out_everywhere": "signed out every session of",
+    "token.create": "generated ACCESS_TOKEN",
+    "token.reveal": "viewed ACCESS_TOKEN",
+    "token.revoke": "revoked ACCESS_TOKEN",
+    "channel.create": "added channel",
+    "channel.delete": "removed channel",
+    "channel.publish": "published to channel",
+    "channel.rollback": "rolled back channel",
+    "channel.reencrypt": "re-encrypted channel",
+    "channel.remove_set": "removed a prompt set from channel",
+    "rollout.update": "changed the rollout of",
+    "rollout.complete": "completed the rollout of",
+    "rollout.abort": "aborted the rollout of",
+    "prompt_set.snapshot": "made a pre-release of",
+    "channel.publish_compat_confirmed": "confirmed compatibility warnings publishing to",
+    "guard.rollback": "automatically rolled back",
+    "guard.abort": "automatically aborted the rollout of",
+    "guard.advance": "automatically advanced the rollout of",
+    "guard.update": "changed the guard of",
+    "guard.delete": "removed the guard of",
+    "schedule.create": "scheduled a change of",
+    "schedule.cancel": "cancelled a scheduled change of",
+    "schedule.run": "ran a scheduled change of",
+    "schedule.fail": "could not run a scheduled change of",
+    "instance.forget": "forgot LIVE instance",
+    "instance.forget_bulk": "forgot silent LIVE instances of",
+    "instance.archive": "archived silent LIVE instances of",
+    "org.invite_create": "created an invitation to",
+    "org.invite_revoke": "withdrew an invitation to",
+    "org.invite_accept": "joined by invitation:",
 }
 
 

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask_wtf import FlaskForm
-from sqlalchemy.exc import IntegrityError
 from wtforms import (
     BooleanField,
     EmailField,
+    HiddenField,
+    IntegerField,
     PasswordField,
     SelectField,
     StringField,
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length, Optional
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp
 
+from anvil_client.wire import CHANNEL_RE
 from forge_app.users import MIN_PASSWORD_LENGTH
 
 __all__ = [
     "AcceptInvitationForm",
+    "ChannelForm",
     "CreateOrgForm",
     "CreateUserForm",
     "InviteForm",
@@ -28,6 +29,8 @@ __all__ = [
     "PasswordForm",
     "ProjectForm",
     "PromptSetForm",
+    "PublishForm",
+    "TokenForm",
 ]
 
 ROLE_CHOICES = [
@@ -117,31 +120,30 @@ class CreateUserForm(FlaskForm):  # type: ignore[misc]
     is_admin = BooleanField("Site administrator")
 
 
-def save_name_and_description(
-    obj: Any, form: Any, *, action: str, project: Any, taken: str
-) -> bool:
-    """Apply a name/description form to ``obj``, audit what changed, and commit.
+class TokenForm(FlaskForm):  # type: ignore[misc]
+    name = StringField(
+        "Token name",
+        validators=[DataRequired(), Length(max=120)],
+        description="Where it is used, e.g. “checkout-service prod”.",
+    )
+    # One random id per rendered form: a reload that re-sends the POST creates no second token.
+    request_id = HiddenField(validators=[Optional(), Length(max=64)])
 
-    Returns False (with the error on ``form.name``) when the name is already taken, which the
-    database's unique constraint decides, so two concurrent renames cannot both win.
-    """
-    from forge_app.audit import record_event
-    from forge_app.extensions import db
 
-    name = (form.name.data or "").strip()
-    description = (form.description.data or "").strip()
-    changes: dict[str, Any] = {}
-    if name != obj.name:
-        changes["name"] = {"from": obj.name, "to": name}
-    if description != obj.description:
-        changes["description"] = "changed"
-    obj.name, obj.description = name, description
-    if changes:
-        record_event(action, obj, project=project, details=changes)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        form.name.errors = [taken.format(name=name)]
-        return False
-    return True
+class ChannelForm(FlaskForm):  # type: ignore[misc]
+    name = StringField(
+        "Channel name",
+        validators=[
+            DataRequired(),
+            Length(max=32),
+            Regexp(CHANNEL_RE.pattern, message="Use 1-32 lowercase letters, digits and '-'."),
+        ],
+    )
+
+
+class PublishForm(FlaskForm):  # type: ignore[misc]
+    channel = StringField("Channel", validators=[DataRequired(), Length(max=32)])
+    rollout = IntegerField(
+        "Gradual rollout (% of instances)",
+        validators=[Optional(), NumberRange(min=1, max=100)],
+    )

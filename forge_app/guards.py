@@ -39,13 +39,13 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from forge_app.audit import ACTION_LABELS, record_event
+from forge_app.audit import record_event
+from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import Project, utcnow
 from forge_app.models.distribution import Channel, Publication
 from forge_app.models.releases import GuardAction, GuardPolicy
 from forge_app.services import publishing
-from forge_app.services.publishing import PublishError
 from forge_app.usage import DEFAULT_BUCKET_SECONDS, bucket_start, usage_series
 
 __all__ = [
@@ -60,16 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ACTION_LABELS.update(
-    {
-        "guard.rollback": "automatically rolled back",
-        "guard.abort": "automatically aborted the rollout of",
-        "guard.advance": "automatically advanced the rollout of",
-        "guard.update": "changed the guard of",
-        "guard.delete": "removed the guard of",
-    }
-)
 
 
 @dataclass
@@ -347,7 +337,7 @@ def evaluate_channel(channel: Channel, *, now: datetime | None = None) -> GuardA
         else:
             assert verdict.target_sequence is not None
             publication = publishing.rollback_to(channel, verdict.target_sequence, user=None)
-    except PublishError as e:
+    except ForgeError as e:
         db.session.rollback()
         log.warning(
             "guard of %s/%s could not %s: %s", channel.project_id, channel.name, verdict.action, e

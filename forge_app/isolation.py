@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from forge_app.errors import ForgeError, Kind
+
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 2.0
@@ -36,8 +38,10 @@ DEFAULT_MAX_CONCURRENT = 4
 _MAX_RESULT = 8 * 1024 * 1024
 
 
-class IsolationError(Exception):
+class IsolationError(ForgeError):
     """The isolated computation timed out, ran out of memory or died."""
+
+    default_kind = Kind.UNAVAILABLE
 
 
 class IsolationBusy(IsolationError):

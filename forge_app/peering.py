@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from forge_app.audit import record_event
 from forge_app.config import KnownForge
+from forge_app.errors import ForgeError, Kind
 from forge_app.models import Organisation, Project, PromptSet, Role, SetStatus, User
 from forge_app.models.peering import RemoteProject
 from forge_app.rest._schemas import VersionDetail
@@ -65,19 +66,16 @@ _STATE_KEY = "forge.peering"
 _CHUNK = 64 * 1024
 
 
-class PeerError(Exception):
+class PeerError(ForgeError):
     """A remote FORGE could not be read; ``str()`` is one sentence for the page."""
 
+    default_kind = Kind.REMOTE
 
-class PeeringError(Exception):
-    """A local peering action (connect, disconnect, copy) that did not happen.
 
-    ``status`` is the HTTP status a view answers with.
-    """
+class PeeringError(ForgeError):
+    """A local peering action (connect, disconnect, copy) that did not happen."""
 
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    default_kind = Kind.INVALID
 
 
 @dataclass(frozen=True)
@@ -355,10 +353,13 @@ def _require_role(session: Session, user: User, org_id: int, minimum: Role, acti
 
     role = member_role(user, org_id)
     if role is None:
-        raise PeeringError("There is no such organisation, or you are not a member.", status=404)
+        raise PeeringError(
+            "There is no such organisation, or you are not a member.", kind=Kind.NOT_FOUND
+        )
     if role < minimum:
         raise PeeringError(
-            f"Only members with the {minimum.label} role or higher can {action}.", status=403
+            f"Only members with the {minimum.label} role or higher can {action}.",
+            kind=Kind.FORBIDDEN,
         )
 
 
@@ -383,7 +384,7 @@ def connect_project(
     try:
         remote = client.get(f"/projects/{segment(remote_project_id)}", ProjectSummary)
     except PeerError as e:
-        raise PeeringError(str(e), status=502) from e
+        raise PeeringError(str(e), kind=Kind.REMOTE) from e
     exists = select(RemoteProject.id).where(
         RemoteProject.org_id == org.id,
         RemoteProject.forge_name == forge.name,
@@ -391,7 +392,7 @@ def connect_project(
     )
     already = f"{remote.name[:120]} of {forge.name} is already connected to {org.name}."
     if session.scalar(exists):
-        raise PeeringError(already, status=409)
+        raise PeeringError(already, kind=Kind.CONFLICT)
     reference = RemoteProject(
         org_id=org.id,
         forge_name=forge.name,
@@ -405,7 +406,7 @@ def connect_project(
         session.flush()
     except IntegrityError:
         session.rollback()
-        raise PeeringError(already, status=409) from None
+        raise PeeringError(already, kind=Kind.CONFLICT) from None
     record_event(
         "remote_project.connect",
         reference,
@@ -469,7 +470,9 @@ def copy_version(
     if session.scalar(
         select(PromptSet.id).where(PromptSet.project_id == target.id, PromptSet.name == name)
     ):
-        raise PeeringError(f"{target.name} already has a prompt set named {name!r}.", status=409)
+        raise PeeringError(
+            f"{target.name} already has a prompt set named {name!r}.", kind=Kind.CONFLICT
+        )
     path = (
         f"/projects/{segment(reference.remote_project_id)}/sets/{segment(remote_set_id)}"
         f"/versions/{segment(version)}"
@@ -477,7 +480,7 @@ def copy_version(
     try:
         detail = client.get(path, VersionDetail)
     except PeerError as e:
-        raise PeeringError(str(e), status=502) from e
+        raise PeeringError(str(e), kind=Kind.REMOTE) from e
     snapshot = checked_snapshot(detail, remote_set_id=remote_set_id, version=version)
     prompt_set = PromptSet(
         project_id=target.id,
@@ -495,14 +498,13 @@ def copy_version(
     except IntegrityError:
         session.rollback()
         raise PeeringError(
-            f"{target.name} already has a prompt set named {name!r}.", status=409
+            f"{target.name} already has a prompt set named {name!r}.", kind=Kind.CONFLICT
         ) from None
     session.refresh(prompt_set)
-    from forge_app.workflow import WorkflowError
 
     try:
         replace_prompts(session, prompt_set, snapshot, user, remove_missing=False)
-    except WorkflowError as e:
+    except ForgeError as e:
         session.rollback()
         raise PeeringError(f"The remote version's prompts do not validate here: {e}") from e
     provenance = {
@@ -538,7 +540,7 @@ def checked_snapshot(
     if hashlib.sha256(data).hexdigest() != detail.content_sha256:
         raise PeeringError(
             "The remote version's content does not match its content hash, so nothing was copied.",
-            status=502,
+            kind=Kind.REMOTE,
         )
     try:
         bundle = json.loads(data)
@@ -549,17 +551,19 @@ def checked_snapshot(
             bundle.get("prompt_set_id")
         ) == str(remote_set_id)
     except (ValueError, KeyError, TypeError):
-        raise PeeringError("The remote version's bundle is not readable.", status=502) from None
+        raise PeeringError(
+            "The remote version's bundle is not readable.", kind=Kind.REMOTE
+        ) from None
     if not same:
         raise PeeringError(
             "The remote answered with another set or version than asked for, so nothing was "
             "copied.",
-            status=502,
+            kind=Kind.REMOTE,
         )
     prompts: dict[str, dict[str, Any]] = {}
     for key, prompt in snapshot.items():
         if not isinstance(prompt, dict):
-            raise PeeringError("The remote version's bundle is not readable.", status=502)
+            raise PeeringError("The remote version's bundle is not readable.", kind=Kind.REMOTE)
         entry = {k: v for k, v in prompt.items() if k in ("template", "messages", "metadata")}
         entry.setdefault("metadata", {})
         prompts[str(key)] = entry

@@ -25,14 +25,14 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from forge_app.audit import ACTION_LABELS, record_event
+from forge_app.audit import record_event
 from forge_app.authz import member_role
+from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSetVersion, User, utcnow
 from forge_app.models.distribution import Channel
 from forge_app.models.releases import ScheduledJob
 from forge_app.services import publishing
-from forge_app.services.publishing import PublishError
 
 __all__ = [
     "ScheduleError",
@@ -53,18 +53,11 @@ GRACE = timedelta(seconds=60)
 #: A job still ``running`` after this long lost its worker.
 STALE_AFTER = timedelta(minutes=15)
 
-ACTION_LABELS.update(
-    {
-        "schedule.create": "scheduled a change of",
-        "schedule.cancel": "cancelled a scheduled change of",
-        "schedule.run": "ran a scheduled change of",
-        "schedule.fail": "could not run a scheduled change of",
-    }
-)
 
-
-class ScheduleError(Exception):
+class ScheduleError(ForgeError):
     """A schedule request that cannot be accepted: one sentence for the user."""
+
+    default_kind = Kind.INVALID
 
 
 def late_note(run_at: datetime, now: datetime) -> str:
@@ -124,7 +117,7 @@ def schedule_job(
             raise ScheduleError("Choose a version of this project to publish.")
         try:
             publishing.check_policy(channel, publishing.version_status(version))
-        except PublishError as e:
+        except ForgeError as e:
             raise ScheduleError(str(e)) from e
         if percent == 100:
             percent = None
@@ -274,16 +267,16 @@ def run_job(job: ScheduledJob, *, now: datetime | None = None) -> None:
         return
     try:
         if user is None:
-            raise PublishError("The member who scheduled it no longer exists.", status=403)
+            raise ForgeError("The member who scheduled it no longer exists.", kind=Kind.FORBIDDEN)
         role = member_role(user, project.org_id)
         if role is None:
-            raise PublishError(
-                f"{user.email} is no longer a member of the organisation.", status=403
+            raise ForgeError(
+                f"{user.email} is no longer a member of the organisation.", kind=Kind.FORBIDDEN
             )
         if job.kind == "publish":
             version = db.session.get(PromptSetVersion, job.prompt_set_version_id or 0)
             if version is None:
-                raise PublishError("The version to publish no longer exists.", status=404)
+                raise ForgeError("The version to publish no longer exists.", kind=Kind.NOT_FOUND)
             publication = publishing.publish_version(
                 version, channel, user=user, role=role, rollout_percent=job.percent
             )
@@ -293,7 +286,7 @@ def run_job(job: ScheduledJob, *, now: datetime | None = None) -> None:
             publication = publishing.abort_rollout(channel, user=user, role=role)
         else:
             publication = publishing.rollback_to(channel, job.to_sequence, user=user, role=role)
-    except PublishError as e:
+    except ForgeError as e:
         db.session.rollback()
         job = db.session.get(ScheduledJob, job.id) or job
         _finish(job, "failed", " ".join(filter(None, [late, str(e)])), now)

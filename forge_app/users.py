@@ -35,6 +35,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import delete_unlocked, insert_ignore
 from forge_app.models import LoginAttempt, Membership, Organisation, Role, User, utcnow
 from forge_app.models.accounts import LoginThrottle
@@ -59,8 +60,10 @@ _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 _DUMMY_HASH = generate_password_hash("not a real password", method="scrypt")
 
 
-class AccountError(ValueError):
+class AccountError(ForgeError, ValueError):
     """An invalid account operation, with a message for the user."""
+
+    default_kind = Kind.INVALID
 
 
 @dataclass(frozen=True)

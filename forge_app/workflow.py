@@ -7,7 +7,7 @@ Every transition starts with one conditional ``UPDATE … WHERE status = … AND
 the prompt set: it takes the row's write lock and proves nobody changed the set since the user
 looked at it, so two concurrent transitions (or an edit racing a submit) cannot both win, on
 SQLite or PostgreSQL. Functions add audit events and leave committing to the caller; after a
-``WorkflowError`` the caller must roll the session back (a transition may have been half done).
+``ForgeError`` the caller must roll the session back (a transition may have been half done).
 
 Four eyes: every content change (an edit, a restore, an import) goes through
 :func:`touch_live_set`, which records its author as a contributor of the set until the next
@@ -27,6 +27,7 @@ from anvil_client.errors import ValidationError
 from anvil_client.wire import SEMVER_RE
 from forge_app.audit import record_event
 from forge_app.editing import prompt_file_entry, search_text_of
+from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import insert_ignore
 from forge_app.models import (
     Project,
@@ -42,12 +43,12 @@ from forge_app.models.audit import PromptSetContributor
 
 __all__ = [
     "BUMPS",
-    "WorkflowError",
     "approve",
     "contributor_ids",
     "draft_prompts",
     "four_eyes_problem",
     "latest_release",
+    "new_version",
     "next_version",
     "record_refusal",
     "replace_prompts",
@@ -63,33 +64,11 @@ __all__ = [
 BUMPS = ("patch", "minor", "major")
 
 
-class WorkflowError(Exception):
-    """A transition that is not allowed now; the message says why, for the user.
-
-    ``status`` is the HTTP status a view should answer with (403 for a rule about who may act,
-    409 for a state that changed underneath the user). ``refused`` names the audit action to
-    record (in a transaction of its own, see :func:`record_refusal`) for a refusal the audit
-    log must show.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 409,
-        problems: list[str] | None = None,
-        refused: str | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.problems = problems or []
-        self.refused = refused
-
-
 def _require(role: Role, minimum: Role, action: str) -> None:
     if role < minimum:
-        raise WorkflowError(
-            f"Only members with the {minimum.label} role or higher can {action}.", status=403
+        raise ForgeError(
+            f"Only members with the {minimum.label} role or higher can {action}.",
+            kind=Kind.FORBIDDEN,
         )
 
 
@@ -116,11 +95,11 @@ def _claim(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(prompt_set)
         if prompt_set.status != from_status.value:
-            raise WorkflowError(
+            raise ForgeError(
                 f"Cannot {what}: the prompt set is {prompt_set.status} now, not "
                 f"{from_status.value}. Reload to see its current state."
             )
-        raise WorkflowError(
+        raise ForgeError(
             f"Cannot {what}: the prompt set changed since you opened it. "
             "Reload, look at the changes, and try again."
         )
@@ -132,7 +111,7 @@ def touch_live_set(session: Session, prompt_set: PromptSet, user: User) -> None:
     set left LIVE meanwhile.
 
     Raises:
-        WorkflowError: if the set is not LIVE (it was submitted or locked meanwhile).
+        ForgeError: if the set is not LIVE (it was submitted or locked meanwhile).
     """
     result = session.execute(
         update(PromptSet)
@@ -143,7 +122,7 @@ def touch_live_set(session: Session, prompt_set: PromptSet, user: User) -> None:
     session.expire(prompt_set, ["revision", "updated_at", "updated_by_id"])
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(prompt_set)
-        raise WorkflowError(
+        raise ForgeError(
             f"This prompt set is {prompt_set.status} now, so it cannot be edited. "
             + (
                 "Unlock it for editing first."
@@ -185,9 +164,7 @@ def four_eyes_problem(session: Session, prompt_set: PromptSet, user: User) -> st
     return None
 
 
-def record_refusal(
-    session: Session, prompt_set: PromptSet, user: User, error: WorkflowError
-) -> bool:
+def record_refusal(session: Session, prompt_set: PromptSet, user: User, error: ForgeError) -> bool:
     """After the caller rolled back: add the audit event of a refusal that must be on record
     (``error.refused``); the caller commits. Returns whether there was one."""
     if error.refused is None:
@@ -274,15 +251,17 @@ def submit(
     """LIVE → REVIEW. Returns the version the set will get when approved.
 
     Raises:
-        WorkflowError: for a viewer, an empty or invalid set, no change since the last
+        ForgeError: for a viewer, an empty or invalid set, no change since the last
             version, or a set that is not LIVE or changed meanwhile.
     """
     _require(role, Role.EDITOR, "submit a prompt set for review")
     if bump not in BUMPS:
-        raise WorkflowError("Choose patch, minor or major.", status=400)
+        raise ForgeError("Choose patch, minor or major.", kind=Kind.INVALID)
     changelog = changelog.strip()
     if not changelog:
-        raise WorkflowError("Describe the change in the changelog for the reviewer.", status=400)
+        raise ForgeError(
+            "Describe the change in the changelog for the reviewer.", kind=Kind.INVALID
+        )
     project = prompt_set.project
     latest = latest_release(session, prompt_set)
     version = next_version(latest.version if latest else None, bump)
@@ -305,7 +284,7 @@ def submit(
     prompts = draft_prompts(session, prompt_set)
     problem = _content_problem(prompts, project, prompt_set, latest)
     if problem is not None:
-        raise WorkflowError(problem[0], status=400, problems=problem[1])
+        raise ForgeError(problem[0], kind=Kind.INVALID, problems=problem[1])
     record_event(
         "prompt_set.submit",
         prompt_set,
@@ -347,7 +326,7 @@ def withdraw(
     """REVIEW → LIVE, by an editor (typically the submitter, to fix something).
 
     Raises:
-        WorkflowError: for a viewer, or a set that is not in review.
+        ForgeError: for a viewer, or a set that is not in review.
     """
     _require(role, Role.EDITOR, "withdraw a submission")
     _claim(
@@ -385,18 +364,18 @@ def approve(
     """REVIEW → LOCKED, creating the immutable version (the exact bundle bytes, DESIGN §3).
 
     Raises:
-        WorkflowError: for a role below reviewer, the submitter or a contributor approving
+        ForgeError: for a role below reviewer, the submitter or a contributor approving
             (``refused="prompt_set.approve_refused"``), a set that is not in review or
             changed since the reviewer opened it, or a snapshot that does not validate.
     """
     _require(role, Role.REVIEWER, "approve a prompt set")
     if expected_revision is None:
-        raise WorkflowError(
-            "Approve from the review page, after looking at the changes.", status=400
+        raise ForgeError(
+            "Approve from the review page, after looking at the changes.", kind=Kind.INVALID
         )
     problem = four_eyes_problem(session, prompt_set, user)
     if problem is not None:
-        raise WorkflowError(problem, status=403, refused="prompt_set.approve_refused")
+        raise ForgeError(problem, kind=Kind.FORBIDDEN, refused="prompt_set.approve_refused")
     version = prompt_set.pending_version
     submitted_by_id = prompt_set.submitted_by_id
     changelog = prompt_set.pending_changelog or ""
@@ -414,31 +393,13 @@ def approve(
             PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version
         )
     ):
-        raise WorkflowError(f"Version {version} already exists; withdraw and submit again.")
-    from publisher import build_bundle
-
-    prompts = draft_prompts(session, prompt_set)
-    created_at = utcnow()
-    try:
-        built = build_bundle(
-            prompts,
-            project_id=str(prompt_set.project_id),
-            version=version,
-            prompt_set_id=str(prompt_set.id),
-            created_at=created_at,
-        )
-    except ValidationError as e:
-        raise WorkflowError(
-            "The prompts do not validate; request changes instead.", problems=e.problems
-        ) from e
-    record = PromptSetVersion(
-        prompt_set_id=prompt_set.id,
-        version=version,
-        bundle_json=built.data.decode("utf-8"),
-        content_sha256=built.content_sha256,
-        prompt_count=built.prompt_count,
+        raise ForgeError(f"Version {version} already exists; withdraw and submit again.")
+    record = new_version(
+        prompt_set,
+        draft_prompts(session, prompt_set),
+        version,
+        invalid="The prompts do not validate; request changes instead.",
         changelog=changelog,
-        created_at=created_at,
         submitted_by_id=submitted_by_id,
         approved_by_id=user.id,
     )
@@ -452,10 +413,51 @@ def approve(
         prompt_set,
         project=prompt_set.project,
         actor=user,
-        details={"version": version, "content_sha256": built.content_sha256},
+        details={"version": version, "content_sha256": record.content_sha256},
         session=session,
     )
     return record
+
+
+def new_version(
+    prompt_set: PromptSet,
+    prompts: dict[str, dict[str, Any]],
+    version: str,
+    *,
+    invalid: str,
+    changelog: str,
+    submitted_by_id: int | None,
+    approved_by_id: int | None,
+) -> PromptSetVersion:
+    """A version of ``prompts`` (its bundle built now), not yet added to the session.
+
+    Raises:
+        ForgeError: with ``invalid`` and the problems found, if the prompts do not validate.
+    """
+    from publisher import build_bundle
+
+    created_at = utcnow()
+    try:
+        built = build_bundle(
+            prompts,
+            project_id=str(prompt_set.project_id),
+            version=version,
+            prompt_set_id=str(prompt_set.id),
+            created_at=created_at,
+        )
+    except ValidationError as e:
+        raise ForgeError(invalid, problems=list(e.problems)) from e
+    return PromptSetVersion(
+        prompt_set_id=prompt_set.id,
+        version=version,
+        bundle_json=built.data.decode("utf-8"),
+        content_sha256=built.content_sha256,
+        prompt_count=built.prompt_count,
+        changelog=changelog,
+        created_at=created_at,
+        submitted_by_id=submitted_by_id,
+        approved_by_id=approved_by_id,
+    )
 
 
 def request_changes(
@@ -470,12 +472,12 @@ def request_changes(
     """REVIEW → LIVE with the reviewer's comment (shown on the set until the next submit).
 
     Raises:
-        WorkflowError: for a role below reviewer, an empty comment, or a set not in review.
+        ForgeError: for a role below reviewer, an empty comment, or a set not in review.
     """
     _require(role, Role.REVIEWER, "request changes")
     comment = comment.strip()
     if not comment:
-        raise WorkflowError("Say what should change, so the editor knows.", status=400)
+        raise ForgeError("Say what should change, so the editor knows.", kind=Kind.INVALID)
     _claim(
         session,
         prompt_set,
@@ -509,7 +511,7 @@ def unlock(
     """LOCKED → LIVE; its versions stay as they are.
 
     Raises:
-        WorkflowError: for a viewer or a set that is not locked.
+        ForgeError: for a viewer or a set that is not locked.
     """
     _require(role, Role.EDITOR, "unlock a prompt set")
     _claim(
@@ -542,14 +544,16 @@ def replace_prompts(
     not in ``prompts`` are deleted. Returns the ids ``added``, ``changed`` and ``removed``.
 
     Raises:
-        WorkflowError: if the prompts do not validate or the set is not LIVE.
+        ForgeError: if the prompts do not validate or the set is not LIVE.
     """
     from publisher import validate_prompts
 
     try:
         validated = validate_prompts(prompts)
     except ValidationError as e:
-        raise WorkflowError("The prompts are not valid.", status=400, problems=e.problems) from e
+        raise ForgeError(
+            "The prompts are not valid.", kind=Kind.INVALID, problems=e.problems
+        ) from e
     touch_live_set(session, prompt_set, user)
     existing = {
         p.key: p
@@ -605,7 +609,7 @@ def restore_version(
     """Replace the LIVE draft's content with a version's snapshot (the version stays as it is).
 
     Raises:
-        WorkflowError: for a viewer, or a set that is not LIVE.
+        ForgeError: for a viewer, or a set that is not LIVE.
     """
     _require(role, Role.EDITOR, "restore a version")
     summary = replace_prompts(

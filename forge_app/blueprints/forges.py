@@ -38,6 +38,7 @@ from sqlalchemy import select
 
 from forge_app.authz import member_role, signed_in_user
 from forge_app.config import KnownForge
+from forge_app.errors import http_status
 from forge_app.extensions import db
 from forge_app.models import Membership, Organisation, Project, Role
 from forge_app.models.peering import RemoteProject
@@ -265,7 +266,7 @@ def disconnect(connection_id: int) -> ResponseReturnValue:
         disconnect_project(db.session, signed_in_user(), reference)
     except PeeringError as e:
         db.session.rollback()
-        abort(e.status, str(e))
+        abort(http_status(e.kind), str(e))
     db.session.commit()
     flash(f"Disconnected {name} of {forge_name}. Nothing changed on {forge_name}.", "success")
     return redirect(url_for("forges.index")), 303

@@ -47,7 +47,7 @@ from anvil_client.wire import (
     key_id,
     verify_pointer,
 )
-from forge_app.audit import ACTION_LABELS, record_event
+from forge_app.audit import record_event
 from forge_app.authz import require_project_role, signed_in_user
 from forge_app.extensions import db
 from forge_app.live_instances import (
@@ -74,9 +74,6 @@ log = logging.getLogger("forge.instances")
 
 bp = Blueprint("instances", __name__)
 
-ACTION_LABELS.setdefault("instance.forget", "forgot LIVE instance")
-ACTION_LABELS.setdefault("instance.forget_bulk", "forgot silent LIVE instances of")
-ACTION_LABELS.setdefault("instance.archive", "archived silent LIVE instances of")
 
 DEFAULT_PER_PAGE = 100
 #: The publish status page and the publish confirmation list this many instances at most
@@ -217,7 +214,8 @@ def channel_targets(
 ) -> tuple[dict[str, ChannelTarget], list[str]]:
     """The current entry lists of each channel (from the store's signed pointer, else the
     FORGE's records), and one sentence per channel whose store pointer could not be read."""
-    from forge_app.services.publishing import PublishError, current_release
+    from forge_app.errors import ForgeError
+    from forge_app.services.publishing import current_release
 
     targets: dict[str, ChannelTarget] = {}
     problems: list[str] = []
@@ -235,7 +233,7 @@ def channel_targets(
         pointer: Pointer | None = None
         try:
             pointer = current_release(known[name])
-        except PublishError as e:
+        except ForgeError as e:
             problems.append(f"Channel {name}: {e}")
         if pointer is not None:
             targets[name] = ChannelTarget.from_pointer(pointer)

@@ -9,7 +9,6 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from forge_app.audit import (
@@ -18,11 +17,10 @@ from forge_app.audit import (
     event_links,
     filter_choices,
     project_events,
-    record_event,
 )
 from forge_app.authz import require_org_role, require_project_role, signed_in_user
 from forge_app.extensions import db
-from forge_app.forms import ProjectForm, save_name_and_description
+from forge_app.forms import ProjectForm
 from forge_app.models import (
     AuditEvent,
     Membership,
@@ -34,6 +32,7 @@ from forge_app.models import (
     Role,
     User,
 )
+from forge_app.services.naming import NameTaken, create_project, update_project
 
 bp = Blueprint("projects", __name__, url_prefix="/projects")
 
@@ -75,29 +74,15 @@ def index() -> ResponseReturnValue:
 def create(org: Organisation) -> ResponseReturnValue:
     form = ProjectForm()
     if form.validate_on_submit():
-        name = (form.name.data or "").strip()
-        if db.session.scalar(
-            select(Project.id).where(Project.org_id == org.id, Project.name == name)
-        ):
-            form.name.errors = [f"{org.name} already has a project named {name!r}."]
-        else:
-            project = Project(
-                org_id=org.id,
-                name=name,
-                description=(form.description.data or "").strip(),
-                created_by_id=signed_in_user().id,
+        try:
+            project = create_project(
+                org, form.name.data or "", form.description.data or "", user=signed_in_user()
             )
-            try:
-                db.session.add(project)
-                db.session.flush()
-                record_event("project.create", project, project=project)
-                db.session.commit()
-            except IntegrityError:  # created by someone else since the check above
-                db.session.rollback()
-                form.name.errors = [f"{org.name} already has a project named {name!r}."]
-            else:
-                flash(f"Project {name} is created. Add a prompt set to start.", "success")
-                return redirect(url_for("projects.show", project_id=project.id))
+        except NameTaken as e:
+            form.name.errors = [str(e)]
+        else:
+            flash(f"Project {project.name} is created. Add a prompt set to start.", "success")
+            return redirect(url_for("projects.show", project_id=project.id))
     return render_template("projects/create.html", form=form, org=org, nav="projects")
 
 
@@ -177,15 +162,14 @@ def settings(project: Project) -> ResponseReturnValue:
     if request.method == "POST":
         if g.role < Role.OWNER:
             abort(403)
-        if form.validate_on_submit() and save_name_and_description(
-            project,
-            form,
-            action="project.update",
-            project=project,
-            taken="Another project is already named {name!r}.",
-        ):
-            flash("Project settings are saved.", "success")
-            return redirect(url_for("projects.settings", project_id=project.id))
+        if form.validate_on_submit():
+            try:
+                update_project(project, form.name.data or "", form.description.data or "")
+            except NameTaken as e:
+                form.name.errors = [str(e)]
+            else:
+                flash("Project settings are saved.", "success")
+                return redirect(url_for("projects.settings", project_id=project.id))
     return render_template(
         "projects/settings.html", project=project, form=form, nav="projects", tab="settings"
     )

@@ -47,11 +47,12 @@ from forge_app.editing import (
     prompt_file_entry,
     render_preview,
 )
+from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.isolation import IsolationBusy, Slots
 from forge_app.live_instances import SlidingWindowLimiter
 from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User, utcnow
-from forge_app.workflow import WorkflowError, apply_entry, touch_live_set
+from forge_app.workflow import apply_entry, touch_live_set
 
 bp = Blueprint(
     "prompts", __name__, url_prefix="/projects/<uuid:project_id>/sets/<uuid:set_id>/prompts"
@@ -189,7 +190,7 @@ def new(project: Project, set_id: str) -> ResponseReturnValue:
     user = signed_in_user()
     try:
         touch_live_set(db.session, prompt_set, user)
-    except WorkflowError as e:
+    except ForgeError as e:
         db.session.rollback()
         return _render(
             project,
@@ -304,7 +305,7 @@ def edit(project: Project, set_id: str, key: str) -> ResponseReturnValue:
         if changed:
             record_event("prompt.update", prompt, project=project, details=details)
         db.session.commit()
-    except WorkflowError as e:
+    except ForgeError as e:
         db.session.rollback()
         return _render(
             project,
@@ -368,7 +369,7 @@ def delete(project: Project, set_id: str, key: str) -> ResponseReturnValue:
     prompt = _load_prompt(prompt_set, key)
     try:
         touch_live_set(db.session, prompt_set, signed_in_user())
-    except WorkflowError as e:
+    except ForgeError as e:
         db.session.rollback()
         flash(str(e), "error")
         return redirect(_edit_url(project, prompt_set, key))

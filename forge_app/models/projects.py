@@ -89,10 +89,6 @@ class PromptSet(Base):
     updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
 
     @property
-    def status_enum(self) -> SetStatus:
-        return SetStatus(self.status)
-
-    @property
     def editable(self) -> bool:
         return self.status == SetStatus.LIVE.value
 

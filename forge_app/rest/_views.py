@@ -20,6 +20,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_org_role, require_project_role, signed_in_user
 from forge_app.editing import PromptDraft, check_draft, prompt_file_entry
+from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import db
 from forge_app.models import (
     Membership,
@@ -35,7 +36,6 @@ from forge_app.models.distribution import DEFAULT_CHANNELS, POLICIES, Channel
 from forge_app.rest import _schemas as s
 from forge_app.rest._registry import ApiError, operation, read_body, read_pagination
 from forge_app.workflow import (
-    WorkflowError,
     apply_entry,
     approve,
     latest_release,
@@ -435,9 +435,9 @@ def _checked_entry(
     return checked.entry, checked.variables
 
 
-def _workflow_error(error: WorkflowError) -> ApiError:
+def _workflow_error(error: ForgeError) -> ApiError:
     db.session.rollback()
-    return ApiError(error.status, str(error), details=error.problems or None)
+    return ApiError(http_status(error.kind), str(error), details=error.problems or None)
 
 
 def _require_editable(prompt_set: PromptSet) -> None:
@@ -481,7 +481,7 @@ def create_prompt(project: Project, set_id: str) -> s.Prompt:
             "prompt.create", prompt, project=project, details={"set": prompt_set.name, "via": "api"}
         )
         db.session.commit()
-    except WorkflowError as e:
+    except ForgeError as e:
         raise _workflow_error(e) from None
     except IntegrityError:
         db.session.rollback()
@@ -524,7 +524,7 @@ def update_prompt(project: Project, set_id: str, key: str) -> s.Prompt:
             "prompt.update", prompt, project=project, details={"set": prompt_set.name, "via": "api"}
         )
         db.session.commit()
-    except WorkflowError as e:
+    except ForgeError as e:
         raise _workflow_error(e) from None
     except StaleDataError:
         db.session.rollback()
@@ -559,7 +559,7 @@ def submit_set(project: Project, set_id: str) -> s.PromptSet:
             expected_revision=body.revision,
         )
         db.session.commit()
-    except WorkflowError as e:
+    except ForgeError as e:
         raise _workflow_error(e) from None
     return _set_model(project, prompt_set)
 
@@ -582,7 +582,7 @@ def approve_set(project: Project, set_id: str) -> s.Version:
             db.session, prompt_set, signed_in_user(), role=g.role, expected_revision=body.revision
         )
         db.session.commit()
-    except WorkflowError as e:
+    except ForgeError as e:
         raise _workflow_error(e) from None
     except IntegrityError:
         db.session.rollback()
@@ -612,7 +612,7 @@ def request_changes_set(project: Project, set_id: str) -> s.PromptSet:
             expected_revision=body.revision,
         )
         db.session.commit()
-    except WorkflowError as e:
+    except ForgeError as e:
         raise _workflow_error(e) from None
     return _set_model(project, prompt_set)
 
@@ -667,9 +667,9 @@ def publish(project: Project, channel: str) -> s.Publication:
             rollout_percent=body.rollout_percent,
         )
         db.session.commit()
-    except publishing.PublishError as e:
+    except ForgeError as e:
         db.session.rollback()
-        raise ApiError(e.status, str(e), details=e.problems or None) from None
+        raise ApiError(http_status(e.kind), str(e), details=e.problems or None) from None
     return _publication_model(publication, found)
 
 
@@ -693,7 +693,7 @@ def rollback(project: Project, channel: str) -> s.Publication:
             found, body.sequence, user=signed_in_user(), role=g.role
         )
         db.session.commit()
-    except publishing.PublishError as e:
+    except ForgeError as e:
         db.session.rollback()
-        raise ApiError(e.status, str(e), details=e.problems or None) from None
+        raise ApiError(http_status(e.kind), str(e), details=e.problems or None) from None
     return _publication_model(publication, found)

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from forge_app.audit import record_event
+from forge_app.errors import ForgeError, Kind
 from forge_app.models import User, utcnow
 from forge_app.models.api_tokens import API_SCOPES, ApiToken
 
@@ -45,8 +46,10 @@ _ALPHABET = string.ascii_lowercase + string.digits
 _TOUCH_EVERY = timedelta(seconds=60)
 
 
-class ApiTokenError(Exception):
+class ApiTokenError(ForgeError):
     """A token request that cannot be done; ``str()`` is one sentence for the user."""
+
+    default_kind = Kind.INVALID
 
 
 def _hash(text: str) -> str:

@@ -22,7 +22,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from forge_app.audit import ACTION_LABELS, record_event
+from forge_app.audit import record_event
+from forge_app.errors import ForgeError, Kind
 from forge_app.models import Membership, Organisation, Role, User, utcnow
 from forge_app.models.invitations import Invitation
 from forge_app.users import add_member
@@ -42,13 +43,11 @@ EXPIRY_DAYS = (1, 7, 14)
 _TOKEN_RE = re.compile(r"^inv_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
-ACTION_LABELS.setdefault("org.invite_create", "created an invitation to")
-ACTION_LABELS.setdefault("org.invite_revoke", "withdrew an invitation to")
-ACTION_LABELS.setdefault("org.invite_accept", "joined by invitation:")
 
-
-class InvitationError(ValueError):
+class InvitationError(ForgeError, ValueError):
     """An invitation that cannot be used, with one sentence for the person holding the link."""
+
+    default_kind = Kind.INVALID
 
 
 @dataclass(frozen=True)

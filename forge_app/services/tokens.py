@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import os
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -29,9 +29,14 @@ from sqlalchemy import select
 
 from anvil_client.errors import AnvilError, ConfigError
 from anvil_client.wire import AccessToken as WireToken
+from forge_app.audit import record_event
+from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import Project, User, utcnow
 from forge_app.models.distribution import AccessToken
+
+if TYPE_CHECKING:
+    from forge_app.services.publishing import RecipientsReport
 
 __all__ = [
     "TokenStatus",
@@ -40,9 +45,11 @@ __all__ = [
     "create_token",
     "decrypt_secret",
     "encrypt_secret",
+    "generate_token",
     "hash_token",
     "lookup_token_status",
     "reveal_token",
+    "show_token",
     "touch_last_used",
     "wire_token",
 ]
@@ -125,6 +132,43 @@ def create_token(project: Project, name: str, *, user: User) -> tuple[AccessToke
     )
     db.session.add(row)
     return row, wire.text
+
+
+def generate_token(
+    project: Project, name: str, *, user: User
+) -> tuple[AccessToken, str, RecipientsReport]:
+    """Generate an ACCESS_TOKEN, audit it, re-encrypt the project's channels for the new set of
+    recipients, and commit. Returns the row, its text (show it once, never log it) and the
+    re-encryption report (a store failure is reported in it: the token exists either way)."""
+    # publishing reads the tokens (its recipients), so it is imported here, not at the top.
+    from forge_app.services.publishing import RecipientsReport, sync_recipients
+
+    token, text = create_token(project, name, user=user)
+    db.session.flush()
+    record_event(
+        "token.create",
+        token,
+        project=project,
+        details={"token_id": token.token_id, "name": token.name},
+    )
+    try:
+        report = sync_recipients(project, user=user, reason=f"new token {token.token_id}")
+    except ForgeError as e:
+        report = RecipientsReport(failed=[("all channels", str(e))])
+    db.session.commit()
+    return token, text, report
+
+
+def show_token(token: AccessToken) -> str:
+    """The full token text for its owner, with an audit event (committed).
+
+    Raises:
+        ConfigError: as for :func:`wire_token` (nothing is recorded then).
+    """
+    text = reveal_token(token)
+    record_event("token.reveal", token, project=token.project, details={"token_id": token.token_id})
+    db.session.commit()
+    return text
 
 
 def wire_token(token: AccessToken) -> WireToken:

@@ -70,6 +70,8 @@ PUBLIC_ENDPOINTS = {
     "api.heartbeat",
     "rest.openapi",
     "orgs.join",
+    "hints.hints",  # bearer ACCESS_TOKEN (checked by the view: 401/403)
+    "metrics.metrics",  # FORGE_METRICS_TOKEN bearer, else 404 (issue 14)
 }
 #: The bearer-token APIs: anonymous callers get 401, never the sign-in page.
 API_PREFIXES = ("api.", "rest.")

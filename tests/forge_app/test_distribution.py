@@ -34,6 +34,7 @@ from anvil_client.wire import (
     sha256_hex,
     verify_envelope,
 )
+from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import (
     AuditEvent,
@@ -46,7 +47,6 @@ from forge_app.models import (
 )
 from forge_app.models.distribution import AccessToken, Channel, Publication
 from forge_app.services import publishing
-from forge_app.services.publishing import PublishError
 from forge_app.services.tokens import create_token
 from forge_app.workflow import approve, submit, unlock
 from publisher import Publisher, build_bundle
@@ -310,7 +310,7 @@ def test_owners_add_and_remove_custom_channels(env: Env, client_as: Any, locked:
         assert canary is not None and canary.accepts == ("LOCKED",)
     # A reviewer may not publish to a LOCKED-only custom channel; an owner may.
     env.token()
-    with pytest.raises(PublishError, match="owner role"):
+    with pytest.raises(ForgeError, match="owner role"):
         env.call(
             publishing.publish_version,
             f"version:{locked}",
@@ -1293,7 +1293,7 @@ def test_no_set_is_removed_during_a_rollout(env: Env, client_as: Any, locked: st
     remove = f"{env.channel_url('production')}/remove"
     page = owner.get(f"{remove}?set={checkout}").get_data(as_text=True)
     assert "rollout in progress" in page and "data-remove disabled" in page
-    with pytest.raises(PublishError, match="complete or abort it"):
+    with pytest.raises(ForgeError, match="complete or abort it"):
         env.call(publishing.remove_from_channel, "channel:production", str(checkout))
     assert env.pointer("production").sequence == 3
     # The channel page says what the rollout's other instances keep.

@@ -18,7 +18,7 @@ from anvil_client.errors import StoreUnavailable
 from anvil_client.stores import FileStore
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Prompt, PromptSet, User
-from forge_app.services import publishing
+from forge_app.services import publishing, store
 from forge_app.users import create_user
 from tests.forge_app.conftest import PASSWORD, SAMPLE_PROMPTS, World, add_prompts, lock_version
 from tests.forge_app.test_security import _csrf_from, _sign_in
@@ -476,9 +476,9 @@ def store_unreachable(app: Flask, how: str, monkeypatch: pytest.MonkeyPatch) -> 
         root = publishing.store_root()
     assert root is not None and root.is_dir()
     if how == "down":
-        real = publishing.Publisher
+        real = store.Publisher
         with monkeypatch.context() as patch:
-            patch.setattr(publishing, "Publisher", lambda _url, **kw: real(DownStore(root), **kw))
+            patch.setattr(store, "Publisher", lambda _url, **kw: real(DownStore(root), **kw))
             yield
         return
     hidden = root.with_name(root.name + ".away")

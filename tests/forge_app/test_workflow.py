@@ -11,9 +11,10 @@ import pytest
 from flask import Flask
 
 from anvil_client.wire import canonical_json, parse_bundle, sha256_hex
+from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, PromptSet, PromptSetVersion, Role, SetStatus, User
-from forge_app.workflow import WorkflowError, approve, next_version, submit, touch_live_set
+from forge_app.workflow import approve, next_version, submit, touch_live_set
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
 
@@ -154,7 +155,7 @@ def test_roles_are_checked_by_the_workflow_itself(app: Flask, world: World) -> N
         viewer = db.session.get(User, world.users["viewer"])
         editor = db.session.get(User, world.users["editor"])
         assert prompt_set is not None and viewer is not None and editor is not None
-        with pytest.raises(WorkflowError) as error:
+        with pytest.raises(ForgeError) as error:
             submit(
                 db.session,
                 prompt_set,
@@ -175,7 +176,7 @@ def test_roles_are_checked_by_the_workflow_itself(app: Flask, world: World) -> N
             expected_revision=None,
         )
         db.session.commit()
-        with pytest.raises(WorkflowError) as error:
+        with pytest.raises(ForgeError) as error:
             approve(
                 db.session,
                 prompt_set,
@@ -325,7 +326,7 @@ def test_an_edit_racing_a_submit_cannot_slip_into_review(app: Flask, world: Worl
             expected_revision=prompt_set.revision,
         )
         db.session.commit()
-        with pytest.raises(WorkflowError, match="REVIEW now"):
+        with pytest.raises(ForgeError, match="REVIEW now"):
             touch_live_set(db.session, prompt_set, editor)
 
 
@@ -507,7 +508,7 @@ def test_restores_and_imports_make_contributors_until_the_next_version(
         )
         session.commit()
         for name in ("reviewer", "reviewer2"):
-            with pytest.raises(WorkflowError, match="You changed this prompt set") as error:
+            with pytest.raises(ForgeError, match="You changed this prompt set") as error:
                 approve(
                     session,
                     prompt_set,
