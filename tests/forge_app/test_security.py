@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -173,6 +174,7 @@ def test_every_post_route_refuses_a_request_without_csrf_token(
             "org_slug": csrf_world.org_slug,
             "membership_id": 1,
             "connection_id": 1,
+            "invitation_id": 1,
         }
         with csrf_app.test_request_context():
             from flask import url_for
@@ -212,24 +214,34 @@ def test_every_rendered_post_form_carries_a_csrf_token(csrf_app: Flask, csrf_wor
     # and the draft-editing pages
     pages_after_unlock = [f"{set_url}/prompts/new", f"{set_url}/import", f"{set_url}/submit"]
     post_forms = 0
+
+    def check(url: str) -> None:
+        """Every POST form on the page and on the confirmation pages it links to."""
+        nonlocal post_forms
+        page = client.get(url).get_data(True)
+        confirmations = re.findall(r'href="(/confirm/[^"]+)"', page)
+        for text in [page, *(client.get(html.unescape(c)).get_data(True) for c in confirmations)]:
+            parser = _Forms()
+            parser.feed(text)
+            for form in parser.forms:
+                if form["method"] == "post":
+                    assert "csrf_token" in form["inputs"], url
+                    post_forms += 1
+
     for url in pages:
-        parser = _Forms()
-        parser.feed(client.get(url).get_data(True))
-        for form in parser.forms:
-            if form["method"] == "post":
-                assert "csrf_token" in form["inputs"], url
-                post_forms += 1
-    token = _csrf_from(client.get(set_url).get_data(True))
-    revision = re.search(r'name="revision" value="(\d+)"', client.get(set_url).get_data(True))
+        check(url)
+    unlock = next(
+        c
+        for c in re.findall(r'href="(/confirm/[^"]+)"', client.get(set_url).get_data(True))
+        if "/unlock" in client.get(html.unescape(c)).get_data(True)
+    )
+    confirmation = client.get(html.unescape(unlock)).get_data(True)
+    token = _csrf_from(confirmation)
+    revision = re.search(r'name="revision" value="(\d+)"', confirmation)
     assert revision is not None
     client.post(f"{set_url}/unlock", data={"csrf_token": token, "revision": revision.group(1)})
     for url in pages_after_unlock:
-        parser = _Forms()
-        parser.feed(client.get(url).get_data(True))
-        for form in parser.forms:
-            if form["method"] == "post":
-                assert "csrf_token" in form["inputs"], url
-                post_forms += 1
+        check(url)
     assert post_forms >= 12
 
 

@@ -4,6 +4,7 @@ versions as exact bundle bytes, and every rule enforced by the server."""
 from __future__ import annotations
 
 import json
+import html
 import re
 from typing import Any
 
@@ -24,9 +25,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def _revision(client: Any, url: str) -> str:
-    match = re.search(r'name="revision" value="(\d+)"', client.get(url).get_data(True))
-    assert match is not None, f"no revision on {url}"
-    return match.group(1)
+    """The revision a form on ``url`` posts, directly or on its confirmation page."""
+    page = client.get(url).get_data(True)
+    pages = [page] + [
+        client.get(html.unescape(link)).get_data(True)
+        for link in re.findall(r'href="(/confirm/[^"]+)"', page)
+    ]
+    for text in pages:
+        if match := re.search(r'name="revision" value="(\d+)"', text):
+            return match.group(1)
+    raise AssertionError(f"no revision on {url}")
 
 
 def _status(app: Flask, world: World) -> str:
