@@ -3,8 +3,8 @@ versions as exact bundle bytes, and every rule enforced by the server."""
 
 from __future__ import annotations
 
-import json
 import html
+import json
 import re
 from typing import Any
 
