@@ -20,17 +20,9 @@ from typing import TYPE_CHECKING, Any
 from anvil_client.errors import AnvilError, PromptNotFound
 
 if TYPE_CHECKING:
-    from anvil_client._client import (
-        AnvilClient,
-        Status,
-        configure,
-        messages,
-        prompt,
-        record,
-        status,
-        template,
-    )
+    from anvil_client._client import AnvilClient, Status
     from anvil_client._config import ClientConfig
+    from anvil_client._default import configure, messages, prompt, record, status, template
 
 __all__ = [
     "AnvilClient",
@@ -50,19 +42,19 @@ __all__ = [
 _LAZY = {
     "AnvilClient": "anvil_client._client",
     "Status": "anvil_client._client",
-    "configure": "anvil_client._client",
-    "messages": "anvil_client._client",
-    "prompt": "anvil_client._client",
-    "record": "anvil_client._client",
-    "status": "anvil_client._client",
-    "template": "anvil_client._client",
+    "configure": "anvil_client._default",
+    "messages": "anvil_client._default",
+    "prompt": "anvil_client._default",
+    "record": "anvil_client._default",
+    "status": "anvil_client._default",
+    "template": "anvil_client._default",
     "ClientConfig": "anvil_client._config",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from anvil_client._client import client_version
+        from anvil_client._timing import client_version
 
         return client_version()
     module_name = _LAZY.get(name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_client._config import MODES, Mode
+from anvil_client._platform import lock
 from anvil_client.errors import AnvilError, ConfigError, SizeLimitError
 from anvil_client.stores import write_atomically
 from anvil_client.stores._base import is_usable_etag
@@ -274,7 +274,7 @@ class DiskCache:
         fd = os.open(self.dir / ".write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._held.add(fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            lock(fd)
             yield
         finally:
             self._held.discard(fd)
@@ -296,7 +296,7 @@ class DiskCache:
                 return False
             self._probe_fd = fd
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock(fd, blocking=False)
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return False

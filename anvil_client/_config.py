@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from anvil_client._heartbeat import check_token_transport
+from anvil_client._platform import check_platform
 from anvil_client.errors import ConfigError
 from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore
 from anvil_client.wire import CHANNEL_RE, DEFAULT_MAX_OUTPUT, AccessToken, TrustedKey
@@ -108,46 +109,18 @@ class ClientConfig:
     _token: AccessToken | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.store, str):
-            if not self.store.strip():
-                raise ConfigError(_missing("store"))
-            _set(self, "store", self.store.strip())
-        elif not isinstance(self.store, ObjectStore):
-            raise ConfigError("store must be a store URL or an ObjectStore")
-        if not self.project_id:
-            raise ConfigError(_missing("project_id"))
-        if not PROJECT_ID_RE.match(self.project_id):
-            raise ConfigError(f"project_id {self.project_id[:140]!r} is not a project id (a UUID)")
-        if not CHANNEL_RE.match(self.channel):
-            raise ConfigError(
-                f"channel {self.channel[:40]!r} is invalid: use 1-32 of a-z, 0-9 and '-'"
-            )
-        keys = _as_key_texts(self.trusted_keys)
-        if not keys:
-            raise ConfigError(_missing("trusted_keys"))
-        _set(self, "trusted_keys", keys)
-        _set(self, "_keys", tuple(TrustedKey.parse(text) for text in keys))
-        token = self.access_token.strip() if self.access_token else None
-        _set(self, "access_token", token or None)
-        _set(self, "_token", AccessToken.parse(token) if token else None)
-        _set(self, "cache_dir", Path(self.cache_dir))
-        if self.bootstrap is not None:
-            _set(self, "bootstrap", Path(self.bootstrap))
-        mode = str(self.mode).strip().lower()
-        if mode not in MODES:
-            raise ConfigError(f"mode must be 'accepting' or 'frozen', got {str(self.mode)[:40]!r}")
-        _set(self, "mode", mode)
-        for name in ("poll_interval", "heartbeat_interval"):
-            _set(self, name, _positive_seconds(name, getattr(self, name)))
-        for name in ("max_bundle_size", "max_output"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of bytes")
-        if self.forge_url is not None:
-            _set(self, "forge_url", _check_forge_url(self.forge_url))
-        for name in _BOOL_KEYS:
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false")
+        check_platform()
+        # Every value is checked and normalised first (in field order: the first problem is
+        # the one reported), then set once.
+        resolved: dict[str, Any] = {}
+        for name, check in _CHECKS.items():
+            resolved[name] = value = check(getattr(self, name))
+            if name == "trusted_keys":  # parsed here: a bad key is reported before later fields
+                resolved["_keys"] = tuple(TrustedKey.parse(text) for text in value)
+            elif name == "access_token":
+                resolved["_token"] = AccessToken.parse(value) if value else None
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)  # frozen: the one place values are set
 
     @property
     def keys(self) -> tuple[TrustedKey, ...]:
@@ -246,6 +219,79 @@ _FIELD_NAMES = frozenset(ClientConfig.__dataclass_fields__) - {
 }
 
 
+def _check_store(store: object) -> str | ObjectStore:
+    if isinstance(store, str):
+        if not store.strip():
+            raise ConfigError(_missing("store"))
+        return store.strip()
+    if not isinstance(store, ObjectStore):
+        raise ConfigError("store must be a store URL or an ObjectStore")
+    return store
+
+
+def _check_project_id(project_id: str) -> str:
+    if not project_id:
+        raise ConfigError(_missing("project_id"))
+    if not PROJECT_ID_RE.match(project_id):
+        raise ConfigError(f"project_id {project_id[:140]!r} is not a project id (a UUID)")
+    return project_id
+
+
+def _check_channel(channel: str) -> str:
+    if not CHANNEL_RE.match(channel):
+        raise ConfigError(f"channel {channel[:40]!r} is invalid: use 1-32 of a-z, 0-9 and '-'")
+    return channel
+
+
+def _check_trusted_keys(value: object) -> tuple[str, ...]:
+    keys = _as_key_texts(value)
+    if not keys:
+        raise ConfigError(_missing("trusted_keys"))
+    return keys
+
+
+def _check_token(token: str | None) -> str | None:
+    return (token.strip() if token else None) or None
+
+
+def _positive_bytes(name: str) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name} must be a positive number of bytes")
+        return value
+
+    return check
+
+
+def _boolean(name: str) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false")
+        return value
+
+    return check
+
+
+#: How each field is checked and normalised, in the order the checks run.
+_CHECKS: Mapping[str, Callable[[Any], Any]] = {
+    "store": _check_store,
+    "project_id": _check_project_id,
+    "channel": _check_channel,
+    "trusted_keys": _check_trusted_keys,
+    "access_token": _check_token,
+    "cache_dir": Path,
+    "bootstrap": lambda value: None if value is None else Path(value),
+    "mode": lambda value: parse_mode(str(value)),
+    "poll_interval": lambda value: _positive_seconds("poll_interval", value),
+    "heartbeat_interval": lambda value: _positive_seconds("heartbeat_interval", value),
+    "max_bundle_size": _positive_bytes("max_bundle_size"),
+    "max_output": _positive_bytes("max_output"),
+    "forge_url": lambda value: None if value is None else _check_forge_url(value),
+    "hints": _boolean("hints"),
+    "usage": _boolean("usage"),
+}
+
+
 def discover_config_file(directory: Path) -> Path | None:
     """``anvil.toml`` in ``directory``, else its ``pyproject.toml`` if it has ``[tool.anvil]``."""
     candidate = directory / CONFIG_FILE
@@ -296,23 +342,27 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r} in {path}")
     for key, value in data.items():
-        if key == "trusted_keys":
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"trusted_keys in {path} must be a list of strings")
-        elif key in _BOOL_KEYS:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key} in {path} must be true or false")
-        elif key in _NUMBER_KEYS or key == "max_bundle_size":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{key} in {path} must be a number")
-        elif not isinstance(value, str):
-            raise ConfigError(f"{key} in {path} must be a string")
+        _check_file_value(path, key, value)
     for key in _PATH_KEYS:
         if key in data:
             data[key] = path.parent / Path(data[key]).expanduser()
     return data
+
+
+def _check_file_value(path: Path, key: str, value: object) -> None:
+    if key == "trusted_keys":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"trusted_keys in {path} must be a list of strings")
+    elif key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} in {path} must be true or false")
+    elif key in _NUMBER_KEYS or key == "max_bundle_size":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} in {path} must be a number")
+    elif not isinstance(value, str):
+        raise ConfigError(f"{key} in {path} must be a string")
 
 
 def _from_env_text(name: str, var: str, raw: str) -> Any:
@@ -374,10 +424,6 @@ def _check_forge_url(url: str) -> str:
 
 def _missing(name: str) -> str:
     return f"no {name} configured: pass {name}=, set {ENV_VARS[name]} or add {name} to anvil.toml"
-
-
-def _set(config: ClientConfig, name: str, value: object) -> None:
-    object.__setattr__(config, name, value)
 
 
 def parse_mode(text: str) -> Mode:

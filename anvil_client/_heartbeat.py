@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -147,7 +146,8 @@ class HeartbeatSender:
 
         A kept-alive connection the FORGE closed meanwhile is retried once on a new one (the
         request never reached it). Each attempt takes at most about ``timeout`` seconds: socket
-        timeouts bound each read, and a timer cuts off a FORGE that answers a byte at a time.
+        timeouts bound each read, and the transport's :class:`~anvil_client._transport.Deadline`
+        cuts off a FORGE that answers a byte at a time.
         """
         reused = self._connection is not None
         status, problem, retry = self._attempt(body, user_agent)
@@ -162,43 +162,22 @@ class HeartbeatSender:
                 connection.close()
 
     def _connect(self) -> Any:
-        import http.client  # only processes that send heartbeats pay for it
+        from anvil_client._transport import http_connection  # only processes that send them
 
         if self._connection is None:
-            if self._https:
-                import ssl
-
-                self._connection = http.client.HTTPSConnection(
-                    self._host,
-                    self._port,
-                    timeout=self._timeout,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                self._connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
+            self._connection = http_connection(
+                https=self._https, host=self._host, port=self._port, timeout=self._timeout
+            )
         return self._connection
 
     def _attempt(self, body: bytes, user_agent: str) -> tuple[int | None, str | None, bool]:
         """One POST: (status, problem, whether the connection was found closed before use)."""
         import http.client
 
+        from anvil_client._transport import Deadline
+
         connection = self._connect()
-        expired = threading.Event()
-
-        import socket
-
-        def cut_off() -> None:
-            expired.set()
-            sock = connection.sock
-            if isinstance(sock, socket.socket):
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # plain, also under TLS
-
-        timer = threading.Timer(self._timeout, cut_off)
-        timer.daemon = True
-        timer.start()
+        deadline = Deadline(self._timeout, connection).start()
         keep = False
         try:
             connection.request(
@@ -216,20 +195,20 @@ class HeartbeatSender:
             status = response.status
             keep = not response.will_close and response.isclosed()
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-            if expired.is_set():
+            if deadline.expired:
                 return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
             reason = " ".join(str(e).split())[:200]
             return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}", True
         except (OSError, ValueError, http.client.HTTPException) as e:
-            if expired.is_set() or isinstance(e, TimeoutError):
+            if deadline.expired or isinstance(e, TimeoutError):
                 return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
             reason = " ".join(str(e).split())[:200]  # the FORGE's text (a status line) is clipped
             return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}", False
         finally:
-            timer.cancel()
-            if not keep or expired.is_set():
+            deadline.stop()
+            if not keep or deadline.expired:
                 self.close()
-        if expired.is_set():  # what was read before the cut-off may parse, but is cut short
+        if deadline.expired:  # what was read before the cut-off may parse, but is cut short
             return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
         if 200 <= status < 300:
             return status, None, False

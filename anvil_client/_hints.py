@@ -14,6 +14,8 @@ store and verifies the signed pointer as always, so a forged or replayed hint co
 extra verified poll per second. When the stream drops, polling goes on as usual and the
 stream is reopened after a jittered, capped backoff. Redirects are not followed (they could
 carry the token elsewhere) and plain ``http://`` is allowed only to loopback, as heartbeats.
+A stream has no overall deadline (it is meant to stay open): connections come from
+``_transport.http_connection`` and each read is bounded by ``READ_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from anvil_client._heartbeat import check_token_transport
+from anvil_client._transport import http_connection, shutdown
 
 HINTS_PATH = "/api/v1/live/hints"
 #: No byte for this long (the FORGE sends keep-alive comments more often): reconnect.
@@ -144,10 +146,7 @@ class HintStream:
         """Close the stream in use (the thread reconnects if still active)."""
         with self._lock:
             connection = self._connection
-        sock = getattr(connection, "sock", None)
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        shutdown(getattr(connection, "sock", None))
 
     def close(self, timeout: float = 5.0) -> None:
         self._closed.set()
@@ -188,18 +187,9 @@ class HintStream:
         """One connection, read until it drops; ``True`` when the FORGE refused it (4xx)."""
         import http.client
 
-        connection: http.client.HTTPConnection
-        if self._https:
-            import ssl
-
-            connection = http.client.HTTPSConnection(
-                self._host,
-                self._port,
-                timeout=CONNECT_TIMEOUT,
-                context=ssl.create_default_context(),
-            )
-        else:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
+        connection = http_connection(
+            https=self._https, host=self._host, port=self._port, timeout=CONNECT_TIMEOUT
+        )
         with self._lock:
             self._connection = connection
         try:

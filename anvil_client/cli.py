@@ -30,8 +30,8 @@ from anvil_client._config import (
     parse_mode,
     read_config_file,
 )
+from anvil_client._settings_file import write_config
 from anvil_client.errors import AnvilError, ConfigError
-from anvil_client.stores import write_atomically
 from anvil_client.wire import generate_private_key, public_key_text
 
 P = ParamSpec("P")
@@ -130,7 +130,7 @@ def init(
         "forge_url": forge_url,
     }
     _check_partial(settings)
-    _write_config(path, settings)
+    write_config(path, settings)
     _prepare_cache_dir(Path.cwd(), cache_dir)
     missing = [name for name in ("store", "project_id", "trusted_keys") if not settings[name]]
     click.echo(f"Wrote {path.name} and created {cache_dir}/ (ignored by git).")
@@ -186,34 +186,11 @@ def connect(
             raise ConfigError(f"{path} already exists; pass --yes to overwrite it")
         click.confirm(f"{path.name} exists; overwrite it?", abort=True)
 
-    def ask(value: str | None, name: str, text: str, **options: Any) -> str:
-        if value:
-            return value
-        default = existing.get(name)
-        if isinstance(default, list):
-            default = default[0] if default else None
-        if no_input:
-            if default is not None or "default" in options:
-                return str(default if default is not None else options["default"])
-            raise ConfigError(f"--{name.replace('_', '-')} is required with --no-input")
-        if default is not None:
-            options["default"] = str(default)
-        return str(click.prompt(text, **options))
-
+    ask = _asker(existing, no_input=no_input)
     store = ask(store, "store", "Store URL (s3://bucket/prefix, https://host/prefix, file:///dir)")
     project_id = ask(project_id, "project_id", "Project id")
     channel = ask(channel, "channel", "Channel", default="production")
-    token = access_token or os.environ.get(token_env) or None
-    if token is None and not no_input:
-        token = (
-            click.prompt(
-                "ACCESS_TOKEN (input hidden; empty for an unencrypted channel)",
-                hide_input=True,
-                default="",
-                show_default=False,
-            )
-            or None
-        )
+    token = _ask_token(access_token, token_env, no_input=no_input)
     keys = list(trusted_keys) or [ask(None, "trusted_keys", "Trusted public key (ed25519:…)")]
     mode = ask(mode, "mode", "Mode", default="accepting", type=click.Choice(MODES))
     cache_dir = cache_dir or str(existing.get("cache_dir") or DEFAULT_CACHE_DIR)
@@ -233,7 +210,7 @@ def connect(
     with AnvilClient(config=config, start=False) as client:
         status = client.sync()
         usage = _usage_line(client)
-    _write_config(
+    write_config(
         path,
         {
             "store": config.store_url,
@@ -257,6 +234,42 @@ def connect(
     click.echo("Add to your app:")
     for line in (*APP_LINES[:-1], usage):
         click.echo(f"    {line}")
+
+
+def _asker(existing: dict[str, Any], *, no_input: bool) -> Callable[..., str]:
+    """``ask(value, name, text, **click_prompt_options)``: the value given, else a prompt that
+    defaults to the existing file's value (with ``no_input``: that value or an error)."""
+
+    def ask(value: str | None, name: str, text: str, **options: Any) -> str:
+        if value:
+            return value
+        default = existing.get(name)
+        if isinstance(default, list):
+            default = default[0] if default else None
+        if no_input:
+            if default is not None or "default" in options:
+                return str(default if default is not None else options["default"])
+            raise ConfigError(f"--{name.replace('_', '-')} is required with --no-input")
+        if default is not None:
+            options["default"] = str(default)
+        return str(click.prompt(text, **options))
+
+    return ask
+
+
+def _ask_token(access_token: str | None, token_env: str, *, no_input: bool) -> str | None:
+    token = access_token or os.environ.get(token_env) or None
+    if token is None and not no_input:
+        token = (
+            click.prompt(
+                "ACCESS_TOKEN (input hidden; empty for an unencrypted channel)",
+                hide_input=True,
+                default="",
+                show_default=False,
+            )
+            or None
+        )
+    return token
 
 
 def _usage_line(client: AnvilClient) -> str:
@@ -435,41 +448,6 @@ def _check_partial(settings: dict[str, Any]) -> None:
     probe.setdefault("trusted_keys", [public_key_text(generate_private_key().public_key())])
     probe.pop("access_token_env", None)
     ClientConfig(**{**probe, "mode": parse_mode(probe.get("mode", "accepting"))})
-
-
-def _write_config(path: Path, settings: dict[str, Any]) -> None:
-    lines = [
-        "# Anvil LIVE client settings (DESIGN §9). Environment variables ANVIL_* override them.",
-        "# The ACCESS_TOKEN is never stored here: it is read from the variable access_token_env.",
-    ]
-    placeholders = {
-        "store": '"s3://bucket/prefix"',
-        "project_id": '"00000000-0000-0000-0000-000000000000"',
-        "trusted_keys": '["ed25519:…"]',
-    }
-    for key in (
-        "store",
-        "project_id",
-        "channel",
-        "access_token_env",
-        "trusted_keys",
-        "cache_dir",
-        "mode",
-        "forge_url",
-    ):
-        value = settings.get(key)
-        if value:
-            lines.append(f"{key} = {_toml_value(value)}")
-        elif key in placeholders:
-            lines.append(f"# {key} = {placeholders[key]}")
-    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # A JSON string is a valid TOML basic string (same escapes, control characters escaped).
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _prepare_cache_dir(base: Path, cache_dir: str) -> None:

@@ -8,13 +8,13 @@ True
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from anvil_client._platform import lock, unlock
 from anvil_client.errors import NotFound, PreconditionFailed, SizeLimitError
 from anvil_client.stores._base import GetResult, ObjectStore, PutResult
 
@@ -98,12 +98,12 @@ class FileStore(ObjectStore):
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / _LOCK_NAME).open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with (self.root / _LOCK_NAME).open("a") as lock_file:
+            lock(lock_file.fileno())
             try:
                 yield
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                unlock(lock_file.fileno())
 
 
 class NotARegularFile(OSError):

@@ -8,16 +8,13 @@ Plain HTTP GET through one reused urllib3 connection pool (urllib3 is imported o
 conditional GET (``If-None-Match`` → 304 is ``modified=False``), connect and read timeouts
 plus an overall deadline, ``Accept-Encoding: identity``, a size cap checked against
 ``Content-Length`` first and enforced while streaming, and redirects followed only on the
-same scheme, host and port. Every urllib3 error is mapped to a :class:`StoreError`.
+same scheme, host and port. Every urllib3 error is mapped to a :class:`StoreError`. The overall
+deadline is the client's one (:class:`anvil_client._transport.Deadline`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -37,6 +34,7 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from anvil_client._transport import Deadline
 from anvil_client.errors import ConfigError, NotFound, SizeLimitError, StoreError, StoreUnavailable
 from anvil_client.stores._base import GetResult, ObjectStore, PutResult
 
@@ -53,89 +51,25 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _USER_AGENT = "anvil-client (+https://github.com/anvil-prompts)"
 
 
-class _Watch:
-    """The deadline of one GET: when it passes, the socket in use is shut down.
-
-    Socket timeouts bound each read, not their sum: a peer sending a byte now and then could
-    hold a status line, headers or an error page open for ever. Shutting the socket down
-    makes the blocked read return at once; the GET then fails as timed out.
-    """
-
-    __slots__ = ("connection", "done", "expired")
-
-    def __init__(self) -> None:
-        self.connection: HTTPConnection | None = None
-        self.done = False
-        self.expired = False
-
-    def expire(self) -> None:
-        self.expired = True
-        sock = getattr(self.connection, "sock", None)
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                # The plain socket call, also under TLS: it only stops the descriptor.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+_in_flight = threading.local()  # the Deadline of the GET this thread is making
 
 
-class _Watchdog:
-    """One daemon thread per process expires the GETs whose deadline passed.
+def _watched(base: type[HTTPConnection]) -> type[HTTPConnection]:
+    """``base`` whose requests tell the GET's :class:`Deadline` which socket to shut."""
 
-    Cheaper than a timer thread per request; a finished GET is only marked ``done`` and its
-    entry dropped when its deadline comes.
-    """
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            deadline = getattr(_in_flight, "deadline", None)
+            if deadline is not None:
+                deadline.connection = self
+            super().request(*args, **kwargs)
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Watch]] = []
-        self._order = itertools.count()
-        self._running = False
-
-    def watch(self, deadline: float, watch: _Watch) -> None:
-        with self._cond:
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="anvil-http-deadlines", daemon=True).start()
-            heapq.heappush(self._heap, (deadline, next(self._order), watch))
-            if self._heap[0][2] is watch:  # else the thread already wakes up earlier
-                self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
-                    watch = heapq.heappop(self._heap)[2]
-                    if not watch.done:
-                        watch.expire()
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+    Watched.__name__ = Watched.__qualname__ = f"_Watched{base.__name__}"
+    return Watched
 
 
-_WATCHDOG = _Watchdog()
-
-
-def _new_watchdog_in_child() -> None:
-    global _WATCHDOG  # the parent's thread (and maybe its lock) did not survive fork()
-    _WATCHDOG = _Watchdog()
-
-
-os.register_at_fork(after_in_child=_new_watchdog_in_child)
-_in_flight = threading.local()  # the _Watch of the GET this thread is making
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        watch = getattr(_in_flight, "watch", None)
-        if watch is not None:
-            watch.connection = self
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        watch = getattr(_in_flight, "watch", None)
-        if watch is not None:
-            watch.connection = self
-        super().request(*args, **kwargs)
+_WatchedHTTPConnection = _watched(HTTPConnection)
+_WatchedHTTPSConnection = _watched(HTTPSConnection)
 
 
 class HttpStore(ObjectStore):
@@ -236,21 +170,19 @@ class HttpStore(ObjectStore):
     # -- GET --------------------------------------------------------------------------------
 
     def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult:
-        watch = _Watch()
-        _in_flight.watch = watch
-        _WATCHDOG.watch(time.monotonic() + self.timeout, watch)
+        deadline = _in_flight.deadline = Deadline(self.timeout).start()
         try:
-            result = self._get_until(key, if_none_match, max_size, time.monotonic() + self.timeout)
+            result = self._get_until(key, if_none_match, max_size, deadline.at)
         except StoreError as e:
-            if watch.expired:
+            if deadline.expired:
                 raise StoreUnavailable(
                     f"GET {key} from {self.url} timed out after {self.timeout:g} s"
                 ) from e
             raise
         finally:
-            watch.done = True
-            _in_flight.watch = None
-        if watch.expired:  # what was read before the cut-off may parse, but is cut short
+            deadline.stop()
+            _in_flight.deadline = None
+        if deadline.expired:  # what was read before the cut-off may parse, but is cut short
             raise StoreUnavailable(f"GET {key} from {self.url} timed out after {self.timeout:g} s")
         return result
 
@@ -405,16 +337,7 @@ class HttpStore(ObjectStore):
 
     # -- read-only --------------------------------------------------------------------------
 
-    def _put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_match: str | None,
-        if_none_match: bool,
-        content_type: str,
-        cache_control: str,
-    ) -> PutResult:
+    def _put(self, key: str, data: bytes, **options: object) -> PutResult:
         raise StoreError(f"{self.url} is read-only")
 
     def _list(self, prefix: str) -> list[str]:

@@ -105,22 +105,8 @@ def decrypt_bundle(data: bytes, token_id: str, kek: bytes, *, max_plaintext: int
     ciphertext = b64decode_any(jwe.get("ciphertext"), "JWE ciphertext")
     if len(iv) != 12 or len(tag) != 16:
         raise FormatError("bundle JWE iv or tag has the wrong length")
-    aad = protected_b64.encode("ascii")
-    if "aad" in jwe:
-        extra = jwe["aad"]
-        if not isinstance(extra, str) or not extra.isascii():
-            raise FormatError("bundle JWE aad is not a base64url string")
-        aad += b"." + extra.encode("ascii")
-    compressed = None
-    for _, wrapped in mine:
-        try:
-            cek = aes_key_unwrap(kek, wrapped)
-            if len(cek) != 32:
-                continue  # A256GCM needs a 256-bit key; anything else is not ours
-            compressed = AESGCM(cek).decrypt(iv, ciphertext + tag, aad)
-            break
-        except (InvalidUnwrap, InvalidTag, ValueError):
-            continue
+    aad = _aad(jwe, protected_b64)
+    compressed = _decrypt_any(kek, [wrapped for _, wrapped in mine], iv, ciphertext + tag, aad)
     if compressed is None:
         raise DecryptionError(f"bundle cannot be decrypted with this ACCESS_TOKEN ({token_id})")
     if protected.get("zip") == "DEF":
@@ -128,6 +114,32 @@ def decrypt_bundle(data: bytes, token_id: str, kek: bytes, *, max_plaintext: int
     if len(compressed) > max_plaintext:
         raise SizeLimitError(f"bundle is larger than the {max_plaintext}-byte limit")
     return compressed
+
+
+def _aad(jwe: dict[str, object], protected_b64: str) -> bytes:
+    """The AES-GCM additional data: the protected header, then ``.`` and ``aad`` if present."""
+    aad = protected_b64.encode("ascii")
+    if "aad" in jwe:
+        extra = jwe["aad"]
+        if not isinstance(extra, str) or not extra.isascii():
+            raise FormatError("bundle JWE aad is not a base64url string")
+        aad += b"." + extra.encode("ascii")
+    return aad
+
+
+def _decrypt_any(
+    kek: bytes, wrapped_keys: list[bytes], iv: bytes, sealed: bytes, aad: bytes
+) -> bytes | None:
+    """The plaintext under the first wrapped key that unwraps and verifies, else ``None``."""
+    for wrapped in wrapped_keys:
+        try:
+            cek = aes_key_unwrap(kek, wrapped)
+            if len(cek) != 32:
+                continue  # A256GCM needs a 256-bit key; anything else is not ours
+            return AESGCM(cek).decrypt(iv, sealed, aad)
+        except (InvalidUnwrap, InvalidTag, ValueError):
+            continue
+    return None
 
 
 def inflate_bounded(data: bytes, limit: int) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import anvil_client
-import anvil_client._client as client_module
+import anvil_client._default as client_module
 from anvil_client import AnvilClient, ClientConfig, PromptNotFound
 from anvil_client.errors import ConfigError, MissingVariable, RenderError
 from tests.anvil_client.spy_stores import SpyStore

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from anvil_client import AnvilClient, ClientConfig
-from anvil_client._client import HINT_MIN_SPACING
 from anvil_client._hints import parse_hint
+from anvil_client._timing import HINT_MIN_SPACING
 from anvil_client.errors import ConfigError
 from tests.anvil_client.fake_forge import FakeForge
 from tests.anvil_client.spy_stores import SpyStore, wait_for

@@ -210,16 +210,16 @@ def test_a_served_pointer_that_expires_makes_status_stale(
     client.sync()
     assert client.status()["stale"] is False
     later = datetime.now(UTC) + timedelta(seconds=120)
-    import anvil_client._client as client_module
+    import anvil_client._timing as client_module
 
-    real = client_module._utcnow
-    client_module._utcnow = lambda: later  # type: ignore[assignment]
+    real = client_module.utcnow
+    client_module.utcnow = lambda: later  # type: ignore[assignment]
     try:
         with pytest.raises(ExpiredError):
             client._poll(conditional=True)  # a 304 for a pointer that has expired meanwhile
         status = client.status()
     finally:
-        client_module._utcnow = real  # type: ignore[assignment]
+        client_module.utcnow = real  # type: ignore[assignment]
     assert status["stale"] is True
     assert "expired" in (status["last_error"] or "")
     assert client.prompt("welcome.message", name="Ada") == "Welcome Ada!"
