@@ -51,7 +51,12 @@ def test_preview_reports_a_runaway_template_as_a_problem() -> None:
     draft = PromptDraft(key="x.loop", kind="text", template=SLOW_TEMPLATE)
     preview = render_preview(draft)
     assert preview.messages == []
-    assert any("CPU time" in p.message and "x.loop" in p.message for p in preview.problems)
+    # The sandbox's CPU limit stops it; on a busy machine the preview's wall-clock deadline
+    # may come first. Either way it is a problem, and no output.
+    assert any(
+        ("CPU time" in p.message and "x.loop" in p.message) or "longer than" in p.message
+        for p in preview.problems
+    ), preview.problems
 
 
 def test_the_deadline_stops_what_the_sandbox_would_let_run(monkeypatch: pytest.MonkeyPatch) -> None:
