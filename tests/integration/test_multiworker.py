@@ -57,6 +57,10 @@ def forge(
             "FORGE_HEARTBEAT_LIMIT": "12",
             "FORGE_METRICS_TOKEN": METRICS_TOKEN,
             "FORGE_HINT_KEEPALIVE_SECONDS": "1",
+            # A gevent worker stops accepting when it holds this many connections, so the 12
+            # hint streams below must spread over at least two workers (without a limit, an
+            # idle worker may win every accept).
+            "FORGE_WORKER_CONNECTIONS": "6",
         },
     )
     try:
