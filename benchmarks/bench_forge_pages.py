@@ -28,8 +28,8 @@ from forge_app import create_app  # noqa: E402
 from forge_app.extensions import db  # noqa: E402
 from forge_app.models import Project, PromptSet, Role, User  # noqa: E402
 from forge_app.schema import upgrade_database  # noqa: E402
-from forge_app.users import add_member, create_org, create_user, hash_password  # noqa: E402
-from forge_app.workflow import submit  # noqa: E402
+from forge_app.services.users import add_member, create_org, create_user, hash_password  # noqa: E402
+from forge_app.services.workflow import submit  # noqa: E402
 from tests.forge_app.bulk import seed_project  # noqa: E402
 
 GOAL_MS = 150.0

@@ -158,7 +158,7 @@ def seed_forge(database_url: str, instance_path: Path) -> Seed:
     from forge_app.models import Project, PromptSet, Role, SetStatus
     from forge_app.services import publishing
     from forge_app.services.tokens import create_token
-    from forge_app.users import add_member, create_org, create_user, hash_password
+    from forge_app.services.users import add_member, create_org, create_user, hash_password
 
     config = forge_config(database_url, instance_path)
     from forge_app import create_app
@@ -204,7 +204,7 @@ def release_and_publish(app: Any, seed: Seed, template: str) -> int:
     from forge_app.extensions import db
     from forge_app.models import Project, PromptSet, Role, SetStatus, User
     from forge_app.services import publishing
-    from forge_app.workflow import approve, latest_release, replace_prompts, submit, unlock
+    from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, seed.set_id)

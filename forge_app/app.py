@@ -47,7 +47,7 @@ __all__ = ["CONTENT_SECURITY_POLICY", "TUNABLES", "create_app"]
 
 #: ``FORGE_*`` settings of ``app.config`` that the mapping given to ``create_app`` may change.
 TUNABLES: dict[str, Any] = {
-    # Sign-in throttling (forge_app.users.ThrottlePolicy): free failures per account (or
+    # Sign-in throttling (forge_app.services.users.ThrottlePolicy): free failures per account (or
     # device, or account at a known address) and per address, then doubling waits.
     "FORGE_LOGIN_MAX_FAILURES": 5,
     "FORGE_LOGIN_MAX_FAILURES_PER_IP": 30,

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from anvil_client.errors import AnvilError
 from forge_app.models import Organisation, Role, User
-from forge_app.users import AccountError, add_member, create_org, create_user
+from forge_app.services.users import AccountError, add_member, create_org, create_user
 
 __all__ = ["main"]
 

@@ -89,7 +89,7 @@ def prepare_live_demo(app: Flask, info: DemoInfo) -> None:
     from forge_app.models.distribution import AccessToken
     from forge_app.services import publishing
     from forge_app.services.tokens import create_token, reveal_token
-    from forge_app.workflow import latest_release
+    from forge_app.services.workflow import latest_release
 
     project = info.project
     owner = db.session.scalar(select(User).where(User.email == info.logins[0].email))

@@ -65,8 +65,8 @@ class ForgeError(Exception):
 
     ``problems`` lists the details found (e.g. one line per invalid prompt). ``refused`` names
     the audit action to record, in a transaction of its own, for a refusal the audit log must
-    show (see :func:`forge_app.workflow.record_refusal`). Each domain's subclass (e.g.
-    :class:`forge_app.users.AccountError`) only sets the ``default_kind`` of its errors.
+    show (see :func:`forge_app.services.workflow.record_refusal`). Each domain's subclass (e.g.
+    :class:`forge_app.services.users.AccountError`) only sets the ``default_kind`` of its errors.
     """
 
     #: The kind of an error raised without one.

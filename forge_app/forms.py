@@ -17,7 +17,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp
 
 from anvil_client.wire import CHANNEL_RE
-from forge_app.users import MIN_PASSWORD_LENGTH
+from forge_app.services.users import MIN_PASSWORD_LENGTH
 
 __all__ = [
     "AcceptInvitationForm",

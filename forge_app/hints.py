@@ -56,8 +56,8 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from forge_app.authz import public
-from forge_app.live_instances import number_setting
 from forge_app.metrics import HINT_STREAMS, HINTS_SENT
+from forge_app.services.heartbeats import number_setting
 
 __all__ = ["HintHub", "bp", "init_app"]
 

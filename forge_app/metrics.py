@@ -174,10 +174,14 @@ class DatabaseCollector(Collector):
 
 def instance_states(session: Any, *, stale_after: timedelta | None = None) -> dict[str, int]:
     """Instances (not archived) by state, judged against each channel's newest publication
-    as the Instances page judges them (:func:`forge_app.live_instances.describe_instances`)."""
-    from forge_app.live_instances import DEFAULT_STALE_SECONDS, ChannelTarget, describe_instances
+    as the Instances page judges them (:func:`forge_app.services.instances.describe_instances`)."""
     from forge_app.models.distribution import Channel, Publication
     from forge_app.models.instances import LiveInstance
+    from forge_app.services.instances import (
+        DEFAULT_STALE_SECONDS,
+        ChannelTarget,
+        describe_instances,
+    )
 
     if stale_after is None:
         try:

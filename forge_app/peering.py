@@ -461,7 +461,7 @@ def copy_version(
         PeeringError: for a role below editor in ``target``, a name already taken, a remote
             that cannot be read, a hash that does not match, or prompts that do not validate.
     """
-    from forge_app.workflow import replace_prompts
+    from forge_app.services.workflow import replace_prompts
 
     _require_role(session, user, target.org_id, Role.EDITOR, "create prompt sets")
     name = name.strip()

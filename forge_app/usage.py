@@ -76,7 +76,7 @@ VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]
 
 
 def _safe(value: str) -> str:
-    from forge_app.live_instances import unsafe_character
+    from forge_app.services.heartbeats import unsafe_character
 
     found = unsafe_character(value)
     if found is not None:

@@ -11,7 +11,7 @@ from forge_app.authz import require_admin, signed_in_user
 from forge_app.extensions import db
 from forge_app.forms import CreateOrgForm, CreateUserForm
 from forge_app.models import Membership, Organisation, Role, User
-from forge_app.users import AccountError, add_member, create_org, create_user
+from forge_app.services.users import AccountError, add_member, create_org, create_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

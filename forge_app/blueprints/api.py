@@ -38,7 +38,10 @@ from anvil_client.wire import HEARTBEAT_MAX_SIZE
 from anvil_client.wire import AccessToken as WireToken
 from forge_app.authz import public
 from forge_app.extensions import db
-from forge_app.live_instances import (
+from forge_app.metrics import HEARTBEATS, USAGE_REPORTS
+from forge_app.models import utcnow
+from forge_app.models.distribution import AccessToken
+from forge_app.services.heartbeats import (
     DEFAULT_HEARTBEAT_LIMIT,
     DEFAULT_HEARTBEAT_WINDOW,
     DEFAULT_MAX_INSTANCES_PER_TOKEN,
@@ -56,9 +59,6 @@ from forge_app.live_instances import (
     record_rejected_heartbeat,
     update_known_instance,
 )
-from forge_app.metrics import HEARTBEATS, USAGE_REPORTS
-from forge_app.models import utcnow
-from forge_app.models.distribution import AccessToken
 from forge_app.services.tokens import hash_token
 from forge_app.usage import DEFAULT_BUCKET_SECONDS, DEFAULT_RETENTION_DAYS, record_usage
 

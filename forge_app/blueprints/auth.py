@@ -9,7 +9,7 @@ skips that) and ``FORGE_SESSION_MAX_HOURS`` after signing in, whatever happens.
 
 A browser that signed in gets a device cookie (signed, only sent to ``/login``): its attempts
 are throttled on their own, so a stranger's failures cannot lock the owner out (see
-:mod:`forge_app.users`).
+:mod:`forge_app.services.users`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from forge_app.extensions import db, delete_unlocked, insert_ignore
 from forge_app.forms import LoginForm, PasswordForm
 from forge_app.models import User, utcnow
 from forge_app.models.accounts import LoginId, RevokedSession
-from forge_app.users import (
+from forge_app.services.users import (
     RateLimited,
     ThrottlePolicy,
     authenticate,

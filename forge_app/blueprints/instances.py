@@ -50,7 +50,12 @@ from anvil_client.wire import (
 from forge_app.audit import record_event
 from forge_app.authz import require_project_role, signed_in_user
 from forge_app.extensions import db
-from forge_app.live_instances import (
+from forge_app.models import Project, PromptSet, Role, utcnow
+from forge_app.models.distribution import AccessToken, Channel, Publication
+from forge_app.models.instances import LiveInstance
+from forge_app.presentation import ago
+from forge_app.services.heartbeats import number_setting
+from forge_app.services.instances import (
     DEFAULT_ARCHIVE_DAYS,
     DEFAULT_STALE_SECONDS,
     ChannelTarget,
@@ -58,15 +63,10 @@ from forge_app.live_instances import (
     archive_silent_instances,
     describe_instances,
     forget_silent_instances,
-    number_setting,
     publication_state,
     silent_condition,
     summarise,
 )
-from forge_app.models import Project, PromptSet, Role, utcnow
-from forge_app.models.distribution import AccessToken, Channel, Publication
-from forge_app.models.instances import LiveInstance
-from forge_app.presentation import ago
 
 __all__ = ["archive_after", "bp", "publication_status", "stale_after"]
 

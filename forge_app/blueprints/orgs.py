@@ -30,7 +30,7 @@ from forge_app.services.invitations import (
     pending_invitations,
     revoke_invitation,
 )
-from forge_app.users import AccountError, create_user
+from forge_app.services.users import AccountError, create_user
 
 bp = Blueprint("orgs", __name__, url_prefix="/orgs")
 

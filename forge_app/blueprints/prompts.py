@@ -38,7 +38,11 @@ from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
 from forge_app.config import ForgeSettings
 from forge_app.diffing import diff_prompt_sets
-from forge_app.editing import (
+from forge_app.errors import ForgeError
+from forge_app.extensions import db
+from forge_app.isolation import IsolationBusy, Slots
+from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User, utcnow
+from forge_app.services.editing import (
     MessageDraft,
     Preview,
     Problem,
@@ -47,12 +51,8 @@ from forge_app.editing import (
     prompt_file_entry,
     render_preview,
 )
-from forge_app.errors import ForgeError
-from forge_app.extensions import db
-from forge_app.isolation import IsolationBusy, Slots
-from forge_app.live_instances import SlidingWindowLimiter
-from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User, utcnow
-from forge_app.workflow import apply_entry, touch_live_set
+from forge_app.services.heartbeats import SlidingWindowLimiter
+from forge_app.services.workflow import apply_entry, touch_live_set
 
 bp = Blueprint(
     "prompts", __name__, url_prefix="/projects/<uuid:project_id>/sets/<uuid:set_id>/prompts"

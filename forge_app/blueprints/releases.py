@@ -410,7 +410,7 @@ class _SafeReleases:
     def compat_draft(self, prompt_set: PromptSet) -> list[CompatWarning]:
         """For the review page: the set's draft against the callers on every channel."""
         from forge_app.models import Prompt
-        from forge_app.workflow import latest_release
+        from forge_app.services.workflow import latest_release
 
         draft = {
             p.key: set(p.variables or [])

@@ -198,7 +198,7 @@ class RevokedSession(Base):
 
 class LoginThrottle(Base):
     """Failed sign-ins of one key (an account, an address, a device, an account at a known
-    address), counted before the password is checked; see :mod:`forge_app.users`."""
+    address), counted before the password is checked; see :mod:`forge_app.services.users`."""
 
     __tablename__ = "login_throttles"
 

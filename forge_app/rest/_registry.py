@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response
 
 from forge_app.authz import is_public
 from forge_app.extensions import db
-from forge_app.live_instances import SlidingWindowLimiter
+from forge_app.services.heartbeats import SlidingWindowLimiter
 
 __all__ = [
     "OPERATIONS",

@@ -1,7 +1,7 @@
 """The REST API v1 views: read what peering needs, write what scripts need.
 
 Every view uses the HTML views' checks (``require_org_role``, ``require_project_role``,
-``load_prompt_set``) and calls the same services (``forge_app.workflow``, the editor's
+``load_prompt_set``) and calls the same services (``forge_app.services.workflow``, the editor's
 ``check_draft``, ``forge_app.services.publishing``), so the API can do nothing the FORGE's
 pages would refuse.
 """
@@ -19,7 +19,6 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_org_role, require_project_role, signed_in_user
-from forge_app.editing import PromptDraft, check_draft, prompt_file_entry
 from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import db
 from forge_app.models import (
@@ -35,7 +34,8 @@ from forge_app.models import (
 from forge_app.models.distribution import DEFAULT_CHANNELS, POLICIES, Channel
 from forge_app.rest import _schemas as s
 from forge_app.rest._registry import ApiError, operation, read_body, read_pagination
-from forge_app.workflow import (
+from forge_app.services.editing import PromptDraft, check_draft, prompt_file_entry
+from forge_app.services.workflow import (
     apply_entry,
     approve,
     latest_release,

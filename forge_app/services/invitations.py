@@ -26,7 +26,7 @@ from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
 from forge_app.models import Membership, Organisation, Role, User, utcnow
 from forge_app.models.invitations import Invitation
-from forge_app.users import add_member
+from forge_app.services.users import add_member
 
 __all__ = [
     "EXPIRY_DAYS",

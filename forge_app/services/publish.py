@@ -72,7 +72,7 @@ def snapshot_prerelease(prompt_set: PromptSet, *, user: User) -> PromptSetVersio
     Raises:
         ForgeError: for a LOCKED set, an empty set, or prompts that do not validate.
     """
-    from forge_app.workflow import (
+    from forge_app.services.workflow import (
         draft_prompts,
         latest_release,
         new_version,
@@ -290,7 +290,7 @@ def publish_prompt_set(
     Raises:
         ForgeError: as for :func:`publish_version`; for a LOCKED set without a release.
     """
-    from forge_app.workflow import latest_release
+    from forge_app.services.workflow import latest_release
 
     if role is not None:
         _check_role(role, channel, "publish to")
@@ -313,7 +313,7 @@ def clash_for(
 
     Uses :meth:`publisher.Publisher.check_publish`, the same check the publish runs.
     """
-    from forge_app.workflow import draft_prompts
+    from forge_app.services.workflow import draft_prompts
 
     project = channel.project
     if version is not None:

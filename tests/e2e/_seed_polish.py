@@ -9,12 +9,12 @@ import uuid
 from dataclasses import dataclass
 
 from forge_app.extensions import db
-from forge_app.live_instances import parse_heartbeat, record_heartbeat
 from forge_app.models import Organisation, Project, PromptSet, Role, User
 from forge_app.services import publishing
+from forge_app.services.heartbeats import parse_heartbeat, record_heartbeat
 from forge_app.services.tokens import create_token
-from forge_app.users import add_member, create_user, hash_password
-from forge_app.workflow import approve, latest_release, replace_prompts, submit, unlock
+from forge_app.services.users import add_member, create_user, hash_password
+from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
 from tests.e2e.conftest import PASSWORD, LiveForge
 
 PROMPTS = {

@@ -23,7 +23,7 @@ from forge_app import create_app
 from forge_app.extensions import db
 from forge_app.models import Role
 from forge_app.schema import upgrade_database
-from forge_app.users import add_member, create_org, create_user, hash_password
+from forge_app.services.users import add_member, create_org, create_user, hash_password
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

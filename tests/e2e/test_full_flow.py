@@ -23,7 +23,7 @@ from forge_app.extensions import db
 from forge_app.models import Organisation, Project, PromptSet, Role, User
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from forge_app.workflow import approve, latest_release, replace_prompts, submit, unlock
+from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
 from tests.e2e.conftest import PASSWORD, LiveForge
 
 pytestmark = pytest.mark.e2e

@@ -29,7 +29,7 @@ from forge_app import create_app
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, Role, SetStatus, User
 from forge_app.schema import upgrade_database
-from forge_app.users import add_member, create_org, create_user, hash_password
+from forge_app.services.users import add_member, create_org, create_user, hash_password
 from tests.servers import missing_tool
 
 PASSWORD = "correct horse battery staple"
@@ -223,7 +223,7 @@ def set_url(world: World) -> str:
 def add_prompts(app: Flask, world: World, prompts: dict[str, dict[str, Any]]) -> None:
     """Write prompts (prompt-file shape) into the world's LIVE set, as the editor."""
     from forge_app.models import User
-    from forge_app.workflow import replace_prompts
+    from forge_app.services.workflow import replace_prompts
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, world.set_id)
@@ -236,7 +236,7 @@ def add_prompts(app: Flask, world: World, prompts: dict[str, dict[str, Any]]) ->
 def lock_version(app: Flask, world: World, bump: str = "minor", changelog: str = "Change") -> str:
     """Submit (editor) and approve (reviewer) the world's set; returns the version."""
     from forge_app.models import User
-    from forge_app.workflow import approve, submit
+    from forge_app.services.workflow import approve, submit
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, world.set_id)

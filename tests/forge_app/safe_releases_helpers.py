@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from forge_app.extensions import db
 from forge_app.models import PromptSet, Role, User
-from forge_app.workflow import unlock
+from forge_app.services.workflow import unlock
 from tests.forge_app.conftest import SAMPLE_PROMPTS, add_prompts, lock_version
 from tests.forge_app.test_distribution import Env
 

@@ -19,9 +19,9 @@ from werkzeug.routing import Rule
 
 from forge_app.authz import is_public
 from forge_app.extensions import db
-from forge_app.live_instances import parse_heartbeat, record_heartbeat
 from forge_app.models import Membership, Organisation, Project, PromptSetVersion, Role, User
 from forge_app.services import publishing
+from forge_app.services.heartbeats import parse_heartbeat, record_heartbeat
 from forge_app.services.tokens import create_token
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version, login
 

@@ -131,7 +131,7 @@ def test_publishing_with_warnings_needs_an_owner_s_confirmation(
 
 def test_the_review_page_warns_too(env: Env, app: Flask, client_as: Any) -> None:
     from forge_app.models import PromptSet, Role, User
-    from forge_app.workflow import submit, unlock
+    from forge_app.services.workflow import submit, unlock
 
     token = env.token()
     _first, _second = two_versions(env, publish_first_to="staging")

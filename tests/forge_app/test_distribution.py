@@ -48,7 +48,7 @@ from forge_app.models import (
 from forge_app.models.distribution import AccessToken, Channel, Publication
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from forge_app.workflow import approve, submit, unlock
+from forge_app.services.workflow import approve, submit, unlock
 from publisher import Publisher, build_bundle
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
@@ -584,7 +584,7 @@ def test_an_unreachable_store_is_one_sentence_and_changes_nothing(
 
 
 def _tiny_world(app: Flask, password_hash: str) -> World:
-    from forge_app.users import add_member, create_org, create_user
+    from forge_app.services.users import add_member, create_org, create_user
 
     with app.app_context():
         org = create_org(db.session, "Acme", "acme")

@@ -17,8 +17,8 @@ from forge_app.models.distribution import Channel
 from forge_app.models.releases import GuardAction, GuardPolicy, ProjectWebhook, ScheduledJob
 from forge_app.models.usage import PromptUsage
 from forge_app.services import publishing
+from forge_app.services.workflow import unlock
 from forge_app.usage import bucket_start
-from forge_app.workflow import unlock
 from tests.forge_app.conftest import SAMPLE_PROMPTS, add_prompts, lock_version
 from tests.forge_app.test_distribution import Env
 

@@ -19,7 +19,7 @@ from anvil_client.stores import FileStore
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Prompt, PromptSet, User
 from forge_app.services import publishing, store
-from forge_app.users import create_user
+from forge_app.services.users import create_user
 from tests.forge_app.conftest import PASSWORD, SAMPLE_PROMPTS, World, add_prompts, lock_version
 from tests.forge_app.test_security import _csrf_from, _sign_in
 

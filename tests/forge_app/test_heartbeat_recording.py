@@ -14,24 +14,26 @@ from flask import Flask
 from sqlalchemy import select
 
 from anvil_client.wire import Pointer, select_releases
-from forge_app import live_instances
 from forge_app.extensions import db
-from forge_app.live_instances import (
-    ChannelTarget,
-    Entry,
+from forge_app.models import AuditEvent, Project, User, utcnow
+from forge_app.models.instances import LiveInstance
+from forge_app.services import heartbeats
+from forge_app.services.heartbeats import (
     HeartbeatBody,
     HeartbeatError,
     HeartbeatLimits,
     TooManyHeartbeats,
-    archive_silent_instances,
     count_heartbeat,
-    describe_instances,
     parse_heartbeat,
     record_heartbeat,
     record_rejected_heartbeat,
 )
-from forge_app.models import AuditEvent, Project, User, utcnow
-from forge_app.models.instances import LiveInstance
+from forge_app.services.instances import (
+    ChannelTarget,
+    Entry,
+    archive_silent_instances,
+    describe_instances,
+)
 from forge_app.services.tokens import create_token
 from tests.forge_app.conftest import World
 
@@ -92,7 +94,7 @@ def test_two_first_heartbeats_racing_end_in_one_row(
             body=heartbeat(world, instance, sequence=1),
         )
         db.session.commit()
-    real_find = live_instances._find
+    real_find = heartbeats._find
     calls = []
 
     def stale_find(*args: Any) -> LiveInstance | None:
@@ -100,7 +102,7 @@ def test_two_first_heartbeats_racing_end_in_one_row(
         # The first look happens "before the other request committed its row".
         return None if len(calls) == 1 else real_find(*args)
 
-    monkeypatch.setattr(live_instances, "_find", stale_find)
+    monkeypatch.setattr(heartbeats, "_find", stale_find)
     with app.app_context():
         row = record_heartbeat(
             db.session,

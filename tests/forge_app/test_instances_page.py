@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 
 from anvil_client.wire import in_rollout
 from forge_app.extensions import db
-from forge_app.live_instances import Entry
 from forge_app.models import AuditEvent, Project, PromptSet, SetStatus, User, utcnow
 from forge_app.models.distribution import AccessToken, Publication
 from forge_app.models.instances import LiveInstance
+from forge_app.services.instances import Entry
 from forge_app.services.publishing import ensure_default_channels, get_channel, publish_version
 from forge_app.services.tokens import create_token
-from forge_app.workflow import latest_release
+from forge_app.services.workflow import latest_release
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 from tests.forge_app.test_queries import count_queries
 
@@ -81,7 +81,7 @@ def publish(
 
 def new_release(app: Flask, world: World, text: str) -> None:
     from forge_app.models import Role
-    from forge_app.workflow import unlock
+    from forge_app.services.workflow import unlock
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, world.set_id)

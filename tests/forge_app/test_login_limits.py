@@ -20,7 +20,7 @@ from flask import Flask
 from forge_app import create_app
 from forge_app.extensions import db
 from forge_app.models import LoginAttempt, User, utcnow
-from forge_app.users import RateLimited, ThrottlePolicy, authenticate
+from forge_app.services.users import RateLimited, ThrottlePolicy, authenticate
 from tests.forge_app.conftest import PASSWORD, World
 
 WRONG = "not the password"

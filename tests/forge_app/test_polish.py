@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from forge_app.diffing import diff_prompt_sets
-from forge_app.editing import MessageDraft, PromptDraft, render_preview
+from forge_app.services.editing import MessageDraft, PromptDraft, render_preview
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 from tests.forge_app.test_distribution import Env
 
@@ -160,7 +160,7 @@ def test_prompt_history_lists_the_versions_that_changed_it(
     with app.app_context():  # a third version changes only the chat prompt
         from forge_app.extensions import db
         from forge_app.models import PromptSet, Role, User
-        from forge_app.workflow import unlock
+        from forge_app.services.workflow import unlock
 
         prompt_set, owner = (
             db.session.get(PromptSet, world.set_id),

@@ -15,9 +15,9 @@ from anvil_client.wire import ENVIRONMENT
 from anvil_client.wire._render import MAX_PROMPT_SET_CHARS, MAX_TEMPLATE_CHARS
 from forge_app.blueprints.prompts import preview_slots
 from forge_app.config import load_settings
-from forge_app.editing import MessageDraft, PromptDraft, check_draft
 from forge_app.extensions import db
 from forge_app.models import Prompt
+from forge_app.services.editing import MessageDraft, PromptDraft, check_draft
 from tests.anvil_client.hostile_templates import HOSTILE
 
 

@@ -376,7 +376,7 @@ def test_publish_and_roll_back_through_the_api(app: Flask, world: World, api: An
     missing = owner_api.send("POST", f"{channel}/publish", {**body, "version": "9.9.9"})
     assert missing.status_code == 404
     with app.app_context():
-        from forge_app.workflow import unlock
+        from forge_app.services.workflow import unlock
 
         prompt_set = db.session.get(PromptSet, world.set_id)
         editor = db.session.get(User, world.users["editor"])

@@ -15,7 +15,7 @@ from anvil_client.wire import canonical_json, parse_bundle, sha256_hex
 from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, PromptSet, PromptSetVersion, Role, SetStatus, User
-from forge_app.workflow import approve, next_version, submit, touch_live_set
+from forge_app.services.workflow import approve, next_version, submit, touch_live_set
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
 
@@ -309,7 +309,7 @@ def test_versions_count_up_and_restore_brings_old_content_back(
     page = editor.get(set_url).get_data(True)
     assert "extra" not in re.findall(r'class="mono strong"[^>]*>([^<]+)<', page)
     with app.app_context():
-        from forge_app.workflow import draft_prompts, snapshot_prompts
+        from forge_app.services.workflow import draft_prompts, snapshot_prompts
 
         prompt_set = db.session.get(PromptSet, world.set_id)
         old = db.session.query(PromptSetVersion).filter_by(version="0.1.0").one()
@@ -353,7 +353,7 @@ def test_prereleases_do_not_count_as_the_latest_release(app: Flask, world: World
     add_prompts(app, world, SAMPLE_PROMPTS)
     lock_version(app, world, "minor")
     with app.app_context():
-        from forge_app.workflow import latest_release
+        from forge_app.services.workflow import latest_release
 
         prompt_set = db.session.get(PromptSet, world.set_id)
         assert prompt_set is not None
@@ -476,7 +476,12 @@ def test_the_submitters_refusal_is_audited_too(
 def test_restores_and_imports_make_contributors_until_the_next_version(
     app: Flask, world: World
 ) -> None:
-    from forge_app.workflow import contributor_ids, replace_prompts, restore_version, unlock
+    from forge_app.services.workflow import (
+        contributor_ids,
+        replace_prompts,
+        restore_version,
+        unlock,
+    )
 
     add_prompts(app, world, SAMPLE_PROMPTS)
     lock_version(app, world)

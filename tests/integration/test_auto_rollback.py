@@ -30,9 +30,9 @@ from forge_app.models.releases import GuardAction, GuardPolicy
 from forge_app.schema import upgrade_database
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from forge_app.users import add_member, create_org, create_user, hash_password
+from forge_app.services.users import add_member, create_org, create_user, hash_password
+from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
 from forge_app.worker import run_worker
-from forge_app.workflow import approve, latest_release, replace_prompts, submit, unlock
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ from forge_app.models.distribution import AccessToken, Publication
 from forge_app.schema import upgrade_database
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from forge_app.users import add_member, create_org, create_user, hash_password
-from forge_app.workflow import approve, latest_release, replace_prompts, submit, unlock
+from forge_app.services.users import add_member, create_org, create_user, hash_password
+from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
 from tests.forge_app.conftest import login
 
 pytestmark = pytest.mark.integration

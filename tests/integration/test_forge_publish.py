@@ -151,7 +151,7 @@ def readers_of(app: Flask, store_url: str, world: World, channel: str) -> set[st
 
 def release_new_version(app: Flask, world: World, text: str) -> str:
     from forge_app.models import PromptSet, Role, User
-    from forge_app.workflow import unlock
+    from forge_app.services.workflow import unlock
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, world.set_id)

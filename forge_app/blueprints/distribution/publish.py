@@ -235,7 +235,7 @@ def publish_set(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
     self_url = url_for(".publish_set", project_id=project.id, set_id=prompt_set.id)
     if prompt_set.status == SetStatus.LOCKED.value:
-        from forge_app.workflow import latest_release
+        from forge_app.services.workflow import latest_release
 
         latest = latest_release(db.session, prompt_set)
         if latest is None:

@@ -26,7 +26,7 @@ from forge_app.models import (
     Role,
     SetStatus,
 )
-from forge_app.workflow import (
+from forge_app.services.workflow import (
     BUMPS,
     approve,
     draft_prompts,

@@ -31,7 +31,7 @@ from forge_app.models import (
     Project,
     Role,
 )
-from forge_app.workflow import (
+from forge_app.services.workflow import (
     draft_prompts,
     replace_prompts,
     snapshot_prompts,

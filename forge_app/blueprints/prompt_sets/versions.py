@@ -37,7 +37,7 @@ from forge_app.models import (
     Role,
     SetStatus,
 )
-from forge_app.workflow import (
+from forge_app.services.workflow import (
     draft_prompts,
     restore_version,
     snapshot_prompts,

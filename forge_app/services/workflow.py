@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 from anvil_client.errors import ValidationError
 from anvil_client.wire import SEMVER_RE
 from forge_app.audit import record_event
-from forge_app.editing import prompt_file_entry, search_text_of
 from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import insert_ignore
 from forge_app.models import (
@@ -40,6 +39,7 @@ from forge_app.models import (
     utcnow,
 )
 from forge_app.models.audit import PromptSetContributor
+from forge_app.services.editing import prompt_file_entry, search_text_of
 
 __all__ = [
     "BUMPS",
