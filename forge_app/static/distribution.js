@@ -46,11 +46,7 @@
     }
   }
 
-  function ready(fn) {
-    if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn);
-  }
-
-  ready(function () {
+  window.AnvilForge.ready(function () {
     document.querySelectorAll("[data-token-secret]").forEach(setUp);
   });
 })();

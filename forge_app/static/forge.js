@@ -10,6 +10,21 @@
     if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn);
   }
 
+  // The parts of a widget, found by data attribute under `root`: parts(form, ["samples",
+  // "previewState"]) is { samples: [data-samples], previewState: [data-preview-state] }
+  // (the names element.dataset uses), null where a part is missing.
+  function parts(root, names) {
+    var found = {};
+    names.forEach(function (name) {
+      var attribute = "data-" + name.replace(/[A-Z]/g, function (c) { return "-" + c.toLowerCase(); });
+      found[name] = root.querySelector("[" + attribute + "]");
+    });
+    return found;
+  }
+
+  // For the page scripts loaded after this one (live-status.js, distribution.js).
+  window.AnvilForge = { ready: ready, parts: parts };
+
   ready(function () {
     // Confirmations are pages (one pattern, see presentation.confirm_page): no window.confirm.
 
@@ -189,11 +204,8 @@
     var readOnly = fieldset && fieldset.disabled;
     var panels = form.querySelectorAll(".kind-panel");
     var messages = document.getElementById("messages");
-    var samples = form.querySelector("[data-samples]");
-    var previewBox = form.querySelector("[data-preview]");
-    var previewState = form.querySelector("[data-preview-state]");
-    var previewButton = form.querySelector("[data-preview-button]");
-    if (previewButton) previewButton.hidden = true; // the preview updates by itself
+    var part = parts(form, ["samples", "preview", "previewState", "previewButton"]);
+    if (part.previewButton) part.previewButton.hidden = true; // the preview updates by itself
 
     function kind() {
       var checked = form.querySelector('input[name="kind"]:checked');
@@ -272,7 +284,7 @@
         });
         data.messages = data.messages.filter(function (m) { return m.template.trim() !== ""; });
       }
-      samples.querySelectorAll("[data-sample]").forEach(function (input) {
+      part.samples.querySelectorAll("[data-sample]").forEach(function (input) {
         data.samples[input.getAttribute("data-sample")] = input.value;
       });
       return data;
@@ -288,7 +300,7 @@
     function runPreview() {
       var url = form.getAttribute("data-preview-url");
       var mine = ++sequence;
-      if (previewState) previewState.textContent = "updating…";
+      if (part.previewState) part.previewState.textContent = "updating…";
       fetch(url, {
         method: "POST",
         credentials: "same-origin",
@@ -302,22 +314,22 @@
         // After a syntax error the variables are unknown: keep the sample fields (and values).
         if (result.ok) renderSamples(result.variables || []);
         renderPreview(result);
-        if (previewState) previewState.textContent = "";
+        if (part.previewState) part.previewState.textContent = "";
         form.classList.remove("is-stale");
       }).catch(function (error) {
         if (mine !== sequence) return;
-        if (previewState) previewState.textContent = error.message;
+        if (part.previewState) part.previewState.textContent = error.message;
       });
     }
 
     function renderSamples(variables) {
       var existing = {};
-      samples.querySelectorAll("[data-sample]").forEach(function (input) {
+      part.samples.querySelectorAll("[data-sample]").forEach(function (input) {
         existing[input.getAttribute("data-sample")] = input.closest(".sample");
       });
       var same = Object.keys(existing).join("\u0000") === variables.join("\u0000");
       if (same) return;
-      var empty = samples.querySelector("[data-no-variables]");
+      var empty = part.samples.querySelector("[data-no-variables]");
       var fragment = document.createDocumentFragment();
       variables.forEach(function (name) {
         var wrapper = existing[name];
@@ -338,19 +350,19 @@
         }
         fragment.appendChild(wrapper);
       });
-      samples.textContent = "";
+      part.samples.textContent = "";
       if (variables.length === 0) {
         var none = empty || document.createElement("p");
         none.className = "muted small";
         none.setAttribute("data-no-variables", "");
         none.textContent = "No variables.";
-        samples.appendChild(none);
+        part.samples.appendChild(none);
       }
-      samples.appendChild(fragment);
+      part.samples.appendChild(fragment);
     }
 
     function renderPreview(result) {
-      previewBox.textContent = "";
+      part.preview.textContent = "";
       if (!result.ok) {
         result.problems.forEach(function (problem) {
           var p = document.createElement("p");
@@ -367,7 +379,7 @@
           } else {
             p.textContent = problem.message;
           }
-          previewBox.appendChild(p);
+          part.preview.appendChild(p);
         });
         return;
       }
@@ -375,7 +387,7 @@
         var hint0 = document.createElement("p");
         hint0.className = "hint";
         hint0.textContent = "The preview appears here as you write the template.";
-        previewBox.appendChild(hint0);
+        part.preview.appendChild(hint0);
       }
       result.messages.forEach(function (message) {
         var box = document.createElement("div");
@@ -387,13 +399,13 @@
         pre.textContent = message.content;
         box.appendChild(role);
         box.appendChild(pre);
-        previewBox.appendChild(box);
+        part.preview.appendChild(box);
       });
       if (result.missing && result.missing.length) {
         var hint = document.createElement("p");
         hint.className = "hint";
         hint.textContent = "Shown as ⟨name⟩ (empty in conditions, loops and filters) until you give a sample value: " + result.missing.join(", ");
-        previewBox.appendChild(hint);
+        part.preview.appendChild(hint);
       }
     }
 

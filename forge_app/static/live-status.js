@@ -11,10 +11,6 @@
 
   function Problem(message) { this.message = message; } // a failure worth its own words
 
-  function ready(fn) {
-    if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn);
-  }
-
   function el(tag, className, text) {
     var node = document.createElement(tag);
     if (className) node.className = className;
@@ -95,13 +91,7 @@
 
   function setUp(root) {
     var url = root.getAttribute("data-live-status");
-    var tbody = root.querySelector("[data-rows]");
-    var table = root.querySelector("[data-table]");
-    var empty = root.querySelector("[data-empty]");
-    var progress = root.querySelector("[data-progress]");
-    var updated = root.querySelector("[data-updated]");
-    var superseded = root.querySelector("[data-superseded]");
-    var latest = root.querySelector("[data-latest]");
+    var part = window.AnvilForge.parts(root, ["rows", "table", "empty", "progress", "updated", "superseded", "latest"]);
     var started = Date.now();
     var failures = 0;
     var timer = null;
@@ -112,21 +102,21 @@
         var key = node.getAttribute("data-count");
         if (data.summary && key in data.summary) node.textContent = String(data.summary[key]);
       });
-      if (progress) {
-        progress.max = Math.max(1, data.summary.total);
-        progress.value = data.summary.applied;
-        progress.textContent = data.summary.applied + " of " + data.summary.total;
+      if (part.progress) {
+        part.progress.max = Math.max(1, data.summary.total);
+        part.progress.value = data.summary.applied;
+        part.progress.textContent = data.summary.applied + " of " + data.summary.total;
       }
-      if (superseded) superseded.hidden = !!data.publication.current;
-      if (latest) latest.textContent = String(data.publication.latest_sequence);
+      if (part.superseded) part.superseded.hidden = !!data.publication.current;
+      if (part.latest) part.latest.textContent = String(data.publication.latest_sequence);
       var rows = document.createDocumentFragment();
       data.instances.forEach(function (item) { rows.appendChild(row(item)); });
-      tbody.replaceChildren(rows);
-      if (table) table.hidden = data.instances.length === 0;
-      if (empty) empty.hidden = data.instances.length !== 0;
-      if (updated) {
-        updated.classList.remove("is-error");
-        updated.textContent = "Updated " + new Date().toLocaleTimeString() + " · refreshes every 2 seconds.";
+      part.rows.replaceChildren(rows);
+      if (part.table) part.table.hidden = data.instances.length === 0;
+      if (part.empty) part.empty.hidden = data.instances.length !== 0;
+      if (part.updated) {
+        part.updated.classList.remove("is-error");
+        part.updated.textContent = "Updated " + new Date().toLocaleTimeString() + " · refreshes every 2 seconds.";
       }
     }
 
@@ -135,7 +125,7 @@
       timer = null;
       if (document.hidden) return; // resumes on visibilitychange
       if (Date.now() - started > GIVE_UP_AFTER) {
-        if (updated) updated.textContent = "Live updates stopped after an hour; reload the page to resume.";
+        if (part.updated) part.updated.textContent = "Live updates stopped after an hour; reload the page to resume.";
         return;
       }
       timer = window.setTimeout(poll, delay);
@@ -143,9 +133,9 @@
 
     function fail(message) {
       failures += 1;
-      if (updated) {
-        updated.classList.add("is-error");
-        updated.textContent = message;
+      if (part.updated) {
+        part.updated.classList.add("is-error");
+        part.updated.textContent = message;
       }
       schedule(Math.min(MAX_BACKOFF, INTERVAL * Math.pow(2, failures)));
     }
@@ -181,7 +171,7 @@
     poll();
   }
 
-  ready(function () {
+  window.AnvilForge.ready(function () {
     document.querySelectorAll("[data-live-status]").forEach(setUp);
   });
 })();
