@@ -24,19 +24,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypedDict, TypeVar
+from typing import Any, TypeVar
 
 from anvil_client import _timing
 from anvil_client._config import DEFAULT_CACHE_DIR, ClientConfig, Mode
+from anvil_client._outcome import check_outcome
 from anvil_client._scheduler import Scheduler
-from anvil_client._snapshot import Snapshot, Source
+from anvil_client._snapshot import Snapshot
+from anvil_client._status import ReleaseStatus, Status
 from anvil_client._timing import (
     client_version,
     format_time,
     latest,
     parse_time,
 )
-from anvil_client._usage import Counter, check_outcome
+from anvil_client._usage import Counter
 from anvil_client._verify import describe, is_expired
 from anvil_client.errors import AnvilError, ConfigError, PromptNotFound, RenderError
 from anvil_client.stores import DEFAULT_MAX_SIZE, ObjectStore
@@ -50,50 +52,6 @@ from anvil_client.wire import (
 
 _FALLBACK_CACHE_SIZE = 256
 T = TypeVar("T")
-
-
-class ReleaseStatus(TypedDict):
-    """One served entry in ``status()["releases"]``."""
-
-    prompt_set_id: str
-    name: str
-    version: str
-    content_sha256: str
-    prompts: int
-
-
-class Status(TypedDict):
-    """What ``status()`` reports (every value is JSON-serialisable).
-
-    ``releases`` lists the entries served; ``version`` is the one entry's version, or with
-    several entries ``name@version`` joined by ``, `` (DESIGN §7). ``content_sha256`` and
-    ``prompt_set_id`` are the one entry's, ``None`` when several are served.
-    """
-
-    project_id: str
-    channel: str
-    mode: Mode
-    mode_source: Literal["override", "config", "default"]
-    version: str | None
-    sequence: int | None
-    content_sha256: str | None
-    prompt_set_id: str | None
-    prompts: int
-    releases: list[ReleaseStatus]
-    source: Source | None
-    published_at: str | None
-    expires_at: str | None
-    last_sync: str | None
-    last_check: str | None
-    last_error: str | None
-    stale: bool
-    instance_id: str
-    leader: bool
-    store: str
-    cache_dir: str
-    last_heartbeat: str | None
-    heartbeat_error: str | None
-    hints: Literal["off", "connecting", "connected"]
 
 
 class AnvilClient(Scheduler):

@@ -50,17 +50,21 @@ ENV_VARS: Mapping[str, str] = {
     "hints": "ANVIL_HINTS",
     "usage": "ANVIL_USAGE",
 }
+#: The keys ``anvil init`` and ``anvil connect`` write to ``anvil.toml``, in that order.
+WRITTEN_KEYS = (
+    "store",
+    "project_id",
+    "channel",
+    "access_token_env",
+    "trusted_keys",
+    "cache_dir",
+    "mode",
+    "forge_url",
+)
 FILE_KEYS = frozenset(
     {
-        "store",
-        "project_id",
-        "channel",
-        "access_token_env",
-        "trusted_keys",
-        "cache_dir",
-        "mode",
+        *WRITTEN_KEYS,
         "poll_interval",
-        "forge_url",
         "bootstrap",
         "heartbeat_interval",
         "max_bundle_size",
@@ -310,12 +314,8 @@ def discover_config_file(directory: Path) -> Path | None:
     return None
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings of an ``anvil.toml`` (or ``[tool.anvil]``), relative paths resolved.
-
-    Raises:
-        ConfigError: if the file cannot be read, is not TOML, holds an unknown key or a token.
-    """
+def _load_toml(path: Path) -> dict[str, Any]:
+    """Raises: ConfigError: if the file cannot be read or is not UTF-8 TOML."""
     import tomllib  # only when there is a file to read
 
     try:
@@ -325,9 +325,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text") from e
     try:
-        data: dict[str, Any] = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from e
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of an ``anvil.toml`` (or ``[tool.anvil]``), relative paths resolved.
+
+    Raises:
+        ConfigError: if the file cannot be read, is not TOML, holds an unknown key or a token.
+    """
+    data = _load_toml(path)
     if path.name == "pyproject.toml":
         tool = data.get("tool", {})
         data = tool.get("anvil", {}) if isinstance(tool, dict) else {}

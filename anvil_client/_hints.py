@@ -232,22 +232,28 @@ class HintStream:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 if data:
-                    sequence = parse_hint(event, "\n".join(data), self._channel)
-                    if sequence is not None:
-                        self.hints += 1
-                        self._on_hint(sequence)
+                    self._dispatch(event, data)
                 event, data = "message", list[str]()
-                continue
-            if line.startswith(":"):
-                continue  # a comment: keep-alive
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "retry":
-                self._retry = _seconds(value, scale=0.001)
-            elif name == "data" and len(data) < 16:
-                data.append(value)
+            elif not line.startswith(":"):  # ``:`` starts a comment: keep-alive
+                event = self._read_field(line, event, data)
+
+    def _dispatch(self, event: str, data: list[str]) -> None:
+        sequence = parse_hint(event, "\n".join(data), self._channel)
+        if sequence is not None:
+            self.hints += 1
+            self._on_hint(sequence)
+
+    def _read_field(self, line: str, event: str, data: list[str]) -> str:
+        """Take one ``name: value`` line of an event; returns the event's (new) name."""
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            return value
+        if name == "retry":
+            self._retry = _seconds(value, scale=0.001)
+        elif name == "data" and len(data) < 16:
+            data.append(value)
+        return event
 
 
 def _seconds(text: str | None, *, scale: float = 1.0) -> float | None:

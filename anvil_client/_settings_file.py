@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from anvil_client._config import WRITTEN_KEYS
+from anvil_client.errors import ConfigError
 from anvil_client.stores import write_atomically
 
 
@@ -26,22 +28,19 @@ def write_config(path: Path, settings: dict[str, Any]) -> None:
         "project_id": '"00000000-0000-0000-0000-000000000000"',
         "trusted_keys": '["ed25519:…"]',
     }
-    for key in (
-        "store",
-        "project_id",
-        "channel",
-        "access_token_env",
-        "trusted_keys",
-        "cache_dir",
-        "mode",
-        "forge_url",
-    ):
+    for key in WRITTEN_KEYS:
         value = settings.get(key)
         if value:
             lines.append(f"{key} = {_toml_value(value)}")
         elif key in placeholders:
             lines.append(f"# {key} = {placeholders[key]}")
-    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    try:
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: undecodable bytes in a command-line argument
+        raise ConfigError(
+            f"a setting is not valid Unicode text; {path.name} was not written"
+        ) from None
+    write_atomically(path, data)
 
 
 def _toml_value(value: Any) -> str:

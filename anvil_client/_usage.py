@@ -403,9 +403,7 @@ def _parse_spool_entry(item: object) -> tuple[tuple[str, str | None], _Delta] | 
     delta = _Delta()
     for name in _NUMBERS:
         value = item.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            return None
-        if not math.isfinite(value):
+        if not _is_count(value):
             return None
         setattr(delta, name, value if name == "latency_ms" else int(value))
     errors = item.get("errors", {})
@@ -414,48 +412,26 @@ def _parse_spool_entry(item: object) -> tuple[tuple[str, str | None], _Delta] | 
     for error, count in list(errors.items())[:64]:
         if isinstance(count, int) and not isinstance(count, bool) and count > 0:
             delta.errors[str(error)[:100]] = count
-    variables = item.get("variables", [])
+    _add_variable_sets(delta, item.get("variables", []))
+    return (prompt_id[:PROMPT_ID_MAX_LENGTH], content), delta
+
+
+def _is_count(value: object) -> bool:
+    """A finite number >= 0 that is not a bool (a spooled token count or latency)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and value >= 0
+        and math.isfinite(value)
+    )
+
+
+def _add_variable_sets(delta: _Delta, variables: object) -> None:
     if isinstance(variables, list):
         for names in variables[:VARIABLE_SETS_MAX]:
             if isinstance(names, list) and all(isinstance(n, str) for n in names):
                 delta.names.add(tuple(sorted(names)[:VARIABLE_NAMES_MAX]))
-    return (prompt_id[:PROMPT_ID_MAX_LENGTH], content), delta
 
 
 def _size(body: Mapping[str, Any]) -> int:
     return len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
-
-
-def check_outcome(
-    prompt_id: object,
-    input_tokens: object,
-    output_tokens: object,
-    latency_ms: object,
-    error: object,
-) -> None:
-    """Validate the arguments of ``record()``.
-
-    Raises:
-        TypeError: for an argument of the wrong type.
-        ValueError: for a negative or non-finite number, or an empty prompt id.
-    """
-    if not isinstance(prompt_id, str):
-        raise TypeError(f"prompt_id must be a string, got {type(prompt_id).__name__}")
-    if not prompt_id:
-        raise ValueError("prompt_id must not be empty")
-    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must not be negative, got {value}")
-    if latency_ms is not None:
-        if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float):
-            raise TypeError(f"latency_ms must be a number or None, got {type(latency_ms).__name__}")
-        if not math.isfinite(latency_ms) or latency_ms < 0:
-            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
-    if not (error is None or isinstance(error, bool | str | BaseException)):
-        raise TypeError(
-            f"error must be None, a bool, a string or an exception, got {type(error).__name__}"
-        )

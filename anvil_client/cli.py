@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from anvil_client._cache import DiskCache
+from anvil_client._cli_setup import ask_token, asker, check_partial, prepare_cache_dir
 from anvil_client._client import AnvilClient, Status
 from anvil_client._config import (
     CONFIG_FILE,
@@ -32,7 +33,6 @@ from anvil_client._config import (
 )
 from anvil_client._settings_file import write_config
 from anvil_client.errors import AnvilError, ConfigError
-from anvil_client.wire import generate_private_key, public_key_text
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,21 +87,32 @@ def _client(ctx: click.Context) -> AnvilClient:
 
 # --- init and connect ---------------------------------------------------------------------
 
+# The options init and connect share.
+_STORE_OPTION = click.option(
+    "--store", help="Store URL: s3://bucket/prefix, https://host/prefix or file:///dir."
+)
+_PROJECT_OPTION = click.option("--project-id", help="The project's UUID.")
+_TRUSTED_KEY_OPTION = click.option(
+    "--trusted-key", "trusted_keys", multiple=True, help="ed25519:… public key."
+)
+_FORGE_URL_OPTION = click.option(
+    "--forge-url", default=None, help="FORGE URL for heartbeats (optional)."
+)
+
+
+def _token_env_option(help_text: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    return click.option("--token-env", default=DEFAULT_TOKEN_ENV, show_default=True, help=help_text)
+
 
 @cli.command()
-@click.option("--store", help="Store URL: s3://bucket/prefix, https://host/prefix or file:///dir.")
-@click.option("--project-id", help="The project's UUID.")
+@_STORE_OPTION
+@_PROJECT_OPTION
 @click.option("--channel", default="production", show_default=True)
-@click.option(
-    "--token-env",
-    default=DEFAULT_TOKEN_ENV,
-    show_default=True,
-    help="Environment variable that will hold the ACCESS_TOKEN.",
-)
-@click.option("--trusted-key", "trusted_keys", multiple=True, help="ed25519:… public key.")
+@_token_env_option("Environment variable that will hold the ACCESS_TOKEN.")
+@_TRUSTED_KEY_OPTION
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default="accepting", show_default=True)
-@click.option("--forge-url", default=None, help="FORGE URL for heartbeats (optional).")
+@_FORGE_URL_OPTION
 @click.option("--force", is_flag=True, help="Overwrite an existing anvil.toml.")
 @_friendly
 def init(
@@ -129,9 +140,9 @@ def init(
         "mode": mode,
         "forge_url": forge_url,
     }
-    _check_partial(settings)
+    check_partial(settings)
     write_config(path, settings)
-    _prepare_cache_dir(Path.cwd(), cache_dir)
+    prepare_cache_dir(Path.cwd(), cache_dir)
     missing = [name for name in ("store", "project_id", "trusted_keys") if not settings[name]]
     click.echo(f"Wrote {path.name} and created {cache_dir}/ (ignored by git).")
     if missing:
@@ -145,23 +156,18 @@ def init(
 
 
 @cli.command()
-@click.option("--store", help="Store URL: s3://bucket/prefix, https://host/prefix or file:///dir.")
-@click.option("--project-id", help="The project's UUID.")
+@_STORE_OPTION
+@_PROJECT_OPTION
 @click.option("--channel", help="Channel to follow (default production).")
 @click.option(
     "--access-token",
     help="The ACCESS_TOKEN (prefer the env var or the hidden prompt: flags show up in ps).",
 )
-@click.option(
-    "--token-env",
-    default=DEFAULT_TOKEN_ENV,
-    show_default=True,
-    help="Environment variable your app will read the ACCESS_TOKEN from.",
-)
-@click.option("--trusted-key", "trusted_keys", multiple=True, help="ed25519:… public key.")
+@_token_env_option("Environment variable your app will read the ACCESS_TOKEN from.")
+@_TRUSTED_KEY_OPTION
 @click.option("--mode", type=click.Choice(MODES), default=None)
 @click.option("--cache-dir", default=None, help=f"Default {DEFAULT_CACHE_DIR}.")
-@click.option("--forge-url", default=None, help="FORGE URL for heartbeats (optional).")
+@_FORGE_URL_OPTION
 @click.option("--yes", "-y", is_flag=True, help="Overwrite an existing anvil.toml without asking.")
 @click.option("--no-input", is_flag=True, help="Never prompt; fail if something is missing.")
 @_friendly
@@ -186,11 +192,11 @@ def connect(
             raise ConfigError(f"{path} already exists; pass --yes to overwrite it")
         click.confirm(f"{path.name} exists; overwrite it?", abort=True)
 
-    ask = _asker(existing, no_input=no_input)
+    ask = asker(existing, no_input=no_input)
     store = ask(store, "store", "Store URL (s3://bucket/prefix, https://host/prefix, file:///dir)")
     project_id = ask(project_id, "project_id", "Project id")
     channel = ask(channel, "channel", "Channel", default="production")
-    token = _ask_token(access_token, token_env, no_input=no_input)
+    token = ask_token(access_token, token_env, no_input=no_input)
     keys = list(trusted_keys) or [ask(None, "trusted_keys", "Trusted public key (ed25519:…)")]
     mode = ask(mode, "mode", "Mode", default="accepting", type=click.Choice(MODES))
     cache_dir = cache_dir or str(existing.get("cache_dir") or DEFAULT_CACHE_DIR)
@@ -223,7 +229,7 @@ def connect(
             "forge_url": forge_url,
         },
     )
-    _prepare_cache_dir(Path.cwd(), cache_dir)
+    prepare_cache_dir(Path.cwd(), cache_dir)
     click.echo(
         f"Connected: {config.channel} serves version {status['version']} "
         f"(sequence {status['sequence']}, {status['prompts']} prompts)."
@@ -234,42 +240,6 @@ def connect(
     click.echo("Add to your app:")
     for line in (*APP_LINES[:-1], usage):
         click.echo(f"    {line}")
-
-
-def _asker(existing: dict[str, Any], *, no_input: bool) -> Callable[..., str]:
-    """``ask(value, name, text, **click_prompt_options)``: the value given, else a prompt that
-    defaults to the existing file's value (with ``no_input``: that value or an error)."""
-
-    def ask(value: str | None, name: str, text: str, **options: Any) -> str:
-        if value:
-            return value
-        default = existing.get(name)
-        if isinstance(default, list):
-            default = default[0] if default else None
-        if no_input:
-            if default is not None or "default" in options:
-                return str(default if default is not None else options["default"])
-            raise ConfigError(f"--{name.replace('_', '-')} is required with --no-input")
-        if default is not None:
-            options["default"] = str(default)
-        return str(click.prompt(text, **options))
-
-    return ask
-
-
-def _ask_token(access_token: str | None, token_env: str, *, no_input: bool) -> str | None:
-    token = access_token or os.environ.get(token_env) or None
-    if token is None and not no_input:
-        token = (
-            click.prompt(
-                "ACCESS_TOKEN (input hidden; empty for an unencrypted channel)",
-                hide_input=True,
-                default="",
-                show_default=False,
-            )
-            or None
-        )
-    return token
 
 
 def _usage_line(client: AnvilClient) -> str:
@@ -435,34 +405,6 @@ def _split_assignment(item: str, flag: str) -> tuple[str, str]:
     if not sep or not key:
         raise click.BadParameter(f"{item[:60]!r} is not KEY=VALUE", param_hint=flag)
     return key, value
-
-
-# --- files --------------------------------------------------------------------------------
-
-
-def _check_partial(settings: dict[str, Any]) -> None:
-    """Validate what ``anvil init`` was given, with placeholders for what it was not."""
-    probe = {k: v for k, v in settings.items() if v is not None}
-    probe.setdefault("store", "file:///placeholder")
-    probe.setdefault("project_id", "placeholder")
-    probe.setdefault("trusted_keys", [public_key_text(generate_private_key().public_key())])
-    probe.pop("access_token_env", None)
-    ClientConfig(**{**probe, "mode": parse_mode(probe.get("mode", "accepting"))})
-
-
-def _prepare_cache_dir(base: Path, cache_dir: str) -> None:
-    (base / cache_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    if Path(cache_dir).is_absolute():
-        return
-    gitignore = base / ".gitignore"
-    entry = "/" + Path(cache_dir).as_posix().strip("/") + "/"
-    existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
-    known = {line.strip() for line in existing.splitlines()}
-    if entry in known or entry.strip("/") in known or entry.lstrip("/") in known:
-        return
-    prefix = "" if not existing or existing.endswith("\n") else "\n"
-    with gitignore.open("a", encoding="utf-8") as f:
-        f.write(f"{prefix}# Anvil's local prompt cache\n{entry}\n")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from anvil_client.errors import AnvilError, SizeLimitError, StoreError, StoreUnavailable
 from anvil_client.wire._layout import BUNDLE_MAX_SIZE
@@ -77,6 +78,15 @@ def check_prefix(prefix: str) -> None:
     """
     if prefix:
         check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+
+
+class PutOptions(TypedDict):
+    """The conditions and headers of one PUT, as the base class passes them to ``_put``."""
+
+    if_match: str | None
+    if_none_match: bool
+    content_type: str
+    cache_control: str
 
 
 class ObjectStore(ABC):
@@ -199,16 +209,7 @@ class ObjectStore(ABC):
     def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult: ...
 
     @abstractmethod
-    def _put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_match: str | None,
-        if_none_match: bool,
-        content_type: str,
-        cache_control: str,
-    ) -> PutResult: ...
+    def _put(self, key: str, data: bytes, **options: Unpack[PutOptions]) -> PutResult: ...
 
     @abstractmethod
     def _list(self, prefix: str) -> builtins.list[str]: ...

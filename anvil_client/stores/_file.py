@@ -13,10 +13,11 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 from anvil_client._platform import lock, unlock
 from anvil_client.errors import NotFound, PreconditionFailed, SizeLimitError
-from anvil_client.stores._base import GetResult, ObjectStore, PutResult
+from anvil_client.stores._base import GetResult, ObjectStore, PutOptions, PutResult
 
 _LOCK_NAME = ".anvil-store.lock"
 
@@ -55,25 +56,16 @@ class FileStore(ObjectStore):
             return GetResult(data=b"", etag=etag, modified=False)
         return GetResult(data=data, etag=etag)
 
-    def _put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_match: str | None,
-        if_none_match: bool,
-        content_type: str,
-        cache_control: str,
-    ) -> PutResult:
+    def _put(self, key: str, data: bytes, **options: Unpack[PutOptions]) -> PutResult:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
             current = None
             with contextlib.suppress(FileNotFoundError):
                 current = etag_of(path.read_bytes())
-            if if_none_match and current is not None:
+            if options["if_none_match"] and current is not None:
                 raise PreconditionFailed(f"{key} already exists in {self.url}")
-            if if_match is not None and current != if_match:
+            if options["if_match"] is not None and current != options["if_match"]:
                 raise PreconditionFailed(f"{key} changed in {self.url} since it was read")
             write_atomically(path, data, mode=0o644)
         return PutResult(etag=etag_of(data))

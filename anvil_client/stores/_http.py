@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
@@ -36,7 +36,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from anvil_client._transport import Deadline
 from anvil_client.errors import ConfigError, NotFound, SizeLimitError, StoreError, StoreUnavailable
-from anvil_client.stores._base import GetResult, ObjectStore, PutResult
+from anvil_client.stores._base import GetResult, ObjectStore, PutOptions, PutResult
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse
@@ -337,7 +337,7 @@ class HttpStore(ObjectStore):
 
     # -- read-only --------------------------------------------------------------------------
 
-    def _put(self, key: str, data: bytes, **options: object) -> PutResult:
+    def _put(self, key: str, data: bytes, **options: Unpack[PutOptions]) -> PutResult:
         raise StoreError(f"{self.url} is read-only")
 
     def _list(self, prefix: str) -> list[str]:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Unpack
 
 import boto3
 from botocore.config import Config
@@ -21,7 +21,7 @@ from anvil_client.errors import (
     StoreError,
     StoreUnavailable,
 )
-from anvil_client.stores._base import GetResult, ObjectStore, PutResult
+from anvil_client.stores._base import GetResult, ObjectStore, PutOptions, PutResult
 
 _NOT_MODIFIED = frozenset({"304", "NotModified"})
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -125,26 +125,18 @@ class S3Store(ObjectStore):
             body.close()
         return GetResult(data=b"".join(chunks), etag=response.get("ETag"))
 
-    def _put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_match: str | None,
-        if_none_match: bool,
-        content_type: str,
-        cache_control: str,
-    ) -> PutResult:
+    def _put(self, key: str, data: bytes, **options: Unpack[PutOptions]) -> PutResult:
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self._key(key),
             "Body": data,
-            "ContentType": content_type,
-            "CacheControl": cache_control,
+            "ContentType": options["content_type"],
+            "CacheControl": options["cache_control"],
         }
+        if_match = options["if_match"]
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        if if_none_match:
+        if options["if_none_match"]:
             kwargs["IfNoneMatch"] = "*"
         try:
             response = self.client.put_object(**kwargs)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from anvil_client.errors import ConfigError
@@ -49,7 +48,7 @@ class TrustedKey:
 
 
 def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 def key_id(key: Ed25519PublicKey) -> str:
@@ -84,6 +83,8 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
         except ValueError as e:
             raise ConfigError("trusted key is not a valid Ed25519 public key") from e
     if stripped.startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization  # 20 ms: only for PEM
+
         try:
             key = serialization.load_pem_public_key(stripped.encode("ascii"))
         except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as e:
@@ -101,6 +102,8 @@ def generate_private_key() -> Ed25519PrivateKey:
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM; keep it out of logs and repositories."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -114,6 +117,8 @@ def load_private_key(pem: bytes | str) -> Ed25519PrivateKey:
     Raises:
         ConfigError: if the PEM cannot be read or is not Ed25519.
     """
+    from cryptography.hazmat.primitives import serialization
+
     try:
         data = pem.encode("ascii") if isinstance(pem, str) else pem
         key = serialization.load_pem_private_key(data, password=None)
