@@ -34,7 +34,11 @@ log.addHandler(logging.NullHandler())  # a library logs only where the app confi
 
 
 class ClientCore:
-    """The attributes of a client (set by ``AnvilClient.__init__``) and the steps all layers use."""
+    """The attributes of a client and the steps all layers use.
+
+    The attributes that start empty (``None``, ``0``) have their start value here; the layers'
+    ``_init_*`` methods, called by ``AnvilClient.__init__``, set the others.
+    """
 
     config: ClientConfig
     _verifier: Verifier
@@ -44,28 +48,28 @@ class ClientCore:
     _owns_store: bool
     _abandoned: list[ObjectStore]
     #: What is served: replaced by one reference assignment, never mutated.
-    _snapshot: Snapshot | None
+    _snapshot: Snapshot | None = None
     _fallbacks: dict[str, CompiledPrompt]
     _clock: Callable[[], float]
     _lock: threading.RLock
     _wake: threading.Event
     _closed: threading.Event
-    _thread: threading.Thread | None
+    _thread: threading.Thread | None = None
     _started: bool
     _instance_id: str
-    _mode_override: Mode | None
+    _mode_override: Mode | None = None
     # what the disk cache holds, as last seen
     _floor: int
     _etag: str | None
     _etag_sequence: int | None
-    _shared: CacheState | None
+    _shared: CacheState | None = None
     _disk_sig: Signature
     # polls and their outcome
-    _last_check: datetime | None
-    _last_sync: datetime | None
-    _last_error: str | None
-    _shared_error: str | None
-    _failures: int
+    _last_check: datetime | None = None
+    _last_sync: datetime | None = None
+    _last_error: str | None = None
+    _shared_error: str | None = None
+    _failures: int = 0
     _next_poll: float
     _next_disk_check: float
     _next_full_compare: float
@@ -73,13 +77,13 @@ class ClientCore:
     # heartbeats, usage and hints
     _heartbeat: HeartbeatSender | None
     _heartbeat_wake: threading.Event
-    _heartbeat_thread: threading.Thread | None
-    _heartbeat_due: bool
+    _heartbeat_thread: threading.Thread | None = None
+    _heartbeat_due: bool = True
     _next_heartbeat: float
     _fast_heartbeats_until: float
-    _reported_error: str | None
-    _last_heartbeat: datetime | None
-    _heartbeat_error: str | None
+    _reported_error: str | None = None
+    _last_heartbeat: datetime | None = None
+    _heartbeat_error: str | None = None
     _usage: Usage | None
     _usage_refused_until: float
     _next_hand_over: float
@@ -103,21 +107,12 @@ class ClientCore:
         self._store = None if isinstance(config.store, str) else config.store
         self._owns_store = isinstance(config.store, str)
         self._abandoned = []
-        self._snapshot = None
         self._fallbacks = {}
         self._clock = time.monotonic
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closed = threading.Event()
-        self._thread = None
         self._started = start
-        self._last_check = None
-        self._last_sync = None
-        self._last_error = None
-        self._shared = None
-        self._failures = 0
-        self._shared_error = None
-        self._mode_override = None
 
     @property
     def mode(self) -> Mode:

@@ -7,12 +7,17 @@ True
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from anvil_client._client import AnvilClient, Status
 from anvil_client._config import ClientConfig
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _default: AnvilClient | None = None
 _default_lock = threading.Lock()
@@ -92,29 +97,34 @@ def template(prompt_id: str, /) -> str:
     return (_default or default_client()).template(prompt_id)
 
 
-def record(
-    prompt_id: str,
-    /,
-    *,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    latency_ms: float | None = None,
-    error: object = None,
-) -> None:
+def _on_default_client(
+    method: Callable[Concatenate[AnvilClient, P], R], doc: str
+) -> Callable[P, R]:
+    """``method`` called on the default client: its parameters (less ``self``), for
+    ``help()``, :func:`inspect.signature` and type checkers alike, are written once."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(_default or default_client(), *args, **kwargs)
+
+    signature = inspect.signature(method)
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = doc
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
+    return call
+
+
+record = _on_default_client(
+    AnvilClient.record,
     """:meth:`AnvilClient.record` on the default client.
 
     Raises:
         ConfigError: if no client could be configured from the environment.
         TypeError: for an argument of the wrong type.
         ValueError: for a negative or non-finite number, or an empty prompt id.
-    """
-    (_default or default_client()).record(
-        prompt_id,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        latency_ms=latency_ms,
-        error=error,
-    )
+    """,
+)
 
 
 def status() -> Status:

@@ -12,7 +12,6 @@ plain ``http://`` to anything but a loopback address.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,13 +117,11 @@ class HeartbeatSender:
         """
         check_token_transport(forge_url)
         parts = urlsplit(forge_url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname or "", parts.port
         self._path = parts.path.rstrip("/") + HEARTBEAT_PATH
         self._timeout = timeout
         self._authorization = f"Bearer {token_text}"
-        self._connection: Any = None  # http.client.HTTPConnection, imported on first use
+        self._transport: Any = None  # anvil_client._transport.Transport, imported on first use
         self._settings = (forge_url, token_text, timeout)
         self.url = f"{parts.scheme}://{parts.netloc}{self._path}"
 
@@ -140,77 +137,59 @@ class HeartbeatSender:
         """POST one heartbeat; returns ``None`` when recorded, else one sentence saying why not."""
         return self.post(body, user_agent)[1]
 
+    def close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
     def post(self, body: bytes, user_agent: str) -> tuple[int | None, str | None]:
         """POST one heartbeat: the HTTP status (``None`` if there was no answer) and ``None``
         when recorded, else one sentence saying why not.
 
-        A kept-alive connection the FORGE closed meanwhile is retried once on a new one (the
-        request never reached it). Each attempt takes at most about ``timeout`` seconds: socket
-        timeouts bound each read, and the transport's :class:`~anvil_client._transport.Deadline`
-        cuts off a FORGE that answers a byte at a time.
+        It takes at most about ``timeout`` seconds: socket timeouts bound each read, and the
+        transport's :class:`~anvil_client._transport.Deadline` cuts off a FORGE that answers a
+        byte at a time. A kept-alive connection the FORGE closed meanwhile is retried once.
         """
-        reused = self._connection is not None
-        status, problem, retry = self._attempt(body, user_agent)
-        if retry and reused:
-            status, problem, _ = self._attempt(body, user_agent)
-        return status, problem
+        from anvil_client._transport import Deadline, Transport, TransportError, finish, read1
 
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(OSError):
-                connection.close()
-
-    def _connect(self) -> Any:
-        from anvil_client._transport import http_connection  # only processes that send them
-
-        if self._connection is None:
-            self._connection = http_connection(
-                https=self._https, host=self._host, port=self._port, timeout=self._timeout
+        if self._transport is None:
+            self._transport = Transport(
+                self._scheme,
+                self._host,
+                self._port,
+                connect_timeout=self._timeout,
+                read_timeout=self._timeout,
             )
-        return self._connection
-
-    def _attempt(self, body: bytes, user_agent: str) -> tuple[int | None, str | None, bool]:
-        """One POST: (status, problem, whether the connection was found closed before use)."""
-        import http.client
-
-        from anvil_client._transport import Deadline
-
-        connection = self._connect()
-        deadline = Deadline(self._timeout, connection).start()
-        keep = False
+        headers = {
+            "Authorization": self._authorization,
+            "Content-Type": "application/json",
+            "User-Agent": user_agent,
+        }
+        deadline = Deadline(self._timeout).start()
         try:
-            connection.request(
-                "POST",
-                self._path,
-                body=body,
-                headers={
-                    "Authorization": self._authorization,
-                    "Content-Type": "application/json",
-                    "User-Agent": user_agent,
-                },
+            response = self._transport.open(
+                "POST", self._path, headers=headers, deadline=deadline, body=body
             )
-            response = connection.getresponse()
-            response.read(64 * 1024)
-            status = response.status
-            keep = not response.will_close and response.isclosed()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-            if deadline.expired:
-                return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
-            reason = " ".join(str(e).split())[:200]
-            return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}", True
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            if deadline.expired or isinstance(e, TimeoutError):
-                return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
-            reason = " ".join(str(e).split())[:200]  # the FORGE's text (a status line) is clipped
-            return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {reason}", False
+            try:
+                left = 64 * 1024  # the answer is not used; reading it keeps the connection
+                while left > 0 and (chunk := read1(response, left)):
+                    left -= len(chunk)
+            finally:
+                finish(response)
+        except TransportError as e:
+            if deadline.expired or e.kind in ("timeout", "connect-timeout"):
+                return None, self._timed_out()
+            return None, f"heartbeat to {self.url} failed: {e.detail}"
+        except ValueError as e:  # a header http.client refuses to send
+            return None, f"heartbeat to {self.url} failed: {type(e).__name__}: {e}"[:300]
         finally:
             deadline.stop()
-            if not keep or deadline.expired:
-                self.close()
         if deadline.expired:  # what was read before the cut-off may parse, but is cut short
-            return None, f"heartbeat to {self.url} timed out after {self._timeout:g} s", False
+            return None, self._timed_out()
+        status = response.status
         if 200 <= status < 300:
-            return status, None, False
-        problem = _ANSWERS.get(status, f"heartbeat to {self.url} failed with HTTP {status}")
-        return status, problem, False
+            return status, None
+        return status, _ANSWERS.get(status, f"heartbeat to {self.url} failed with HTTP {status}")
+
+    def _timed_out(self) -> str:
+        return f"heartbeat to {self.url} timed out after {self._timeout:g} s"

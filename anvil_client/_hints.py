@@ -14,22 +14,23 @@ store and verifies the signed pointer as always, so a forged or replayed hint co
 extra verified poll per second. When the stream drops, polling goes on as usual and the
 stream is reopened after a jittered, capped backoff. Redirects are not followed (they could
 carry the token elsewhere) and plain ``http://`` is allowed only to loopback, as heartbeats.
-A stream has no overall deadline (it is meant to stay open): connections come from
-``_transport.http_connection`` and each read is bounded by ``READ_TIMEOUT``.
+The stream goes through the client's one transport (``_transport.Transport``); it has no
+overall deadline (it is meant to stay open): each read is bounded by ``READ_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from anvil_client._heartbeat import check_token_transport
-from anvil_client._transport import http_connection, shutdown
+from anvil_client._transport import Deadline, Transport, TransportError, finish, read1
 
 HINTS_PATH = "/api/v1/live/hints"
 #: No byte for this long (the FORGE sends keep-alive comments more often): reconnect.
@@ -94,9 +95,13 @@ class HintStream:
             "user_agent": user_agent,
         }
         parts = urlsplit(forge_url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port
+        self._transport = Transport(
+            parts.scheme,
+            parts.hostname or "",
+            parts.port,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+        )
         query = urlencode({"project_id": project_id, "channel": channel})
         self._path = f"{parts.path.rstrip('/')}{HINTS_PATH}?{query}"
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{HINTS_PATH}"
@@ -112,7 +117,7 @@ class HintStream:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._connection: Any = None
+        self._request: Deadline | None = None  # the stream in use (never started: no end)
         self._thread: threading.Thread | None = None
         self.state: HintState = "off"
         self.error: str | None = None
@@ -128,7 +133,8 @@ class HintStream:
     def forget_after_fork(self) -> None:
         """In a forked child: close our copy of the parent's stream (no shutdown: the
         parent's stream stays open)."""
-        connection, self._connection = self._connection, None
+        request, self._request = self._request, None
+        connection = request.connection if request is not None else None
         if connection is not None:
             with contextlib.suppress(OSError):
                 connection.close()
@@ -145,8 +151,9 @@ class HintStream:
     def drop(self) -> None:
         """Close the stream in use (the thread reconnects if still active)."""
         with self._lock:
-            connection = self._connection
-        shutdown(getattr(connection, "sock", None))
+            request = self._request
+        if request is not None:
+            request.expire()
 
     def close(self, timeout: float = 5.0) -> None:
         self._closed.set()
@@ -185,50 +192,53 @@ class HintStream:
 
     def _stream(self) -> bool:
         """One connection, read until it drops; ``True`` when the FORGE refused it (4xx)."""
-        import http.client
-
-        connection = http_connection(
-            https=self._https, host=self._host, port=self._port, timeout=CONNECT_TIMEOUT
-        )
+        request = Deadline(math.inf)
         with self._lock:
-            self._connection = connection
+            self._request = request
         try:
-            connection.request("GET", self._path, headers=self._headers)
-            if connection.sock is not None:
-                connection.sock.settimeout(READ_TIMEOUT)
-            response = connection.getresponse()
-            content_type = response.getheader("Content-Type", "") or ""
+            response = self._transport.open(
+                "GET", self._path, headers=self._headers, deadline=request
+            )
+        except (TransportError, ValueError) as e:
+            return self._dropped(e)
+        try:
+            content_type = response.headers.get("Content-Type", "") or ""
             if response.status != 200 or not content_type.startswith("text/event-stream"):
                 self.error = f"hint stream {self.url} answered HTTP {response.status}" + (
                     "" if response.status != 200 else f" with {content_type[:60]!r}"
                 )
                 if response.status == 503:
-                    self._retry_after = _seconds(response.getheader("Retry-After"))
+                    self._retry_after = _seconds(response.headers.get("Retry-After"))
                 return 400 <= response.status < 500
             self.state = "connected"
             self.failures = 0
             self.error = None
-            self._read_events(response)
+            self._read_events(_lines(response))
             self.error = f"hint stream {self.url} closed by the FORGE"
             return False
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            reason = " ".join(str(e).split())[:200]
-            self.error = f"hint stream {self.url} dropped: {type(e).__name__}: {reason}"
-            return False
+        except (TransportError, ValueError) as e:
+            return self._dropped(e)
         finally:
             with self._lock:
-                self._connection = None
+                self._request = None
             with contextlib.suppress(OSError):
-                connection.close()
+                response.close()  # a stream is never reused
+            finish(response)
 
-    def _read_events(self, response: Any) -> None:
+    def _dropped(self, e: TransportError | ValueError) -> Literal[False]:
+        if isinstance(e, TransportError):
+            detail = e.detail
+        else:
+            detail = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        self.error = f"hint stream {self.url} dropped: {detail}"
+        return False
+
+    def _read_events(self, lines: Iterator[bytes]) -> None:
         event, data = "message", list[str]()
         while not self._closed.is_set() and self._active():
-            raw = response.readline(MAX_LINE + 1)
-            if not raw:
+            raw = next(lines, None)
+            if raw is None:
                 return  # end of stream
-            if len(raw) > MAX_LINE:
-                raise ValueError(f"a line longer than {MAX_LINE} bytes")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 if data:
@@ -261,3 +271,22 @@ def _seconds(text: str | None, *, scale: float = 1.0) -> float | None:
     if text is None or not text.strip().isdigit() or len(text.strip()) > 9:
         return None
     return min(max(int(text.strip()) * scale, BACKOFF_FIRST), BACKOFF_CAP_REFUSED)
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The stream's lines as they arrive (with their ending), until it ends.
+
+    Raises:
+        ValueError: for a line longer than ``MAX_LINE`` bytes.
+        TransportError: when no byte came within ``READ_TIMEOUT`` or the stream broke.
+    """
+    pending = b""
+    while chunk := read1(response, MAX_LINE + 1):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if len(line) >= MAX_LINE:
+                raise ValueError(f"a line longer than {MAX_LINE} bytes")
+            yield line + b"\n"
+        if len(pending) > MAX_LINE:
+            raise ValueError(f"a line longer than {MAX_LINE} bytes")

@@ -15,12 +15,6 @@ from anvil_client import _timing
 from anvil_client._core import log
 from anvil_client._heartbeat import HeartbeatSender, heartbeat_body
 from anvil_client._poller import Poller
-from anvil_client._timing import (
-    FAST_HEARTBEAT_INTERVAL,
-    USAGE_RETRY_AFTER,
-    client_version,
-    format_time,
-)
 from anvil_client._usage import Report, Usage
 
 
@@ -33,18 +27,14 @@ class Reporter(Poller):
         if config.forge_url and config.access_token:
             self._heartbeat = HeartbeatSender(config.forge_url, config.access_token)
         self._heartbeat_wake = threading.Event()
-        self._heartbeat_thread = None
-        self._heartbeat_due = True
         self._next_heartbeat = now
         self._fast_heartbeats_until = now
-        self._reported_error = None
-        self._last_heartbeat = None
-        self._heartbeat_error = None
         # Usage is counted only where it can be reported (a FORGE and a token).
         self._usage = None
         if config.usage and self._heartbeat is not None:
             self._usage = Usage(
-                first_report_id=time.time_ns() // 1_000_000, started=format_time(_timing.utcnow())
+                first_report_id=time.time_ns() // 1_000_000,
+                started=_timing.format_time(_timing.utcnow()),
             )
         self._usage_refused_until = now - 1.0
 
@@ -77,7 +67,7 @@ class Reporter(Poller):
                 for r in (snapshot.releases if snapshot is not None else ())
             ],
             "last_error": self._last_error,
-            "client_version": client_version(),
+            "client_version": _timing.client_version(),
         }
 
     def _send_heartbeat(self) -> None:
@@ -91,12 +81,12 @@ class Reporter(Poller):
         self._reported_error = fields["last_error"]
         interval = self.config.heartbeat_interval
         if now < self._fast_heartbeats_until:
-            interval = min(interval, FAST_HEARTBEAT_INTERVAL)
+            interval = min(interval, _timing.FAST_HEARTBEAT_INTERVAL)
         self._next_heartbeat = now + interval
         report = self._usage_report() if now >= self._usage_refused_until else None
         if report is not None:
             fields["usage"] = report.body
-        user_agent = f"anvil-client/{client_version()}"
+        user_agent = f"anvil-client/{_timing.client_version()}"
         status, problem = sender.post(heartbeat_body(fields), user_agent)
         if report is not None and status == 400:
             # An old FORGE refuses keys it does not know: once more without usage, and no
@@ -104,7 +94,7 @@ class Reporter(Poller):
             del fields["usage"]
             status, problem = sender.post(heartbeat_body(fields), user_agent)
             if problem is None:
-                self._usage_refused_until = self._clock() + USAGE_RETRY_AFTER
+                self._usage_refused_until = self._clock() + _timing.USAGE_RETRY_AFTER
                 log.info("anvil: the FORGE does not take usage reports; retrying in an hour")
         elif report is not None and problem is None and self._usage is not None:
             self._usage.accepted(report)
@@ -120,4 +110,4 @@ class Reporter(Poller):
         if usage.pending is None:
             for data in self._cache.take_usage():
                 usage.take_over(data)
-        return usage.take_report(format_time(_timing.utcnow()) or "")
+        return usage.take_report(_timing.format_time(_timing.utcnow()) or "")

@@ -16,15 +16,6 @@ import weakref
 from anvil_client import _timing
 from anvil_client._core import log
 from anvil_client._reporting import Reporter
-from anvil_client._timing import (
-    DISK_CHECK_INTERVAL,
-    FULL_COMPARE_MIN,
-    HINT_MIN_SPACING,
-    USAGE_HAND_OVER_INTERVAL,
-    client_version,
-    format_time,
-    hint_poll_time,
-)
 from anvil_client._usage import Usage
 from anvil_client.errors import AnvilError
 
@@ -39,9 +30,9 @@ class Scheduler(Reporter):
         self._next_disk_check = now
         self._next_full_compare = now
         self._next_share = now
-        self._next_hand_over = now + USAGE_HAND_OVER_INTERVAL
+        self._next_hand_over = now + _timing.USAGE_HAND_OVER_INTERVAL
         self._hint_poll_at = None
-        self._last_hint_poll = now - HINT_MIN_SPACING
+        self._last_hint_poll = now - _timing.HINT_MIN_SPACING
         self._hints = None
         if config.hints and config.forge_url and config.access_token:
             from anvil_client._hints import HintStream  # only clients that hold the stream
@@ -53,7 +44,7 @@ class Scheduler(Reporter):
                 channel=config.channel,
                 on_hint=self._on_hint,
                 active=self._holds_hint_stream,
-                user_agent=f"anvil-client/{client_version()}",
+                user_agent=f"anvil-client/{_timing.client_version()}",
             )
 
     def _begin(self, *, start: bool) -> None:
@@ -110,7 +101,7 @@ class Scheduler(Reporter):
             if self.mode == "accepting":
                 wake_at.extend(self._poll_if_due(now))
         elif self._usage is not None and now >= self._next_hand_over:
-            self._next_hand_over = now + USAGE_HAND_OVER_INTERVAL
+            self._next_hand_over = now + _timing.USAGE_HAND_OVER_INTERVAL
             self._hand_over_usage()
         if self._usage is not None and not self._cache.leading:
             wake_at.append(self._next_hand_over)
@@ -122,12 +113,14 @@ class Scheduler(Reporter):
         self._check_disk(full=full)
         # The poller learns of new pointers from its own polls: a second is quick enough
         # for `anvil mode`/`anvil sync`. The others follow a short interval's pace.
-        pace = DISK_CHECK_INTERVAL
+        pace = _timing.DISK_CHECK_INTERVAL
         if not self._cache.leading:
             pace = min(pace, self.config.poll_interval)
         self._next_disk_check = now + pace
         if full:
-            self._next_full_compare = now + max(10 * self.config.poll_interval, FULL_COMPARE_MIN)
+            self._next_full_compare = now + max(
+                10 * self.config.poll_interval, _timing.FULL_COMPARE_MIN
+            )
         if self._usage is not None:
             self._usage.arm_sampling()  # each counter notes the names of its next render
 
@@ -159,7 +152,7 @@ class Scheduler(Reporter):
             return  # already applied (or a replayed hint)
         if self._hint_poll_at is not None:
             return  # one hint poll is already due
-        self._hint_poll_at = hint_poll_time(self._clock(), self._last_hint_poll)
+        self._hint_poll_at = _timing.hint_poll_time(self._clock(), self._last_hint_poll)
         self._wake.set()
 
     # --- heartbeats and usage ------------------------------------------------------------
@@ -222,7 +215,8 @@ class Scheduler(Reporter):
         if self._usage is not None:
             # Counts made before the fork are the parent's to report.
             self._usage = Usage(
-                first_report_id=time.time_ns() // 1_000_000, started=format_time(_timing.utcnow())
+                first_report_id=time.time_ns() // 1_000_000,
+                started=_timing.format_time(_timing.utcnow()),
             )
             if self._snapshot is not None:
                 self._snapshot.served.clear()  # their counters: the next render attaches new ones

@@ -4,38 +4,38 @@
     >>> open_store("https://cdn.example.com/anvil").read_only
     True
 
-Plain HTTP GET through one reused urllib3 connection pool (urllib3 is imported only here):
+Plain HTTP GET through the client's one transport (``anvil_client._transport``: a reused
+urllib3 connection pool under an overall deadline):
 conditional GET (``If-None-Match`` → 304 is ``modified=False``), connect and read timeouts
 plus an overall deadline, ``Accept-Encoding: identity``, a size cap checked against
 ``Content-Length`` first and enforced while streaming, and redirects followed only on the
-same scheme, host and port. Every urllib3 error is mapped to a :class:`StoreError`. The overall
-deadline is the client's one (:class:`anvil_client._transport.Deadline`).
+same scheme, host and port. Every transport error is mapped to a :class:`StoreError`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Unpack
 from urllib.parse import quote, urljoin, urlsplit
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    LocationParseError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    SSLError,
+from anvil_client._transport import (
+    Deadline,
+    Transport,
+    TransportError,
+    clip,
+    content_length,
+    finish,
+    read1,
 )
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
-
-from anvil_client._transport import Deadline
-from anvil_client.errors import ConfigError, NotFound, SizeLimitError, StoreError, StoreUnavailable
+from anvil_client.errors import (
+    AnvilError,
+    ConfigError,
+    NotFound,
+    SizeLimitError,
+    StoreError,
+    StoreUnavailable,
+)
 from anvil_client.stores._base import GetResult, ObjectStore, PutOptions, PutResult
 
 if TYPE_CHECKING:
@@ -45,31 +45,9 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 _MAX_REDIRECTS = 3
 _CHUNK = 64 * 1024
-_ERROR_BODY_LIMIT = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _USER_AGENT = "anvil-client (+https://github.com/anvil-prompts)"
-
-
-_in_flight = threading.local()  # the Deadline of the GET this thread is making
-
-
-def _watched(base: type[HTTPConnection]) -> type[HTTPConnection]:
-    """``base`` whose requests tell the GET's :class:`Deadline` which socket to shut."""
-
-    class Watched(base):  # type: ignore[valid-type,misc]
-        def request(self, *args: Any, **kwargs: Any) -> None:
-            deadline = getattr(_in_flight, "deadline", None)
-            if deadline is not None:
-                deadline.connection = self
-            super().request(*args, **kwargs)
-
-    Watched.__name__ = Watched.__qualname__ = f"_Watched{base.__name__}"
-    return Watched
-
-
-_WatchedHTTPConnection = _watched(HTTPConnection)
-_WatchedHTTPSConnection = _watched(HTTPSConnection)
 
 
 class HttpStore(ObjectStore):
@@ -127,67 +105,40 @@ class HttpStore(ObjectStore):
             "User-Agent": _USER_AGENT,
             **(dict(headers) if headers else {}),
         }
-        self._pool_args: dict[str, object] = {"maxsize": maxsize, "block": False}
-        if scheme == "https":
-            self._pool_args["cert_reqs"] = "CERT_REQUIRED"
-            if ca_certs is not None:
-                self._pool_args["ca_certs"] = ca_certs
-        self._lock = threading.Lock()
-        self._pool: urllib3.HTTPConnectionPool | None = None
-        self._pid = os.getpid()
-
-    # -- the pool: one per store, rebuilt in a forked child ---------------------------------
-
-    def _connection_pool(self) -> urllib3.HTTPConnectionPool:
-        with self._lock:
-            if self._pool is not None and self._pid != os.getpid():
-                # Sockets inherited over fork() are shared with the parent: never reuse them.
-                self._pool.close()
-                self._pool = None
-            if self._pool is None:
-                self._pid = os.getpid()
-                try:
-                    pool = urllib3.connection_from_url(
-                        self._origin,
-                        retries=False,
-                        timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.timeout),
-                        **self._pool_args,
-                    )
-                except LocationParseError as e:
-                    raise ConfigError(f"HTTP store URL is invalid: {self.url!r}") from e
-                pool.ConnectionCls = (
-                    _WatchedHTTPSConnection if self.scheme == "https" else _WatchedHTTPConnection
-                )
-                self._pool = pool
-            return self._pool
+        self._transport = Transport(
+            scheme,
+            self.host,
+            self.port,
+            connect_timeout=connect_timeout,
+            read_timeout=timeout,
+            ca_certs=ca_certs,
+            maxsize=maxsize,
+        )
 
     def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+        self._transport.close()
 
     # -- GET --------------------------------------------------------------------------------
 
     def _get(self, key: str, if_none_match: str | None, max_size: int) -> GetResult:
-        deadline = _in_flight.deadline = Deadline(self.timeout).start()
+        deadline = Deadline(self.timeout).start()
         try:
-            result = self._get_until(key, if_none_match, max_size, deadline.at)
+            result = self._get_until(key, if_none_match, max_size, deadline)
         except StoreError as e:
             if deadline.expired:
-                raise StoreUnavailable(
-                    f"GET {key} from {self.url} timed out after {self.timeout:g} s"
-                ) from e
+                raise StoreUnavailable(self._timed_out(key)) from e
             raise
         finally:
             deadline.stop()
-            _in_flight.deadline = None
         if deadline.expired:  # what was read before the cut-off may parse, but is cut short
-            raise StoreUnavailable(f"GET {key} from {self.url} timed out after {self.timeout:g} s")
+            raise StoreUnavailable(self._timed_out(key))
         return result
 
+    def _timed_out(self, key: str) -> str:
+        return f"GET {key} from {self.url} timed out after {self.timeout:g} s"
+
     def _get_until(
-        self, key: str, if_none_match: str | None, max_size: int, deadline: float
+        self, key: str, if_none_match: str | None, max_size: int, deadline: Deadline
     ) -> GetResult:
         path = f"{self.base_path}/{key}"  # keys are URL-safe (check_key)
         headers = dict(self._headers)
@@ -202,61 +153,37 @@ class HttpStore(ObjectStore):
                     continue
                 return self._answer(key, response, if_none_match, max_size, deadline)
             finally:
-                _finish(response)
+                finish(response)
         raise StoreError(
             f"GET {key} from {self.url} was redirected too many times (more than {_MAX_REDIRECTS})"
         )
 
     def _request(
-        self, key: str, path: str, headers: dict[str, str], deadline: float
+        self, key: str, path: str, headers: dict[str, str], deadline: Deadline
     ) -> BaseHTTPResponse:
-        pool = self._connection_pool()
-        # One retry when a kept-alive connection was closed by the server while idle; a
-        # timeout or a refused connection is not retried (the poller backs off instead).
-        for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StoreUnavailable(
-                    f"GET {key} from {self.url} timed out after {self.timeout:g} s"
-                )
-            timeout = urllib3.Timeout(
-                connect=min(self.connect_timeout, remaining), read=min(self.timeout, remaining)
+        try:
+            return self._transport.open("GET", path, headers=headers, deadline=deadline)
+        except TransportError as e:
+            raise self._failed(key, e) from e
+
+    def _failed(self, key: str, e: TransportError) -> AnvilError:
+        if e.kind == "invalid":
+            return ConfigError(f"HTTP store URL is invalid: {self.url!r}")
+        if e.kind == "unreachable":
+            return StoreUnavailable(f"store {self.url} is unreachable: {e.reason}")
+        if e.kind == "connect-timeout":
+            return StoreUnavailable(
+                f"store {self.url} is unreachable: no connection within {e.seconds:g} s"
             )
-            try:
-                return pool.urlopen(
-                    "GET",
-                    path,
-                    headers=headers,
-                    redirect=False,
-                    retries=False,
-                    preload_content=False,
-                    decode_content=False,
-                    timeout=timeout,
-                )
-            # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: catch it first.
-            except (NewConnectionError, NameResolutionError) as e:
-                raise StoreUnavailable(f"store {self.url} is unreachable: {_reason(e)}") from e
-            except ConnectTimeoutError as e:
-                raise StoreUnavailable(
-                    f"store {self.url} is unreachable: no connection within "
-                    f"{min(self.connect_timeout, remaining):g} s"
-                ) from e
-            except Urllib3Timeout as e:
-                raise StoreUnavailable(
-                    f"GET {key} from {self.url} timed out after {self.timeout:g} s"
-                ) from e
-            except SSLError as e:
-                raise StoreUnavailable(
-                    f"TLS with {self.host} failed for store {self.url}: {_reason(e)}"
-                ) from e
-            except ProtocolError as e:
-                if attempt == 2:
-                    raise StoreUnavailable(
-                        f"GET {key} from {self.url} failed: the connection broke ({_reason(e)})"
-                    ) from e
-            except HTTPError as e:
-                raise StoreUnavailable(f"GET {key} from {self.url} failed: {_reason(e)}") from e
-        raise AssertionError("unreachable")  # pragma: no cover
+        if e.kind == "timeout":
+            return StoreUnavailable(self._timed_out(key))
+        if e.kind == "tls":
+            return StoreUnavailable(f"TLS with {self.host} failed for store {self.url}: {e.reason}")
+        if e.kind == "broken":
+            return StoreUnavailable(
+                f"GET {key} from {self.url} failed: the connection broke ({e.reason})"
+            )
+        return StoreUnavailable(f"GET {key} from {self.url} failed: {e.reason}")
 
     def _same_origin_path(self, key: str, path: str, location: str) -> str:
         target = urlsplit(urljoin(f"{self._origin}{path}", location))
@@ -277,7 +204,7 @@ class HttpStore(ObjectStore):
         response: BaseHTTPResponse,
         if_none_match: str | None,
         max_size: int,
-        deadline: float,
+        deadline: Deadline,
     ) -> GetResult:
         status = response.status
         etag = response.headers.get("ETag")
@@ -297,38 +224,34 @@ class HttpStore(ObjectStore):
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise StoreError(
-                f"GET {key} from {self.url} came with Content-Encoding {_clip(encoding)!r} "
+                f"GET {key} from {self.url} came with Content-Encoding {clip(encoding)!r} "
                 "although identity was asked for"
             )
-        length = _content_length(response)
+        length = content_length(response)
         if length is not None and length > max_size:
             raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
         return GetResult(data=self._read_body(key, response, max_size, deadline), etag=etag)
 
     def _read_body(
-        self, key: str, response: BaseHTTPResponse, max_size: int, deadline: float
+        self, key: str, response: BaseHTTPResponse, max_size: int, deadline: Deadline
     ) -> bytes:
         chunks = []
         size = 0
         try:
-            while chunk := response.read1(_CHUNK):
+            while chunk := read1(response, _CHUNK):
                 size += len(chunk)
                 if size > max_size:
                     raise SizeLimitError(f"{key} is larger than the {max_size}-byte limit")
-                if time.monotonic() > deadline:
-                    raise StoreUnavailable(
-                        f"GET {key} from {self.url} timed out after {self.timeout:g} s"
-                    )
+                if time.monotonic() > deadline.at:
+                    raise StoreUnavailable(self._timed_out(key))
                 chunks.append(chunk)
-        except Urllib3Timeout as e:
+        except TransportError as e:
+            if e.kind == "timeout":
+                raise StoreUnavailable(self._timed_out(key)) from e
             raise StoreUnavailable(
-                f"GET {key} from {self.url} timed out after {self.timeout:g} s"
+                f"GET {key} from {self.url} failed while reading: {e.reason}"
             ) from e
-        except (HTTPError, OSError) as e:
-            raise StoreUnavailable(
-                f"GET {key} from {self.url} failed while reading: {_reason(e)}"
-            ) from e
-        length = _content_length(response)
+        length = content_length(response)
         if length is not None and size != length:
             raise StoreUnavailable(
                 f"GET {key} from {self.url} ended after {size} of {length} bytes"
@@ -345,61 +268,3 @@ class HttpStore(ObjectStore):
 
     def _delete(self, key: str) -> None:
         raise StoreError(f"{self.url} is read-only")
-
-
-def _finish(response: BaseHTTPResponse) -> None:
-    """Give the connection back for reuse when its body was consumed; otherwise close it.
-
-    A short error page of known length is drained so the connection stays alive; a body
-    left unread (a cap or deadline was hit), or of unknown or large length, is never read.
-    """
-    try:
-        if response.status in (204, 304) or response.status < 200:
-            pass  # no body by definition (RFC 9110 §6.4.1)
-        elif not response.closed:
-            length = _content_length(response)
-            if response.status != 200 and length is not None and length <= _ERROR_BODY_LIMIT:
-                response.read(length)
-            else:
-                response.close()
-    except (HTTPError, OSError):
-        response.close()
-    finally:
-        response.release_conn()
-
-
-def _content_length(response: BaseHTTPResponse) -> int | None:
-    value = response.headers.get("Content-Length")
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def _clip(text: str, limit: int = 120) -> str:
-    """Server-provided text in an error: one short line (a status line may be 64 KiB)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _reason(error: BaseException) -> str:
-    """The innermost OS or TLS reason, as one short lowercase phrase ("connection refused")."""
-    return _clip(_innermost_reason(error), 200)
-
-
-def _innermost_reason(error: BaseException) -> str:
-    seen = error
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        nxt = seen.__cause__ or seen.__context__
-        assert nxt is not None
-        seen = nxt
-    for candidate in (seen, error):
-        if isinstance(candidate, OSError) and candidate.strerror:
-            return candidate.strerror.lower()
-        reason = getattr(candidate, "reason", None)
-        if isinstance(reason, str) and reason:
-            return reason
-    text = str(error)
-    return text.rsplit(": ", 1)[-1] if ": " in text else text

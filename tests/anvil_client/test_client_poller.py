@@ -15,6 +15,7 @@ import pytest
 
 from anvil_client import AnvilClient
 from anvil_client._cache import DiskCache
+from anvil_client._timing import client_version
 from anvil_client.errors import NotFound
 from anvil_client.stores import FileStore
 from anvil_client.wire import HEARTBEAT_MAX_SIZE
@@ -309,6 +310,8 @@ def test_heartbeats_report_what_is_served(
         }
     ]
     assert body["last_error"] is None
+    assert body["client_version"] == client_version()
+    assert request["headers"]["User-Agent"] == f"anvil-client/{client_version()}"
     assert len(request["body"]) <= HEARTBEAT_MAX_SIZE
     publisher.publish(v(2), version="2.0.0")
     wait_for(lambda: versions(forge.requests[-1]["body"]) == ["2.0.0"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -33,6 +34,15 @@ def test_exported_members_come_from_private_modules() -> None:
         module = getattr(member, "__module__", None)
         if module is not None:
             assert module == "anvil_client.errors" or module.startswith("anvil_client._"), name
+
+
+def test_the_module_level_record_has_the_methods_signature() -> None:
+    method = inspect.signature(anvil_client.AnvilClient.record)
+    front = inspect.signature(anvil_client.record)
+    assert next(iter(method.parameters)) == "self"
+    assert front == method.replace(parameters=list(method.parameters.values())[1:])
+    assert anvil_client.record.__name__ == "record"
+    assert "on the default client" in (anvil_client.record.__doc__ or "")
 
 
 def test_the_package_is_typed() -> None:

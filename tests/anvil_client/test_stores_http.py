@@ -273,7 +273,9 @@ def test_a_forked_child_gets_its_own_connections(server: Server, open_http: Any)
     store = open_http(server.url())
     store.get(POINTER)
     before = server.connections
-    store._pid = -1  # as if this were a child after fork(): inherited sockets must not be used
+    store._transport._pid = (
+        -1
+    )  # as if this were a child after fork(): inherited sockets must not be used
     store.get(POINTER)
     assert server.connections - before == 1
 
