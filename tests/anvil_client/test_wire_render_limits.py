@@ -89,7 +89,7 @@ CPU_BOMBS = [
 def test_loops_that_would_run_for_hours_are_stopped(source: str) -> None:
     # The step budget stops these first on an idle machine; on a busy one a step costs more CPU
     # time and the 1 s CPU budget may stop them first. Either way the render stops.
-    with pytest.raises(RenderError, match="too many loop iterations|s of CPU time"):
+    with pytest.raises(RenderError, match=r"too many loop iterations|s of CPU time"):
         _render(source)
 
 
