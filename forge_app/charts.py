@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from markupsafe import Markup, escape
 
-from forge_app.usage import UsageBucket
+from forge_app.usage_reads import UsageBucket
 
 __all__ = ["Chart", "UsagePanel", "bar_chart", "line_chart", "usage_panel"]
 

@@ -224,7 +224,8 @@ def demo_command(
     """Seed a demo organisation, users for each role and a project, then serve the FORGE
     and the example application (examples/live_app.py) beside it."""
     from forge_app.demo import DEMO_HOOKS, seed_demo
-    from forge_app.demo_live import demo_summary, serve_demo  # registers the LIVE demo's hook
+    from forge_app.demo_console import demo_summary
+    from forge_app.demo_live import serve_demo  # registers the LIVE demo's hook
     from forge_app.extensions import db
 
     app = _app()

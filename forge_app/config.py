@@ -133,12 +133,7 @@ def load_settings(
         ConfigError: naming every missing secret in production, or an unreadable forge.toml.
     """
     env_vars = os.environ if environ is None else environ
-    given: dict[str, Any] = {}
-    for name in (*_NAMES, "FORGE_KNOWN_FORGES"):
-        if overrides is not None and overrides.get(name) not in (None, ""):
-            given[name] = overrides[name]
-        elif env_vars.get(name):
-            given[name] = env_vars[name]
+    given = _given(overrides or {}, env_vars)
     instance_path = Path(str(given.get("FORGE_INSTANCE_PATH", "instance"))).resolve()
     from_file = _read_toml(_toml_path(env_vars, instance_path))
     for name in (*_NAMES, "FORGE_KNOWN_FORGES"):
@@ -152,13 +147,8 @@ def load_settings(
         raise ConfigError(f"FORGE_ENV must be 'development' or 'production', not {env!r}")
     production = env == "production"
     missing = [name for name in SECRET_NAMES if not given.get(name)]
-    if production and missing:
-        raise ConfigError(
-            "the FORGE refuses to start in production without its secrets; set "
-            + ", ".join(missing)
-        )
-    if production and len(str(given["FORGE_SECRET_KEY"])) < 32:
-        raise ConfigError("FORGE_SECRET_KEY must be at least 32 characters in production")
+    if production:
+        _check_production_secrets(given, missing)
 
     generated: list[str] = []
     for name in missing:
@@ -187,6 +177,28 @@ def load_settings(
     )
 
 
+def _given(overrides: Mapping[str, Any], env_vars: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as ``overrides`` or, failing that, in the environment."""
+    given: dict[str, Any] = {}
+    for name in (*_NAMES, "FORGE_KNOWN_FORGES"):
+        if overrides.get(name) not in (None, ""):
+            given[name] = overrides[name]
+        elif env_vars.get(name):
+            given[name] = env_vars[name]
+    return given
+
+
+def _check_production_secrets(given: Mapping[str, Any], missing: list[str]) -> None:
+    """Raises: ConfigError: naming every missing secret, or for a short secret key."""
+    if missing:
+        raise ConfigError(
+            "the FORGE refuses to start in production without its secrets; set "
+            + ", ".join(missing)
+        )
+    if len(str(given["FORGE_SECRET_KEY"])) < 32:
+        raise ConfigError("FORGE_SECRET_KEY must be at least 32 characters in production")
+
+
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -209,28 +221,35 @@ def parse_known_forges(value: Any) -> tuple[KnownForge, ...]:
         raise ConfigError("known_forges must be a list of {name, url, bearer_token_env} tables")
     forges: list[KnownForge] = []
     for index, entry in enumerate(value, 1):
-        where = f"known_forges entry {index}"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where} must be a table with name, url and bearer_token_env")
-        name = str(entry.get("name") or "").strip()
-        url = str(entry.get("url") or "").strip().rstrip("/")
-        env_name = str(entry.get("bearer_token_env") or "").strip()
-        parts = urlsplit(url)
-        if not name or len(name) > 80 or not _slug(name):
-            raise ConfigError(f"{where} needs a name of 1 to 80 characters")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{where} ({name}) needs an http:// or https:// url")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ConfigError(f"{where} ({name}): the url takes no query, fragment or password")
-        if not _ENV_NAME_RE.match(env_name):
+        forge = _known_forge(entry, f"known_forges entry {index}")
+        if any(f.slug == forge.slug for f in forges):
             raise ConfigError(
-                f"{where} ({name}) needs bearer_token_env, the name of the environment variable "
-                "that holds its API token"
+                f"known_forges entry {index}: a FORGE named {forge.name!r} is configured twice"
             )
-        if any(f.slug == _slug(name) for f in forges):
-            raise ConfigError(f"{where}: a FORGE named {name!r} is configured twice")
-        forges.append(KnownForge(name=name, url=url, bearer_token_env=env_name))
+        forges.append(forge)
     return tuple(forges)
+
+
+def _known_forge(entry: object, where: str) -> KnownForge:
+    """Raises: ConfigError: naming ``where`` if ``entry`` is not a valid peer."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a table with name, url and bearer_token_env")
+    name = str(entry.get("name") or "").strip()
+    url = str(entry.get("url") or "").strip().rstrip("/")
+    env_name = str(entry.get("bearer_token_env") or "").strip()
+    parts = urlsplit(url)
+    if not name or len(name) > 80 or not _slug(name):
+        raise ConfigError(f"{where} needs a name of 1 to 80 characters")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where} ({name}) needs an http:// or https:// url")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{where} ({name}): the url takes no query, fragment or password")
+    if not _ENV_NAME_RE.match(env_name):
+        raise ConfigError(
+            f"{where} ({name}) needs bearer_token_env, the name of the environment variable "
+            "that holds its API token"
+        )
+    return KnownForge(name=name, url=url, bearer_token_env=env_name)
 
 
 def _slug(name: str) -> str:

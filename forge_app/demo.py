@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from forge_app.audit import record_event
 from forge_app.models import Organisation, Project, PromptSet, Role, SetStatus, User
+from forge_app.services.drafts import replace_prompts
 from forge_app.services.users import add_member, create_org, create_user, hash_password
-from forge_app.services.workflow import approve, replace_prompts, submit, unlock
+from forge_app.services.workflow import approve, submit, unlock
 
 __all__ = ["DEMO_HOOKS", "DEMO_PASSWORD", "DemoInfo", "DemoLogin", "seed_demo"]
 

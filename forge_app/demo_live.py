@@ -21,10 +21,8 @@ a terminal (and ``NO_COLOR`` is unset). The example app logs no requests of its 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -41,6 +39,14 @@ from flask import Flask
 from sqlalchemy import select
 
 from forge_app.demo import DEMO_HOOKS, DemoInfo
+from forge_app.demo_console import (
+    CHANNEL,
+    POLL_INTERVAL,
+    DemoLogFilter,
+    echo_json,
+    print_instructions,
+    stderr_fd,
+)
 from forge_app.demo_releases import start_demo_worker  # also seeds a guard (issue 11)
 from forge_app.errors import ForgeError
 from forge_app.extensions import db
@@ -50,7 +56,6 @@ __all__ = [
     "EXAMPLE_APP",
     "TOKEN_NAME",
     "LiveDemo",
-    "demo_summary",
     "example_port_for",
     "prepare_live_demo",
     "serve_demo",
@@ -61,8 +66,6 @@ EXAMPLE_APP = Path(__file__).resolve().parents[1] / "examples" / "live_app.py"
 #: The sets the example application uses (support.* and checkout.* prompts), both published
 #: to production.
 DEMO_SETS = ("Support bot", "Checkout helper")
-CHANNEL = "production"
-POLL_INTERVAL = 2
 HEARTBEAT_INTERVAL = 30
 
 
@@ -85,11 +88,10 @@ def prepare_live_demo(app: Flask, info: DemoInfo) -> None:
     Stores a :class:`LiveDemo` in ``info.extra["live"]``. Publishing problems do not stop the
     demo: they are kept in ``LiveDemo.problem`` and printed.
     """
-    from forge_app.audit import record_event
     from forge_app.models.distribution import AccessToken
     from forge_app.services import publishing
-    from forge_app.services.tokens import create_token, reveal_token
-    from forge_app.services.workflow import latest_release
+    from forge_app.services.tokens import generate_token, reveal_token
+    from forge_app.services.versions import latest_release
 
     project = info.project
     owner = db.session.scalar(select(User).where(User.email == info.logins[0].email))
@@ -103,16 +105,7 @@ def prepare_live_demo(app: Flask, info: DemoInfo) -> None:
         )
     )
     if token is None:
-        token, text = create_token(project, TOKEN_NAME, user=owner)
-        db.session.flush()
-        record_event(
-            "token.create",
-            token,
-            project=project,
-            actor=owner,
-            details={"token_id": token.token_id, "name": token.name},
-        )
-        db.session.commit()
+        token, text, _ = generate_token(project, TOKEN_NAME, user=owner)
     else:
         text = reveal_token(token)
     publishing.ensure_default_channels(project)
@@ -291,27 +284,6 @@ def _listens(process: subprocess.Popen[bytes], address: tuple[str, int], wait: f
     return False
 
 
-def demo_summary(info: DemoInfo, forge_url: str, example_url: str | None) -> dict[str, Any]:
-    """What ``anvil-forge demo --json`` prints (one line): URLs, accounts, what is served.
-    Never the ACCESS_TOKEN (it is in the example's environment only)."""
-    live: LiveDemo | None = info.extra.get("live")
-    project_url = f"{forge_url}/projects/{info.project.id}"
-    return {
-        "forge_url": forge_url,
-        "login_url": f"{forge_url}/login",
-        "project_url": project_url,
-        "channel_url": f"{project_url}/channels/{CHANNEL}",
-        "project_id": str(info.project.id),
-        "example_url": example_url,
-        "channel": CHANNEL,
-        "published": live.published if live is not None else [],
-        "problem": live.problem if live is not None else None,
-        "password": info.password,
-        "accounts": [{"email": login.email, "role": login.role} for login in info.logins],
-        "seeded": info.created,
-    }
-
-
 def serve_demo(
     app: Flask,
     info: DemoInfo,
@@ -330,11 +302,11 @@ def serve_demo(
     (the FORGE's and the example's own lines, request logs) to standard error.
     """
     live: LiveDemo | None = info.extra.get("live")
-    forge_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    forge_url = _http_url(host, port)
     # The example app sends its ACCESS_TOKEN to the FORGE; over plain HTTP the client allows
     # only a loopback address, which also reaches a FORGE bound to every interface.
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound
-    local_url = f"http://{local}:{port}" if ":" not in local else f"http://[{local}]:{port}"
+    local_url = _http_url(local, port)
     ready = threading.Event()  # the FORGE listens
     closing = threading.Event()  # the demo stops (or the FORGE could not listen): no report
     log = DemoLogFilter()
@@ -345,21 +317,11 @@ def serve_demo(
     starter: threading.Thread | None = None
     try:
         if live is None or not EXAMPLE_APP.is_file():
-            if not as_json:
-                click.echo("  (The example application is not available in this installation.)")
-            else:
-
-                def report() -> None:
-                    if not closing.is_set():
-                        _echo_json(info, forge_url, None)
-
-                starter = _report_when(ready, report)
+            starter = _without_example(info, forge_url, ready, closing, as_json=as_json)
         else:
             config = write_client_config(app, live, local_url)
             chosen = example_port_for(host, port, example_port)
-            example_url = (
-                f"http://{host}:{chosen}/" if ":" not in host else f"http://[{host}]:{chosen}/"
-            )
+            example_url = f"{_http_url(host, chosen)}/"
             command = [
                 sys.executable,
                 str(EXAMPLE_APP),
@@ -374,12 +336,12 @@ def serve_demo(
             if not as_json:
                 print_instructions(info, live, forge_url, example_url, config)
             example = ExampleProcess(
-                command, child_environment(live.token), stdout=_stderr_fd() if as_json else None
+                command, child_environment(live.token), stdout=stderr_fd() if as_json else None
             )
 
             def started(listening: bool) -> None:
                 if not closing.is_set():
-                    _echo_json(info, forge_url, example_url if listening else None)
+                    echo_json(info, forge_url, example_url if listening else None)
 
             starter = example.start_when(ready, started if as_json else None, (local, chosen))
         serve(app, host, port, ready, err=as_json)
@@ -396,6 +358,31 @@ def serve_demo(
             signal.signal(signal.SIGTERM, previous)
 
 
+def _http_url(host: str, port: int) -> str:
+    """``http://host:port`` (an IPv6 address in brackets)."""
+    return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+
+def _without_example(
+    info: DemoInfo,
+    forge_url: str,
+    ready: threading.Event,
+    closing: threading.Event,
+    *,
+    as_json: bool,
+) -> threading.Thread | None:
+    """Without the example app: say so, or report the JSON line once the FORGE listens."""
+    if not as_json:
+        click.echo("  (The example application is not available in this installation.)")
+        return None
+
+    def report() -> None:
+        if not closing.is_set():
+            echo_json(info, forge_url, None)
+
+    return _report_when(ready, report)
+
+
 def _report_when(ready: threading.Event, report: Callable[[], None]) -> threading.Thread:
     def run() -> None:
         ready.wait()
@@ -404,47 +391,6 @@ def _report_when(ready: threading.Event, report: Callable[[], None]) -> threadin
     thread = threading.Thread(target=run, name="demo-report", daemon=True)
     thread.start()
     return thread
-
-
-def _echo_json(info: DemoInfo, forge_url: str, example_url: str | None) -> None:
-    click.echo(json.dumps(demo_summary(info, forge_url, example_url), ensure_ascii=False))
-    sys.stdout.flush()
-
-
-def _stderr_fd() -> int | None:
-    try:
-        return sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # a captured stream without a descriptor
-        return None
-
-
-#: Request lines the demo's log leaves out when they succeed: static files, the store (the
-#: example's polls) and the LIVE API (its heartbeats and hint stream). Failures stay.
-QUIET_PATHS = ("/static/", "/store/", "/api/v1/live/")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_REQUEST_LINE = re.compile(r'"[A-Z]+ (/[^ ?"]*)[^ "]* HTTP/[0-9.]+" (\d{3}) ')
-
-
-class DemoLogFilter(logging.Filter):
-    """Keep the demo's terminal readable (for the ``werkzeug`` logger): no line for a
-    successful request of :data:`QUIET_PATHS`, and no colour codes unless ``colour`` (by
-    default: standard error is a terminal and ``NO_COLOR`` is unset)."""
-
-    def __init__(self, colour: bool | None = None) -> None:
-        super().__init__()
-        if colour is None:
-            colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-        self.colour = colour
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        plain = _ANSI.sub("", message)
-        request = _REQUEST_LINE.search(plain)
-        if request and request[1].startswith(QUIET_PATHS) and int(request[2]) < 400:
-            return False
-        if not self.colour and plain != message:
-            record.msg, record.args = plain, ()
-        return True
 
 
 def _stop_on_sigterm() -> Any:
@@ -458,62 +404,3 @@ def _stop_on_sigterm() -> Any:
     with contextlib.suppress(ValueError):
         return signal.signal(signal.SIGTERM, interrupt)
     return None
-
-
-#: The FORGE's labels the instructions name, exactly as its pages show them (a test checks
-#: each one against the templates).
-LABELS = {
-    "unlock": "Unlock for editing",
-    "save": "Save",
-    "submit": "Submit for review…",
-    "review": "Open the review",
-    "approve": "Approve and lock",
-    "publish": "Publish to LIVE instances…",
-    "remove": "Remove…",
-    "rollback": "Roll back to this…",
-}
-
-
-def print_instructions(
-    info: DemoInfo, live: LiveDemo, forge_url: str, example_url: str, config: Path
-) -> None:
-    project_url = f"{forge_url}/projects/{live.project_id}"
-    label = LABELS
-    lines = [
-        "LIVE demo",
-        f"  Example application: {example_url}  (started once the FORGE listens)",
-        f"    embeds anvil_client with {config}",
-        f"    polling {forge_url}/store every {POLL_INTERVAL} s, reporting to the FORGE",
-    ]
-    if live.published:
-        lines.append(f"  Production serves {' and '.join(live.published)}.")
-    if live.problem:
-        lines.append(f"  Nothing is published yet: {live.problem}")
-    lines += [
-        "",
-        "Try it:",
-        f"  1. Open {example_url} : it shows the prompts it renders from both sets and the",
-        "     versions it serves, and updates itself.",
-        f"  2. Sign in at {forge_url}/login as {_login(info, 'Editor')}, open Support bot,",
-        f"     choose “{label['unlock']}”, change support.greeting and “{label['save']}”.",
-        f"  3. “{label['submit']}”, then sign out, sign in as {_login(info, 'Reviewer')},",
-        f"     “{label['review']}” and “{label['approve']}” it.",
-        f"  4. Sign in as {_login(info, 'Owner')}, open the new version, “{label['publish']}”,",
-        "     channel production: the confirmation shows Support bot 0.2.0 → 0.3.0 and",
-        "     Checkout helper unchanged. The status page shows the example app as applied,",
-        f"     and {example_url} shows the new greeting within {POLL_INTERVAL} seconds.",
-        f"  5. Channel production ({project_url}/channels/production) lists both sets:",
-        f"     “{label['remove']}” one, or “{label['rollback']}” an earlier entry.",
-        f"  6. Instances: {project_url}/instances",
-        "",
-        "Ctrl+C stops the FORGE and the example application.",
-        "",
-    ]
-    click.echo("\n".join(lines))
-
-
-def _login(info: DemoInfo, role: str) -> str:
-    for login in info.logins:
-        if login.role.lower() == role.lower():
-            return login.email
-    return info.logins[0].email

@@ -56,7 +56,8 @@ _HTTP_STATUS = {
 
 
 def http_status(kind: Kind) -> int:
-    """The HTTP status the web layer answers a ``kind`` of error with."""
+    """The HTTP status the web layer answers a ``kind`` of error with (the one mapping; the
+    app's error handler, the API and the views use it, services never do)."""
     return _HTTP_STATUS[kind]
 
 
@@ -84,11 +85,6 @@ class ForgeError(Exception):
         self.kind = kind if kind is not None else self.default_kind
         self.problems = problems or []
         self.refused = refused
-
-    @property
-    def status(self) -> int:
-        """The HTTP status of :attr:`kind` (for the web layer; services use ``kind``)."""
-        return http_status(self.kind)
 
 
 class NoRolloutInProgress(ForgeError):

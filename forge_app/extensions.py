@@ -11,6 +11,7 @@ one transaction.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,17 @@ from flask import Flask, current_app, g
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 __all__ = ["Database", "csrf", "db", "delete_unlocked", "insert_ignore", "login_manager"]
+
+
+#: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed
+#: out (a restarted server then costs no failed request); one in use a moment ago is not, so a
+#: busy worker does not pay a round trip per request.
+PING_AFTER_IDLE_SECONDS = 2.0
 
 
 @dataclass
@@ -65,19 +73,43 @@ def make_engine(url: str) -> Engine:
     """An engine with the connection settings the FORGE relies on.
 
     SQLite gets foreign keys, WAL and a busy timeout (the dev server is threaded);
-    PostgreSQL gets pre-ping so a restarted server does not surface as a 500.
+    PostgreSQL gets a ping of a connection idle for :data:`PING_AFTER_IDLE_SECONDS`, so a
+    restarted server does not surface as a 500.
     """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False}
         if url in ("sqlite://", "sqlite:///:memory:"):
             kwargs["poolclass"] = StaticPool
-    else:
-        kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        _ping_idle_connections(engine)
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """SQLAlchemy's pessimistic disconnect handling (``pool_pre_ping``) for idle connections
+    only: a dead one raises DisconnectionError, and the pool retries with a new connection."""
+    dialect = engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["forge_checked_in"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("forge_checked_in")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as e:  # the driver's error, whatever its class
+            raise DisconnectionError(str(e)) from e
+        if not alive:
+            raise DisconnectionError("the database connection did not answer a ping")
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -17,6 +17,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp
 
 from anvil_client.wire import CHANNEL_RE
+from forge_app.services.invitations import EXPIRY_DAYS
 from forge_app.services.users import MIN_PASSWORD_LENGTH
 
 __all__ = [
@@ -84,11 +85,7 @@ class InviteForm(FlaskForm):  # type: ignore[misc]
     role = SelectField("Role", choices=ROLE_CHOICES, default="editor")
     days = SelectField(
         "The link works for",
-        choices=[
-            SelectChoice("1", "1 day"),
-            SelectChoice("7", "7 days"),
-            SelectChoice("14", "14 days"),
-        ],
+        choices=[SelectChoice(str(n), f"{n} day{'' if n == 1 else 's'}") for n in EXPIRY_DAYS],
         default="7",
     )
     note = StringField(

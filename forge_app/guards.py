@@ -3,8 +3,8 @@
     >>> Health(requests=200, errors=30).error_rate
     0.15
 
-A channel may have one :class:`~forge_app.models.releases.GuardPolicy`. :func:`evaluate_channel`
-looks at the channel's newest FORGE publication:
+A channel may have one :class:`~forge_app.models.releases.GuardPolicy`. :func:`judge` looks at
+the channel's newest FORGE publication (:mod:`forge_app.guard_actions` makes the move):
 
 - during a rollout (the pointer serves a new list to some instances), the usage of the
   entries only the new list has, since the rollout's current step: a breach aborts the
@@ -19,47 +19,40 @@ judged sequence, kind) — a second process fails on the constraint (PostgreSQL 
 the first one's transaction) and does nothing. The move, its audit event (actor ``system``,
 with the figures) and a webhook job are committed together.
 
-Evaluated after each heartbeat with usage (:func:`after_heartbeat`, at most every
-``FORGE_GUARD_EVALUATE_SECONDS`` per channel and process, default 10) and by ``anvil-forge
-worker`` (:func:`evaluate_all`).
+Evaluated after each heartbeat with usage (:func:`forge_app.guard_actions.after_heartbeat`, at
+most every ``FORGE_GUARD_EVALUATE_SECONDS`` per channel and process, default 10) and by
+``anvil-forge worker`` (:func:`forge_app.guard_actions.evaluate_all`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from forge_app.audit import record_event
-from forge_app.errors import ForgeError
 from forge_app.extensions import db
-from forge_app.models import Project, utcnow
+from forge_app.models import Project, User, utcnow
 from forge_app.models.distribution import Channel, Publication
 from forge_app.models.releases import GuardAction, GuardPolicy
-from forge_app.services import publishing
-from forge_app.usage import DEFAULT_BUCKET_SECONDS, bucket_start, usage_series
+from forge_app.usage import DEFAULT_BUCKET_SECONDS, bucket_start
+from forge_app.usage_reads import usage_series
 
 __all__ = [
+    "GuardSettings",
     "Health",
     "Judgement",
-    "after_heartbeat",
-    "evaluate_all",
-    "evaluate_channel",
+    "delete_guard",
     "guard_of",
     "judge",
     "recent_actions",
+    "save_guard",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,19 +131,57 @@ def guard_of(channel: Channel) -> GuardPolicy | None:
     return db.session.scalar(select(GuardPolicy).where(GuardPolicy.channel_id == channel.id))
 
 
+@dataclass(frozen=True)
+class GuardSettings:
+    """What an owner sets on a channel's guard (``max_error_rate`` is a fraction, 0-1)."""
+
+    enabled: bool
+    max_error_rate: float
+    min_calls: int
+    window_minutes: int
+    stages: list[int]
+    hold_minutes: int
+
+
+def save_guard(channel: Channel, settings: GuardSettings, *, user: User) -> GuardPolicy:
+    """Set ``channel``'s guard (made when it has none), audit ``guard.update``, commit."""
+    policy = guard_of(channel)
+    if policy is None:
+        policy = GuardPolicy(project_id=channel.project_id, channel_id=channel.id)
+        db.session.add(policy)
+    policy.enabled = settings.enabled
+    policy.max_error_rate = settings.max_error_rate
+    policy.min_calls = settings.min_calls
+    policy.window_minutes = settings.window_minutes
+    policy.stages_json = json.dumps(settings.stages)
+    policy.hold_minutes = settings.hold_minutes
+    policy.updated_at = utcnow()
+    policy.updated_by_id = user.id
+    record_event(
+        "guard.update", channel, project=channel.project, actor=user, details=asdict(settings)
+    )
+    db.session.commit()
+    return policy
+
+
+def delete_guard(channel: Channel, *, user: User) -> bool:
+    """Remove ``channel``'s guard, audit ``guard.delete``, commit; False when it had none."""
+    policy = guard_of(channel)
+    if policy is None:
+        return False
+    db.session.delete(policy)
+    record_event("guard.delete", channel, project=channel.project, actor=user)
+    db.session.commit()
+    return True
+
+
 def _shas(entries: list[dict[str, Any]]) -> set[str]:
     return {str(e.get("content_sha256")) for e in entries if e.get("content_sha256")}
 
 
 def _publications(channel: Channel, limit: int = 50) -> list[Publication]:
-    return list(
-        db.session.scalars(
-            select(Publication)
-            .where(Publication.channel_id == channel.id)
-            .order_by(Publication.sequence.desc())
-            .limit(limit)
-        )
-    )
+    query = select(Publication).where(Publication.channel_id == channel.id)
+    return list(db.session.scalars(query.order_by(Publication.sequence.desc()).limit(limit)))
 
 
 def rollout_comparison(channel: Channel) -> tuple[Health, Health, Publication] | None:
@@ -186,58 +217,67 @@ def judge(channel: Channel, policy: GuardPolicy, now: datetime) -> Judgement:
     if not publications:
         return Judgement("Nothing is published on this channel yet.")
     latest = publications[0]
-    window = timedelta(minutes=policy.window_minutes)
     if latest.previous_json is not None and latest.rollout_percent is not None:
-        old, new = _shas(latest.previous_releases or []), _shas(latest.releases)
-        since = latest.published_at
-        health = health_of(channel.project_id, channel.name, new - old, since)
-        verdict = Judgement(
-            "",
-            health=health,
-            publication=latest,
-            new_shas=new - old,
-            old_shas=old - new,
-            since=since,
-        )
-        if _breached(policy, health):
-            verdict.action = "abort"
-            verdict.state = "The new list breaches the guard: the rollout is aborted."
-            return verdict
-        stages = sorted({s for s in policy.stages if 1 <= s <= 100})
-        upcoming = [s for s in stages if s > latest.rollout_percent]
-        if not upcoming:
-            verdict.state = f"Rollout at {latest.rollout_percent}%: watched by the guard."
-            return verdict
-        verdict.next_percent = upcoming[0]
-        ready = now >= latest.published_at + timedelta(minutes=policy.hold_minutes)
-        if health.requests < policy.min_calls:
-            verdict.state = (
-                f"Rollout at {latest.rollout_percent}%: waiting for {policy.min_calls} uses "
-                f"({health.requests} so far) before moving to {upcoming[0]}%."
-            )
-        elif not ready:
-            verdict.state = (
-                f"Rollout at {latest.rollout_percent}%: healthy; moves to {upcoming[0]}% after "
-                f"a hold of {policy.hold_minutes} min."
-            )
-        else:
-            verdict.action = "advance"
-            verdict.state = f"Rollout healthy: moving to {upcoming[0]}%."
+        return _judge_rollout(channel, policy, now, latest, latest.rollout_percent)
+    return _judge_change(channel, policy, now, publications)
+
+
+def _judge_rollout(
+    channel: Channel, policy: GuardPolicy, now: datetime, latest: Publication, percent: int
+) -> Judgement:
+    """The verdict during a rollout: abort it, move it to the next stage, or wait."""
+    old, new = _shas(latest.previous_releases or []), _shas(latest.releases)
+    since = latest.published_at
+    health = health_of(channel.project_id, channel.name, new - old, since)
+    verdict = Judgement(
+        "",
+        health=health,
+        publication=latest,
+        new_shas=new - old,
+        old_shas=old - new,
+        since=since,
+    )
+    if _breached(policy, health):
+        verdict.action = "abort"
+        verdict.state = "The new list breaches the guard: the rollout is aborted."
         return verdict
+    stages = sorted({s for s in policy.stages if 1 <= s <= 100})
+    upcoming = [s for s in stages if s > percent]
+    if not upcoming:
+        verdict.state = f"Rollout at {percent}%: watched by the guard."
+        return verdict
+    verdict.next_percent = upcoming[0]
+    ready = now >= latest.published_at + timedelta(minutes=policy.hold_minutes)
+    if health.requests < policy.min_calls:
+        verdict.state = (
+            f"Rollout at {percent}%: waiting for {policy.min_calls} uses "
+            f"({health.requests} so far) before moving to {upcoming[0]}%."
+        )
+    elif not ready:
+        verdict.state = (
+            f"Rollout at {percent}%: healthy; moves to {upcoming[0]}% after "
+            f"a hold of {policy.hold_minutes} min."
+        )
+    else:
+        verdict.action = "advance"
+        verdict.state = f"Rollout healthy: moving to {upcoming[0]}%."
+    return verdict
+
+
+def _judge_change(
+    channel: Channel, policy: GuardPolicy, now: datetime, publications: list[Publication]
+) -> Judgement:
+    """The verdict after a publish (or the end of a rollout): roll back, or keep watching."""
+    latest = publications[0]
+    window = timedelta(minutes=policy.window_minutes)
     if latest.kind not in ("publish", "rollout", "promote"):
         return Judgement(
             f"The newest change (sequence {latest.sequence}) is not a publish; nothing to watch."
         )
-    if latest.kind == "rollout":
-        step = publications[1] if len(publications) > 1 else None
-        if (
-            step is None
-            or step.previous_json is None
-            or _shas(step.releases) != _shas(latest.releases)
-        ):
-            return Judgement(
-                f"Sequence {latest.sequence} ended a rollout by going back; nothing to watch."
-            )
+    if latest.kind == "rollout" and _went_back(publications):
+        return Judgement(
+            f"Sequence {latest.sequence} ended a rollout by going back; nothing to watch."
+        )
     if now > latest.published_at + window:
         return Judgement(
             f"Sequence {latest.sequence} has been served for longer than the window of "
@@ -267,6 +307,16 @@ def judge(channel: Channel, policy: GuardPolicy, now: datetime) -> Judgement:
     return verdict
 
 
+def _went_back(publications: list[Publication]) -> bool:
+    """Whether the newest publication (a rollout move) ended a rollout by going back to the
+    previous list, rather than completing it."""
+    latest = publications[0]
+    step = publications[1] if len(publications) > 1 else None
+    return (
+        step is None or step.previous_json is None or _shas(step.releases) != _shas(latest.releases)
+    )
+
+
 def _rollback_target(publications: list[Publication], latest: Publication) -> Publication | None:
     """The newest earlier publication serving one list to every instance, other than
     ``latest``'s."""
@@ -290,166 +340,9 @@ def _breached(policy: GuardPolicy, health: Health) -> bool:
     )
 
 
-def evaluate_channel(channel: Channel, *, now: datetime | None = None) -> GuardAction | None:
-    """Judge ``channel`` and make the automatic move it calls for (committed). Returns the
-    move's :class:`GuardAction`, or None when there is nothing to do (or another process did
-    it)."""
-    policy = guard_of(channel)
-    if policy is None or not policy.enabled:
-        return None
-    now = now or utcnow()
-    verdict = judge(channel, policy, now)
-    if verdict.action is None or verdict.publication is None or verdict.health is None:
-        db.session.rollback()
-        return None
-    latest = verdict.publication
-    figures = {
-        **verdict.health.figures(),
-        "max_error_rate": policy.max_error_rate,
-        "min_calls": policy.min_calls,
-        "window_minutes": policy.window_minutes,
-        "judged_sequence": latest.sequence,
-        "since": verdict.since.isoformat() if verdict.since else None,
-        "content_sha256s": sorted(verdict.new_shas),
-    }
-    action = GuardAction(
-        project_id=channel.project_id,
-        channel_id=channel.id,
-        judged_sequence=latest.sequence,
-        kind=verdict.action,
-        figures_json=json.dumps(figures, sort_keys=True),
-        created_at=now,
-    )
-    # The claim: one row per (channel, judged sequence, kind); a concurrent process waits
-    # here (PostgreSQL) or for the write lock (SQLite), then fails on the constraint.
-    db.session.add(action)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        return None
-    try:
-        if verdict.action == "abort":
-            publication = publishing.abort_rollout(channel, user=None)
-        elif verdict.action == "advance":
-            assert verdict.next_percent is not None
-            publication = publishing.set_rollout(channel, verdict.next_percent, user=None)
-        else:
-            assert verdict.target_sequence is not None
-            publication = publishing.rollback_to(channel, verdict.target_sequence, user=None)
-    except ForgeError as e:
-        db.session.rollback()
-        log.warning(
-            "guard of %s/%s could not %s: %s", channel.project_id, channel.name, verdict.action, e
-        )
-        return None
-    action.result_sequence = publication.sequence
-    rate = figures["error_rate"]
-    shown = f"{rate:.1%}" if isinstance(rate, float) else "n/a"
-    if verdict.action == "advance":
-        action.summary = (
-            f"Healthy at {latest.rollout_percent}% ({figures['requests']} uses, {shown} errors): "
-            f"moved to {verdict.next_percent}%"
-        )[:500]
-    else:
-        action.summary = (
-            f"Error rate {shown} over {figures['requests']} uses (limit "
-            f"{policy.max_error_rate:.1%} after {policy.min_calls}): {publication.summary}"
-        )[:500]
-    record_event(
-        f"guard.{verdict.action}",
-        channel,
-        project=channel.project,
-        details={
-            "automatic": True,
-            "summary": action.summary,
-            "sequence": publication.sequence,
-            **figures,
-        },
-    )
-    if verdict.action in ("abort", "rollback"):
-        from forge_app.webhooks import queue_notice
-
-        queue_notice(channel, action, now=now)
-    db.session.commit()
-    log.info(
-        "guard of %s/%s: %s (sequence %d → %d)",
-        channel.project_id,
-        channel.name,
-        verdict.action,
-        latest.sequence,
-        publication.sequence,
-    )
-    return action
-
-
-def evaluate_all(*, now: datetime | None = None) -> list[GuardAction]:
-    """Evaluate every enabled guard (the worker's round). Errors of one channel are logged
-    and do not stop the others."""
-    done = []
-    ids = list(
-        db.session.scalars(select(GuardPolicy.channel_id).where(GuardPolicy.enabled.is_(True)))
-    )
-    for channel_id in ids:
-        channel = db.session.get(Channel, channel_id)
-        if channel is None:
-            continue
-        try:
-            action = evaluate_channel(channel, now=now)
-        except Exception:  # one channel's trouble must not stop the round
-            db.session.rollback()
-            log.exception("guard evaluation of channel %s failed", channel_id)
-            continue
-        if action is not None:
-            done.append(action)
-    return done
-
-
-_last_evaluated: dict[tuple[uuid.UUID, str], float] = {}
-_last_lock = threading.Lock()
-
-
-def after_heartbeat(project_id: uuid.UUID, channel_name: str) -> GuardAction | None:
-    """Evaluate the channel's guard after a heartbeat with usage was committed (at most every
-    ``FORGE_GUARD_EVALUATE_SECONDS`` per channel in this process). Never raises."""
-    interval = float(current_app.config.get("FORGE_GUARD_EVALUATE_SECONDS", 10))
-    key = (project_id, channel_name)
-    moment = time.monotonic()
-    with _last_lock:
-        last = _last_evaluated.get(key)
-        if interval > 0 and last is not None and moment - last < interval:
-            return None
-        _last_evaluated[key] = moment
-        if len(_last_evaluated) > 10_000:
-            _last_evaluated.clear()
-    try:
-        channel = db.session.scalar(
-            select(Channel)
-            .join(GuardPolicy, GuardPolicy.channel_id == Channel.id)
-            .where(
-                Channel.project_id == project_id,
-                Channel.name == channel_name,
-                GuardPolicy.enabled.is_(True),
-            )
-        )
-        if channel is None:
-            return None
-        return evaluate_channel(channel)
-    except Exception:  # the heartbeat was recorded; a guard problem must not fail it
-        db.session.rollback()
-        log.exception("guard evaluation after a heartbeat failed")
-        return None
-
-
 def recent_actions(channel: Channel, limit: int = 10) -> list[GuardAction]:
-    return list(
-        db.session.scalars(
-            select(GuardAction)
-            .where(GuardAction.channel_id == channel.id)
-            .order_by(GuardAction.id.desc())
-            .limit(limit)
-        )
-    )
+    query = select(GuardAction).where(GuardAction.channel_id == channel.id)
+    return list(db.session.scalars(query.order_by(GuardAction.id.desc()).limit(limit)))
 
 
 def action_for_publication(publication: Publication) -> GuardAction | None:

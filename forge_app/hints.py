@@ -57,7 +57,7 @@ from werkzeug.wrappers import Response
 
 from forge_app.authz import public
 from forge_app.metrics import HINT_STREAMS, HINTS_SENT
-from forge_app.services.heartbeats import number_setting
+from forge_app.services.heartbeat_limits import number_setting
 
 __all__ = ["HintHub", "bp", "init_app"]
 

@@ -185,7 +185,7 @@ def instance_states(session: Any, *, stale_after: timedelta | None = None) -> di
 
     if stale_after is None:
         try:
-            from forge_app.blueprints.instances import stale_after as configured
+            from forge_app.services.instance_pages import stale_after as configured
 
             stale_after = configured()
         except RuntimeError:  # pragma: no cover - outside an app context

@@ -1,4 +1,4 @@
-"""Peering: read other FORGEs through their REST API, safely, and keep local references.
+"""Peering: read other FORGEs through their REST API, safely.
 
     >>> client = peer_client(app, forge)                       # doctest: +SKIP
     >>> orgs = client.get("/orgs", OrgList)                    # doctest: +SKIP
@@ -11,12 +11,12 @@ are cached for a short TTL and then revalidated with ``If-None-Match``. Whatever
 (down, slow, hostile, malformed) becomes one :class:`PeerError` sentence for the page.
 
 The bearer token is read from the environment variable named by ``bearer_token_env`` for each
-request; it is never stored, logged, shown or put in an error message.
+request; it is never stored, logged, shown or put in an error message. The local references
+to remote projects and copies of their versions are :mod:`forge_app.services.remote_projects`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -32,26 +32,15 @@ from urllib.parse import quote
 import urllib3
 from flask import Flask
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from forge_app.audit import record_event
 from forge_app.config import KnownForge
 from forge_app.errors import ForgeError, Kind
-from forge_app.models import Organisation, Project, PromptSet, Role, SetStatus, User
-from forge_app.models.peering import RemoteProject
-from forge_app.rest._schemas import VersionDetail
 
 __all__ = [
     "PeerClient",
     "PeerError",
     "PeerLimits",
-    "PeeringError",
     "add_known_forge",
-    "connect_project",
-    "copy_version",
-    "disconnect_project",
     "fetch_all",
     "find_forge",
     "known_forges",
@@ -64,18 +53,24 @@ T = TypeVar("T")
 
 _STATE_KEY = "forge.peering"
 _CHUNK = 64 * 1024
+#: Every remote read: no redirect followed, no retry, the body streamed and never decoded.
+_REQUEST_OPTIONS: dict[str, Any] = {
+    "redirect": False,
+    "retries": False,
+    "preload_content": False,
+    "decode_content": False,
+}
+#: What a remote's failing status means, for the page.
+_FAILED_STATUS = {
+    404: "has no such object, or its token may not see it",
+    429: "is rate-limiting this FORGE; try again in a minute",
+}
 
 
 class PeerError(ForgeError):
     """A remote FORGE could not be read; ``str()`` is one sentence for the page."""
 
     default_kind = Kind.REMOTE
-
-
-class PeeringError(ForgeError):
-    """A local peering action (connect, disconnect, copy) that did not happen."""
-
-    default_kind = Kind.INVALID
 
 
 @dataclass(frozen=True)
@@ -244,15 +239,9 @@ class PeerClient:
         deadline = time.monotonic() + limits.total_timeout
         timeout = urllib3.Timeout(connect=limits.connect_timeout, read=limits.total_timeout)
         try:
+            url = f"{self.forge.url}/api/v1{path}"
             response = self._state.pool.request(
-                "GET",
-                f"{self.forge.url}/api/v1{path}",
-                headers=headers,
-                redirect=False,
-                retries=False,
-                timeout=timeout,
-                preload_content=False,
-                decode_content=False,
+                "GET", url, headers=headers, timeout=timeout, **_REQUEST_OPTIONS
             )
         except urllib3.exceptions.NewConnectionError:  # before its base, ConnectTimeoutError
             raise self._error("cannot be reached") from None
@@ -279,20 +268,7 @@ class PeerClient:
 
     def _read(self, response: Any, deadline: float) -> bytes:
         limits = self._state.limits
-        status = response.status
-        if 300 <= status < 400:
-            raise self._error("answered with a redirect, which the FORGE does not follow")
-        if status in (401, 403):
-            raise self._error(f"refused this FORGE's API token (HTTP {status})")
-        if status == 404:
-            raise self._error("has no such object, or its token may not see it")
-        if status == 429:
-            raise self._error("is rate-limiting this FORGE; try again in a minute")
-        if status != 200:
-            raise self._error(f"failed to answer (HTTP {status})")
-        encoding = (response.headers.get("Content-Encoding") or "identity").lower()
-        if encoding != "identity":
-            raise self._error("answered with a compressed body, which the FORGE does not accept")
+        self._check_answer(response)
         too_large = f"answered with more than {limits.max_body // 1024} KiB"
         length = response.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limits.max_body:
@@ -312,6 +288,19 @@ class PeerClient:
             raise self._error(f"did not answer within {limits.total_timeout:g} seconds") from None
         except urllib3.exceptions.HTTPError:
             raise self._error("broke off its answer") from None
+
+    def _check_answer(self, response: Any) -> None:
+        """Raises: PeerError: unless the answer is a 200 with an uncompressed body."""
+        status = response.status
+        if 300 <= status < 400:
+            raise self._error("answered with a redirect, which the FORGE does not follow")
+        if status in (401, 403):
+            raise self._error(f"refused this FORGE's API token (HTTP {status})")
+        if status != 200:
+            raise self._error(_FAILED_STATUS.get(status, f"failed to answer (HTTP {status})"))
+        encoding = (response.headers.get("Content-Encoding") or "identity").lower()
+        if encoding != "identity":
+            raise self._error("answered with a compressed body, which the FORGE does not accept")
 
 
 def peer_client(
@@ -343,228 +332,3 @@ def fetch_all(app: Flask, calls: Sequence[Callable[[], T]]) -> list[T | PeerErro
         except FutureTimeout:
             results.append(PeerError("A remote FORGE did not answer in time."))
     return results
-
-
-# ------------------------------------------------------------------ local references
-
-
-def _require_role(session: Session, user: User, org_id: int, minimum: Role, action: str) -> None:
-    from forge_app.authz import member_role
-
-    role = member_role(user, org_id)
-    if role is None:
-        raise PeeringError(
-            "There is no such organisation, or you are not a member.", kind=Kind.NOT_FOUND
-        )
-    if role < minimum:
-        raise PeeringError(
-            f"Only members with the {minimum.label} role or higher can {action}.",
-            kind=Kind.FORBIDDEN,
-        )
-
-
-def connect_project(
-    session: Session,
-    user: User,
-    *,
-    forge: KnownForge,
-    client: PeerClient,
-    remote_project_id: str,
-    org: Organisation,
-) -> RemoteProject:
-    """Create a local reference to a remote project in ``org`` (no data is copied); audited.
-
-    Raises:
-        PeeringError: for a role below editor, an already connected project, or a remote
-            project that cannot be read (with the remote's one sentence).
-    """
-    from forge_app.rest._schemas import ProjectSummary
-
-    _require_role(session, user, org.id, Role.EDITOR, "connect remote projects")
-    try:
-        remote = client.get(f"/projects/{segment(remote_project_id)}", ProjectSummary)
-    except PeerError as e:
-        raise PeeringError(str(e), kind=Kind.REMOTE) from e
-    exists = select(RemoteProject.id).where(
-        RemoteProject.org_id == org.id,
-        RemoteProject.forge_name == forge.name,
-        RemoteProject.remote_project_id == str(remote.id),
-    )
-    already = f"{remote.name[:120]} of {forge.name} is already connected to {org.name}."
-    if session.scalar(exists):
-        raise PeeringError(already, kind=Kind.CONFLICT)
-    reference = RemoteProject(
-        org_id=org.id,
-        forge_name=forge.name,
-        remote_project_id=str(remote.id),
-        remote_org_name=remote.org_name[:200],
-        name=remote.name[:200],
-        created_by_id=user.id,
-    )
-    session.add(reference)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise PeeringError(already, kind=Kind.CONFLICT) from None
-    record_event(
-        "remote_project.connect",
-        reference,
-        org_id=org.id,
-        actor=user,
-        details={"forge": forge.name, "remote_project_id": str(remote.id), "name": remote.name},
-        session=session,
-    )
-    return reference
-
-
-def disconnect_project(session: Session, user: User, reference: RemoteProject) -> None:
-    """Remove the reference (nothing remote changes); audited.
-
-    Raises:
-        PeeringError: for a role below editor.
-    """
-    _require_role(session, user, reference.org_id, Role.EDITOR, "disconnect remote projects")
-    record_event(
-        "remote_project.disconnect",
-        reference,
-        org_id=reference.org_id,
-        actor=user,
-        details={
-            "forge": reference.forge_name,
-            "remote_project_id": reference.remote_project_id,
-            "name": reference.name,
-        },
-        session=session,
-    )
-    session.delete(reference)
-
-
-def copy_version(
-    session: Session,
-    user: User,
-    *,
-    reference: RemoteProject,
-    client: PeerClient,
-    remote_set_id: str,
-    version: str,
-    target: Project,
-    name: str,
-) -> PromptSet:
-    """Copy a remote version into ``target`` as a new LIVE set, with its provenance.
-
-    The remote answer's ``bundle`` must hash to its ``content_sha256`` and name the requested
-    set and version; the prompts copied are those of that checked bundle. The new set's history
-    (audit log) records the source FORGE, project, set, version and content hash.
-
-    Raises:
-        PeeringError: for a role below editor in ``target``, a name already taken, a remote
-            that cannot be read, a hash that does not match, or prompts that do not validate.
-    """
-    from forge_app.services.workflow import replace_prompts
-
-    _require_role(session, user, target.org_id, Role.EDITOR, "create prompt sets")
-    name = name.strip()
-    if not name or len(name) > 120:
-        raise PeeringError("Give the new prompt set a name of 1 to 120 characters.")
-    if session.scalar(
-        select(PromptSet.id).where(PromptSet.project_id == target.id, PromptSet.name == name)
-    ):
-        raise PeeringError(
-            f"{target.name} already has a prompt set named {name!r}.", kind=Kind.CONFLICT
-        )
-    path = (
-        f"/projects/{segment(reference.remote_project_id)}/sets/{segment(remote_set_id)}"
-        f"/versions/{segment(version)}"
-    )
-    try:
-        detail = client.get(path, VersionDetail)
-    except PeerError as e:
-        raise PeeringError(str(e), kind=Kind.REMOTE) from e
-    snapshot = checked_snapshot(detail, remote_set_id=remote_set_id, version=version)
-    prompt_set = PromptSet(
-        project_id=target.id,
-        name=name,
-        description=(
-            f"Copied from {reference.forge_name}: {reference.name} / version {detail.version}."
-        )[:2000],
-        status=SetStatus.LIVE.value,
-        revision=1,
-        updated_by_id=user.id,
-    )
-    session.add(prompt_set)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise PeeringError(
-            f"{target.name} already has a prompt set named {name!r}.", kind=Kind.CONFLICT
-        ) from None
-    session.refresh(prompt_set)
-
-    try:
-        replace_prompts(session, prompt_set, snapshot, user, remove_missing=False)
-    except ForgeError as e:
-        session.rollback()
-        raise PeeringError(f"The remote version's prompts do not validate here: {e}") from e
-    provenance = {
-        "forge": reference.forge_name,
-        "project": reference.name,
-        "remote_project_id": reference.remote_project_id,
-        "remote_set_id": str(detail.prompt_set_id),
-        "version": detail.version,
-        "content_sha256": detail.content_sha256,
-    }
-    record_event("prompt_set.create", prompt_set, project=target, actor=user, session=session)
-    record_event(
-        "prompt_set.copy",
-        prompt_set,
-        project=target,
-        actor=user,
-        details=provenance,
-        session=session,
-    )
-    return prompt_set
-
-
-def checked_snapshot(
-    detail: VersionDetail, *, remote_set_id: str, version: str
-) -> dict[str, dict[str, Any]]:
-    """The prompts (prompt-file shape) of a remote version's bundle, after checking that the
-    bundle hashes to ``content_sha256`` and is the requested set and version.
-
-    Raises:
-        PeeringError: if any of that does not hold.
-    """
-    data = detail.bundle.encode("utf-8")
-    if hashlib.sha256(data).hexdigest() != detail.content_sha256:
-        raise PeeringError(
-            "The remote version's content does not match its content hash, so nothing was copied.",
-            kind=Kind.REMOTE,
-        )
-    try:
-        bundle = json.loads(data)
-        snapshot = bundle["snapshot"]
-        if not isinstance(snapshot, dict):
-            raise TypeError("snapshot")
-        same = bundle.get("version") == version == detail.version and str(
-            bundle.get("prompt_set_id")
-        ) == str(remote_set_id)
-    except (ValueError, KeyError, TypeError):
-        raise PeeringError(
-            "The remote version's bundle is not readable.", kind=Kind.REMOTE
-        ) from None
-    if not same:
-        raise PeeringError(
-            "The remote answered with another set or version than asked for, so nothing was "
-            "copied.",
-            kind=Kind.REMOTE,
-        )
-    prompts: dict[str, dict[str, Any]] = {}
-    for key, prompt in snapshot.items():
-        if not isinstance(prompt, dict):
-            raise PeeringError("The remote version's bundle is not readable.", kind=Kind.REMOTE)
-        entry = {k: v for k, v in prompt.items() if k in ("template", "messages", "metadata")}
-        entry.setdefault("metadata", {})
-        prompts[str(key)] = entry
-    return prompts

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -106,31 +107,8 @@ def schedule_job(
             channel does not take, or a bad percentage or sequence.
     """
     now = now or utcnow()
-    if run_at.tzinfo is None:
-        raise ScheduleError("Give the time in UTC.")
-    if run_at < now - GRACE:
-        raise ScheduleError("That time has passed; choose a time in the future.")
-    if run_at > now + timedelta(days=366):
-        raise ScheduleError("Schedule at most a year ahead.")
-    if kind == "publish":
-        if version is None or version.prompt_set.project_id != channel.project_id:
-            raise ScheduleError("Choose a version of this project to publish.")
-        try:
-            publishing.check_policy(channel, publishing.version_status(version))
-        except ForgeError as e:
-            raise ScheduleError(str(e)) from e
-        if percent == 100:
-            percent = None
-        if percent is not None and not 1 <= percent <= 99:
-            raise ScheduleError("A gradual rollout starts at 1 to 99 percent of instances.")
-    elif kind == "rollout":
-        if percent is None or not 1 <= percent <= 100:
-            raise ScheduleError("The rollout percentage must be a whole number from 1 to 100.")
-    elif kind == "rollback":
-        if to_sequence is not None and to_sequence < 1:
-            raise ScheduleError("Choose a history entry to roll back to.")
-    else:
-        raise ScheduleError("Choose what to schedule: a publish, a rollout step or a rollback.")
+    _check_time(run_at, now)
+    percent = _checked_step(channel, kind, version, percent, to_sequence)
     job = ScheduledJob(
         project_id=channel.project_id,
         channel_id=channel.id,
@@ -157,6 +135,50 @@ def schedule_job(
     return job
 
 
+def _check_time(run_at: datetime, now: datetime) -> None:
+    """Raises: ScheduleError: for a naive time, one in the past or over a year ahead."""
+    if run_at.tzinfo is None:
+        raise ScheduleError("Give the time in UTC.")
+    if run_at < now - GRACE:
+        raise ScheduleError("That time has passed; choose a time in the future.")
+    if run_at > now + timedelta(days=366):
+        raise ScheduleError("Schedule at most a year ahead.")
+
+
+def _checked_step(
+    channel: Channel,
+    kind: str,
+    version: PromptSetVersion | None,
+    percent: int | None,
+    to_sequence: int | None,
+) -> int | None:
+    """The job's percentage (a publish to 100 % is no rollout) after checking what it does.
+
+    Raises:
+        ScheduleError: as for :func:`schedule_job`.
+    """
+    if kind == "publish":
+        if version is None or version.prompt_set.project_id != channel.project_id:
+            raise ScheduleError("Choose a version of this project to publish.")
+        try:
+            publishing.check_policy(channel, publishing.version_status(version))
+        except ForgeError as e:
+            raise ScheduleError(str(e)) from e
+        if percent == 100:
+            return None
+        if percent is not None and not 1 <= percent <= 99:
+            raise ScheduleError("A gradual rollout starts at 1 to 99 percent of instances.")
+    elif kind == "rollout":
+        if percent is None or not 1 <= percent <= 100:
+            raise ScheduleError("The rollout percentage must be a whole number from 1 to 100.")
+    elif kind == "rollback":
+        if to_sequence is not None and to_sequence < 1:
+            raise ScheduleError("Choose a history entry to roll back to.")
+    else:
+        raise ScheduleError("Choose what to schedule: a publish, a rollout step or a rollback.")
+    return percent
+
+
 def cancel_job(job: ScheduledJob, *, user: User) -> bool:
     """Cancel a pending job (conditional, so a job a worker just claimed stays claimed) and
     audit it; the caller commits. Returns False when it was no longer pending."""
@@ -180,30 +202,28 @@ def cancel_job(job: ScheduledJob, *, user: User) -> bool:
 
 
 def pending_jobs(channel: Channel, *, limit: int = 50) -> list[ScheduledJob]:
-    return list(
-        db.session.scalars(
-            select(ScheduledJob)
-            .where(
-                ScheduledJob.channel_id == channel.id,
-                ScheduledJob.kind != "webhook",
-                ScheduledJob.status.in_(("pending", "running")),
-            )
-            .order_by(ScheduledJob.run_at, ScheduledJob.id)
-            .limit(limit)
-        )
+    return _channel_jobs(
+        channel, ("pending", "running"), (ScheduledJob.run_at, ScheduledJob.id), limit
     )
 
 
 def recent_jobs(channel: Channel, *, limit: int = 10) -> list[ScheduledJob]:
+    return _channel_jobs(channel, ("done", "failed", "cancelled"), (ScheduledJob.id.desc(),), limit)
+
+
+def _channel_jobs(
+    channel: Channel, statuses: tuple[str, ...], order: tuple[Any, ...], limit: int
+) -> list[ScheduledJob]:
+    """The channel's jobs (not webhook notices) in ``statuses``, in ``order``."""
     return list(
         db.session.scalars(
             select(ScheduledJob)
             .where(
                 ScheduledJob.channel_id == channel.id,
                 ScheduledJob.kind != "webhook",
-                ScheduledJob.status.in_(("done", "failed", "cancelled")),
+                ScheduledJob.status.in_(statuses),
             )
-            .order_by(ScheduledJob.id.desc())
+            .order_by(*order)
             .limit(limit)
         )
     )

@@ -1,4 +1,5 @@
-"""Prompt usage from heartbeats (issue 11): validate, record once, add up in time buckets, read.
+"""Prompt usage from heartbeats (issue 11): validate, record once, add up in time buckets
+(reading them back is :mod:`forge_app.usage_reads`).
 
     >>> bucket_start(datetime(2026, 11, 30, 20, 7, 31, tzinfo=UTC), 300).isoformat()
     '2026-11-30T20:05:00+00:00'
@@ -25,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
@@ -39,7 +40,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import Table, TextClause, Uuid, bindparam, delete, or_, select, text, update
+from sqlalchemy import Table, TextClause, Uuid, bindparam, delete, or_, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -47,18 +48,17 @@ from sqlalchemy.orm import Session
 
 from forge_app.models import Project, UTCDateTime
 from forge_app.models.instances import LiveInstance
-from forge_app.models.usage import OTHER_PROMPT_ID, CallerVariables, PromptUsage
+from forge_app.models.usage import BUCKET_KEY, OTHER_PROMPT_ID, CallerVariables, PromptUsage
 
 __all__ = [
     "DEFAULT_BUCKET_SECONDS",
     "DEFAULT_RETENTION_DAYS",
-    "UsageBucket",
     "UsageReport",
     "bucket_start",
-    "caller_variables",
+    "project_uuid",
     "prune_usage",
     "record_usage",
-    "usage_series",
+    "stored_json",
 ]
 
 DEFAULT_BUCKET_SECONDS = 300
@@ -154,14 +154,9 @@ def _table(model: Any) -> Table:
     return table
 
 
-def _project_id(project: Project | uuid.UUID) -> uuid.UUID:
+def project_uuid(project: Project | uuid.UUID) -> uuid.UUID:
+    """The id of ``project`` (given as a row or an id)."""
     return project if isinstance(project, uuid.UUID) else project.id
-
-
-def _default_session() -> Session:
-    from forge_app.extensions import db
-
-    return db.session
 
 
 def bucket_start(moment: datetime, seconds: int) -> datetime:
@@ -236,7 +231,7 @@ def record_usage(
     later one). The counts go to the bucket of the report's ``to`` time, or of ``now`` when
     the client's clock is ahead or the window ended before the retention period.
     """
-    project_id = _project_id(project)
+    project_id = project_uuid(project)
     report = usage if isinstance(usage, UsageReport) else UsageReport.model_validate(usage)
     if isinstance(session, Session) and instance.id is None:
         session.flush()
@@ -298,12 +293,11 @@ def _counts_sql(rows: int) -> TextClause:
         f"(:pj,:ch,:i{i},:h{i},:bk," + ",".join(f":{_SHORT[n]}{i}" for n in _COUNTED) + ",'{}')"
         for i in range(rows)
     )
-    names = ["project_id", "channel", "prompt_id", "content_sha256", "bucket_start"]
-    columns = ", ".join([*names, *_COUNTED, "errors_json"])
+    columns = ", ".join([*BUCKET_KEY, *_COUNTED, "errors_json"])
     updates = ", ".join(f"{name} = prompt_usage.{name} + excluded.{name}" for name in _COUNTED)
     return text(
         f"INSERT INTO prompt_usage ({columns}) VALUES {values} "  # noqa: S608 - names are ours
-        "ON CONFLICT (project_id, channel, prompt_id, content_sha256, bucket_start) "
+        f"ON CONFLICT ({', '.join(BUCKET_KEY)}) "
         f"DO UPDATE SET {updates} "
         "RETURNING id, prompt_id, content_sha256, errors_json"
     ).bindparams(bindparam("pj", type_=Uuid()), bindparam("bk", type_=UTCDateTime()))
@@ -335,7 +329,7 @@ def _add_counts(
         errors = rows[(prompt_id, sha)].errors
         if not errors:
             continue
-        merged = _loads(stored, {})
+        merged = stored_json(stored, {})
         if not isinstance(merged, dict):
             merged = {}
         for name, n in errors.items():
@@ -347,7 +341,8 @@ def _add_counts(
         )
 
 
-def _loads(text: str | None, default: Any) -> Any:
+def stored_json(text: str | None, default: Any) -> Any:
+    """A JSON column's value, or ``default`` if it is empty or not JSON."""
     try:
         return json.loads(text or "")
     except ValueError:
@@ -382,7 +377,7 @@ def _add_variables(
                 set_={"channel": channel, "last_seen_at": now},
             ).returning(table.c.id, table.c.variables_json)
         ).one()
-        known = {tuple(s) for s in _loads(stored[1], []) if isinstance(s, list)}
+        known = {tuple(s) for s in stored_json(stored[1], []) if isinstance(s, list)}
         if sets <= known:
             continue
         # The report's sets first, then the ones seen before, up to the cap.
@@ -448,102 +443,3 @@ def prune_usage(
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UsageBucket:
-    """The counts of one (channel, prompt, content) in one time bucket."""
-
-    bucket_start: datetime
-    channel: str
-    prompt_id: str
-    content_sha256: str
-    renders: int
-    render_errors: int
-    calls: int
-    call_errors: int
-    input_tokens: int
-    output_tokens: int
-    latency_ms: float
-    errors: dict[str, int]
-
-    @property
-    def mean_latency_ms(self) -> float | None:
-        return self.latency_ms / self.calls if self.calls else None
-
-    @property
-    def error_rate(self) -> float | None:
-        """Render and call errors per render or call (None without any)."""
-        total = self.renders + self.calls
-        return (self.render_errors + self.call_errors) / total if total else None
-
-
-def usage_series(
-    project: Project | uuid.UUID,
-    *,
-    session: Session | None = None,
-    channel: str | None = None,
-    prompt_id: str | None = None,
-    content_sha256s: Iterable[str] | None = None,
-    since: datetime | None = None,
-    limit: int = 10_000,
-) -> list[UsageBucket]:
-    """The project's usage buckets, oldest first (filtered by channel, prompt, contents —
-    ``""`` is the fallback — and start time). ``session`` defaults to the app's."""
-    session = session or _default_session()
-    query = select(PromptUsage).where(PromptUsage.project_id == _project_id(project))
-    if channel is not None:
-        query = query.where(PromptUsage.channel == channel)
-    if prompt_id is not None:
-        query = query.where(PromptUsage.prompt_id == prompt_id)
-    if content_sha256s is not None:
-        query = query.where(PromptUsage.content_sha256.in_(list(content_sha256s)))
-    if since is not None:
-        query = query.where(PromptUsage.bucket_start >= since)
-    query = query.order_by(
-        PromptUsage.bucket_start,
-        PromptUsage.channel,
-        PromptUsage.prompt_id,
-        PromptUsage.content_sha256,
-    ).limit(limit)
-    return [
-        UsageBucket(
-            bucket_start=row.bucket_start,
-            channel=row.channel,
-            prompt_id=row.prompt_id,
-            content_sha256=row.content_sha256,
-            renders=row.renders,
-            render_errors=row.render_errors,
-            calls=row.calls,
-            call_errors=row.call_errors,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            latency_ms=row.latency_ms,
-            errors={str(k): int(v) for k, v in (_loads(row.errors_json, {}) or {}).items()},
-        )
-        for row in session.scalars(query)
-    ]
-
-
-def caller_variables(
-    project: Project | uuid.UUID,
-    prompt_id: str,
-    *,
-    channel: str | None = None,
-    session: Session | None = None,
-) -> dict[str, list[list[str]]]:
-    """``{instance_id: [[names…], …]}``: the variable-name sets each instance passes to
-    ``prompt_id`` (only instances whose records are within the retention)."""
-    session = session or _default_session()
-    query = select(CallerVariables).where(
-        CallerVariables.project_id == _project_id(project), CallerVariables.prompt_id == prompt_id
-    )
-    if channel is not None:
-        query = query.where(CallerVariables.channel == channel)
-    return {
-        row.instance_id: [list(s) for s in _loads(row.variables_json, [])]
-        for row in session.scalars(query.order_by(CallerVariables.instance_id))
-    }

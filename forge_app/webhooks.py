@@ -24,11 +24,21 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import select
 
+from forge_app.audit import record_event
+from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import db
+from forge_app.models import Project, User, utcnow
 from forge_app.models.distribution import Channel
 from forge_app.models.releases import GuardAction, ProjectWebhook, ScheduledJob
 
-__all__ = ["deliver", "queue_notice", "valid_webhook_url", "webhook_of"]
+__all__ = [
+    "delete_webhook",
+    "deliver",
+    "queue_notice",
+    "save_webhook",
+    "valid_webhook_url",
+    "webhook_of",
+]
 
 USER_AGENT = "anvil-forge-webhook/1"
 
@@ -49,6 +59,38 @@ def valid_webhook_url(url: str) -> str | None:
 
 def webhook_of(project_id: Any) -> ProjectWebhook | None:
     return db.session.scalar(select(ProjectWebhook).where(ProjectWebhook.project_id == project_id))
+
+
+def save_webhook(project: Project, url: str, *, enabled: bool, user: User) -> ProjectWebhook:
+    """Set the project's webhook (made when it has none), audit ``webhook.update``, commit.
+
+    Raises:
+        ForgeError: the address is not usable (one sentence, see :func:`valid_webhook_url`).
+    """
+    problem = valid_webhook_url(url)
+    if problem:
+        raise ForgeError(problem, kind=Kind.INVALID)
+    hook = webhook_of(project.id)
+    if hook is None:
+        hook = ProjectWebhook(project_id=project.id, url=url)
+        db.session.add(hook)
+    hook.url = url
+    hook.enabled = enabled
+    hook.updated_at = utcnow()
+    record_event(
+        "webhook.update", project, project=project, actor=user, details={"enabled": enabled}
+    )
+    db.session.commit()
+    return hook
+
+
+def delete_webhook(project: Project, *, user: User) -> None:
+    """Remove the project's webhook (if any), audit ``webhook.delete``, commit."""
+    hook = webhook_of(project.id)
+    if hook is not None:
+        db.session.delete(hook)
+    record_event("webhook.delete", project, project=project, actor=user)
+    db.session.commit()
 
 
 def queue_notice(channel: Channel, action: GuardAction, *, now: datetime) -> ScheduledJob | None:

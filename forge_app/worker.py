@@ -5,7 +5,7 @@
 
 Each round: jobs whose worker died are released (:func:`forge_app.scheduling.release_stale`),
 due jobs run (each claimed by exactly one worker, see :mod:`forge_app.scheduling`), every
-enabled guard is evaluated (:func:`forge_app.guards.evaluate_all`), and old usage buckets are
+enabled guard is evaluated (:func:`forge_app.guard_actions.evaluate_all`), and old usage buckets are
 pruned. Any number of workers may run beside any number of FORGE processes.
 """
 
@@ -39,7 +39,7 @@ class Round:
 
 def run_round(app: Flask, name: str | None = None) -> Round:
     """One round of the worker, in its own app context."""
-    from forge_app import guards, scheduling
+    from forge_app import guard_actions, scheduling
     from forge_app.extensions import db
     from forge_app.models import utcnow
     from forge_app.usage import DEFAULT_RETENTION_DAYS, prune_usage
@@ -51,7 +51,7 @@ def run_round(app: Flask, name: str | None = None) -> Round:
         done.jobs = scheduling.run_due_jobs(name)
         done.guard_actions = [
             f"{a.kind} on channel {a.channel_id} (sequence {a.judged_sequence})"
-            for a in guards.evaluate_all()
+            for a in guard_actions.evaluate_all()
         ]
         prune_usage(
             db.session,

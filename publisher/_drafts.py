@@ -18,6 +18,7 @@ from anvil_client.errors import ConfigError
 from anvil_client.wire import RELEASE_NAME_MAX, RELEASES_MAX, ObjectRef, Pointer, Release, Rollout
 from publisher._bundle import BuiltBundle
 from publisher._entries import PENDING, Entries
+from publisher._errors import NoRolloutInProgress
 
 __all__ = [
     "Draft",
@@ -289,7 +290,7 @@ def _on_rollout(
 
     def draft(latest: Pointer | None) -> Draft:
         if latest is None or latest.rollout is None:
-            raise ConfigError(f"channel {channel!r} has no rollout in progress")
+            raise NoRolloutInProgress(channel)
         releases, rollout = serve(latest, latest.rollout)
         return Draft(list(releases), rollout, latest.expires_at, _only(releases))
 

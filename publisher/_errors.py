@@ -7,10 +7,10 @@ True
 
 from __future__ import annotations
 
-from anvil_client.errors import AnvilError
+from anvil_client.errors import AnvilError, ConfigError
 from anvil_client.wire import Release
 
-__all__ = ["PromptIdClash"]
+__all__ = ["NoRolloutInProgress", "PromptIdClash"]
 
 
 class PromptIdClash(AnvilError):
@@ -32,3 +32,15 @@ class PromptIdClash(AnvilError):
             f"be in only one of them: rename or remove it in one set ({channel!r} was left "
             "unchanged)"
         )
+
+
+class NoRolloutInProgress(ConfigError):
+    """A rollout move (set, complete, abort) on a channel with no rollout in progress.
+
+    A :class:`~anvil_client.errors.ConfigError`, so ``anvil-publish`` reports it as before;
+    ``channel`` is the channel, which is left untouched.
+    """
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        super().__init__(f"channel {channel!r} has no rollout in progress")

@@ -64,29 +64,15 @@ def load_prompt_files(directory: str | os.PathLike[str]) -> PromptFiles:
     problems: list[str] = []
     for path in files:
         name = path.relative_to(root).as_posix()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            problems.append(f"{name}: is not UTF-8 text")
-            continue
-        except OSError as e:
-            problems.append(f"{name}: cannot be read: {e.strerror}")
+        text = _read_text(path, name, problems)
+        if text is None:
             continue
         try:
             loaded = parse_prompt_file(text, name)
         except ValidationError as e:
             problems.extend(e.problems)
             continue
-        for prompt_id, prompt in loaded.items():
-            here = loaded.locations[prompt_id]
-            if prompt_id in merged:
-                there = merged.locations[prompt_id]
-                problems.append(
-                    f"prompt {prompt_id!r} is defined twice: in {_at(there)} and in {_at(here)}"
-                )
-                continue
-            merged[prompt_id] = prompt
-            merged.locations[prompt_id] = here
+        _merge(merged, loaded, problems)
     if problems:
         try:
             validate_prompts(merged)
@@ -94,6 +80,31 @@ def load_prompt_files(directory: str | os.PathLike[str]) -> PromptFiles:
             problems.extend(e.problems)
         raise ValidationError(problems)
     return merged
+
+
+def _read_text(path: Path, name: str, problems: list[str]) -> str | None:
+    """The text of one prompt file, or None after adding why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{name}: is not UTF-8 text")
+    except OSError as e:
+        problems.append(f"{name}: cannot be read: {e.strerror}")
+    return None
+
+
+def _merge(merged: PromptFiles, loaded: PromptFiles, problems: list[str]) -> None:
+    """Add the prompts of one file to ``merged``; an id already there is a problem."""
+    for prompt_id, prompt in loaded.items():
+        here = loaded.locations[prompt_id]
+        if prompt_id in merged:
+            there = merged.locations[prompt_id]
+            problems.append(
+                f"prompt {prompt_id!r} is defined twice: in {_at(there)} and in {_at(here)}"
+            )
+            continue
+        merged[prompt_id] = prompt
+        merged.locations[prompt_id] = here
 
 
 def _prompt_files(root: Path) -> Iterator[Path]:
@@ -216,7 +227,6 @@ def _scalar_start(node: yaml.ScalarNode) -> tuple[int, bool]:
 
 def _parse_json(text: str, filename: str) -> PromptFiles:
     """Parse a JSON prompt file, keeping the line of each top-level id."""
-    decoder = json.JSONDecoder()
     result = PromptFiles()
     problems: list[str] = []
     try:
@@ -228,36 +238,7 @@ def _parse_json(text: str, filename: str) -> PromptFiles:
             raise ValidationError(
                 [f"{filename}:{line}: a prompt file must be a JSON object of prompt id to prompt"]
             )
-        index = _skip_space(text, index + 1)
-        if text.startswith("}", index):
-            index += 1
-        else:
-            while True:
-                if not text.startswith('"', index):
-                    raise json.JSONDecodeError("Expecting property name", text, index)
-                line = text.count("\n", 0, index) + 1
-                prompt_id, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
-                index = _skip_space(text, index)
-                if not text.startswith(":", index):
-                    raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-                value, index = decoder.raw_decode(text, _skip_space(text, index + 1))
-                if prompt_id in result:
-                    first = result.locations[prompt_id].line
-                    problems.append(
-                        f"{filename}:{line}: prompt {prompt_id!r} is defined twice in this file "
-                        f"(first at line {first})"
-                    )
-                else:
-                    result[prompt_id] = value
-                    result.locations[prompt_id] = SourceLocation(filename, line)
-                index = _skip_space(text, index)
-                if text.startswith(",", index):
-                    index = _skip_space(text, index + 1)
-                    continue
-                if text.startswith("}", index):
-                    index += 1
-                    break
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _parse_json_members(text, _skip_space(text, index + 1), filename, result, problems)
         if _skip_space(text, index) != len(text):
             raise json.JSONDecodeError("Extra data", text, index)
     except json.JSONDecodeError as e:
@@ -267,6 +248,47 @@ def _parse_json(text: str, filename: str) -> PromptFiles:
     if problems:
         raise ValidationError(problems)
     return result
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _parse_json_members(
+    text: str, index: int, filename: str, result: PromptFiles, problems: list[str]
+) -> int:
+    """Read the members of the top-level object from ``index`` (just after ``{``) into
+    ``result``, up to and including its ``}``; return the index after it.
+
+    Raises:
+        json.JSONDecodeError: for a syntax error.
+    """
+    if text.startswith("}", index):
+        return index + 1
+    while True:
+        if not text.startswith('"', index):
+            raise json.JSONDecodeError("Expecting property name", text, index)
+        line = text.count("\n", 0, index) + 1
+        prompt_id, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
+        index = _skip_space(text, index)
+        if not text.startswith(":", index):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
+        value, index = _DECODER.raw_decode(text, _skip_space(text, index + 1))
+        if prompt_id in result:
+            first = result.locations[prompt_id].line
+            problems.append(
+                f"{filename}:{line}: prompt {prompt_id!r} is defined twice in this file "
+                f"(first at line {first})"
+            )
+        else:
+            result[prompt_id] = value
+            result.locations[prompt_id] = SourceLocation(filename, line)
+        index = _skip_space(text, index)
+        if text.startswith(",", index):
+            index = _skip_space(text, index + 1)
+            continue
+        if text.startswith("}", index):
+            return index + 1
+        raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
 
 
 def _skip_space(text: str, index: int) -> int:

@@ -361,7 +361,8 @@ class Publisher:
         """Move a rollout in progress to ``percent`` (same lists).
 
         Raises:
-            ConfigError: if the channel has no rollout in progress or ``percent`` is not 0-100.
+            NoRolloutInProgress: if the channel has no rollout in progress.
+            ConfigError: if ``percent`` is not 0-100.
         """
         return self._move(channel, setting_rollout(channel, check_percent(percent)))
 
@@ -369,7 +370,7 @@ class Publisher:
         """Serve the rolled-out list to every instance (drops ``rollout``).
 
         Raises:
-            ConfigError: if the channel has no rollout in progress.
+            NoRolloutInProgress: if the channel has no rollout in progress.
         """
         return self._move(channel, completing_rollout(channel))
 
@@ -377,7 +378,7 @@ class Publisher:
         """Serve the rollout's ``previous`` list to every instance again.
 
         Raises:
-            ConfigError: if the channel has no rollout in progress.
+            NoRolloutInProgress: if the channel has no rollout in progress.
         """
         return self._move(channel, aborting_rollout(channel))
 

@@ -148,77 +148,99 @@ def _validate_items(items: Sequence[_Item], *, parallel: bool | None = None) -> 
 
 
 def _validate_chunk(items: Sequence[_Item]) -> list[_Result]:
-    cache: dict[str, tuple[list[str], str | None, int | None]] = {}
+    cache: _Cache = {}
     return [_validate_one(key, value, location, cache) for key, value, location in items]
 
 
-def _validate_one(
-    prompt_id: Any,
-    prompt: Any,
-    location: SourceLocation | None,
-    cache: dict[str, tuple[list[str], str | None, int | None]],
-) -> _Result:
-    problems: list[str] = []
+_Cache = dict[str, tuple[list[str], str | None, int | None]]
 
-    def problem(message: str, template_key: str | None = None, line: int | None = None) -> None:
-        label = f"prompt {str(prompt_id)[: PROMPT_ID_MAX + 12]!r}"
-        if location is not None:
-            label = f"{location.where(template_key, line)}: {label}"
-        problems.append(f"{label}: {message}")
 
-    if not isinstance(prompt_id, str):
-        problem(f"the id must be a string, got {_kind(prompt_id)} (quote it in YAML)")
-        return str(prompt_id), None, problems
-    if not is_prompt_id(prompt_id):
-        problem(_bad_id_reason(prompt_id))
-    if not isinstance(prompt, Mapping):
-        problem(f"must be a mapping with 'template' or 'messages', got {_kind(prompt)}")
-        return prompt_id, None, problems
-    unknown = [str(k) for k in prompt if k not in PROMPT_FIELDS]
-    for name in unknown:
-        problem(f"unknown field {name!r} (a prompt has 'template' or 'messages', and 'metadata')")
-    template, messages = prompt.get("template"), prompt.get("messages")
-    out: dict[str, Any] = {}
-    found: set[str] = set()
+class _PromptCheck:
+    """The problems found in one prompt, each labelled with its id (and file and line)."""
 
-    def check_template(source: Any, key: str, what: str) -> None:
+    def __init__(self, prompt_id: Any, location: SourceLocation | None, cache: _Cache) -> None:
+        self.prompt_id = prompt_id
+        self.location = location
+        self.cache = cache
+        self.problems: list[str] = []
+        self.variables: set[str] = set()
+
+    def problem(
+        self, message: str, template_key: str | None = None, line: int | None = None
+    ) -> None:
+        label = f"prompt {str(self.prompt_id)[: PROMPT_ID_MAX + 12]!r}"
+        if self.location is not None:
+            label = f"{self.location.where(template_key, line)}: {label}"
+        self.problems.append(f"{label}: {message}")
+
+    def check_template(self, source: Any, key: str, what: str) -> None:
         if not isinstance(source, str):
-            problem(f"{what} must be a string, got {_kind(source)}", key)
+            self.problem(f"{what} must be a string, got {_kind(source)}", key)
             return
         text_problem = _string_problem(source)
         if text_problem:
-            problem(f"{what} {text_problem}", key)
+            self.problem(f"{what} {text_problem}", key)
             return
-        variables, error, line = _template_variables(source, cache)
+        variables, error, line = _template_variables(source, self.cache)
         if error is not None:
-            problem(f"{what} line {line}: {error}" if line else f"{what}: {error}", key, line)
-        found.update(variables)
+            self.problem(f"{what} line {line}: {error}" if line else f"{what}: {error}", key, line)
+        self.variables.update(variables)
 
-    if template is not None and messages is not None:
-        problem("has both 'template' and 'messages'; give exactly one")
-    elif template is None and messages is None:
-        hint = " (ids are flat: write 'a.b:' instead of nesting 'b' under 'a')" if unknown else ""
-        problem(f"has neither 'template' nor 'messages'{hint}")
-    elif template is not None:
-        check_template(template, "template", "template")
-        out["template"] = template
-    else:
-        out["messages"] = _check_messages(messages, problem, check_template)
-    metadata = prompt.get("metadata")
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, Mapping):
-        problem(f"metadata must be a mapping (a JSON object), got {_kind(metadata)}")
-        metadata = {}
-    else:
+    def body(self, prompt: Mapping[str, Any], unknown: list[str]) -> dict[str, Any]:
+        """``template`` or ``messages``, checked."""
+        template, messages = prompt.get("template"), prompt.get("messages")
+        if template is not None and messages is not None:
+            self.problem("has both 'template' and 'messages'; give exactly one")
+        elif template is None and messages is None:
+            hint = (
+                " (ids are flat: write 'a.b:' instead of nesting 'b' under 'a')" if unknown else ""
+            )
+            self.problem(f"has neither 'template' nor 'messages'{hint}")
+        elif template is not None:
+            self.check_template(template, "template", "template")
+            return {"template": template}
+        else:
+            return {"messages": _check_messages(messages, self.problem, self.check_template)}
+        return {}
+
+    def metadata(self, prompt: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The prompt's metadata (``{}`` when absent or not a mapping), checked."""
+        metadata = prompt.get("metadata")
+        if metadata is None:
+            return {}
+        if not isinstance(metadata, Mapping):
+            self.problem(f"metadata must be a mapping (a JSON object), got {_kind(metadata)}")
+            return {}
         metadata_problem = _json_problem(metadata, "metadata")
         if metadata_problem:
-            problem(metadata_problem)
-    if problems:
-        return prompt_id, None, problems
-    out["variables"] = sorted(found)
+            self.problem(metadata_problem)
+        return metadata
+
+
+def _validate_one(
+    prompt_id: Any, prompt: Any, location: SourceLocation | None, cache: _Cache
+) -> _Result:
+    check = _PromptCheck(prompt_id, location, cache)
+    if not isinstance(prompt_id, str):
+        check.problem(f"the id must be a string, got {_kind(prompt_id)} (quote it in YAML)")
+        return str(prompt_id), None, check.problems
+    if not is_prompt_id(prompt_id):
+        check.problem(_bad_id_reason(prompt_id))
+    if not isinstance(prompt, Mapping):
+        check.problem(f"must be a mapping with 'template' or 'messages', got {_kind(prompt)}")
+        return prompt_id, None, check.problems
+    unknown = [str(k) for k in prompt if k not in PROMPT_FIELDS]
+    for name in unknown:
+        check.problem(
+            f"unknown field {name!r} (a prompt has 'template' or 'messages', and 'metadata')"
+        )
+    out = check.body(prompt, unknown)
+    metadata = check.metadata(prompt)
+    if check.problems:
+        return prompt_id, None, check.problems
+    out["variables"] = sorted(check.variables)
     out["metadata"] = _plain_json(metadata)
-    return prompt_id, out, problems
+    return prompt_id, out, check.problems
 
 
 def _check_messages(messages: Any, problem: Any, check_template: Any) -> list[dict[str, str]]:
@@ -248,9 +270,7 @@ def _check_messages(messages: Any, problem: Any, check_template: Any) -> list[di
     return out
 
 
-def _template_variables(
-    source: str, cache: dict[str, tuple[list[str], str | None, int | None]]
-) -> tuple[list[str], str | None, int | None]:
+def _template_variables(source: str, cache: _Cache) -> tuple[list[str], str | None, int | None]:
     """(variables, error, error line) of one template; identical templates are parsed once."""
     hit = cache.get(source)
     if hit is None:
@@ -386,20 +406,27 @@ def _json_problem(value: Any, path: str, depth: int = 0) -> str | None:
         problem = _string_problem(value)
         return f"{path} {problem}" if problem else None
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a key {key!r} that is not a string (quote it in YAML)"
-            found = _json_problem(item, f"{path}.{key}", depth + 1)
-            if found:
-                return found
-        return None
+        return _json_mapping_problem(value, path, depth)
     if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = _json_problem(item, f"{path}[{index}]", depth + 1)
-            if found:
-                return found
-        return None
+        return _first_problem(
+            _json_problem(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)
+        )
     return f"{path} holds a {_kind(value)}, which is not JSON (quote dates and times in YAML)"
+
+
+def _json_mapping_problem(value: Mapping[Any, Any], path: str, depth: int) -> str | None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            return f"{path} has a key {key!r} that is not a string (quote it in YAML)"
+        found = _json_problem(item, f"{path}.{key}", depth + 1)
+        if found:
+            return found
+    return None
+
+
+def _first_problem(problems: Iterable[str | None]) -> str | None:
+    """The first problem of a lazy sequence (later items are not checked)."""
+    return next((found for found in problems if found), None)
 
 
 def _plain_json(value: Any) -> Any:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from forge_app.audit import record_event
 from forge_app.authz import require_admin, signed_in_user
+from forge_app.blueprints._common import count_per
 from forge_app.extensions import db
 from forge_app.forms import CreateOrgForm, CreateUserForm
-from forge_app.models import Membership, Organisation, Role, User
-from forge_app.services.users import AccountError, add_member, create_org, create_user
+from forge_app.models import Membership, Organisation, User
+from forge_app.services.orgs import create_org_with_owner
+from forge_app.services.users import AccountError, register_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -19,19 +20,9 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.get("/")
 @require_admin
 def index() -> ResponseReturnValue:
-    memberships = (
-        select(func.count(Membership.id))
-        .where(Membership.user_id == User.id)
-        .correlate(User)
-        .scalar_subquery()
-    )
+    memberships = count_per(Membership.id, Membership.user_id == User.id, User)
     users = db.session.execute(select(User, memberships).order_by(User.email)).all()
-    members = (
-        select(func.count(Membership.id))
-        .where(Membership.org_id == Organisation.id)
-        .correlate(Organisation)
-        .scalar_subquery()
-    )
+    members = count_per(Membership.id, Membership.org_id == Organisation.id, Organisation)
     orgs = db.session.execute(select(Organisation, members).order_by(Organisation.name)).all()
     return render_template(
         "admin/index.html",
@@ -49,18 +40,17 @@ def create_user_view() -> ResponseReturnValue:
     form = CreateUserForm(prefix="user")
     if form.validate_on_submit():
         try:
-            user = create_user(
+            user = register_user(
                 db.session,
                 form.email.data or "",
                 form.password.data or "",
                 name=form.name.data or "",
                 is_admin=bool(form.is_admin.data),
+                actor=signed_in_user(),
             )
         except AccountError as e:
             flash(str(e), "error")
         else:
-            record_event("user.create", user)
-            db.session.commit()
             flash(f"User {user.email} is created. Add them to an organisation.", "success")
     else:
         for field in form:
@@ -75,13 +65,12 @@ def create_org_view() -> ResponseReturnValue:
     form = CreateOrgForm(prefix="org")
     if form.validate_on_submit():
         try:
-            org = create_org(db.session, form.name.data or "", form.slug.data or None)
+            org = create_org_with_owner(
+                db.session, form.name.data or "", form.slug.data or None, signed_in_user()
+            )
         except AccountError as e:
             flash(str(e), "error")
         else:
-            add_member(db.session, org, signed_in_user(), Role.OWNER)
-            record_event("org.create", org, org_id=org.id)
-            db.session.commit()
             flash(f"Organisation {org.name} is created; you are its owner.", "success")
             return redirect(url_for("orgs.show", org_slug=org.slug))
     else:

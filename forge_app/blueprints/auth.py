@@ -31,21 +31,20 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import update
-from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
-from forge_app.audit import record_event
 from forge_app.authz import public, safe_local_path, signed_in_user
 from forge_app.extensions import db, delete_unlocked, insert_ignore
 from forge_app.forms import LoginForm, PasswordForm
 from forge_app.models import User, utcnow
 from forge_app.models.accounts import LoginId, RevokedSession
+from forge_app.services import users
 from forge_app.services.users import (
+    AccountError,
     RateLimited,
     ThrottlePolicy,
     authenticate,
-    hash_password,
+    change_password,
     normalise_email,
 )
 
@@ -188,15 +187,7 @@ def logout() -> ResponseReturnValue:
 
 @bp.post("/account/sign-out-everywhere")
 def sign_out_everywhere() -> ResponseReturnValue:
-    user = signed_in_user()
-    db.session.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(session_generation=User.session_generation + 1)
-        .execution_options(synchronize_session=False)
-    )
-    record_event("user.sign_out_everywhere", user)
-    db.session.commit()
+    users.sign_out_everywhere(db.session, signed_in_user())
     logout_user()
     session.clear()
     flash("Every session of your account is signed out, this one too. Sign in again.", "info")
@@ -208,12 +199,11 @@ def account() -> ResponseReturnValue:
     user = signed_in_user()
     form = PasswordForm()
     if form.validate_on_submit():
-        if not check_password_hash(user.password_hash, form.current.data or ""):
-            form.current.errors = ["This is not your current password."]
+        try:
+            change_password(db.session, user, form.current.data or "", form.new.data or "")
+        except AccountError as e:
+            form.current.errors = [str(e)]
         else:
-            user.password_hash = hash_password(form.new.data or "")
-            record_event("user.password", user)
-            db.session.commit()
             # A new stamp signs out every other session; this one gets a fresh session.
             cookie = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
             _start_session(user, remember=bool(request.cookies.get(cookie)))

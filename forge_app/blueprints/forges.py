@@ -19,8 +19,10 @@ sentence on the page, never an error page.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
@@ -40,20 +42,9 @@ from forge_app.authz import member_role, signed_in_user
 from forge_app.config import KnownForge
 from forge_app.errors import http_status
 from forge_app.extensions import db
-from forge_app.models import Membership, Organisation, Project, Role
+from forge_app.models import Membership, Organisation, Project, Role, User
 from forge_app.models.peering import RemoteProject
-from forge_app.peering import (
-    PeerError,
-    PeeringError,
-    connect_project,
-    copy_version,
-    disconnect_project,
-    fetch_all,
-    find_forge,
-    known_forges,
-    peer_client,
-    segment,
-)
+from forge_app.peering import PeerError, fetch_all, find_forge, known_forges, peer_client, segment
 from forge_app.rest._schemas import (
     OrgList,
     ProjectList,
@@ -63,10 +54,19 @@ from forge_app.rest._schemas import (
     VersionDetail,
     VersionList,
 )
+from forge_app.services.remote_projects import (
+    PeeringError,
+    connect_project,
+    copy_version,
+    disconnect_project,
+)
 
 bp = Blueprint("forges", __name__, url_prefix="/forges")
 
 _MAX_ORGS = 20
+
+
+T = TypeVar("T")
 
 
 def _forge_or_404(slug: str) -> KnownForge:
@@ -191,22 +191,26 @@ def connect(forge: str) -> ResponseReturnValue:
     if not remote_id or org is None:
         flash("Choose a remote project and one of your organisations to connect it to.", "error")
         return redirect(back), 303
+    reference = _peered(
+        connect_project, user, found, forge=found, remote_project_id=remote_id, org=org
+    )
+    if reference is None:
+        return redirect(back), 303
+    flash(f"Connected {reference.name} from {found.name}, read-only.", "success")
+    return redirect(url_for("forges.connected", connection_id=reference.id)), 303
+
+
+def _peered(action: Callable[..., T], user: User, peer: KnownForge, **options: Any) -> T | None:
+    """Run a peering ``action`` as ``user`` with a client of the FORGE ``peer`` and commit;
+    None (the error flashed, nothing changed) when it fails."""
     try:
-        reference = connect_project(
-            db.session,
-            user,
-            forge=found,
-            client=peer_client(_app(), found),
-            remote_project_id=remote_id,
-            org=org,
-        )
+        done = action(db.session, user, client=peer_client(_app(), peer), **options)
         db.session.commit()
     except PeeringError as e:
         db.session.rollback()
         flash(str(e), "error")
-        return redirect(back), 303
-    flash(f"Connected {reference.name} from {found.name}, read-only.", "success")
-    return redirect(url_for("forges.connected", connection_id=reference.id)), 303
+        return None
+    return done
 
 
 def _reference_or_404(connection_id: int) -> tuple[RemoteProject, KnownForge | None]:
@@ -309,6 +313,20 @@ def _version_path(reference: RemoteProject, remote_set_id: str, version: str) ->
     return f"{_project_path(reference)}/sets/{segment(remote_set_id)}/versions/{segment(version)}"
 
 
+@dataclass(frozen=True)
+class RemoteVersion:
+    """One version of a connected project's set, as its page shows it: what the remote FORGE
+    answered (``prompt_set`` and ``detail`` are None where it did not; ``error`` says why) and
+    the local projects it can be copied into."""
+
+    set_id: str
+    version: str
+    prompt_set: PromptSet | None
+    detail: VersionDetail | None
+    error: str | None
+    targets: list[tuple[Project, Organisation]]
+
+
 @bp.get("/connected/<int:connection_id>/sets/<remote_set_id>/versions/<remote_version>")
 def remote_version(
     connection_id: int, remote_set_id: str, remote_version: str
@@ -321,16 +339,13 @@ def remote_version(
         (base, PromptSet),
         (_version_path(reference, remote_set_id, remote_version), VersionDetail),
     )
+    targets = _copy_targets(signed_in_user().id)
+    page = RemoteVersion(remote_set_id, remote_version, prompt_set, detail, error, targets)
     suggested = f"{prompt_set.name} (from {reference.forge_name})" if prompt_set else ""
     return render_template(
         "forges/remote_version.html",
         reference=reference,
-        remote_set_id=remote_set_id,
-        remote_version=remote_version,
-        prompt_set=prompt_set,
-        detail=detail,
-        error=error,
-        targets=_copy_targets(signed_in_user().id),
+        page=page,
         suggested=suggested[:120],
         nav="forges",
     )
@@ -354,21 +369,17 @@ def copy(connection_id: int, remote_set_id: str, remote_version: str) -> Respons
     if forge is None:
         flash(f"The FORGE {reference.forge_name} is no longer configured here.", "error")
         return redirect(back), 303
-    try:
-        prompt_set = copy_version(
-            db.session,
-            user,
-            reference=reference,
-            client=peer_client(_app(), forge),
-            remote_set_id=remote_set_id,
-            version=remote_version,
-            target=target,
-            name=request.form.get("name", ""),
-        )
-        db.session.commit()
-    except PeeringError as e:
-        db.session.rollback()
-        flash(str(e), "error")
+    prompt_set = _peered(
+        copy_version,
+        user,
+        forge,
+        reference=reference,
+        remote_set_id=remote_set_id,
+        version=remote_version,
+        target=target,
+        name=request.form.get("name", ""),
+    )
+    if prompt_set is None:
         return redirect(back), 303
     flash(
         f"Copied version {remote_version} of {reference.name} into {target.name} as the live "

@@ -15,22 +15,23 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from forge_app.audit import record_event
 from forge_app.authz import public, require_org_role, signed_in_user
+from forge_app.blueprints._common import count_per, found_or_404
+from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.forms import AcceptInvitationForm, InviteForm
 from forge_app.models import AuditEvent, Membership, Organisation, Project, Role, User
+from forge_app.services import orgs as org_service
 from forge_app.services.invitations import (
     InvitationError,
-    accept_invitation,
     create_invitation,
     find_invitation,
     pending_invitations,
     revoke_invitation,
 )
-from forge_app.services.users import AccountError, create_user
+from forge_app.services.users import AccountError
 
 bp = Blueprint("orgs", __name__, url_prefix="/orgs")
 
@@ -38,18 +39,8 @@ bp = Blueprint("orgs", __name__, url_prefix="/orgs")
 @bp.get("/")
 def index() -> ResponseReturnValue:
     user = signed_in_user()
-    member_count = (
-        select(func.count(Membership.id))
-        .where(Membership.org_id == Organisation.id)
-        .correlate(Organisation)
-        .scalar_subquery()
-    )
-    project_count = (
-        select(func.count(Project.id))
-        .where(Project.org_id == Organisation.id)
-        .correlate(Organisation)
-        .scalar_subquery()
-    )
+    member_count = count_per(Membership.id, Membership.org_id == Organisation.id, Organisation)
+    project_count = count_per(Project.id, Project.org_id == Organisation.id, Organisation)
     rows = db.session.execute(
         select(Organisation, Membership.role_name, member_count, project_count)
         .join(Membership, Membership.org_id == Organisation.id)
@@ -149,36 +140,22 @@ def join(token: str) -> ResponseReturnValue:
         return _no_referrer(render_template("orgs/join.html", problem=str(e)), 410)
     user = current_user if current_user.is_authenticated else None
     form = AcceptInvitationForm()
+    status = 200
     if request.method == "POST":
-        if user is not None:  # CSRFProtect has checked the form's token
-            return _accepted(token, user._get_current_object())
-        if form.validate_on_submit():
-            try:
-                new_user = create_user(
-                    db.session,
-                    form.email.data or "",
-                    form.password.data or "",
-                    name=form.name.data or "",
-                )
-            except AccountError as e:
-                db.session.rollback()
-                message = str(e)
-                if "already exists" in message:
-                    message = (
-                        "This e-mail already has an account: sign in with it, then open the "
-                        "invitation link again."
-                    )
-                    form.email.errors = [message]
-                elif "password" in message.lower():
-                    form.password.errors = [message]
-                else:
-                    form.email.errors = [message]
-            else:
-                record_event("user.create", new_user, org_id=invitation.org_id, actor=new_user)
-                return _accepted(token, new_user, created=True)
         status = 400
-    else:
-        status = 200
+        try:
+            if user is not None:  # CSRFProtect has checked the form's token
+                return _joined(org_service.join(db.session, token, user._get_current_object()))
+            if form.validate_on_submit():
+                fields = (form.email.data or "", form.password.data or "", form.name.data or "")
+                membership = org_service.join_with_new_account(db.session, token, *fields)
+                return _joined(membership, created=True)
+        except InvitationError as e:
+            db.session.rollback()
+            return _no_referrer(render_template("orgs/join.html", problem=str(e)), 409)
+        except AccountError as e:
+            db.session.rollback()
+            _show_account_problem(form, str(e))
     return _no_referrer(
         render_template(
             "orgs/join.html",
@@ -191,15 +168,21 @@ def join(token: str) -> ResponseReturnValue:
     )
 
 
-def _accepted(token: str, user: User, *, created: bool = False) -> ResponseReturnValue:
-    try:
-        membership = accept_invitation(db.session, token, user)
-    except InvitationError as e:
-        db.session.rollback()
-        return _no_referrer(render_template("orgs/join.html", problem=str(e)), 409)
-    org = db.session.get(Organisation, membership.org_id)
-    assert org is not None
-    db.session.commit()
+def _show_account_problem(form: AcceptInvitationForm, message: str) -> None:
+    """Put why the account could not be made next to the field concerned."""
+    if "already exists" in message:
+        form.email.errors = [
+            "This e-mail already has an account: sign in with it, then open the "
+            "invitation link again."
+        ]
+    elif "password" in message.lower():
+        form.password.errors = [message]
+    else:
+        form.email.errors = [message]
+
+
+def _joined(membership: Membership, *, created: bool = False) -> ResponseReturnValue:
+    org = membership.org
     if created:
         flash(
             f"Your account is ready and you are {membership.role.label} of {org.name}. "
@@ -222,40 +205,20 @@ def _no_referrer(body: str, status: int = 200) -> ResponseReturnValue:
 @bp.post("/<org_slug>/members/<int:membership_id>")
 @require_org_role(Role.OWNER)
 def change_member(org: Organisation, membership_id: int) -> ResponseReturnValue:
-    membership = db.session.scalar(
-        select(Membership).where(Membership.id == membership_id, Membership.org_id == org.id)
-    )
-    if membership is None:
-        abort(404)
+    membership = found_or_404(org_service.membership_in(db.session, org, membership_id))
+    back = url_for("orgs.show", org_slug=org.slug)
     user = membership.user
-    owners = db.session.scalar(
-        select(func.count(Membership.id)).where(
-            Membership.org_id == org.id, Membership.role_name == Role.OWNER.label
-        )
-    )
-    action = request.form.get("action", "role")
-    last_owner = membership.role == Role.OWNER and owners == 1
-    if action == "remove":
-        if last_owner:
-            flash("An organisation needs at least one owner.", "error")
-        else:
-            db.session.delete(membership)
-            record_event("org.member_remove", user, org_id=org.id)
-            db.session.commit()
-            flash(f"{user.display_name} was removed from {org.name}.", "success")
-        return redirect(url_for("orgs.show", org_slug=org.slug))
     try:
-        role = Role.parse(request.form.get("role", ""))
-    except ValueError:
-        abort(400, "Choose a role: viewer, editor, reviewer or owner.")
-    if last_owner and role != Role.OWNER:
-        flash("An organisation needs at least one owner.", "error")
-    elif role != membership.role:
-        old = membership.role
-        membership.role = role
-        record_event(
-            "org.member_role", user, org_id=org.id, details={"from": old.label, "to": role.label}
-        )
-        db.session.commit()
-        flash(f"{user.display_name} is now {role.label}.", "success")
-    return redirect(url_for("orgs.show", org_slug=org.slug))
+        if request.form.get("action", "role") == "remove":
+            org_service.remove_member(db.session, org, membership, actor=signed_in_user())
+            flash(f"{user.display_name} was removed from {org.name}.", "success")
+            return redirect(back)
+        try:
+            role = Role.parse(request.form.get("role", ""))
+        except ValueError:
+            abort(400, "Choose a role: viewer, editor, reviewer or owner.")
+        if org_service.change_role(db.session, org, membership, role, actor=signed_in_user()):
+            flash(f"{user.display_name} is now {role.label}.", "success")
+    except ForgeError as e:
+        return flash_and_redirect(e, back)
+    return redirect(back)

@@ -11,14 +11,9 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from forge_app.audit import (
-    ACTION_LABELS,
-    AuditFilter,
-    event_links,
-    filter_choices,
-    project_events,
-)
+from forge_app.audit import ACTION_LABELS, AuditFilter, event_links, filter_choices, project_events
 from forge_app.authz import require_org_role, require_project_role, signed_in_user
+from forge_app.blueprints._common import count_per, created, project_page, saved
 from forge_app.extensions import db
 from forge_app.forms import ProjectForm
 from forge_app.models import (
@@ -32,7 +27,7 @@ from forge_app.models import (
     Role,
     User,
 )
-from forge_app.services.naming import NameTaken, create_project, update_project
+from forge_app.services.naming import create_project, update_project
 
 bp = Blueprint("projects", __name__, url_prefix="/projects")
 
@@ -42,12 +37,7 @@ SEARCH_LIMIT = 100
 @bp.get("/")
 def index() -> ResponseReturnValue:
     user = signed_in_user()
-    set_count = (
-        select(func.count(PromptSet.id))
-        .where(PromptSet.project_id == Project.id)
-        .correlate(Project)
-        .scalar_subquery()
-    )
+    set_count = count_per(PromptSet.id, PromptSet.project_id == Project.id, Project)
     rows = db.session.execute(
         select(Project, Organisation, Membership.role_name, set_count)
         .join(Organisation, Organisation.id == Project.org_id)
@@ -73,16 +63,12 @@ def index() -> ResponseReturnValue:
 @require_org_role(Role.OWNER)
 def create(org: Organisation) -> ResponseReturnValue:
     form = ProjectForm()
-    if form.validate_on_submit():
-        try:
-            project = create_project(
-                org, form.name.data or "", form.description.data or "", user=signed_in_user()
-            )
-        except NameTaken as e:
-            form.name.errors = [str(e)]
-        else:
-            flash(f"Project {project.name} is created. Add a prompt set to start.", "success")
-            return redirect(url_for("projects.show", project_id=project.id))
+    project = created(
+        form, lambda name, text: create_project(org, name, text, user=signed_in_user())
+    )
+    if project is not None:
+        flash(f"Project {project.name} is created. Add a prompt set to start.", "success")
+        return redirect(url_for("projects.show", project_id=project.id))
     return render_template("projects/create.html", form=form, org=org, nav="projects")
 
 
@@ -123,12 +109,8 @@ def show(project: Project) -> ResponseReturnValue:
         }
         for prompt_set, count, version, version_at, updated_by in rows
     ]
-    return render_template(
-        "projects/show.html",
-        project=project,
-        sets=sets,
-        channels=_channels_overview(project),
-        nav="projects",
+    return project_page(
+        "projects/show.html", project, sets=sets, channels=_channels_overview(project)
     )
 
 
@@ -162,17 +144,10 @@ def settings(project: Project) -> ResponseReturnValue:
     if request.method == "POST":
         if g.role < Role.OWNER:
             abort(403)
-        if form.validate_on_submit():
-            try:
-                update_project(project, form.name.data or "", form.description.data or "")
-            except NameTaken as e:
-                form.name.errors = [str(e)]
-            else:
-                flash("Project settings are saved.", "success")
-                return redirect(url_for("projects.settings", project_id=project.id))
-    return render_template(
-        "projects/settings.html", project=project, form=form, nav="projects", tab="settings"
-    )
+        if saved(form, lambda name, text: update_project(project, name, text)):
+            flash("Project settings are saved.", "success")
+            return redirect(url_for("projects.settings", project_id=project.id))
+    return project_page("projects/settings.html", project, tab="settings", form=form)
 
 
 @bp.get("/<uuid:project_id>/audit")
@@ -194,9 +169,10 @@ def audit(project: Project) -> ResponseReturnValue:
         events = events[:page_size]
     actors, actions = filter_choices(project)
     return (
-        render_template(
+        project_page(
             "projects/audit.html",
-            project=project,
+            project,
+            tab="audit",
             events=events,
             next_before=events[-1].id if more and events else None,
             filters=filters,
@@ -205,8 +181,6 @@ def audit(project: Project) -> ResponseReturnValue:
             families=sorted({a.split(".")[0] for a in actions}),
             links=event_links(project, events),
             labels=ACTION_LABELS,
-            nav="projects",
-            tab="audit",
         ),
         400 if filters.errors else 200,
     )
@@ -243,15 +217,14 @@ def search(project: Project) -> ResponseReturnValue:
                     "snippet": snippet(prompt, needle),
                 }
             )
-    return render_template(
+    return project_page(
         "projects/search.html",
-        project=project,
+        project,
+        tab="search",
         query=query,
         results=results,
         truncated=truncated,
         limit=SEARCH_LIMIT,
-        nav="projects",
-        tab="search",
     )
 
 

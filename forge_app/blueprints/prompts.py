@@ -25,34 +25,37 @@ from flask import (
     g,
     jsonify,
     redirect,
-    render_template,
     request,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.exc import StaleDataError
 
-from forge_app.audit import record_event
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.blueprints._common import project_page
 from forge_app.config import ForgeSettings
 from forge_app.diffing import diff_prompt_sets
 from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.isolation import IsolationBusy, Slots
-from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User, utcnow
+from forge_app.models import Project, Prompt, PromptSet, Role, SetStatus, User
 from forge_app.services.editing import (
     MessageDraft,
-    Preview,
     Problem,
     PromptDraft,
     check_draft,
     prompt_file_entry,
-    render_preview,
 )
-from forge_app.services.heartbeats import SlidingWindowLimiter
-from forge_app.services.workflow import apply_entry, touch_live_set
+from forge_app.services.heartbeat_limits import SlidingWindowLimiter
+from forge_app.services.previews import Preview, render_preview
+from forge_app.services.prompt_edits import (
+    PromptChanged,
+    PromptTaken,
+    create_prompt,
+    delete_prompt,
+    key_taken,
+    update_prompt,
+)
 
 bp = Blueprint(
     "prompts", __name__, url_prefix="/projects/<uuid:project_id>/sets/<uuid:set_id>/prompts"
@@ -133,9 +136,9 @@ def _render(
         db.session.get(User, prompt.updated_by_id) if prompt and prompt.updated_by_id else None
     )
     return (
-        render_template(
+        project_page(
             "prompts/edit.html",
-            project=project,
+            project,
             prompt_set=prompt_set,
             prompt=prompt,
             draft=draft,
@@ -145,7 +148,6 @@ def _render(
             conflict=conflict,
             editable=editable,
             updated_by=updated_by,
-            nav="projects",
         ),
         status,
     )
@@ -181,44 +183,25 @@ def new(project: Project, set_id: str) -> ResponseReturnValue:
         return _render(project, prompt_set, draft, prompt=None)
     checked = check_draft(draft)
     problems = list(checked.problems)
-    if draft.key and db.session.scalar(
-        select(Prompt.id).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == draft.key)
-    ):
+    if draft.key and key_taken(prompt_set, draft.key):
         problems.append(Problem("key", _taken(draft.key)))
     if problems or checked.entry is None:
         return _render(project, prompt_set, draft, prompt=None, problems=problems, status=400)
-    user = signed_in_user()
     try:
-        touch_live_set(db.session, prompt_set, user)
+        prompt = create_prompt(
+            project,
+            prompt_set,
+            draft.key,
+            (checked.entry, checked.variables),
+            signed_in_user(),
+            samples=_kept_samples(draft, checked.variables),
+        )
+    except PromptTaken:  # someone created the same prompt id since the check above
+        problem = Problem("key", _taken(draft.key))
+        return _render(project, prompt_set, draft, prompt=None, problems=[problem], status=409)
     except ForgeError as e:
-        db.session.rollback()
-        return _render(
-            project,
-            prompt_set,
-            draft,
-            prompt=None,
-            problems=[Problem("prompt", str(e))],
-            status=409,
-        )
-    prompt = Prompt(prompt_set_id=prompt_set.id, key=draft.key, created_at=utcnow())
-    apply_entry(prompt, checked.entry, checked.variables, user)
-    prompt.samples = _kept_samples(draft, checked.variables)
-    try:
-        db.session.add(prompt)
-        db.session.flush()
-        record_event("prompt.create", prompt, project=project, details={"set": prompt_set.name})
-        db.session.commit()
-    except IntegrityError:
-        # Someone created the same prompt id between our check and our save.
-        db.session.rollback()
-        return _render(
-            project,
-            prompt_set,
-            draft,
-            prompt=None,
-            problems=[Problem("key", _taken(draft.key))],
-            status=409,
-        )
+        problem = Problem("prompt", str(e))
+        return _render(project, prompt_set, draft, prompt=None, problems=[problem], status=409)
     flash(f"Prompt {prompt.key} is saved.", "success")
     return redirect(_edit_url(project, prompt_set, prompt.key))
 
@@ -247,89 +230,73 @@ def edit(project: Project, set_id: str, key: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
     prompt = _load_prompt(prompt_set, key)
     if request.method == "GET":
-        draft = PromptDraft.from_entry(
-            prompt.key, _entry(prompt), samples=prompt.samples, revision=prompt.revision
-        )
-        return _render(project, prompt_set, draft, prompt=prompt)
+        return _render(project, prompt_set, _stored_draft(prompt), prompt=prompt)
     if g.role < Role.EDITOR:
         if request.form.get("action") != "preview":
             abort(403)
         # A viewer may try sample values (the page without JavaScript posts them): the stored
         # prompt is previewed with them, and nothing is stored.
         samples = PromptDraft.from_form(request.form).samples
-        draft = PromptDraft.from_entry(
-            prompt.key,
-            _entry(prompt),
-            samples={k: v[:MAX_SAMPLE_CHARS] for k, v in list(samples.items())[:200]},
-            revision=prompt.revision,
-        )
+        draft = _stored_draft(prompt, samples)
         return _render(project, prompt_set, draft, prompt=prompt)
     draft, action = _form_draft()
     if action != "save":
         return _render(project, prompt_set, draft, prompt=prompt)
     if not prompt_set.editable:
-        return _render(
-            project,
-            prompt_set,
-            draft,
-            prompt=prompt,
-            problems=[Problem("prompt", _not_editable(prompt_set) + " Your text is kept below.")],
-            status=409,
-        )
+        problem = Problem("prompt", _not_editable(prompt_set) + " Your text is kept below.")
+        return _render(project, prompt_set, draft, prompt=prompt, problems=[problem], status=409)
     if draft.revision != prompt.revision:
         return _conflict(project, prompt_set, prompt, draft)
+    return _save(project, prompt_set, prompt, draft)
+
+
+def _stored_draft(prompt: Prompt, samples: dict[str, str] | None = None) -> PromptDraft:
+    """The stored prompt as a draft, with its sample values or the ``samples`` given."""
+    if samples is not None:
+        samples = {k: v[:MAX_SAMPLE_CHARS] for k, v in list(samples.items())[:200]}
+    return PromptDraft.from_entry(
+        prompt.key,
+        _entry(prompt),
+        samples=prompt.samples if samples is None else samples,
+        revision=prompt.revision,
+    )
+
+
+def _save(
+    project: Project, prompt_set: PromptSet, prompt: Prompt, draft: PromptDraft
+) -> ResponseReturnValue:
+    """Check and save an editor's draft of ``prompt`` (its text, id and sample values)."""
     checked = check_draft(draft)
     problems = list(checked.problems)
-    if draft.key != prompt.key and db.session.scalar(
-        select(Prompt.id).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == draft.key)
-    ):
+    if draft.key != prompt.key and key_taken(prompt_set, draft.key):
         problems.append(Problem("key", _taken(draft.key)))
     if problems or checked.entry is None:
         return _render(project, prompt_set, draft, prompt=prompt, problems=problems, status=400)
-    user = signed_in_user()
     old_key = prompt.key
-    changed = _entry(prompt) != checked.entry or old_key != draft.key
-    new_samples = _kept_samples(draft, checked.variables)
-    if not changed and new_samples == prompt.samples:
-        flash("No changes to save.", "info")
-        return redirect(_edit_url(project, prompt_set, prompt.key))
     try:
-        if changed:
-            touch_live_set(db.session, prompt_set, user)
-            prompt.key = draft.key
-            apply_entry(prompt, checked.entry, checked.variables, user)
-        prompt.samples = new_samples
-        details: dict[str, Any] = {"set": prompt_set.name}
-        if old_key != draft.key:
-            details["renamed"] = {"from": old_key, "to": draft.key}
-        if changed:
-            record_event("prompt.update", prompt, project=project, details=details)
-        db.session.commit()
-    except ForgeError as e:
-        db.session.rollback()
-        return _render(
+        saved = update_prompt(
             project,
             prompt_set,
-            draft,
-            prompt=prompt,
-            problems=[Problem("prompt", str(e) + " Your text is kept below.")],
-            status=409,
+            prompt,
+            (checked.entry, checked.variables),
+            signed_in_user(),
+            key=draft.key,
+            samples=_kept_samples(draft, checked.variables),
         )
-    except StaleDataError:
-        db.session.rollback()
+    except PromptChanged:
         return _conflict(project, prompt_set, _load_prompt(prompt_set, old_key), draft)
-    except IntegrityError:
-        # The new id was taken by someone else between our check and our save.
-        db.session.rollback()
-        return _render(
-            project,
-            prompt_set,
-            draft,
-            prompt=_load_prompt(prompt_set, old_key),
-            problems=[Problem("key", _taken(draft.key))],
-            status=409,
-        )
-    flash(f"Prompt {prompt.key} is saved." if changed else "Sample values are saved.", "success")
+    except PromptTaken:  # the new id was taken by someone else since the check above
+        problem = Problem("key", _taken(draft.key))
+        stored = _load_prompt(prompt_set, old_key)
+        return _render(project, prompt_set, draft, prompt=stored, problems=[problem], status=409)
+    except ForgeError as e:
+        problem = Problem("prompt", str(e) + " Your text is kept below.")
+        return _render(project, prompt_set, draft, prompt=prompt, problems=[problem], status=409)
+    if saved == "unchanged":
+        flash("No changes to save.", "info")
+    else:
+        done = f"Prompt {prompt.key} is saved." if saved == "saved" else "Sample values are saved."
+        flash(done, "success")
     return redirect(_edit_url(project, prompt_set, prompt.key))
 
 
@@ -368,14 +335,10 @@ def delete(project: Project, set_id: str, key: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
     prompt = _load_prompt(prompt_set, key)
     try:
-        touch_live_set(db.session, prompt_set, signed_in_user())
+        delete_prompt(project, prompt_set, prompt, signed_in_user())
     except ForgeError as e:
-        db.session.rollback()
         flash(str(e), "error")
         return redirect(_edit_url(project, prompt_set, key))
-    record_event("prompt.delete", prompt, project=project, details={"set": prompt_set.name})
-    db.session.delete(prompt)
-    db.session.commit()
     flash(f"Prompt {key} is deleted. It stays in earlier versions.", "success")
     return redirect(url_for("prompt_sets.show", project_id=project.id, set_id=prompt_set.id))
 

@@ -13,21 +13,10 @@ come from the ``safe_releases`` template helper registered here.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -36,17 +25,19 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from forge_app import compat, guards, scheduling
-from forge_app.audit import record_event
 from forge_app.authz import require_project_role, signed_in_user
+from forge_app.blueprints._common import flash_form_errors
+from forge_app.blueprints.distribution._shared import _channel_or_404
 from forge_app.charts import usage_panel
 from forge_app.compat import CompatWarning
+from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, utcnow
 from forge_app.models.distribution import Channel, Publication
-from forge_app.models.releases import GuardPolicy, ProjectWebhook, ScheduledJob
+from forge_app.models.releases import ScheduledJob
 from forge_app.services import publishing
-from forge_app.usage import usage_series
-from forge_app.webhooks import valid_webhook_url, webhook_of
+from forge_app.usage_reads import usage_series
+from forge_app.webhooks import delete_webhook, save_webhook, webhook_of
 
 bp = Blueprint("releases", __name__)
 
@@ -93,14 +84,6 @@ class ScheduleForm(FlaskForm):  # type: ignore[misc]
 class WebhookForm(FlaskForm):  # type: ignore[misc]
     url = StringField("Webhook address", validators=[Optional(), Length(max=2000)])
     enabled = BooleanField("Send notices", default=True)
-
-
-def _channel_or_404(project: Project, name: str) -> Channel:
-    publishing.ensure_default_channels(project)
-    found = publishing.get_channel(project, name)
-    if found is None:
-        abort(404)
-    return found
 
 
 def _parse_stages(text: str) -> list[int]:
@@ -172,48 +155,36 @@ def _back(project: Project, channel: Channel) -> str:
     return url_for(".safety", project_id=project.id, channel=channel.name)
 
 
+def _channel_to_change(project: Project, name: str) -> Channel:
+    """The channel ``name``, when the user's role may publish to it (else a 403 page)."""
+    found = _channel_or_404(project, name)
+    if not publishing.can_publish(g.role, found):
+        abort(403, f"Only {publishing.required_role(found).label}s can change {found.name}.")
+    return found
+
+
 @bp.post("/projects/<uuid:project_id>/channels/<channel>/guard")
 @require_project_role(Role.OWNER)
 def save_guard(project: Project, channel: str) -> ResponseReturnValue:
     found = _channel_or_404(project, channel)
     form = GuardForm()
     if not form.validate_on_submit():
-        for errors in form.errors.values():
-            for error in errors:
-                flash(str(error), "error")
+        flash_form_errors(form)
         return redirect(_back(project, found))
     try:
         stages = _parse_stages(form.stages.data or "")
     except ValueError as e:
         flash(str(e), "error")
         return redirect(_back(project, found))
-    policy = guards.guard_of(found)
-    if policy is None:
-        policy = GuardPolicy(project_id=project.id, channel_id=found.id)
-        db.session.add(policy)
-    user = signed_in_user()
-    policy.enabled = bool(form.enabled.data)
-    policy.max_error_rate = float(form.max_error_rate.data) / 100
-    policy.min_calls = int(form.min_calls.data)
-    policy.window_minutes = int(form.window_minutes.data)
-    policy.stages_json = json.dumps(stages)
-    policy.hold_minutes = int(form.hold_minutes.data or 0)
-    policy.updated_at = utcnow()
-    policy.updated_by_id = user.id
-    record_event(
-        "guard.update",
-        found,
-        project=project,
-        details={
-            "enabled": policy.enabled,
-            "max_error_rate": policy.max_error_rate,
-            "min_calls": policy.min_calls,
-            "window_minutes": policy.window_minutes,
-            "stages": stages,
-            "hold_minutes": policy.hold_minutes,
-        },
+    settings = guards.GuardSettings(
+        enabled=bool(form.enabled.data),
+        max_error_rate=float(form.max_error_rate.data) / 100,
+        min_calls=int(form.min_calls.data),
+        window_minutes=int(form.window_minutes.data),
+        stages=stages,
+        hold_minutes=int(form.hold_minutes.data or 0),
     )
-    db.session.commit()
+    guards.save_guard(found, settings, user=signed_in_user())
     flash(f"The guard of {found.name} is saved.", "success")
     return redirect(_back(project, found))
 
@@ -222,11 +193,7 @@ def save_guard(project: Project, channel: str) -> ResponseReturnValue:
 @require_project_role(Role.OWNER)
 def delete_guard(project: Project, channel: str) -> ResponseReturnValue:
     found = _channel_or_404(project, channel)
-    policy = guards.guard_of(found)
-    if policy is not None:
-        db.session.delete(policy)
-        record_event("guard.delete", found, project=project)
-        db.session.commit()
+    if guards.delete_guard(found, user=signed_in_user()):
         flash(f"{found.name} has no guard now.", "success")
     return redirect(_back(project, found))
 
@@ -234,15 +201,11 @@ def delete_guard(project: Project, channel: str) -> ResponseReturnValue:
 @bp.post("/projects/<uuid:project_id>/channels/<channel>/schedule")
 @require_project_role(Role.VIEWER)
 def schedule(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_or_404(project, channel)
-    if not publishing.can_publish(g.role, found):
-        abort(403, f"Only {publishing.required_role(found).label}s can change {found.name}.")
+    found = _channel_to_change(project, channel)
     form = ScheduleForm()
     back = _back(project, found)
     if not form.validate_on_submit():
-        for errors in form.errors.values():
-            for error in errors:
-                flash(str(error), "error")
+        flash_form_errors(form)
         return redirect(back)
     try:
         run_at = _parse_when(form.run_at.data or "")
@@ -283,9 +246,7 @@ def schedule(project: Project, channel: str) -> ResponseReturnValue:
 @bp.post("/projects/<uuid:project_id>/channels/<channel>/schedule/cancel")
 @require_project_role(Role.VIEWER)
 def cancel(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_or_404(project, channel)
-    if not publishing.can_publish(g.role, found):
-        abort(403, f"Only {publishing.required_role(found).label}s can change {found.name}.")
+    found = _channel_to_change(project, channel)
     job_id = request.form.get("job", type=int)
     job = db.session.get(ScheduledJob, job_id) if job_id else None
     if job is None or job.channel_id != found.id or job.kind == "webhook":
@@ -309,32 +270,20 @@ def webhook(project: Project) -> ResponseReturnValue:
     if request.method == "POST":
         form = WebhookForm()
         if not form.validate_on_submit():
-            for errors in form.errors.values():
-                for error in errors:
-                    flash(str(error), "error")
+            flash_form_errors(form)
             return redirect(url_for(".webhook", project_id=project.id))
         url = (form.url.data or "").strip()
+        back = url_for(".webhook", project_id=project.id)
         if not url:
-            if hook is not None:
-                db.session.delete(hook)
-            record_event("webhook.delete", project, project=project)
-            db.session.commit()
+            delete_webhook(project, user=signed_in_user())
             flash("The project has no webhook now.", "success")
-            return redirect(url_for(".webhook", project_id=project.id))
-        problem = valid_webhook_url(url)
-        if problem:
-            flash(problem, "error")
-            return redirect(url_for(".webhook", project_id=project.id))
-        if hook is None:
-            hook = ProjectWebhook(project_id=project.id, url=url)
-            db.session.add(hook)
-        hook.url = url
-        hook.enabled = bool(form.enabled.data)
-        hook.updated_at = utcnow()
-        record_event("webhook.update", project, project=project, details={"enabled": hook.enabled})
-        db.session.commit()
+            return redirect(back)
+        try:
+            save_webhook(project, url, enabled=bool(form.enabled.data), user=signed_in_user())
+        except ForgeError as e:
+            return flash_and_redirect(e, back)
         flash("The webhook is saved.", "success")
-        return redirect(url_for(".webhook", project_id=project.id))
+        return redirect(back)
     return render_template(
         "releases/webhook.html", project=project, form=form, hook=hook, nav="projects"
     )
@@ -410,7 +359,7 @@ class _SafeReleases:
     def compat_draft(self, prompt_set: PromptSet) -> list[CompatWarning]:
         """For the review page: the set's draft against the callers on every channel."""
         from forge_app.models import Prompt
-        from forge_app.services.workflow import latest_release
+        from forge_app.services.versions import latest_release
 
         draft = {
             p.key: set(p.variables or [])
@@ -444,7 +393,3 @@ def compat_confirmation_problem(
     if role is None or role < Role.OWNER:
         return "Only an owner can confirm the compatibility warnings.", warnings
     return None, warnings
-
-
-def current_app_setting(name: str, default: Any) -> Any:
-    return current_app.config.get(name, default)

@@ -10,15 +10,25 @@ always returns timezone-aware UTC datetimes, on every backend.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, MetaData, TypeDecorator
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, MappedColumn, mapped_column
 
-__all__ = ["Base", "BigIntId", "JSONType", "UTCDateTime", "utcnow"]
+__all__ = [
+    "Base",
+    "BigIntId",
+    "JSONType",
+    "UTCDateTime",
+    "json_object",
+    "parent_ref",
+    "user_ref",
+    "utcnow",
+]
 
 # Constraint names are fixed so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -57,6 +67,27 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC)
+
+
+def json_object(text: str | None) -> dict[str, Any]:
+    """The JSON object a text column holds (``{}`` if it is empty or anything else)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def user_ref() -> MappedColumn[Any]:
+    """A column naming a user (who created or changed a row); null once the user is deleted.
+    Annotate it ``Mapped[int | None]``."""
+    return mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+
+
+def parent_ref(table: str) -> MappedColumn[Any]:
+    """An indexed column naming the row of ``table`` this row belongs to (deleted with it);
+    nullable if annotated ``Mapped[… | None]``."""
+    return mapped_column(ForeignKey(f"{table}.id", ondelete="CASCADE"), index=True)
 
 
 class Base(DeclarativeBase):

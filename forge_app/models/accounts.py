@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, UTCDateTime, utcnow
+from forge_app.models._base import Base, UTCDateTime, parent_ref, utcnow
 
 __all__ = [
     "LoginAttempt",
@@ -130,7 +130,7 @@ class Membership(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = parent_ref("users")
     role_name: Mapped[str] = mapped_column("role", String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -192,7 +192,7 @@ class RevokedSession(Base):
     __tablename__ = "revoked_sessions"
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = parent_ref("users")
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, UTCDateTime, utcnow
+from forge_app.models._base import Base, UTCDateTime, parent_ref, utcnow
 from forge_app.models.accounts import User
 
 __all__ = ["API_SCOPES", "ApiToken"]
@@ -31,7 +31,7 @@ class ApiToken(Base):
     __table_args__ = (UniqueConstraint("user_id", "create_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = parent_ref("users")
     token_id: Mapped[str] = mapped_column(String(12), unique=True)
     name: Mapped[str] = mapped_column(String(120))
     scope: Mapped[str] = mapped_column(String(8))

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, UTCDateTime, utcnow
+from forge_app.models._base import Base, UTCDateTime, parent_ref, user_ref, utcnow
 from forge_app.models.accounts import User
 from forge_app.models.projects import Project, SetStatus
 
@@ -54,22 +54,16 @@ class AccessToken(Base):
     __tablename__ = "access_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
     token_id: Mapped[str] = mapped_column(String(12), unique=True, index=True)
     name: Mapped[str] = mapped_column(String(120))
     secret_encrypted: Mapped[str] = mapped_column(Text)
     secret_hash: Mapped[str] = mapped_column(String(64))
-    created_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    created_by_id: Mapped[int | None] = user_ref()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    revoked_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    revoked_by_id: Mapped[int | None] = user_ref()
 
     project: Mapped[Project] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
@@ -90,15 +84,11 @@ class Channel(Base):
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
     name: Mapped[str] = mapped_column(String(32))
     policy: Mapped[str] = mapped_column(String(16), default="locked")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    created_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    created_by_id: Mapped[int | None] = user_ref()
 
     project: Mapped[Project] = relationship()
 
@@ -137,12 +127,8 @@ class Publication(Base):
     __table_args__ = (UniqueConstraint("channel_id", "sequence"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
-    channel_id: Mapped[int] = mapped_column(
-        ForeignKey("channels.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
+    channel_id: Mapped[int] = parent_ref("channels")
     sequence: Mapped[int] = mapped_column(Integer)
     version: Mapped[str | None] = mapped_column(String(256), nullable=True)
     prompt_set_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -156,9 +142,7 @@ class Publication(Base):
     summary: Mapped[str] = mapped_column(String(500), default="")
     kind: Mapped[str] = mapped_column(String(16))
     rollout_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    published_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    published_by_id: Mapped[int | None] = user_ref()
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     channel: Mapped[Channel] = relationship()

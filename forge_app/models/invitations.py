@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, UTCDateTime, utcnow
+from forge_app.models._base import Base, UTCDateTime, parent_ref, user_ref, utcnow
 from forge_app.models.accounts import Organisation, Role, User
 
 __all__ = ["Invitation"]
@@ -27,22 +27,16 @@ class Invitation(Base):
     __tablename__ = "invitations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    org_id: Mapped[int] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
-    )
+    org_id: Mapped[int] = parent_ref("organisations")
     token_id: Mapped[str] = mapped_column(String(12), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     role_name: Mapped[str] = mapped_column(String(16))
     note: Mapped[str] = mapped_column(String(120), default="")
-    created_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    created_by_id: Mapped[int | None] = user_ref()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    accepted_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    accepted_by_id: Mapped[int | None] = user_ref()
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     org: Mapped[Organisation] = relationship()

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, UTCDateTime, utcnow
+from forge_app.models._base import Base, UTCDateTime, parent_ref, user_ref, utcnow
 from forge_app.models.accounts import Organisation
 
 __all__ = ["RemoteProject"]
@@ -27,17 +27,13 @@ class RemoteProject(Base):
     __table_args__ = (UniqueConstraint("org_id", "forge_name", "remote_project_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    org_id: Mapped[int] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
-    )
+    org_id: Mapped[int] = parent_ref("organisations")
     forge_name: Mapped[str] = mapped_column(String(80))
     remote_project_id: Mapped[str] = mapped_column(String(64))
     remote_org_name: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    created_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    created_by_id: Mapped[int | None] = user_ref()
 
     org: Mapped[Organisation] = relationship()
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, JSONType, UTCDateTime, utcnow
+from forge_app.models._base import Base, JSONType, UTCDateTime, parent_ref, user_ref, utcnow
 from forge_app.models.accounts import Organisation, User
 
 __all__ = ["Project", "Prompt", "PromptSet", "PromptSetVersion", "SetStatus"]
@@ -40,9 +40,7 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(120))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    created_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    created_by_id: Mapped[int | None] = user_ref()
 
     org: Mapped[Organisation] = relationship()
 
@@ -58,9 +56,7 @@ class PromptSet(Base):
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
     name: Mapped[str] = mapped_column(String(120))
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(8), default=SetStatus.LIVE.value)
@@ -68,20 +64,14 @@ class PromptSet(Base):
     pending_version: Mapped[str | None] = mapped_column(String(256), nullable=True)
     pending_bump: Mapped[str | None] = mapped_column(String(8), nullable=True)
     pending_changelog: Mapped[str | None] = mapped_column(Text, nullable=True)
-    submitted_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    submitted_by_id: Mapped[int | None] = user_ref()
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     review_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
-    review_comment_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    review_comment_by_id: Mapped[int | None] = user_ref()
     review_comment_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    updated_by_id: Mapped[int | None] = user_ref()
 
     project: Mapped[Project] = relationship()
     submitted_by: Mapped[User | None] = relationship(foreign_keys=[submitted_by_id])
@@ -107,9 +97,7 @@ class Prompt(Base):
     __table_args__ = (UniqueConstraint("prompt_set_id", "key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prompt_set_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("prompt_sets.id", ondelete="CASCADE"), index=True
-    )
+    prompt_set_id: Mapped[uuid.UUID] = parent_ref("prompt_sets")
     key: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(8))
     template: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -121,9 +109,7 @@ class Prompt(Base):
     revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    updated_by_id: Mapped[int | None] = user_ref()
 
     prompt_set: Mapped[PromptSet] = relationship()
     updated_by: Mapped[User | None] = relationship()
@@ -147,21 +133,15 @@ class PromptSetVersion(Base):
     __table_args__ = (UniqueConstraint("prompt_set_id", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prompt_set_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("prompt_sets.id", ondelete="CASCADE"), index=True
-    )
+    prompt_set_id: Mapped[uuid.UUID] = parent_ref("prompt_sets")
     version: Mapped[str] = mapped_column(String(256))
     bundle_json: Mapped[str] = mapped_column(Text)
     content_sha256: Mapped[str] = mapped_column(String(64))
     prompt_count: Mapped[int] = mapped_column(Integer)
     changelog: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    submitted_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
-    approved_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    submitted_by_id: Mapped[int | None] = user_ref()
+    approved_by_id: Mapped[int | None] = user_ref()
 
     prompt_set: Mapped[PromptSet] = relationship()
     submitted_by: Mapped[User | None] = relationship(foreign_keys=[submitted_by_id])

@@ -21,7 +21,15 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from forge_app.models._base import Base, BigIntId, UTCDateTime, utcnow
+from forge_app.models._base import (
+    Base,
+    BigIntId,
+    UTCDateTime,
+    json_object,
+    parent_ref,
+    user_ref,
+    utcnow,
+)
 from forge_app.models.accounts import User
 from forge_app.models.distribution import Channel
 
@@ -47,9 +55,7 @@ class GuardPolicy(Base):
     __tablename__ = "guard_policies"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
     channel_id: Mapped[int] = mapped_column(
         ForeignKey("channels.id", ondelete="CASCADE"), unique=True
     )
@@ -60,9 +66,7 @@ class GuardPolicy(Base):
     stages_json: Mapped[str] = mapped_column(Text, default="[]")
     hold_minutes: Mapped[int] = mapped_column(Integer, default=10)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    updated_by_id: Mapped[int | None] = user_ref()
 
     channel: Mapped[Channel] = relationship()
 
@@ -83,12 +87,8 @@ class GuardAction(Base):
     __table_args__ = (UniqueConstraint("channel_id", "judged_sequence", "kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
-    channel_id: Mapped[int] = mapped_column(
-        ForeignKey("channels.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
+    channel_id: Mapped[int] = parent_ref("channels")
     judged_sequence: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     result_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -100,11 +100,7 @@ class GuardAction(Base):
 
     @property
     def figures(self) -> dict[str, Any]:
-        try:
-            value = json.loads(self.figures_json or "{}")
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+        return json_object(self.figures_json)
 
 
 class ScheduledJob(Base):
@@ -117,12 +113,8 @@ class ScheduledJob(Base):
     __table_args__ = (Index("ix_scheduled_jobs_status_run_at", "status", "run_at"),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
-    channel_id: Mapped[int | None] = mapped_column(
-        ForeignKey("channels.id", ondelete="CASCADE"), nullable=True, index=True
-    )
+    project_id: Mapped[uuid.UUID] = parent_ref("projects")
+    channel_id: Mapped[int | None] = parent_ref("channels")
     kind: Mapped[str] = mapped_column(String(16))
     prompt_set_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("prompt_set_versions.id", ondelete="CASCADE"), nullable=True
@@ -138,9 +130,7 @@ class ScheduledJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     note: Mapped[str] = mapped_column(String(500), default="")
     result_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_by_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
+    created_by_id: Mapped[int | None] = user_ref()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     channel: Mapped[Channel | None] = relationship()
@@ -148,11 +138,7 @@ class ScheduledJob(Base):
 
     @property
     def payload(self) -> dict[str, Any]:
-        try:
-            value = json.loads(self.payload_json or "{}")
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+        return json_object(self.payload_json)
 
 
 class ProjectWebhook(Base):

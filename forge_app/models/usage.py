@@ -28,10 +28,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from forge_app.models._base import Base, BigIntId, UTCDateTime, utcnow
 
-__all__ = ["OTHER_PROMPT_ID", "CallerVariables", "PromptUsage"]
+__all__ = ["BUCKET_KEY", "OTHER_PROMPT_ID", "CallerVariables", "PromptUsage"]
 
 #: The prompt id under which a report's ``other`` counts (the merged tail) are stored.
 OTHER_PROMPT_ID = "(other)"
+#: The columns naming one row of ``prompt_usage`` (its unique key, what an upsert adds to).
+BUCKET_KEY = ("project_id", "channel", "prompt_id", "content_sha256", "bucket_start")
 
 
 class PromptUsage(Base):
@@ -44,14 +46,7 @@ class PromptUsage(Base):
 
     __tablename__ = "prompt_usage"
     __table_args__ = (
-        UniqueConstraint(
-            "project_id",
-            "channel",
-            "prompt_id",
-            "content_sha256",
-            "bucket_start",
-            name="uq_prompt_usage_bucket",
-        ),
+        UniqueConstraint(*BUCKET_KEY, name="uq_prompt_usage_bucket"),
         Index("ix_prompt_usage_project_id_bucket_start", "project_id", "bucket_start"),
     )
 

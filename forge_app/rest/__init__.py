@@ -16,9 +16,17 @@ from flask.typing import ResponseReturnValue
 
 from forge_app.authz import public
 from forge_app.rest import _schemas as schemas
-from forge_app.rest import _views as _views  # registers the operations
 from forge_app.rest._openapi import build_openapi
 from forge_app.rest._registry import OPERATIONS, ApiError, bp
+
+# isort: off
+# The operations, registered in this order (the OpenAPI document lists them so).
+from forge_app.rest import _projects as _projects
+from forge_app.rest import _prompts as _prompts
+from forge_app.rest import _distribution as _distribution
+from forge_app.rest import _workflow as _workflow
+
+# isort: on
 
 __all__ = ["OPERATIONS", "ApiError", "bp", "build_openapi", "schemas"]
 

@@ -1,41 +1,47 @@
 """How an API route is declared once and used three times: routing, validation, OpenAPI.
 
-    @operation("GET", "/orgs", response=OrgList, summary="Your organisations")
+    ORGS = Resource("orgs", "/orgs")  # the OpenAPI tag and the path prefix of its operations
+
+    @ORGS.get("", OrgList, "Your organisations", paginated=True)
     def list_orgs() -> OrgList: ...
 
-``operation`` registers the Flask rule, wraps the view so its return value is validated against
-``response`` and answered as JSON (with an ``ETag`` and ``304`` for ``If-None-Match`` on reads,
-and a ``Link`` header for pages), and records everything the OpenAPI document needs. Views read
-their body with :func:`read_body` *after* the authorisation decorators ran, so an outsider gets
-404 whatever the body is.
+The :class:`Operation` registers the Flask rule, wraps the view so its return value is validated
+against ``response`` and answered as JSON (with an ``ETag`` and ``304`` for ``If-None-Match`` on
+reads, and a ``Link`` header for pages), and records everything the OpenAPI document needs.
+Views read their body with :func:`read_body` *after* the authorisation decorators ran, so an
+outsider gets 404 whatever the body is.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.sql.selectable import GenerativeSelect
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from forge_app.authz import is_public
+from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import db
-from forge_app.services.heartbeats import SlidingWindowLimiter
+from forge_app.services.heartbeat_limits import SlidingWindowLimiter
 
 __all__ = [
     "OPERATIONS",
     "ApiError",
     "Operation",
     "Pagination",
+    "Resource",
     "bp",
+    "committed",
     "error_response",
-    "operation",
+    "paged",
     "read_body",
     "read_pagination",
 ]
@@ -44,6 +50,8 @@ bp = Blueprint("rest", __name__, url_prefix="/api/v1")
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+Q = TypeVar("Q", bound=GenerativeSelect)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 DEFAULT_RATE_LIMIT = 300
@@ -109,81 +117,98 @@ def error_response(
 
 @dataclass
 class Operation:
-    """One API operation, as the OpenAPI document describes it."""
+    """One API operation, as the OpenAPI document describes it. Called on a view, it
+    registers the view as this operation (see the module docstring)."""
 
     method: str
     rule: str
-    endpoint: str
     summary: str
     tag: str
     response: type[BaseModel]
-    status: int
-    body: type[BaseModel] | None
-    paginated: bool
-    write: bool
-    description: str = ""
-    extra_errors: tuple[int, ...] = field(default_factory=tuple)
+    status: int = 200
+    body: type[BaseModel] | None = None
+    paginated: bool = False
+    extra_errors: tuple[int, ...] = ()
+    endpoint: str = ""  #: the view's name (the operationId), set when it is registered
+    description: str = ""  #: the view's docstring
+
+    @property
+    def write(self) -> bool:
+        return self.method not in SAFE_METHODS
+
+    def __call__(self, view: F) -> F:
+        op = replace(self, endpoint=view.__name__, description=(view.__doc__ or "").strip())
+        OPERATIONS.append(op)
+        bp.add_url_rule(
+            op.rule, endpoint=op.endpoint, view_func=_answer(op, view), methods=[op.method]
+        )
+        return view
 
 
 OPERATIONS: list[Operation] = []
 
 
-def operation(
-    method: str,
-    rule: str,
-    *,
-    response: type[BaseModel],
-    summary: str,
-    tag: str,
-    status: int = 200,
-    body: type[BaseModel] | None = None,
-    paginated: bool = False,
-    errors: tuple[int, ...] = (),
-) -> Callable[[F], F]:
-    """Declare and register an API operation (see the module docstring)."""
+def _answer(op: Operation, view: Callable[..., Any]) -> Callable[..., Response]:
+    """``view`` answering JSON: its result validated against the declared response model."""
 
-    def decorate(view: F) -> F:
-        op = Operation(
-            method=method,
-            rule=rule,
-            endpoint=view.__name__,
-            summary=summary,
-            tag=tag,
-            response=response,
-            status=status,
-            body=body,
-            paginated=paginated,
-            write=method not in SAFE_METHODS,
-            description=(view.__doc__ or "").strip(),
-            extra_errors=errors,
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        g.api_operation = op
+        result = view(*args, **kwargs)
+        if not isinstance(result, op.response):
+            raise TypeError(f"{op.endpoint} returned {type(result).__name__}")
+        # Validate what goes out against the declared model (a bug here is a 500).
+        payload = op.response.model_validate(result.model_dump()).model_dump(mode="json")
+        answer = jsonify(payload)
+        answer.status_code = op.status
+        next_url = payload.get("next") if op.paginated else None
+        if next_url:
+            answer.headers["Link"] = f'<{next_url}>; rel="next"'
+        if op.method == "GET":
+            answer.headers["Cache-Control"] = "private, no-cache"
+            answer.add_etag()
+            answer.make_conditional(request)
+        else:
+            answer.headers["Cache-Control"] = "no-store"
+        return answer
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The operations of one OpenAPI tag under one path prefix, declared like a blueprint's
+    ``get``/``post``/``put`` (see the module docstring)."""
+
+    tag: str
+    prefix: str = ""
+
+    def get(
+        self, rule: str, response: type[BaseModel], summary: str, *, paginated: bool = False
+    ) -> Operation:
+        return Operation(
+            "GET", self.prefix + rule, summary, self.tag, response, paginated=paginated
         )
 
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Response:
-            g.api_operation = op
-            result = view(*args, **kwargs)
-            if not isinstance(result, response):
-                raise TypeError(f"{op.endpoint} returned {type(result).__name__}")
-            # Validate what goes out against the declared model (a bug here is a 500).
-            payload = response.model_validate(result.model_dump()).model_dump(mode="json")
-            answer = jsonify(payload)
-            answer.status_code = status
-            next_url = payload.get("next") if paginated else None
-            if next_url:
-                answer.headers["Link"] = f'<{next_url}>; rel="next"'
-            if method == "GET":
-                answer.headers["Cache-Control"] = "private, no-cache"
-                answer.add_etag()
-                answer.make_conditional(request)
-            else:
-                answer.headers["Cache-Control"] = "no-store"
-            return answer
+    def post(
+        self,
+        rule: str,
+        response: type[BaseModel],
+        summary: str,
+        *,
+        body: type[BaseModel],
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+    ) -> Operation:
+        path = self.prefix + rule
+        return Operation(
+            "POST", path, summary, self.tag, response, status, body, extra_errors=errors
+        )
 
-        OPERATIONS.append(op)
-        bp.add_url_rule(rule, endpoint=op.endpoint, view_func=wrapper, methods=[method])
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    def put(
+        self, rule: str, response: type[BaseModel], summary: str, *, body: type[BaseModel]
+    ) -> Operation:
+        return Operation("PUT", self.prefix + rule, summary, self.tag, response, body=body)
 
 
 def read_body(model: type[M]) -> M:
@@ -211,6 +236,25 @@ def read_body(model: type[M]) -> M:
         ) from None
 
 
+def committed(work: Callable[[], T], *, race: tuple[type[Exception], ApiError] | None = None) -> T:
+    """Run ``work`` (a service call) and commit. The exception of ``race`` (e.g. a concurrent
+    change caught by the database) rolls back and is answered with its error; any other
+    :class:`ForgeError` rolls back and is answered with its kind's status, message and
+    problems."""
+    caught: type[Exception] | tuple[()] = race[0] if race is not None else ()
+    try:
+        result = work()
+        db.session.commit()
+    except caught:
+        db.session.rollback()
+        assert race is not None
+        raise race[1] from None
+    except ForgeError as e:
+        db.session.rollback()
+        raise ApiError(http_status(e.kind), str(e), details=e.problems or None) from None
+    return result
+
+
 @dataclass(frozen=True)
 class Pagination:
     page: int
@@ -219,6 +263,14 @@ class Pagination:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
+
+    def window(self, query: Q) -> Q:
+        """``query`` limited to this page, and one row more to tell whether a next one exists."""
+        return query.offset(self.offset).limit(self.per_page + 1)
+
+    def split(self, rows: Sequence[T]) -> tuple[list[T], str | None]:
+        """The page's rows of a :meth:`window` and the next page's URL (None on the last)."""
+        return list(rows[: self.per_page]), self.next_url(len(rows) > self.per_page)
 
     def next_url(self, has_more: bool) -> str | None:
         if not has_more:
@@ -245,6 +297,23 @@ def read_pagination() -> Pagination:
             raise ApiError(400, f"{name} must be a whole number from 1 to {top}.")
         values[name] = int(text)
     return Pagination(values["page"], values["per_page"])
+
+
+def paged(
+    list_model: type[M],
+    fetch: Callable[[Pagination], Sequence[Any]],
+    item: Callable[[Any], Any] | None = None,
+) -> M:
+    """One page of a list answer: ``fetch(page)`` returns the page's rows and one more (see
+    :meth:`Pagination.window`); ``item`` turns a row into an item of ``list_model``.
+
+    Raises:
+        ApiError: 400 for ``?page=`` or ``?per_page=`` out of range.
+    """
+    page = read_pagination()
+    rows, next_url = page.split(fetch(page))
+    items = rows if item is None else [item(row) for row in rows]
+    return list_model.model_validate({"items": items, "next": next_url})
 
 
 # ----------------------------------------------------------------------- authentication

@@ -12,7 +12,6 @@ for unknown ids so timing does not tell which ids exist. Nothing here logs a tok
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -27,6 +26,7 @@ from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
 from forge_app.models import User, utcnow
 from forge_app.models.api_tokens import API_SCOPES, ApiToken
+from forge_app.services.tokens import TOUCH_EVERY, bearer_text, hash_token
 
 __all__ = [
     "EXPIRY_DAYS",
@@ -42,18 +42,12 @@ __all__ = [
 EXPIRY_DAYS = (7, 30, 90, 365)
 _TEXT_RE = re.compile(r"^forge_pat_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 _ALPHABET = string.ascii_lowercase + string.digits
-# An API client polling every second must not turn into a write every second.
-_TOUCH_EVERY = timedelta(seconds=60)
 
 
 class ApiTokenError(ForgeError):
     """A token request that cannot be done; ``str()`` is one sentence for the user."""
 
     default_kind = Kind.INVALID
-
-
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def create_api_token(
@@ -96,7 +90,7 @@ def create_api_token(
         token_id=token_id,
         name=name,
         scope=scope,
-        secret_hash=_hash(text),
+        secret_hash=hash_token(text),
         create_key=create_key or None,
         created_at=now,
         expires_at=now + timedelta(days=days),
@@ -153,27 +147,18 @@ class Authentication:
     problem: str | None
 
 
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
-
-
 def authenticate_api_token(
     session: Session, header: str | None, *, now: datetime | None = None
 ) -> Authentication:
     """Check an ``Authorization: Bearer forge_pat_…`` header; records the use when it is good."""
-    text = _bearer(header)
+    text = bearer_text(header)
     if text is None:
         return Authentication(None, "Send a personal API token as 'Authorization: Bearer <token>'.")
     match = _TEXT_RE.match(text)
     token = None
     if match is not None:
         token = session.scalar(select(ApiToken).where(ApiToken.token_id == match.group(1)))
-    presented = _hash(text)
+    presented = hash_token(text)
     expected = token.secret_hash if token is not None else "0" * 64
     if not hmac.compare_digest(presented, expected) or token is None or token.user is None:
         return Authentication(None, "The API token is unknown.")
@@ -185,7 +170,7 @@ def authenticate_api_token(
         return Authentication(None, "The API token has expired.")
     if not token.user.is_active:
         return Authentication(None, "The API token's user is deactivated.")
-    if token.last_used_at is None or moment - token.last_used_at >= _TOUCH_EVERY:
+    if token.last_used_at is None or moment - token.last_used_at >= TOUCH_EVERY:
         token.last_used_at = moment
         session.commit()
     return Authentication(token, None)

@@ -27,14 +27,7 @@ from anvil_client.wire import (
 )
 from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import db
-from forge_app.models import (
-    Project,
-    PromptSet,
-    PromptSetVersion,
-    Role,
-    SetStatus,
-    User,
-)
+from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus, User
 from forge_app.models.distribution import (
     DEFAULT_CHANNELS,
     Channel,
@@ -45,6 +38,7 @@ from forge_app.services.tokens import active_tokens
 from publisher import (
     HistoryEntry,
     Publisher,
+    PublishResult,
 )
 
 _PRERELEASE_RE = re.compile(r"^(\d+\.\d+\.\d+)-(rc|dev)\.(\d+)$")
@@ -364,8 +358,18 @@ def _set_names(project: Project) -> dict[str, str]:
     return {str(set_id): name for set_id, name in rows}
 
 
+def served_labels(releases: Iterable[Release], names: dict[str, str] | None = None) -> list[str]:
+    """What the entries serve, one ``"<set name> <version>"`` each (as audit details show)."""
+    return [f"{_label(r, names)} {r.version}" for r in releases]
+
+
+def pointer_details(result: PublishResult, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """The audit details of a pointer write: its new sequence and what it serves."""
+    return {"sequence": result.sequence, "releases": served_labels(result.pointer.releases, names)}
+
+
 def _served(releases: Iterable[Release], names: dict[str, str] | None = None) -> str:
-    return ", ".join(f"{_label(r, names)} {r.version}" for r in releases)
+    return ", ".join(served_labels(releases, names))
 
 
 def _recipients_of(pub: Publisher, release: Release) -> set[str] | None:

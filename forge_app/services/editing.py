@@ -1,4 +1,4 @@
-"""The prompt editor's model: form data → a checked prompt, and previews in the client's sandbox.
+"""The prompt editor's model: form data → a checked prompt (previews: :mod:`.previews`).
 
     >>> draft = PromptDraft(key="welcome.message", kind="text", template="Hi {{ name }}")
     >>> checked = check_draft(draft)
@@ -10,7 +10,8 @@ Validation uses the same code as publishing: each template is parsed by
 by ``publisher.validate_prompts``; previews render with ``anvil_client.wire.compile_prompt``.
 Templates are untrusted: each is at most 256 KiB and a prompt's at most 8 MiB in all
 (``anvil_client.wire._render`` bounds their nesting, and nothing is evaluated while checking),
-and a preview checks and renders entirely in a forked child (:mod:`forge_app.isolation`).
+and a preview checks and renders entirely in a forked child
+(:func:`forge_app.services.previews.render_preview`).
 """
 
 from __future__ import annotations
@@ -21,38 +22,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import ChainableUndefined
-
-from anvil_client.errors import RenderError, TemplateError, ValidationError
+from anvil_client.errors import TemplateError, ValidationError
 from anvil_client.wire import (
     PROMPT_ID_MAX,
     ROLES,
-    Message,
-    PromptSpec,
-    compile_prompt,
     is_prompt_id,
     spec_variables,
 )
 from anvil_client.wire._render import MAX_PROMPT_SET_CHARS, MAX_TEMPLATE_CHARS
-from forge_app.isolation import IsolationBusy, IsolationError, Slots, run_isolated
 
 __all__ = [
     "KNOWN_METADATA",
     "CheckedPrompt",
     "MessageDraft",
-    "Preview",
     "Problem",
     "PromptDraft",
-    "SamplePlaceholder",
     "check_draft",
     "prompt_file_entry",
-    "render_preview",
     "search_text_of",
 ]
 
 KNOWN_METADATA = ("description", "model", "temperature", "max_tokens", "tags")
 MAX_MESSAGES = 100
-PREVIEW_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -202,18 +193,41 @@ class CheckedPrompt:
 def check_draft(draft: PromptDraft) -> CheckedPrompt:
     """Check every field of a draft and collect every problem."""
     problems: list[Problem] = []
-    if not draft.key:
-        problems.append(Problem("key", "Give the prompt an id, like welcome.message."))
-    elif not is_prompt_id(draft.key):
-        if len(draft.key) > PROMPT_ID_MAX:
-            message = f"The id is {len(draft.key)} characters long; at most {PROMPT_ID_MAX}."
-        else:
-            message = (
-                "Use lowercase letters, digits and _, with dot-separated parts that may also "
-                "hold - (like support.reply-v2)."
-            )
-        problems.append(Problem("key", message))
+    key_problem = _key_problem(draft.key)
+    if key_problem is not None:
+        problems.append(Problem("key", key_problem))
+    sources = _template_sources(draft, problems)
+    variables = _variables(sources, problems)
+    metadata = _metadata(draft, problems)
+    entry: dict[str, Any] | None = None
+    if not problems:
+        entry = prompt_entry_of(draft, metadata)
+        try:
+            from publisher import validate_prompts
 
+            validate_prompts({draft.key: entry})
+        except ValidationError as e:  # anything the field checks above did not catch
+            problems.extend(Problem("prompt", p) for p in e.problems)
+            entry = None
+    return CheckedPrompt(entry=entry, variables=sorted(variables), problems=problems)
+
+
+def _key_problem(key: str) -> str | None:
+    if not key:
+        return "Give the prompt an id, like welcome.message."
+    if is_prompt_id(key):
+        return None
+    if len(key) > PROMPT_ID_MAX:
+        return f"The id is {len(key)} characters long; at most {PROMPT_ID_MAX}."
+    return (
+        "Use lowercase letters, digits and _, with dot-separated parts that may also "
+        "hold - (like support.reply-v2)."
+    )
+
+
+def _template_sources(draft: PromptDraft, problems: list[Problem]) -> list[tuple[str, str]]:
+    """The draft's templates as (field, text), after the checks of its shape (at most
+    :data:`MAX_PROMPT_SET_CHARS` in all, else none to read)."""
     sources: list[tuple[str, str]] = []
     if draft.kind == "chat":
         if not draft.messages:
@@ -228,8 +242,6 @@ def check_draft(draft: PromptDraft) -> CheckedPrompt:
         if not draft.template.strip():
             problems.append(Problem("template", "The template is empty."))
         sources.append(("template", draft.template))
-
-    variables: set[str] = set()
     total = sum(len(source) for _, source in sources)
     if total > MAX_PROMPT_SET_CHARS:
         problems.append(
@@ -239,7 +251,13 @@ def check_draft(draft: PromptDraft) -> CheckedPrompt:
                 "are allowed in one prompt.",
             )
         )
-        sources = []  # too much to read at all
+        return []  # too much to read at all
+    return sources
+
+
+def _variables(sources: list[tuple[str, str]], problems: list[Problem]) -> set[str]:
+    """The variables the templates use; a template too long or not valid is a problem."""
+    variables: set[str] = set()
     for name, source in sources:
         if len(source) > MAX_TEMPLATE_CHARS:
             problems.append(
@@ -258,19 +276,7 @@ def check_draft(draft: PromptDraft) -> CheckedPrompt:
             if message.startswith(prefix):
                 message = message[len(prefix) :]
             problems.append(Problem(name, message[:1].upper() + message[1:], e.lineno))
-
-    metadata = _metadata(draft, problems)
-    entry: dict[str, Any] | None = None
-    if not problems:
-        entry = prompt_entry_of(draft, metadata)
-        try:
-            from publisher import validate_prompts
-
-            validate_prompts({draft.key: entry})
-        except ValidationError as e:  # anything the field checks above did not catch
-            problems.extend(Problem("prompt", p) for p in e.problems)
-            entry = None
-    return CheckedPrompt(entry=entry, variables=sorted(variables), problems=problems)
+    return variables
 
 
 def prompt_entry_of(draft: PromptDraft, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -283,30 +289,13 @@ def prompt_entry_of(draft: PromptDraft, metadata: dict[str, Any]) -> dict[str, A
 
 
 def _metadata(draft: PromptDraft, problems: list[Problem]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {}
-    if draft.extra_metadata:
-        try:
-            extra = json.loads(draft.extra_metadata)
-        except ValueError as e:
-            problems.append(Problem("extra_metadata", f"This is not valid JSON: {e}."))
-        else:
-            if isinstance(extra, dict):
-                metadata.update(extra)
-            else:
-                problems.append(
-                    Problem("extra_metadata", 'Give a JSON object, like {"team": "growth"}.')
-                )
+    metadata = _extra_metadata(draft.extra_metadata, problems)
     if draft.description:
         metadata["description"] = draft.description
     if draft.model:
         metadata["model"] = draft.model
     if draft.temperature:
-        temperature: float | int
-        try:
-            text = draft.temperature
-            temperature = int(text) if text.isdigit() else float(text)
-        except ValueError:
-            temperature = math.nan
+        temperature = _number(draft.temperature)
         if not 0 <= temperature <= 2:
             problems.append(Problem("temperature", "Temperature is a number from 0 to 2."))
         else:
@@ -316,11 +305,33 @@ def _metadata(draft: PromptDraft, problems: list[Problem]) -> dict[str, Any]:
             problems.append(Problem("max_tokens", "Max tokens is a whole number above 0."))
         else:
             metadata["max_tokens"] = int(draft.max_tokens)
-    if draft.tags:
-        tags = [t.strip() for t in draft.tags.split(",") if t.strip()]
-        if tags:
-            metadata["tags"] = list(dict.fromkeys(tags))
+    tags = [t.strip() for t in draft.tags.split(",") if t.strip()] if draft.tags else []
+    if tags:
+        metadata["tags"] = list(dict.fromkeys(tags))
     return metadata
+
+
+def _extra_metadata(text: str, problems: list[Problem]) -> dict[str, Any]:
+    """The JSON object of the extra metadata field (empty: none, or a problem)."""
+    if not text:
+        return {}
+    try:
+        extra = json.loads(text)
+    except ValueError as e:
+        problems.append(Problem("extra_metadata", f"This is not valid JSON: {e}."))
+        return {}
+    if not isinstance(extra, dict):
+        problems.append(Problem("extra_metadata", 'Give a JSON object, like {"team": "growth"}.'))
+        return {}
+    return dict(extra)
+
+
+def _number(text: str) -> float:
+    """``text`` as an int or float (NaN if it is neither)."""
+    try:
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        return math.nan
 
 
 def prompt_file_entry(
@@ -349,106 +360,6 @@ def search_text_of(key: str, entry: Mapping[str, Any]) -> str:
     if isinstance(metadata.get("description"), str):
         parts.append(metadata["description"])
     return "\n".join(parts).lower()
-
-
-@dataclass(frozen=True)
-class Preview:
-    """A rendered preview: ``messages`` ([{role, content}]) or ``problems``."""
-
-    messages: list[dict[str, str]]
-    variables: list[str]
-    missing: list[str]
-    problems: list[Problem]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "ok": not self.problems,
-            "messages": self.messages,
-            "variables": self.variables,
-            "missing": self.missing,
-            "problems": [p.as_json() for p in self.problems],
-        }
-
-
-class SamplePlaceholder(ChainableUndefined):
-    """The preview's value for a variable without a sample: printed as ``⟨name⟩``.
-
-    It is an *undefined* value, not text, so placeholder text never feeds a computation:
-    ``{{ items|length }}`` is 0, loops over it run no step, ``{% if name %}`` is false and
-    ``default(…)`` applies, as for a variable the application leaves out. Arithmetic on it
-    stops the preview with a request for a sample value.
-    """
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return f"⟨{self._undefined_name}⟩"
-
-
-def render_preview(draft: PromptDraft, *, slots: Slots | None = None) -> Preview:
-    """Check and render a draft with its sample values in the client's sandbox.
-
-    A variable without a sample (absent or empty) is a :class:`SamplePlaceholder`, shown as
-    ``⟨name⟩`` the same way for text and chat prompts, new or saved. The key
-    and metadata are not needed for a preview, so only template problems are reported. All the
-    work on the templates happens in a forked child with a deadline and a memory limit.
-
-    Raises:
-        IsolationBusy: if every preview slot of this process (``slots``) is taken.
-    """
-    if draft.kind == "chat":
-        empty = not any(m.template.strip() for m in draft.messages)
-    else:
-        empty = not draft.template.strip()
-    if empty:
-        return Preview([], [], [], [])
-    try:
-        return run_isolated(_preview_in_child, draft, slots=slots)
-    except IsolationBusy:
-        raise
-    except IsolationError as e:
-        return Preview([], [], [], [Problem("preview", str(e))])
-
-
-def _preview_in_child(draft: PromptDraft) -> Preview:
-    """Runs in the isolated child: check, then compile and render with the client's own code."""
-    checked = check_draft(draft)
-    template_problems = [
-        p for p in checked.problems if p.field.startswith(("template", "messages"))
-    ]
-    if template_problems:
-        # Variables of the last good text stay listed, so sample values typed are not lost.
-        kept = sorted(set(checked.variables) | set(draft.samples))
-        return Preview([], kept, [], template_problems)
-    missing = [v for v in checked.variables if not draft.samples.get(v)]
-    values: dict[str, Any] = {
-        v: draft.samples[v] if draft.samples.get(v) else SamplePlaceholder(name=v)
-        for v in checked.variables
-    }
-    if draft.kind == "chat":
-        spec = PromptSpec(
-            template=None,
-            messages=tuple(Message(m.role, m.template) for m in draft.messages),
-            variables=tuple(checked.variables),
-            metadata={},
-        )
-    else:
-        spec = PromptSpec(draft.template, None, tuple(checked.variables), {})
-    prompt_id = draft.key or "preview"
-    try:
-        messages = compile_prompt(prompt_id, spec).render_messages(values, max_output=PREVIEW_LIMIT)
-    except RenderError as e:
-        message = str(e)
-        needed = [v for v in missing if f"'{v}' is undefined" in message]
-        if needed:
-            message = (
-                f"Give {needed[0]} a sample value to see this preview: the template computes "
-                "with it."
-            )
-        return Preview([], checked.variables, missing, [Problem("preview", message)])
-    if draft.kind == "text":
-        messages = [{"role": "text", "content": messages[0]["content"]}]
-    return Preview(messages, checked.variables, missing, [])
 
 
 def _newlines(text: str) -> str:

@@ -1,12 +1,12 @@
-"""Heartbeats in: the body of ``POST /api/v1/live/heartbeat`` (DESIGN §7), the limits every
-FORGE process shares through the database, and the upsert of a
+"""Heartbeats in: the body of ``POST /api/v1/live/heartbeat`` (DESIGN §7) and the upsert of a
 :class:`~forge_app.models.instances.LiveInstance`.
 
     >>> unsafe_character("web-1\\u202e")
     'U+202E'
 
-The API validates a body with :class:`HeartbeatBody`, counts it against the limits shared by
-every FORGE process (:func:`count_heartbeat`: per token and per (token, instance)), and upserts
+The API (:mod:`forge_app.services.heartbeat_ingest`) validates a body with
+:class:`HeartbeatBody`, counts it against the limits shared by
+every FORGE process (:mod:`forge_app.services.heartbeat_limits`), and upserts
 the instance (:func:`record_heartbeat`, which refuses a new instance beyond the per-token cap).
 What the instances then serve, and whether they should, is :mod:`forge_app.services.instances`.
 """
@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
-import time
 import unicodedata
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import Table, bindparam, delete, func, select, text, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,42 +32,21 @@ from anvil_client.wire import (
     RELEASES_MAX,
     SEMVER_RE,
 )
-from forge_app.models import UTCDateTime, utcnow
-from forge_app.models.instances import HeartbeatCounter, LiveInstance
+from forge_app.models import utcnow
+from forge_app.models.instances import LiveInstance
 from forge_app.usage import UsageReport
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_LIMIT",
-    "DEFAULT_HEARTBEAT_WINDOW",
-    "DEFAULT_MAX_INSTANCES_PER_TOKEN",
-    "DEFAULT_TOKEN_HEARTBEAT_LIMIT",
     "HeartbeatBody",
     "HeartbeatError",
-    "HeartbeatLimits",
-    "SlidingWindowLimiter",
-    "TooManyHeartbeats",
     "TooManyInstances",
-    "count_and_update_known",
-    "count_heartbeat",
-    "number_setting",
+    "instance_values",
     "parse_heartbeat",
     "record_heartbeat",
     "record_rejected_heartbeat",
     "unsafe_character",
     "update_known_instance",
 ]
-
-#: Heartbeats accepted per (token, instance) and window. A client sends one at start, one per
-#: apply or error change and one every 300 s, so 12 a minute leaves room for bursts.
-DEFAULT_HEARTBEAT_LIMIT = 12
-#: Heartbeats accepted per token and window, all its instances together
-#: (``FORGE_HEARTBEAT_TOKEN_LIMIT``): 10,000 instances reporting every 300 s send 2,000 a
-#: minute; a publication makes them all report within one poll interval.
-DEFAULT_TOKEN_HEARTBEAT_LIMIT = 10_000
-DEFAULT_HEARTBEAT_WINDOW = 60.0
-#: Distinct instances (not archived) one ACCESS_TOKEN may report
-#: (``FORGE_MAX_INSTANCES_PER_TOKEN``).
-DEFAULT_MAX_INSTANCES_PER_TOKEN = 10_000
 
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -116,14 +90,6 @@ def _clean_error(text: str) -> str:
 
 class HeartbeatError(ValueError):
     """A heartbeat body that is not exactly DESIGN §7's; the message is one sentence."""
-
-
-class TooManyHeartbeats(Exception):
-    """Beyond a heartbeat rate limit; ``retry_after`` in seconds."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class TooManyInstances(Exception):
@@ -225,228 +191,6 @@ def _first_problem(error: PydanticValidationError) -> str:
     return f"field {location!r} of the heartbeat is invalid: {message}"
 
 
-# --- limits shared through the database ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeartbeatLimits:
-    """The heartbeat limits (FORGE settings ``FORGE_HEARTBEAT_LIMIT``,
-    ``FORGE_HEARTBEAT_TOKEN_LIMIT``, ``FORGE_HEARTBEAT_WINDOW``,
-    ``FORGE_MAX_INSTANCES_PER_TOKEN``)."""
-
-    per_instance: int = DEFAULT_HEARTBEAT_LIMIT
-    per_token: int = DEFAULT_TOKEN_HEARTBEAT_LIMIT
-    window: float = DEFAULT_HEARTBEAT_WINDOW
-    max_instances: int = DEFAULT_MAX_INSTANCES_PER_TOKEN
-
-
-class SlidingWindowLimiter:
-    """At most ``limit`` events per key within any ``window`` seconds (in this process; the
-    heartbeat API uses the database-shared :func:`count_heartbeat` instead).
-
-    Thread-safe; remembers at most ``max_keys`` keys (the least recently used go first), so an
-    endless stream of made-up keys cannot exhaust memory. With several server processes each
-    has its own window, so the effective limit is ``limit`` times the number of processes.
-    """
-
-    def __init__(
-        self,
-        limit: int = DEFAULT_HEARTBEAT_LIMIT,
-        window: float = DEFAULT_HEARTBEAT_WINDOW,
-        *,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("limit and window must be positive")
-        self.limit = limit
-        self.window = window
-        self._max_keys = max_keys
-        self._clock = clock
-        self._events: OrderedDict[Any, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def hit(self, key: Any) -> float:
-        """Count one event for ``key``; 0 if allowed, else the seconds until one would be."""
-        now = self._clock()
-        with self._lock:
-            events = self._events.get(key)
-            if events is None:
-                events = self._events[key] = deque()
-                while len(self._events) > self._max_keys:
-                    self._events.popitem(last=False)
-            else:
-                self._events.move_to_end(key)
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            if len(events) >= self.limit:
-                return max(events[0] + self.window - now, 0.001)
-            events.append(now)
-            return 0.0
-
-
-def number_setting(
-    config: Mapping[str, Any], environ: Mapping[str, str], name: str, default: float
-) -> float:
-    """A positive number from the app config, else the environment, else ``default`` (an
-    invalid value is reported by :class:`ValueError` naming the setting)."""
-    raw = config.get(name)
-    if raw is None or raw == "":
-        raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name}={str(raw)[:40]!r} is not a positive number")
-    return value
-
-
-#: The counters' upsert, the same SQL on PostgreSQL and SQLite (>= 3.35). Plain text: a
-#: multi-row INSERT built with SQLAlchemy is compiled anew for every execution. Two rows, the
-#: token's then the instance's; a row of an older window starts again at 1.
-_HITS_SQL = text(
-    "INSERT INTO heartbeat_counters (key, window_index, hits) "
-    "VALUES (:token_key, :window, 1), (:instance_key, :window, 1) "
-    "ON CONFLICT (key) DO UPDATE SET "
-    "hits = CASE WHEN heartbeat_counters.window_index = excluded.window_index "
-    "THEN heartbeat_counters.hits + 1 ELSE 1 END, "
-    "window_index = excluded.window_index "
-    "RETURNING key, hits"
-)
-
-
-def _hits(
-    session: Session | Connection, token_key: str, instance_key: str, window_index: int
-) -> dict[str, int]:
-    """One atomic multi-row upsert (SQLite and PostgreSQL): each key's count in this window,
-    this hit included. A key from an older window starts again at 1. Rows are locked in the
-    same order (token, then instance) by every heartbeat, so concurrent ones cannot
-    deadlock."""
-    result = session.execute(
-        _HITS_SQL,
-        {"token_key": token_key, "instance_key": instance_key, "window": window_index},
-    )
-    return {str(key): int(hits) for key, hits in result}
-
-
-def _check_hits(
-    session: Session | Connection,
-    token_hits: int,
-    instance_hits: int,
-    window_index: int,
-    limits: HeartbeatLimits,
-    now: float,
-) -> None:
-    retry_after = (window_index + 1) * limits.window - now
-    if token_hits == 1:
-        # The token's first heartbeat in a new window: clear every key of older windows.
-        session.execute(
-            delete(HeartbeatCounter).where(HeartbeatCounter.window_index < window_index)
-        )
-    if token_hits > limits.per_token:
-        raise TooManyHeartbeats(
-            f"too many heartbeats with this ACCESS_TOKEN (more than {limits.per_token} in "
-            f"{limits.window:g} s); send fewer",
-            retry_after,
-        )
-    if instance_hits > limits.per_instance:
-        raise TooManyHeartbeats("too many heartbeats from this instance; send fewer", retry_after)
-
-
-def count_heartbeat(
-    session: Session | Connection,
-    *,
-    token_id: str,
-    instance_id: str,
-    limits: HeartbeatLimits,
-    now: float,
-) -> None:
-    """Count one heartbeat against its token's and its (token, instance)'s fixed windows.
-
-    The counters live in the database, so every FORGE process shares them; both are counted
-    by one statement. The caller commits (also when this raises: a refused heartbeat counts
-    too).
-
-    Raises:
-        TooManyHeartbeats: beyond either limit, with the seconds until the next window.
-    """
-    window_index = int(now // limits.window)
-    token_key, instance_key = f"t:{token_id}", f"i:{token_id}:{instance_id}"
-    hits = _hits(session, token_key, instance_key, window_index)
-    _check_hits(session, hits[token_key], hits[instance_key], window_index, limits, now)
-
-
-#: PostgreSQL: the counters' upsert and the known instance's update in one statement (one
-#: round trip). The update happens only within both limits; the counts come back either way.
-_COUNT_AND_UPDATE_SQL = text(
-    "WITH hits AS ("
-    "INSERT INTO heartbeat_counters (key, window_index, hits) "
-    "VALUES (:token_key, :window, 1), (:instance_key, :window, 1) "
-    "ON CONFLICT (key) DO UPDATE SET "
-    "hits = CASE WHEN heartbeat_counters.window_index = excluded.window_index "
-    "THEN heartbeat_counters.hits + 1 ELSE 1 END, "
-    "window_index = excluded.window_index "
-    "RETURNING key, hits), "
-    "updated AS ("
-    "UPDATE live_instances SET hostname = :hostname, channel = :channel, mode = :mode, "
-    "sequence = :sequence, releases_json = CAST(:releases_json AS jsonb), "
-    "last_error = :last_error, client_version = :client_version, last_seen_at = :now, "
-    "token_rejected_at = NULL, archived_at = NULL "
-    "WHERE project_id = :project_id AND instance_id = :instance_id AND token_id = :token_id "
-    "AND (SELECT hits FROM hits WHERE key = :token_key) <= :per_token "
-    "AND (SELECT hits FROM hits WHERE key = :instance_key) <= :per_instance "
-    "RETURNING id) "
-    "SELECT (SELECT hits FROM hits WHERE key = :token_key), "
-    "(SELECT hits FROM hits WHERE key = :instance_key), (SELECT id FROM updated)"
-).bindparams(bindparam("now", type_=UTCDateTime()))
-
-
-def count_and_update_known(
-    connection: Connection,
-    *,
-    project_id: uuid.UUID,
-    token_id: str,
-    body: HeartbeatBody,
-    limits: HeartbeatLimits,
-    clock: float,
-    now: datetime,
-) -> int | None:
-    """PostgreSQL, in autocommit: :func:`count_heartbeat` and :func:`update_known_instance`
-    as one statement. Returns the instance's row id, or None when it has no row with this
-    token yet (then :func:`record_heartbeat` decides; the heartbeat is already counted).
-
-    Raises:
-        TooManyHeartbeats: as :func:`count_heartbeat` (the row is then left alone).
-    """
-    window_index = int(clock // limits.window)
-    row = connection.execute(
-        _COUNT_AND_UPDATE_SQL,
-        {
-            "token_key": f"t:{token_id}",
-            "instance_key": f"i:{token_id}:{body.instance_id}",
-            "window": window_index,
-            "per_token": limits.per_token,
-            "per_instance": limits.per_instance,
-            "project_id": project_id,
-            "instance_id": body.instance_id,
-            "token_id": token_id,
-            "hostname": body.hostname,
-            "channel": body.channel,
-            "mode": body.mode,
-            "sequence": body.sequence,
-            "releases_json": json.dumps([entry.model_dump() for entry in body.releases]),
-            "last_error": body.last_error,
-            "client_version": body.client_version,
-            "now": now,
-        },
-    ).one()
-    _check_hits(connection, int(row[0]), int(row[1]), window_index, limits, clock)
-    return None if row[2] is None else int(row[2])
-
-
 # --- recording ----------------------------------------------------------------------------
 
 
@@ -476,6 +220,21 @@ def _known_instance_statement() -> Any:
     )
 
 
+def instance_values(body: HeartbeatBody, *, json_text: bool = False) -> dict[str, Any]:
+    """The columns of an instance's row that a heartbeat sets (``releases_json`` as JSON text
+    for a plain SQL statement, else as a list)."""
+    releases = [entry.model_dump() for entry in body.releases]
+    return {
+        "hostname": body.hostname,
+        "channel": body.channel,
+        "mode": body.mode,
+        "sequence": body.sequence,
+        "releases_json": json.dumps(releases) if json_text else releases,
+        "last_error": body.last_error,
+        "client_version": body.client_version,
+    }
+
+
 def update_known_instance(
     connection: Connection,
     *,
@@ -490,16 +249,10 @@ def update_known_instance(
     found = connection.execute(
         _known_instance_statement(),
         {
+            **instance_values(body),
             "w_project_id": project_id,
             "w_instance_id": body.instance_id,
             "w_token_id": token_id,
-            "hostname": body.hostname,
-            "channel": body.channel,
-            "mode": body.mode,
-            "sequence": body.sequence,
-            "releases_json": [entry.model_dump() for entry in body.releases],
-            "last_error": body.last_error,
-            "client_version": body.client_version,
             "last_seen_at": now,
         },
     ).scalar()

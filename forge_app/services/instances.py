@@ -1,4 +1,5 @@
-"""LIVE instances out: "what does each instance serve, and should it?", and their archiving.
+"""LIVE instances out: "what does each instance serve, and should it?" (archiving and
+forgetting silent ones: :mod:`forge_app.services.instance_archive`).
 
 The instances page and the publish status page ask :func:`describe_instances` which entry list
 each instance should serve — its channel's ``releases``, or ``rollout.previous`` outside the
@@ -13,26 +14,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
-
 from anvil_client.wire import (
     Pointer,
     in_rollout,
     rollout_key,
 )
-from forge_app.models import AuditEvent, Project, utcnow
+from forge_app.models import utcnow
 from forge_app.models.instances import LiveInstance
 
 __all__ = [
-    "DEFAULT_ARCHIVE_DAYS",
     "DEFAULT_STALE_SECONDS",
     "ChannelTarget",
     "Entry",
     "InstanceView",
-    "archive_silent_instances",
     "describe_instances",
-    "forget_silent_instances",
     "label_entries",
     "publication_state",
     "summarise",
@@ -41,132 +36,6 @@ __all__ = [
 #: An instance not heard from for this long is shown as stale (FORGE_INSTANCE_STALE_SECONDS).
 #: Clients report every 300 s by default, so 15 minutes is three missed heartbeats.
 DEFAULT_STALE_SECONDS = 15 * 60
-
-#: Instances unseen for this many days are archived (FORGE_INSTANCE_ARCHIVE_DAYS).
-DEFAULT_ARCHIVE_DAYS = 30
-
-#: How many archived or forgotten instance ids one audit event lists (the count is exact).
-AUDIT_IDS_MAX = 100
-
-# --- archiving and forgetting ---------------------------------------------------------------
-
-
-def _system_event(
-    session: Session, action: str, project: Project, details: dict[str, Any], actor: Any = None
-) -> None:
-    session.add(
-        AuditEvent(
-            org_id=project.org_id,
-            project_id=project.id,
-            actor_id=actor.id if actor is not None else None,
-            actor_email=actor.email if actor is not None else "system",
-            action=action,
-            object_type="project",
-            object_id=str(project.id),
-            object_label=project.name[:300],
-            details=details,
-        )
-    )
-
-
-def archive_silent_instances(
-    session: Session, project: Project, *, older_than: timedelta, now: datetime | None = None
-) -> int:
-    """Archive the project's instances unseen for ``older_than`` (at most 1,000 per call; the
-    caller commits). One audit event (actor "system") lists them. Returns how many."""
-    now = now or utcnow()
-    cutoff = now - older_than
-    rows = session.execute(
-        select(LiveInstance.id, LiveInstance.instance_id)
-        .where(
-            LiveInstance.project_id == project.id,
-            LiveInstance.archived_at.is_(None),
-            LiveInstance.last_seen_at < cutoff,
-        )
-        .order_by(LiveInstance.last_seen_at)
-        .limit(1000)
-    ).all()
-    if not rows:
-        return 0
-    session.execute(
-        update(LiveInstance)
-        .where(
-            LiveInstance.id.in_([row[0] for row in rows]),
-            LiveInstance.last_seen_at < cutoff,  # not one that reported meanwhile
-        )
-        .values(archived_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    _system_event(
-        session,
-        "instance.archive",
-        project,
-        {
-            "count": len(rows),
-            "unseen_since": cutoff.isoformat(),
-            "instance_ids": [row[1] for row in rows[:AUDIT_IDS_MAX]],
-        },
-    )
-    return len(rows)
-
-
-def forget_silent_instances(
-    session: Session,
-    project: Project,
-    *,
-    scope: Literal["archived", "silent"],
-    stale_after: timedelta,
-    actor: Any,
-    now: datetime | None = None,
-) -> int:
-    """Delete the project's archived (or all silent) instances; one audit event by ``actor``
-    with the count and the first ids. Instances that reported meanwhile stay. The caller
-    commits. Returns how many went."""
-    now = now or utcnow()
-    condition = silent_condition(project, scope=scope, stale_after=stale_after, now=now)
-    ids = list(
-        session.scalars(
-            select(LiveInstance.instance_id)
-            .where(condition)
-            .order_by(LiveInstance.last_seen_at)
-            .limit(AUDIT_IDS_MAX)
-        )
-    )
-    if not ids:
-        return 0
-    result = session.execute(
-        delete(LiveInstance).where(condition).execution_options(synchronize_session=False)
-    )
-    count = int(getattr(result, "rowcount", 0) or 0)
-    _system_event(
-        session,
-        "instance.forget_bulk",
-        project,
-        {"count": count, "scope": scope, "instance_ids": ids},
-        actor=actor,
-    )
-    return count
-
-
-def silent_condition(
-    project: Project,
-    *,
-    scope: Literal["archived", "silent"],
-    stale_after: timedelta,
-    now: datetime | None = None,
-) -> Any:
-    """The SQL condition of a bulk forget: the project's archived instances, or every one
-    silent for longer than ``stale_after``."""
-    now = now or utcnow()
-    condition = (LiveInstance.project_id == project.id) & (
-        LiveInstance.last_seen_at < now - stale_after
-    )
-    if scope == "archived":
-        condition = condition & LiveInstance.archived_at.is_not(None)
-    return condition
-
-
-# --- what each instance should serve ------------------------------------------------------
 
 
 @dataclass(frozen=True)

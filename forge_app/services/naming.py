@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import Select
 
 from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
@@ -43,19 +42,23 @@ class NameTaken(ForgeError):
 
 
 def create_named(
-    obj: Any,
+    obj: Project | PromptSet | Channel,
     *,
-    exists: Select[Any],
     taken: str,
-    action: str,
     project: Project,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add ``obj`` unless ``exists`` finds a row, record ``action`` and commit.
+    """Add ``obj`` unless its parent has one of its kind so named, record its ``*.create``
+    audit event and commit.
 
     Raises:
         NameTaken: with ``taken`` as its sentence, if the name is used (now or by a race).
     """
+    action, parent = _CREATES[type(obj)]
+    model = type(obj)
+    exists = select(model.id).where(
+        getattr(model, parent) == getattr(obj, parent), model.name == obj.name
+    )
     if db.session.scalar(exists) is not None:
         raise NameTaken(taken)
     try:
@@ -68,20 +71,21 @@ def create_named(
         raise NameTaken(taken) from None
 
 
-def rename(
-    obj: Project | PromptSet,
-    name: str,
-    description: str,
-    *,
-    action: str,
-    project: Project,
-    taken: str,
-) -> None:
+#: The audit action of a creation and the column naming the parent, by kind of object.
+_CREATES: dict[type[Any], tuple[str, str]] = {
+    Project: ("project.create", "org_id"),
+    PromptSet: ("prompt_set.create", "project_id"),
+    Channel: ("channel.create", "project_id"),
+}
+
+
+def rename(obj: Project | PromptSet, name: str, description: str, *, project: Project) -> None:
     """Give ``obj`` a new name and description, audit what changed, and commit.
 
     Raises:
-        NameTaken: with ``taken`` (``{name}`` filled in) if another object has the name.
+        NameTaken: if another object of its kind in its parent has the name.
     """
+    action, taken = _RENAMES[type(obj)]
     name, description = name.strip(), description.strip()
     changes: dict[str, Any] = {}
     if name != obj.name:
@@ -98,28 +102,21 @@ def rename(
         raise NameTaken(taken.format(name=name)) from None
 
 
+#: The audit action of a rename and the sentence for a name taken, by kind of object.
+_RENAMES: dict[type[Any], tuple[str, str]] = {
+    Project: ("project.update", "Another project is already named {name!r}."),
+    PromptSet: ("prompt_set.update", "Another prompt set is already named {name!r}."),
+}
+
+
 def update_project(project: Project, name: str, description: str) -> None:
     """Save a project's settings; raises :class:`NameTaken` if another project has the name."""
-    rename(
-        project,
-        name,
-        description,
-        action="project.update",
-        project=project,
-        taken="Another project is already named {name!r}.",
-    )
+    rename(project, name, description, project=project)
 
 
 def update_prompt_set(prompt_set: PromptSet, name: str, description: str) -> None:
     """Save a prompt set's settings; raises :class:`NameTaken` if another set has the name."""
-    rename(
-        prompt_set,
-        name,
-        description,
-        action="prompt_set.update",
-        project=prompt_set.project,
-        taken="Another prompt set is already named {name!r}.",
-    )
+    rename(prompt_set, name, description, project=prompt_set.project)
 
 
 def create_project(org: Organisation, name: str, description: str, *, user: User) -> Project:
@@ -128,13 +125,8 @@ def create_project(org: Organisation, name: str, description: str, *, user: User
     project = Project(
         org_id=org.id, name=name, description=description.strip(), created_by_id=user.id
     )
-    create_named(
-        project,
-        exists=select(Project.id).where(Project.org_id == org.id, Project.name == name),
-        taken=f"{org.name} already has a project named {name!r}.",
-        action="project.create",
-        project=project,
-    )
+    taken = f"{org.name} already has a project named {name!r}."
+    create_named(project, taken=taken, project=project)
     return project
 
 
@@ -149,15 +141,8 @@ def create_prompt_set(project: Project, name: str, description: str, *, user: Us
         revision=1,
         updated_by_id=user.id,
     )
-    create_named(
-        prompt_set,
-        exists=select(PromptSet.id).where(
-            PromptSet.project_id == project.id, PromptSet.name == name
-        ),
-        taken=f"This project already has a prompt set named {name!r}.",
-        action="prompt_set.create",
-        project=project,
-    )
+    taken = f"This project already has a prompt set named {name!r}."
+    create_named(prompt_set, taken=taken, project=project)
     return prompt_set
 
 
@@ -170,14 +155,8 @@ def create_channel(project: Project, name: str, *, user: User) -> Channel:
         policy=Channel.default_policy(name),
         created_by_id=user.id,
     )
-    create_named(
-        channel,
-        exists=select(Channel.id).where(Channel.project_id == project.id, Channel.name == name),
-        taken=f"Channel {name} exists already.",
-        action="channel.create",
-        project=project,
-        details={"policy": channel.policy},
-    )
+    taken = f"Channel {name} exists already."
+    create_named(channel, taken=taken, project=project, details={"policy": channel.policy})
     return channel
 
 

@@ -72,8 +72,8 @@ def snapshot_prerelease(prompt_set: PromptSet, *, user: User) -> PromptSetVersio
     Raises:
         ForgeError: for a LOCKED set, an empty set, or prompts that do not validate.
     """
-    from forge_app.services.workflow import (
-        draft_prompts,
+    from forge_app.services.drafts import draft_prompts
+    from forge_app.services.versions import (
         latest_release,
         new_version,
         next_version,
@@ -290,7 +290,7 @@ def publish_prompt_set(
     Raises:
         ForgeError: as for :func:`publish_version`; for a LOCKED set without a release.
     """
-    from forge_app.services.workflow import latest_release
+    from forge_app.services.versions import latest_release
 
     if role is not None:
         _check_role(role, channel, "publish to")
@@ -304,6 +304,41 @@ def publish_prompt_set(
     return publish_version(version, channel, user=user, role=role, rollout_percent=rollout_percent)
 
 
+def publish_confirmed(
+    prompt_set: PromptSet,
+    version: PromptSetVersion | None,
+    channel: Channel,
+    *,
+    user: User,
+    role: Role | None,
+    rollout_percent: int | None = None,
+    confirmed_warnings: Sequence[str] = (),
+) -> Publication:
+    """The publish page's confirmed POST: publish ``version`` (None: the set as it is now),
+    audit the owner's confirmation of the compatibility warnings with it, and commit. Raises
+    :class:`ForgeError` as :func:`publish_version` and :func:`publish_prompt_set` do."""
+    if version is None:
+        publication = publish_prompt_set(
+            prompt_set, channel, user=user, role=role, rollout_percent=rollout_percent
+        )
+    else:
+        publication = publish_version(
+            version, channel, user=user, role=role, rollout_percent=rollout_percent
+        )
+    if confirmed_warnings:
+        _audit(
+            "channel.publish_compat_confirmed",
+            channel,
+            channel.project,
+            user,
+            sequence=publication.sequence,
+            version=publication.version,
+            warnings=list(confirmed_warnings),
+        )
+    db.session.commit()
+    return publication
+
+
 def clash_for(
     prompt_set: PromptSet, version: PromptSetVersion | None, channel: Channel
 ) -> str | None:
@@ -313,7 +348,7 @@ def clash_for(
 
     Uses :meth:`publisher.Publisher.check_publish`, the same check the publish runs.
     """
-    from forge_app.services.workflow import draft_prompts
+    from forge_app.services.drafts import draft_prompts
 
     project = channel.project
     if version is not None:

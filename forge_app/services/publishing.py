@@ -46,6 +46,7 @@ from forge_app.services.channels import (
 from forge_app.services.publish import (
     PlanRow,
     clash_for,
+    publish_confirmed,
     publish_plan,
     publish_prompt_set,
     publish_version,
@@ -97,6 +98,7 @@ __all__ = [
     "history_pointer",
     "latest_publication",
     "project_channels",
+    "publish_confirmed",
     "publish_plan",
     "publish_prompt_set",
     "publish_version",

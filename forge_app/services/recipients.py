@@ -31,10 +31,10 @@ from forge_app.models.distribution import (
 )
 from forge_app.services.bundles import _bundle_source, _keks
 from forge_app.services.channels import (
-    _label,
     _needs_reencryption,
     _served,
     _set_names,
+    pointer_details,
     project_channels,
 )
 from forge_app.services.publish import _audit, _record
@@ -137,8 +137,7 @@ def sync_recipients(
                 project,
                 user,
                 reason=reason,
-                sequence=result.sequence,
-                releases=[f"{_label(r, names)} {r.version}" for r in result.pointer.releases],
+                **pointer_details(result, names),
                 recipients=len(keks),
             )
     return report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import publisher
 from anvil_client.errors import (
     AnvilError,
     ConfigError,
@@ -30,7 +31,13 @@ from forge_app.models.distribution import (
     Publication,
 )
 from forge_app.services.bundles import _bundle_source, _require_keks
-from forge_app.services.channels import _check_role, _label, _served, _set_names, release_changes
+from forge_app.services.channels import (
+    _check_role,
+    _served,
+    _set_names,
+    pointer_details,
+    release_changes,
+)
 from forge_app.services.publish import _audit, _record, _summary
 from forge_app.services.store import _explain, _publisher, forge_signing_key
 from publisher import (
@@ -118,10 +125,7 @@ def _history_entry(pub: Publisher, channel: Channel, sequence: int) -> Pointer:
             channel=channel.name,
         )
     except NotFound as e:
-        raise ForgeError(
-            f"Channel {channel.name} has no history entry {sequence} to roll back to.",
-            kind=Kind.NOT_FOUND,
-        ) from e
+        raise _no_entry(channel, sequence) from e
     except AnvilError as e:
         raise _explain(e, "rolled back") from e
     if pointer.sequence != sequence:
@@ -130,6 +134,13 @@ def _history_entry(pub: Publisher, channel: Channel, sequence: int) -> Pointer:
             kind=Kind.NOT_FOUND,
         )
     return pointer
+
+
+def _no_entry(channel: Channel, sequence: int) -> ForgeError:
+    return ForgeError(
+        f"Channel {channel.name} has no history entry {sequence} to roll back to.",
+        kind=Kind.NOT_FOUND,
+    )
 
 
 def rollback_to(
@@ -156,10 +167,7 @@ def rollback_to(
                 bundle_source=_bundle_source(project, pub, entry.all_releases()),
             )
         except NotFound as e:
-            raise ForgeError(
-                f"Channel {channel.name} has no history entry {sequence} to roll back to.",
-                kind=Kind.NOT_FOUND,
-            ) from e
+            raise _no_entry(channel, sequence) from e
         except AnvilError as e:
             raise _explain(e, "rolled back") from e
     names = _set_names(project)
@@ -174,8 +182,7 @@ def rollback_to(
         project,
         user,
         to_sequence=sequence,
-        sequence=result.sequence,
-        releases=[f"{_label(r, names)} {r.version}" for r in result.pointer.releases],
+        **pointer_details(result, names),
         changes=summary,
     )
     return publication
@@ -198,8 +205,7 @@ def _rollout_move(
             result = move(pub)
         except NotFound as e:
             raise ForgeError(f"Channel {channel.name} has nothing published.") from e
-        except ConfigError as e:
-            # The publisher's one ConfigError for a rollout move: no rollout in progress.
+        except publisher.NoRolloutInProgress as e:
             raise NoRolloutInProgress(channel.name) from e
         except AnvilError as e:
             raise _explain(e, "changed") from e
@@ -249,16 +255,7 @@ def complete_rollout(
     Raises:
         ForgeError: as for :func:`set_rollout`.
     """
-    return _rollout_move(
-        channel,
-        user=user,
-        role=role,
-        action="rollout.complete",
-        move=lambda pub: pub.complete_rollout(channel.name),
-        summary=lambda result: (
-            f"Rollout completed: {_served(result.pointer.releases, _set_names(channel.project))}"
-        ),
-    )
+    return _end_rollout(channel, "complete", user=user, role=role)
 
 
 def abort_rollout(channel: Channel, *, user: User | None, role: Role | None = None) -> Publication:
@@ -267,13 +264,27 @@ def abort_rollout(channel: Channel, *, user: User | None, role: Role | None = No
     Raises:
         ForgeError: as for :func:`set_rollout`.
     """
+    return _end_rollout(channel, "abort", user=user, role=role)
+
+
+#: How a rollout ends: the publisher's move and the word of the summary.
+_ENDINGS: dict[str, tuple[Callable[[Publisher, str], PublishResult], str]] = {
+    "complete": (Publisher.complete_rollout, "completed"),
+    "abort": (Publisher.abort_rollout, "aborted"),
+}
+
+
+def _end_rollout(
+    channel: Channel, how: str, *, user: User | None, role: Role | None
+) -> Publication:
+    move, done = _ENDINGS[how]
     return _rollout_move(
         channel,
         user=user,
         role=role,
-        action="rollout.abort",
-        move=lambda pub: pub.abort_rollout(channel.name),
+        action=f"rollout.{how}",
+        move=lambda pub: move(pub, channel.name),
         summary=lambda result: (
-            f"Rollout aborted: {_served(result.pointer.releases, _set_names(channel.project))}"
+            f"Rollout {done}: {_served(result.pointer.releases, _set_names(channel.project))}"
         ),
     )

@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from forge_app.services.publishing import RecipientsReport
 
 __all__ = [
+    "TOUCH_EVERY",
     "TokenStatus",
     "active_tokens",
     "authenticate_bearer",
+    "bearer_text",
     "create_token",
     "decrypt_secret",
     "encrypt_secret",
@@ -59,8 +61,9 @@ TokenStatus = Literal["ok", "unknown", "revoked"]
 _FORMAT = "v1"
 _HKDF_SALT = b"anvil.forge.v1"
 _HKDF_INFO = b"access-token-secrets"
-# A heartbeat every few seconds must not turn into a write every few seconds.
-_TOUCH_EVERY = timedelta(seconds=60)
+#: A token's ``last_used_at`` is written at most this often: a heartbeat (or an API call)
+#: every few seconds must not turn into a write every few seconds.
+TOUCH_EVERY = timedelta(seconds=60)
 
 
 def hash_token(text: str) -> str:
@@ -150,6 +153,7 @@ def generate_token(
         token,
         project=project,
         details={"token_id": token.token_id, "name": token.name},
+        actor=user,
     )
     try:
         report = sync_recipients(project, user=user, reason=f"new token {token.token_id}")
@@ -203,7 +207,8 @@ def active_tokens(project_id: object) -> list[AccessToken]:
     )
 
 
-def _bearer_text(header: str | None) -> str | None:
+def bearer_text(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header (None when there is none)."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
@@ -218,7 +223,7 @@ def lookup_token_status(header: str | None) -> tuple[TokenStatus, AccessToken | 
     Returns ``("ok", token)``, ``("revoked", token)`` for a correct but revoked token, or
     ``("unknown", None)`` for anything else (missing, malformed, unknown id, wrong secret).
     """
-    text = _bearer_text(header)
+    text = bearer_text(header)
     if text is None:
         return "unknown", None
     try:
@@ -245,6 +250,6 @@ def authenticate_bearer(authorization_header: str | None) -> AccessToken | None:
 def touch_last_used(token: AccessToken, when: datetime | None = None) -> None:
     """Record a use of ``token`` (at most once a minute; the caller commits)."""
     moment = when or utcnow()
-    if token.last_used_at is not None and moment - token.last_used_at < _TOUCH_EVERY:
+    if token.last_used_at is not None and moment - token.last_used_at < TOUCH_EVERY:
         return
     token.last_used_at = moment

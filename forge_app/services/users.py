@@ -35,6 +35,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import delete_unlocked, insert_ignore
 from forge_app.models import LoginAttempt, Membership, Organisation, Role, User, utcnow
@@ -47,10 +48,13 @@ __all__ = [
     "ThrottlePolicy",
     "add_member",
     "authenticate",
+    "change_password",
     "create_org",
     "create_user",
     "hash_password",
     "normalise_email",
+    "register_user",
+    "sign_out_everywhere",
     "slugify",
 ]
 
@@ -147,6 +151,52 @@ def create_user(
     session.add(user)
     session.flush()
     return user
+
+
+def register_user(
+    session: Session,
+    email: str,
+    password: str,
+    *,
+    name: str = "",
+    is_admin: bool = False,
+    actor: User,
+) -> User:
+    """Create a user (as for :func:`create_user`), audit ``user.create`` by ``actor``, commit.
+
+    Raises:
+        AccountError: as for :func:`create_user` (nothing is saved).
+    """
+    user = create_user(session, email, password, name=name, is_admin=is_admin)
+    record_event("user.create", user, actor=actor, session=session)
+    session.commit()
+    return user
+
+
+def change_password(session: Session, user: User, current: str, new: str) -> None:
+    """Give ``user`` the password ``new`` (the caller checked its length), which signs out
+    their other sessions; audit ``user.password``, commit.
+
+    Raises:
+        AccountError: ``current`` is not the user's password (nothing changes).
+    """
+    if not check_password_hash(user.password_hash, current):
+        raise AccountError("This is not your current password.")
+    user.password_hash = hash_password(new)
+    record_event("user.password", user, actor=user, session=session)
+    session.commit()
+
+
+def sign_out_everywhere(session: Session, user: User) -> None:
+    """End every session of ``user`` (a new session stamp), audit it, commit."""
+    session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(session_generation=User.session_generation + 1)
+        .execution_options(synchronize_session=False)
+    )
+    record_event("user.sign_out_everywhere", user, actor=user, session=session)
+    session.commit()
 
 
 def slugify(text: str) -> str:

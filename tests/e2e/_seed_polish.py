@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from forge_app.extensions import db
 from forge_app.models import Organisation, Project, PromptSet, Role, User
 from forge_app.services import publishing
+from forge_app.services.drafts import replace_prompts
 from forge_app.services.heartbeats import parse_heartbeat, record_heartbeat
 from forge_app.services.tokens import create_token
 from forge_app.services.users import add_member, create_user, hash_password
-from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
+from forge_app.services.versions import latest_release
+from forge_app.services.workflow import approve, submit, unlock
 from tests.e2e.conftest import PASSWORD, LiveForge
 
 PROMPTS = {

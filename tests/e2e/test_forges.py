@@ -14,7 +14,8 @@ from forge_app.extensions import db
 from forge_app.models import AuditEvent, Organisation, Project, PromptSet, Role, SetStatus, User
 from forge_app.peering import add_known_forge
 from forge_app.services.api_tokens import create_api_token
-from forge_app.services.workflow import approve, replace_prompts, submit
+from forge_app.services.drafts import replace_prompts
+from forge_app.services.workflow import approve, submit
 from tests.e2e.conftest import PASSWORD, LiveForge
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,10 @@ import pytest
 from forge_app.extensions import db
 from forge_app.models import Organisation, Project, PromptSet, Role, User
 from forge_app.services import publishing
+from forge_app.services.drafts import replace_prompts
 from forge_app.services.tokens import create_token
-from forge_app.services.workflow import approve, latest_release, replace_prompts, submit
+from forge_app.services.versions import latest_release
+from forge_app.services.workflow import approve, submit
 from tests.e2e.conftest import PASSWORD, LiveForge
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,9 @@ from playwright.sync_api import expect
 from forge_app.extensions import db
 from forge_app.models import Organisation, Project, PromptSet, Role, User
 from forge_app.services import publishing
+from forge_app.services.drafts import replace_prompts
 from forge_app.services.tokens import create_token
-from forge_app.services.workflow import approve, replace_prompts, submit, unlock
+from forge_app.services.workflow import approve, submit, unlock
 from tests.e2e.conftest import PASSWORD, LiveForge
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +77,7 @@ def seed(forge: LiveForge) -> tuple[uuid.UUID, uuid.UUID]:
         publishing.ensure_default_channels(project)
         channel = publishing.get_channel(project, "production")
         assert channel is not None
-        from forge_app.services.workflow import latest_release
+        from forge_app.services.versions import latest_release
 
         first = latest_release(session, prompt_set)
         assert first is not None

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from forge_app.audit import record_event
 from forge_app.models import Project, Prompt, PromptSet, PromptSetVersion, User, utcnow
+from forge_app.services.drafts import draft_prompts
 from forge_app.services.editing import search_text_of
-from forge_app.services.workflow import draft_prompts
 
 
 def prompt_entry(set_index: int, index: int) -> dict[str, Any]:

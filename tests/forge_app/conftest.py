@@ -223,7 +223,7 @@ def set_url(world: World) -> str:
 def add_prompts(app: Flask, world: World, prompts: dict[str, dict[str, Any]]) -> None:
     """Write prompts (prompt-file shape) into the world's LIVE set, as the editor."""
     from forge_app.models import User
-    from forge_app.services.workflow import replace_prompts
+    from forge_app.services.drafts import replace_prompts
 
     with app.app_context():
         prompt_set = db.session.get(PromptSet, world.set_id)

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from forge_app.charts import bar_chart, line_chart, usage_panel
-from forge_app.usage import UsageBucket
+from forge_app.usage_reads import UsageBucket
 from tests.forge_app.conftest import World
 from tests.forge_app.safe_releases_helpers import heartbeat, two_versions
 from tests.forge_app.test_distribution import Env

@@ -23,12 +23,8 @@ from click.testing import CliRunner
 from anvil_client import AnvilClient
 from anvil_client.stores import FileStore
 from forge_app.cli import main
-from forge_app.demo_live import (
-    EXAMPLE_APP,
-    LABELS,
-    DemoLogFilter,
-    example_port_for,
-)
+from forge_app.demo_console import LABELS, DemoLogFilter
+from forge_app.demo_live import EXAMPLE_APP, example_port_for
 from tests.anvil_client.wire_publisher import OTHER_SET_ID, WirePublisher
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "forge_app" / "templates"
@@ -204,7 +200,7 @@ def test_every_label_the_instructions_name_is_on_a_page() -> None:
 def test_the_instructions_use_the_labels(env: dict[str, str]) -> None:
     from forge_app import create_app
     from forge_app.demo import DEMO_HOOKS, seed_demo
-    from forge_app.demo_live import print_instructions
+    from forge_app.demo_console import print_instructions
     from forge_app.extensions import db
 
     runner = CliRunner()

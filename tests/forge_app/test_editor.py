@@ -11,7 +11,8 @@ from flask import Flask
 
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Prompt
-from forge_app.services.editing import PromptDraft, check_draft, render_preview
+from forge_app.services.editing import PromptDraft, check_draft
+from forge_app.services.previews import render_preview
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts
 
 

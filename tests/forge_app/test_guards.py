@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from forge_app import guards
+from forge_app import guard_actions
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Project, PromptSet, Role, User, utcnow
 from forge_app.models.distribution import Channel
@@ -100,7 +100,7 @@ def _report(env: Env, content_sha256: str, renders: int, errors: int, calls: int
 
 def _evaluate(env: Env) -> GuardAction | None:
     with env.app.app_context():
-        action = guards.evaluate_channel(_channel(env))
+        action = guard_actions.evaluate_channel(_channel(env))
         if action is not None:
             db.session.refresh(action)
             db.session.expunge(action)
@@ -170,7 +170,7 @@ def test_outside_the_window_the_publish_is_no_longer_judged(
     _report(env, env.entry("production").content_sha256, renders=100, errors=50)
     with env.app.app_context():
         later = utcnow() + timedelta(minutes=6)
-        assert guards.evaluate_channel(_channel(env), now=later) is None
+        assert guard_actions.evaluate_channel(_channel(env), now=later) is None
     assert env.entry("production").version == second
 
 
@@ -239,8 +239,8 @@ def test_after_heartbeat_never_raises_and_skips_channels_without_a_guard(
 ) -> None:
     with env.app.app_context():
         env.app.config["FORGE_GUARD_EVALUATE_SECONDS"] = 0
-        assert guards.after_heartbeat(env.world.project_id, "production") is None
-        assert guards.after_heartbeat(env.world.project_id, "no-such") is None
+        assert guard_actions.after_heartbeat(env.world.project_id, "production") is None
+        assert guard_actions.after_heartbeat(env.world.project_id, "no-such") is None
 
 
 # ------------------------------------------------------------------------------ the pages

@@ -18,7 +18,7 @@ from forge_app.extensions import db
 from forge_app.models import Project, User, utcnow
 from forge_app.models.distribution import AccessToken
 from forge_app.models.instances import LiveInstance
-from forge_app.services.heartbeats import SlidingWindowLimiter
+from forge_app.services.heartbeat_limits import SlidingWindowLimiter
 from forge_app.services.tokens import create_token
 from tests.forge_app.conftest import World
 

@@ -18,22 +18,16 @@ from forge_app.extensions import db
 from forge_app.models import AuditEvent, Project, User, utcnow
 from forge_app.models.instances import LiveInstance
 from forge_app.services import heartbeats
+from forge_app.services.heartbeat_limits import HeartbeatLimits, TooManyHeartbeats, count_heartbeat
 from forge_app.services.heartbeats import (
     HeartbeatBody,
     HeartbeatError,
-    HeartbeatLimits,
-    TooManyHeartbeats,
-    count_heartbeat,
     parse_heartbeat,
     record_heartbeat,
     record_rejected_heartbeat,
 )
-from forge_app.services.instances import (
-    ChannelTarget,
-    Entry,
-    archive_silent_instances,
-    describe_instances,
-)
+from forge_app.services.instance_archive import archive_silent_instances
+from forge_app.services.instances import ChannelTarget, Entry, describe_instances
 from forge_app.services.tokens import create_token
 from tests.forge_app.conftest import World
 

@@ -28,7 +28,7 @@ from forge_app.models.instances import LiveInstance
 from forge_app.services.instances import Entry
 from forge_app.services.publishing import ensure_default_channels, get_channel, publish_version
 from forge_app.services.tokens import create_token
-from forge_app.services.workflow import latest_release
+from forge_app.services.versions import latest_release
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 from tests.forge_app.test_queries import count_queries
 
@@ -520,9 +520,9 @@ def test_without_the_store_the_forge_judges_by_its_own_records(
     (channel_dir / "production.json").unlink()
     for entry in (channel_dir / "production" / "history").iterdir():
         entry.unlink()
-    from forge_app.blueprints import instances as blueprint
+    from forge_app.services import instance_targets
 
-    blueprint._history = blueprint._HistoryCache()  # nothing remembered from before
+    instance_targets._history = instance_targets._HistoryCache()  # nothing remembered from before
 
     html = client_as("viewer").get(f"/projects/{world.project_id}/instances").get_data(True)
     assert f"The channel serves (sequence {rollout.sequence}), rolled out to 50%" in html
@@ -769,7 +769,7 @@ def test_a_record_without_the_previous_list_reads_the_verified_history_copy(
     the signed history copy, verified by ``anvil_client.wire.verify_pointer``, and trusts no
     copy that fails it."""
     from anvil_client.wire import history_key
-    from forge_app.blueprints import instances as blueprint
+    from forge_app.services import instance_targets
 
     first = published.current
     new_release(app, world, "Third {{ name }}")
@@ -779,7 +779,7 @@ def test_a_record_without_the_previous_list_reads_the_verified_history_copy(
         assert row is not None
         row.previous_json = None
         db.session.commit()
-    blueprint._history = blueprint._HistoryCache()
+    instance_targets._history = instance_targets._HistoryCache()
     viewer = client_as("viewer")
     data = status(viewer, world, rollout)
     assert data["publication"]["previous_version"] == f"Main {first.version}"
@@ -789,7 +789,7 @@ def test_a_record_without_the_previous_list_reads_the_verified_history_copy(
     envelope = json.loads(copy.read_bytes())
     envelope["signatures"][0]["sig"] = envelope["signatures"][0]["sig"][::-1]
     copy.write_text(json.dumps(envelope))
-    blueprint._history = blueprint._HistoryCache()
+    instance_targets._history = instance_targets._HistoryCache()
     data = status(viewer, world, rollout)
     assert data["publication"]["previous_version"] is None  # unknown, not forged
     assert {i["expected_version"] for i in data["instances"]} <= {None, f"Main {rollout.version}"}

@@ -8,7 +8,8 @@ from anvil_client.errors import MissingVariable
 from anvil_client.wire import PromptSpec, compile_prompt
 from anvil_client.wire import _render as render_module
 from forge_app.isolation import IsolationBusy, IsolationError, Slots, run_isolated
-from forge_app.services.editing import PromptDraft, render_preview
+from forge_app.services.editing import PromptDraft
+from forge_app.services.previews import render_preview
 
 
 def _render(source: str, values: dict[str, object]) -> str:

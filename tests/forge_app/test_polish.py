@@ -11,7 +11,8 @@ from typing import Any
 from flask import Flask
 
 from forge_app.diffing import diff_prompt_sets
-from forge_app.services.editing import MessageDraft, PromptDraft, render_preview
+from forge_app.services.editing import MessageDraft, PromptDraft
+from forge_app.services.previews import render_preview
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 from tests.forge_app.test_distribution import Env
 

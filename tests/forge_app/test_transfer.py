@@ -13,7 +13,7 @@ from flask import Flask
 
 from forge_app.extensions import db
 from forge_app.models import PromptSet, PromptSetVersion
-from forge_app.services.workflow import draft_prompts
+from forge_app.services.drafts import draft_prompts
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
 TRICKY_PROMPTS: dict[str, dict[str, Any]] = {

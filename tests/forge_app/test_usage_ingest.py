@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from forge_app.extensions import db
 from forge_app.models.instances import LiveInstance
 from forge_app.models.usage import CallerVariables, PromptUsage
-from forge_app.usage import bucket_start, caller_variables, prune_usage, usage_series
+from forge_app.usage import bucket_start, prune_usage
+from forge_app.usage_reads import caller_variables, usage_series
 from tests.forge_app.conftest import World
 from tests.forge_app.test_heartbeat_api import body, make_token, send
 

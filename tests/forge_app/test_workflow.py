@@ -12,10 +12,12 @@ import pytest
 from flask import Flask
 
 from anvil_client.wire import canonical_json, parse_bundle, sha256_hex
-from forge_app.errors import ForgeError
+from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, PromptSet, PromptSetVersion, Role, SetStatus, User
-from forge_app.services.workflow import approve, next_version, submit, touch_live_set
+from forge_app.services.drafts import touch_live_set
+from forge_app.services.versions import next_version
+from forge_app.services.workflow import approve, submit
 from tests.forge_app.conftest import SAMPLE_PROMPTS, World, add_prompts, lock_version
 
 
@@ -173,7 +175,7 @@ def test_roles_are_checked_by_the_workflow_itself(app: Flask, world: World) -> N
                 changelog="x",
                 expected_revision=None,
             )
-        assert error.value.status == 403
+        assert error.value.kind is Kind.FORBIDDEN
         submit(
             db.session,
             prompt_set,
@@ -192,7 +194,7 @@ def test_roles_are_checked_by_the_workflow_itself(app: Flask, world: World) -> N
                 role=Role.EDITOR,
                 expected_revision=prompt_set.revision,
             )
-        assert error.value.status == 403
+        assert error.value.kind is Kind.FORBIDDEN
         db.session.rollback()
         assert db.session.get(PromptSet, world.set_id).status == "REVIEW"  # type: ignore[union-attr]
 
@@ -309,7 +311,8 @@ def test_versions_count_up_and_restore_brings_old_content_back(
     page = editor.get(set_url).get_data(True)
     assert "extra" not in re.findall(r'class="mono strong"[^>]*>([^<]+)<', page)
     with app.app_context():
-        from forge_app.services.workflow import draft_prompts, snapshot_prompts
+        from forge_app.services.drafts import draft_prompts
+        from forge_app.services.versions import snapshot_prompts
 
         prompt_set = db.session.get(PromptSet, world.set_id)
         old = db.session.query(PromptSetVersion).filter_by(version="0.1.0").one()
@@ -353,7 +356,7 @@ def test_prereleases_do_not_count_as_the_latest_release(app: Flask, world: World
     add_prompts(app, world, SAMPLE_PROMPTS)
     lock_version(app, world, "minor")
     with app.app_context():
-        from forge_app.services.workflow import latest_release
+        from forge_app.services.versions import latest_release
 
         prompt_set = db.session.get(PromptSet, world.set_id)
         assert prompt_set is not None
@@ -476,12 +479,8 @@ def test_the_submitters_refusal_is_audited_too(
 def test_restores_and_imports_make_contributors_until_the_next_version(
     app: Flask, world: World
 ) -> None:
-    from forge_app.services.workflow import (
-        contributor_ids,
-        replace_prompts,
-        restore_version,
-        unlock,
-    )
+    from forge_app.services.drafts import contributor_ids, replace_prompts
+    from forge_app.services.workflow import restore_version, unlock
 
     add_prompts(app, world, SAMPLE_PROMPTS)
     lock_version(app, world)
@@ -529,7 +528,7 @@ def test_restores_and_imports_make_contributors_until_the_next_version(
                     role=Role.REVIEWER,
                     expected_revision=prompt_set.revision,
                 )
-            assert error.value.status == 403 and error.value.refused
+            assert error.value.kind is Kind.FORBIDDEN and error.value.refused
             session.rollback()
         approve(
             session,

@@ -24,15 +24,16 @@ from anvil_client import AnvilClient
 from anvil_client.errors import MissingVariable
 from forge_app import create_app
 from forge_app.extensions import db
-from forge_app.models import AuditEvent, Project, PromptSet, Role, SetStatus, User
+from forge_app.models import AuditEvent, Project, PromptSet, Role, User
 from forge_app.models.distribution import Publication
 from forge_app.models.releases import GuardAction, GuardPolicy
 from forge_app.schema import upgrade_database
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
 from forge_app.services.users import add_member, create_org, create_user, hash_password
-from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
+from forge_app.services.versions import latest_release
 from forge_app.worker import run_worker
+from tests.integration._releases import release_locked_version
 
 pytestmark = pytest.mark.integration
 
@@ -64,30 +65,6 @@ class Forge:
             prompt_set = db.session.get(PromptSet, self.set_id)
             owner = db.session.get(User, self.owner_id)
             assert prompt_set is not None and owner is not None
-            if prompt_set.status == SetStatus.LOCKED.value:
-                unlock(
-                    db.session,
-                    prompt_set,
-                    owner,
-                    role=Role.OWNER,
-                    expected_revision=prompt_set.revision,
-                )
-            replace_prompts(
-                db.session,
-                prompt_set,
-                {"welcome.message": {"template": template}},
-                owner,
-                remove_missing=True,
-            )
-            submit(
-                db.session,
-                prompt_set,
-                owner,
-                role=Role.OWNER,
-                bump="minor",
-                changelog="change",
-                expected_revision=prompt_set.revision,
-            )
             reviewer = create_user(
                 db.session,
                 f"r{time.monotonic_ns()}@acme.test",
@@ -100,14 +77,7 @@ class Forge:
                 reviewer,
                 Role.REVIEWER,
             )
-            approve(
-                db.session,
-                prompt_set,
-                reviewer,
-                role=Role.REVIEWER,
-                expected_revision=prompt_set.revision,
-            )
-            db.session.commit()
+            release_locked_version(db.session, prompt_set, owner, reviewer, template)
 
     def publish(self) -> Publication:
         with self.app.app_context():

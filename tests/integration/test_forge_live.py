@@ -27,14 +27,15 @@ from sqlalchemy import select
 from anvil_client.wire import in_rollout
 from forge_app import create_app
 from forge_app.extensions import db
-from forge_app.models import Project, PromptSet, Role, SetStatus, User
+from forge_app.models import Project, PromptSet, Role, User
 from forge_app.models.distribution import AccessToken, Publication
 from forge_app.schema import upgrade_database
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
 from forge_app.services.users import add_member, create_org, create_user, hash_password
-from forge_app.services.workflow import approve, latest_release, replace_prompts, submit, unlock
+from forge_app.services.versions import latest_release
 from tests.forge_app.conftest import login
+from tests.integration._releases import release_locked_version
 
 pytestmark = pytest.mark.integration
 
@@ -171,41 +172,9 @@ class Forge:
         with self.app.app_context():
             prompt_set = db.session.get(PromptSet, self.set_id)
             owner = db.session.get(User, self.owner_id)
-            assert prompt_set is not None and owner is not None
-            if prompt_set.status == SetStatus.LOCKED.value:
-                unlock(
-                    db.session,
-                    prompt_set,
-                    owner,
-                    role=Role.OWNER,
-                    expected_revision=prompt_set.revision,
-                )
-            replace_prompts(
-                db.session,
-                prompt_set,
-                {"welcome.message": {"template": template}},
-                owner,
-                remove_missing=True,
-            )
-            submit(
-                db.session,
-                prompt_set,
-                owner,
-                role=Role.OWNER,
-                bump="minor",
-                changelog="change",
-                expected_revision=prompt_set.revision,
-            )
             reviewer = db.session.get(User, self.reviewer_id)
-            assert reviewer is not None
-            approve(
-                db.session,
-                prompt_set,
-                reviewer,
-                role=Role.REVIEWER,
-                expected_revision=prompt_set.revision,
-            )
-            db.session.commit()
+            assert prompt_set is not None and owner is not None and reviewer is not None
+            release_locked_version(db.session, prompt_set, owner, reviewer, template)
 
     def latest_content(self) -> str:
         with self.app.app_context():

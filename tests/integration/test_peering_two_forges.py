@@ -30,8 +30,9 @@ from forge_app.extensions import db
 from forge_app.models import AuditEvent, Project, Prompt, PromptSet, Role, SetStatus
 from forge_app.schema import upgrade_database
 from forge_app.services.api_tokens import create_api_token
+from forge_app.services.drafts import replace_prompts
 from forge_app.services.users import add_member, create_org, create_user, hash_password
-from forge_app.services.workflow import approve, replace_prompts, submit
+from forge_app.services.workflow import approve, submit
 from tests.servers import stop_process
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ def test_public_names() -> None:
         "GcReport",
         "HistoryEntry",
         "Inspection",
+        "NoRolloutInProgress",
         "PromptFiles",
         "PromptIdClash",
         "PublishResult",

@@ -36,6 +36,7 @@ from anvil_client.wire import (
 )
 from publisher import (
     BuiltBundle,
+    NoRolloutInProgress,
     Publisher,
     build_bundle,
     export_bootstrap,
@@ -493,8 +494,19 @@ def test_gradual_rollout(
     done = pub.complete_rollout(CHANNEL)
     assert (done.rollout_percent, done.version, done.sequence) == (None, "3.0.0", 5)
     assert done.content_sha256 == three.content_sha256
-    with pytest.raises(ConfigError, match="no rollout in progress"):
-        pub.set_rollout(CHANNEL, 20)
+    for move in (
+        lambda: pub.set_rollout(CHANNEL, 20),
+        lambda: pub.complete_rollout(CHANNEL),
+        lambda: pub.abort_rollout(CHANNEL),
+    ):
+        with pytest.raises(NoRolloutInProgress) as raised:
+            move()
+        # a ConfigError as before, with the same sentence
+        assert isinstance(raised.value, ConfigError) and raised.value.channel == CHANNEL
+        assert str(raised.value) == f"channel {CHANNEL!r} has no rollout in progress"
+    with pytest.raises(ConfigError, match="from 0 to 100") as raised:
+        pub.set_rollout(CHANNEL, 101)
+    assert not isinstance(raised.value, NoRolloutInProgress)
     pub.publish(
         bundle(project_id, v2_prompts(prompts), "4.0.0"),
         channel=CHANNEL,

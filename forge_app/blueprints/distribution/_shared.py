@@ -5,14 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    flash,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, current_app, flash, request, url_for
 from sqlalchemy import func, select
 
 from anvil_client.errors import ConfigError
@@ -50,6 +43,13 @@ def _channel_or_404(project: Project, name: str) -> Channel:
     if channel is None:
         abort(404)
     return channel
+
+
+def _channel_and_page(project: Project, name: str) -> tuple[Channel, str]:
+    """The project's channel ``name`` (a 404 page when it has none) and the URL of its page,
+    where the channel's actions come back to."""
+    found = _channel_or_404(project, name)
+    return found, url_for(".channel", project_id=project.id, channel=found.name)
 
 
 def _token_or_404(project: Project, token_id: str) -> AccessToken:

@@ -3,23 +3,15 @@ re-encrypt."""
 
 from __future__ import annotations
 
-from flask import (
-    abort,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import abort, flash, g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
 
-from forge_app.authz import (
-    require_project_role,
-    signed_in_user,
-)
+from forge_app.authz import require_project_role, signed_in_user
+from forge_app.blueprints._common import project_page
 from forge_app.blueprints.distribution._shared import (
+    _channel_and_page,
     _channel_or_404,
     _flash_report,
     _instance_count,
@@ -63,14 +55,7 @@ def _render_channels(project: Project, form: ChannelForm, status: int = 200) -> 
     rows = []
     for channel in publishing.project_channels(project):
         rows.append((channel, publishing.latest_publication(channel)))
-    page = render_template(
-        "distribution/channels.html",
-        project=project,
-        rows=rows,
-        form=form,
-        nav="projects",
-        tab="channels",
-    )
+    page = project_page("distribution/channels.html", project, tab="channels", rows=rows, form=form)
     return page, status
 
 
@@ -85,9 +70,10 @@ def channel(project: Project, channel: str) -> ResponseReturnValue:
             select(PromptSet).where(PromptSet.project_id == project.id).order_by(PromptSet.name)
         )
     )
-    return render_template(
+    return project_page(
         "distribution/channel.html",
-        project=project,
+        project,
+        tab="channels",
         channel=found,
         state=state,
         history=history,
@@ -96,8 +82,6 @@ def channel(project: Project, channel: str) -> ResponseReturnValue:
         may_publish=publishing.can_publish(g.role, found),
         required=publishing.required_role(found),
         instance_count=_instance_count(project, found.name),
-        nav="projects",
-        tab="channels",
     )
 
 
@@ -113,14 +97,17 @@ def delete_channel(project: Project, channel: str) -> ResponseReturnValue:
     return redirect(url_for(".channels", project_id=project.id))
 
 
+def _confirm_args() -> MultiDict[str, str]:
+    """A confirm-then-do view's parameters: the posted form, or on GET the query string."""
+    return request.form if request.method == "POST" else request.args
+
+
 @bp.route("/projects/<uuid:project_id>/channels/<channel>/rollback", methods=["GET", "POST"])
 @require_project_role(Role.VIEWER)
 def rollback(project: Project, channel: str) -> ResponseReturnValue:
     """GET: what the channel serves now and after rolling back (per set); POST: do it."""
-    found = _channel_or_404(project, channel)
-    back = url_for(".channel", project_id=project.id, channel=found.name)
-    source = request.form if request.method == "POST" else request.args
-    sequence = source.get("sequence", type=int)
+    found, back = _channel_and_page(project, channel)
+    sequence = _confirm_args().get("sequence", type=int)
     if sequence is None or sequence < 1:
         flash("Choose a history entry to roll back to.", "error")
         return redirect(back)
@@ -132,17 +119,16 @@ def rollback(project: Project, channel: str) -> ResponseReturnValue:
             target = publishing.history_pointer(found, sequence)
         except ForgeError as e:
             return flash_and_redirect(e, back)
-        return render_template(
+        return project_page(
             "distribution/rollback_confirm.html",
-            project=project,
+            project,
+            tab="channels",
             channel=found,
             sequence=sequence,
             target=target,
             state=state,
             plan=publishing.rollback_plan(found, state.pointer, target),
             recipients=active_tokens(project.id),
-            nav="projects",
-            tab="channels",
         )
     try:
         publication = publishing.rollback_to(found, sequence, user=signed_in_user(), role=g.role)
@@ -161,10 +147,8 @@ def rollback(project: Project, channel: str) -> ResponseReturnValue:
 @require_project_role(Role.OWNER)
 def remove_set(project: Project, channel: str) -> ResponseReturnValue:
     """Owners: stop serving one prompt set on a channel (GET confirms, POST removes)."""
-    found = _channel_or_404(project, channel)
-    back = url_for(".channel", project_id=project.id, channel=found.name)
-    source = request.form if request.method == "POST" else request.args
-    set_id = (source.get("set") or "").strip()
+    found, back = _channel_and_page(project, channel)
+    set_id = (_confirm_args().get("set") or "").strip()
     if not set_id or len(set_id) > 128:
         flash("Choose the prompt set to remove.", "error")
         return redirect(back)
@@ -200,24 +184,22 @@ def remove_set(project: Project, channel: str) -> ResponseReturnValue:
             f"{entry.name} is the only prompt set on {found.name}, and a channel always serves "
             "at least one; publish another set first."
         )
-    return render_template(
+    return project_page(
         "distribution/remove_confirm.html",
-        project=project,
+        project,
+        tab="channels",
         channel=found,
         entry=entry,
         state=state,
         problem=problem,
         instance_count=_instance_count(project, found.name),
-        nav="projects",
-        tab="channels",
     )
 
 
 @bp.post("/projects/<uuid:project_id>/channels/<channel>/rollout")
 @require_project_role(Role.VIEWER)
 def rollout(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_or_404(project, channel)
-    back = url_for(".channel", project_id=project.id, channel=found.name)
+    found, back = _channel_and_page(project, channel)
     action = request.form.get("action", "")
     user = signed_in_user()
     try:
@@ -247,8 +229,7 @@ def rollout(project: Project, channel: str) -> ResponseReturnValue:
 @bp.post("/projects/<uuid:project_id>/channels/<channel>/reencrypt")
 @require_project_role(Role.VIEWER)
 def reencrypt_channel(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_or_404(project, channel)
-    back = url_for(".channel", project_id=project.id, channel=found.name)
+    found, back = _channel_and_page(project, channel)
     if not publishing.can_publish(g.role, found):
         abort(403, f"Only {publishing.required_role(found).label}s can re-encrypt {found.name}.")
     try:
@@ -276,11 +257,10 @@ def publish_status(project: Project, channel: str, sequence: int) -> ResponseRet
     )
     if publication is None:
         abort(404)
-    return render_template(
+    return project_page(
         "distribution/publish_status.html",
-        project=project,
+        project,
+        tab="channels",
         channel=found,
         publication=publication,
-        nav="projects",
-        tab="channels",
     )

@@ -3,44 +3,25 @@ publish."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
-from flask import (
-    abort,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
-from forge_app.audit import record_event
-from forge_app.authz import (
-    load_prompt_set,
-    require_project_role,
-    signed_in_user,
-)
+from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.blueprints._common import flash_form_errors, found_or_404
 from forge_app.blueprints.distribution._shared import _live_instances, _status_url, bp
+from forge_app.blueprints.prompt_sets._shared import set_and_version
 from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.forms import PublishForm
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus
+from forge_app.models.distribution import Channel
 from forge_app.services import publishing
+from forge_app.services.publish import publish_confirmed
 from forge_app.services.tokens import active_tokens
-
-
-def _load_version(prompt_set: PromptSet, version: str) -> PromptSetVersion:
-    found = db.session.scalar(
-        select(PromptSetVersion).where(
-            PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version
-        )
-    )
-    if found is None:
-        abort(404)
-    return found
 
 
 def _publish_flow(
@@ -56,157 +37,165 @@ def _publish_flow(
     LIVE sets, the latest release for LOCKED ones).
     """
     publishing.ensure_default_channels(project)
-    status = publishing.version_status(version) if version is not None else prompt_set.status
-    channels = publishing.project_channels(project)
-    choices = [
-        {
-            "channel": c,
-            "accepts": status in c.accepts,
-            "allowed": publishing.can_publish(g.role, c),
-            "required": publishing.required_role(c),
-        }
-        for c in channels
-    ]
+    flow = _Flow(project, prompt_set, version, self_url)
     if request.method == "POST":
-        form = PublishForm()
-        if not form.validate_on_submit():
-            for errors in form.errors.values():
-                for error in errors:
-                    flash(str(error), "error")
-            return redirect(self_url)
-        chosen = publishing.get_channel(project, form.channel.data or "")
-        if chosen is None:
-            abort(404)
-        user = signed_in_user()
+        return flow.publish()
+    name = request.args.get("channel", "")
+    rollout_text = request.args.get("rollout", "").strip()
+    chosen = publishing.get_channel(project, name) if name else None
+    rollout_percent, problem = _rollout_percent(rollout_text)
+    if chosen is not None and problem is None:
+        problem = _refusal(chosen, flow.status)
+    # "Back" from the confirmation: the choice again, as it was.
+    if chosen is None or problem is not None or request.args.get("change") == "1":
+        if name and chosen is None:
+            problem = f"There is no channel named {name}."
+        return flow.choose(problem, name, rollout_text)
+    state = publishing.channel_state(chosen)
+    if rollout_percent is not None and state.pointer is None and state.error is None:
+        # Said now, before the user confirms: a rollout needs a current release to roll from.
+        problem = (
+            f"Channel {chosen.name} has nothing published yet, so a gradual rollout has "
+            "nothing to roll out from. Leave the percentage empty to publish to every "
+            "instance."
+        )
+        return flow.choose(problem, name, rollout_text)
+    return flow.confirm(chosen, state, rollout_percent)
+
+
+def _rollout_percent(text: str) -> tuple[int | None, str | None]:
+    """The rollout percentage asked for (None for every instance), or a problem."""
+    if not text:
+        return None, None
+    if not (text.isdigit() and 1 <= int(text) <= 100):
+        return None, "The rollout percentage must be a whole number from 1 to 100."
+    return (None if int(text) == 100 else int(text)), None
+
+
+def _refusal(chosen: Channel, status: str) -> str | None:
+    """Why the user cannot publish a set of ``status`` to ``chosen`` (None when they can)."""
+    if status not in chosen.accepts:
+        return (
+            f"Channel {chosen.name} accepts only {' or '.join(chosen.accepts)} prompt sets; "
+            f"this one is {status}."
+        )
+    if not publishing.can_publish(g.role, chosen):
+        return (
+            f"Only members with the {publishing.required_role(chosen).label} role can "
+            f"publish to {chosen.name}."
+        )
+    return None
+
+
+@dataclass
+class _Flow:
+    """One publish page: what is published (a version, or the set as it is now) and where the
+    page is."""
+
+    project: Project
+    prompt_set: PromptSet
+    version: PromptSetVersion | None
+    self_url: str
+
+    @property
+    def status(self) -> str:
+        if self.version is not None:
+            return publishing.version_status(self.version)
+        return self.prompt_set.status
+
+    def _page(self, template: str, **context: Any) -> str:
+        return render_template(
+            template,
+            project=self.project,
+            prompt_set=self.prompt_set,
+            version=self.version,
+            status=self.status,
+            self_url=self.self_url,
+            nav="projects",
+            **context,
+        )
+
+    def choose(self, problem: str | None, selected: str, rollout: str) -> str:
+        """The channel choice (again), with ``problem`` said."""
+        choices = [
+            {
+                "channel": c,
+                "accepts": self.status in c.accepts,
+                "allowed": publishing.can_publish(g.role, c),
+                "required": publishing.required_role(c),
+            }
+            for c in publishing.project_channels(self.project)
+        ]
+        return self._page(
+            "distribution/publish_choose.html",
+            choices=choices,
+            problem=problem,
+            selected=selected,
+            rollout=rollout,
+            has_tokens=bool(active_tokens(self.project.id)),
+        )
+
+    def confirm(self, chosen: Channel, state: Any, rollout_percent: int | None) -> str:
+        """The confirmation: what the channel serves now and after, who runs it."""
+        if self.version is not None:
+            new_version, content = self.version.version, self.version.content_sha256
+        else:
+            kind = "-rc" if self.status == SetStatus.REVIEW.value else "-dev"
+            new_version, content = f"a new {kind} snapshot", None
+        clash = None
+        if state.error is None:
+            clash = publishing.clash_for(self.prompt_set, self.version, chosen)
+        return self._page(
+            "distribution/publish_confirm.html",
+            channel=chosen,
+            rollout_percent=rollout_percent,
+            state=state,
+            plan=publishing.publish_plan(state.pointer, self.prompt_set, new_version, content),
+            clash=clash,
+            instances=_live_instances(self.project, chosen.name),
+            recipients=active_tokens(self.project.id),
+        )
+
+    def publish(self) -> ResponseReturnValue:
+        """The confirmed POST: publish, then the publication's status page."""
         from forge_app.blueprints.releases import compat_confirmation_problem
 
+        form = PublishForm()
+        if not form.validate_on_submit():
+            flash_form_errors(form)
+            return redirect(self.self_url)
+        chosen = found_or_404(publishing.get_channel(self.project, form.channel.data or ""))
+        again = _choice_url(self.self_url, chosen.name, form.rollout.data)
         compat_problem, compat_warnings = compat_confirmation_problem(
-            version, chosen, g.role, request.form.get("compat_confirmed") == "1"
+            self.version, chosen, g.role, request.form.get("compat_confirmed") == "1"
         )
         if compat_problem is not None:
             flash(compat_problem, "error")
-            return redirect(_choice_url(self_url, chosen.name, form.rollout.data))
+            return redirect(again)
         try:
-            if version is not None:
-                publication = publishing.publish_version(
-                    version, chosen, user=user, role=g.role, rollout_percent=form.rollout.data
-                )
-            else:
-                publication = publishing.publish_prompt_set(
-                    prompt_set, chosen, user=user, role=g.role, rollout_percent=form.rollout.data
-                )
+            publication = publish_confirmed(
+                self.prompt_set,
+                self.version,
+                chosen,
+                user=signed_in_user(),
+                role=g.role,
+                rollout_percent=form.rollout.data,
+                confirmed_warnings=[w.sentence for w in compat_warnings],
+            )
         except ForgeError as e:
             # Back to the confirmation of the same choice: the user can retry or go back.
-            return flash_and_redirect(e, _choice_url(self_url, chosen.name, form.rollout.data))
-        if compat_warnings:
-            record_event(
-                "channel.publish_compat_confirmed",
-                chosen,
-                project=project,
-                details={
-                    "sequence": publication.sequence,
-                    "version": publication.version,
-                    "warnings": [w.sentence for w in compat_warnings],
-                },
-            )
-        db.session.commit()
+            return flash_and_redirect(e, again)
         share = (
             f" to {publication.rollout_percent}% of instances"
             if publication.rollout_percent is not None
             else ""
         )
         flash(
-            f"Published {prompt_set.name} {publication.version} to {chosen.name}{share} "
+            f"Published {self.prompt_set.name} {publication.version} to {chosen.name}{share} "
             f"(sequence {publication.sequence}): {publication.summary}.",
             "success",
         )
-        return redirect(_status_url(project, chosen, publication))
-
-    name = request.args.get("channel", "")
-    rollout_text = request.args.get("rollout", "").strip()
-    chosen = publishing.get_channel(project, name) if name else None
-    problem = None
-    rollout_percent: int | None = None
-    if rollout_text:
-        if rollout_text.isdigit() and 1 <= int(rollout_text) <= 100:
-            rollout_percent = int(rollout_text)
-            if rollout_percent == 100:
-                rollout_percent = None
-        else:
-            problem = "The rollout percentage must be a whole number from 1 to 100."
-    if chosen is not None and problem is None:
-        if status not in chosen.accepts:
-            problem = (
-                f"Channel {chosen.name} accepts only {' or '.join(chosen.accepts)} prompt sets; "
-                f"this one is {status}."
-            )
-        elif not publishing.can_publish(g.role, chosen):
-            problem = (
-                f"Only members with the {publishing.required_role(chosen).label} role can "
-                f"publish to {chosen.name}."
-            )
-    # "Back" from the confirmation: the choice again, as it was.
-    changing = request.args.get("change") == "1"
-    if chosen is None or problem is not None or changing:
-        if name and chosen is None:
-            problem = f"There is no channel named {name}."
-        return render_template(
-            "distribution/publish_choose.html",
-            project=project,
-            prompt_set=prompt_set,
-            version=version,
-            status=status,
-            choices=choices,
-            problem=problem,
-            selected=name,
-            rollout=rollout_text,
-            self_url=self_url,
-            has_tokens=bool(active_tokens(project.id)),
-            nav="projects",
-        )
-    state = publishing.channel_state(chosen)
-    if rollout_percent is not None and state.pointer is None and state.error is None:
-        # Said now, before the user confirms: a rollout needs a current release to roll from.
-        return render_template(
-            "distribution/publish_choose.html",
-            project=project,
-            prompt_set=prompt_set,
-            version=version,
-            status=status,
-            choices=choices,
-            problem=(
-                f"Channel {chosen.name} has nothing published yet, so a gradual rollout has "
-                "nothing to roll out from. Leave the percentage empty to publish to every "
-                "instance."
-            ),
-            selected=name,
-            rollout=rollout_text,
-            self_url=self_url,
-            has_tokens=bool(active_tokens(project.id)),
-            nav="projects",
-        )
-    if version is not None:
-        new_version, content = version.version, version.content_sha256
-    else:
-        new_version = "a new " + ("-rc" if status == SetStatus.REVIEW.value else "-dev")
-        new_version += " snapshot"
-        content = None
-    return render_template(
-        "distribution/publish_confirm.html",
-        project=project,
-        prompt_set=prompt_set,
-        version=version,
-        status=status,
-        channel=chosen,
-        rollout_percent=rollout_percent,
-        state=state,
-        plan=publishing.publish_plan(state.pointer, prompt_set, new_version, content),
-        clash=publishing.clash_for(prompt_set, version, chosen) if state.error is None else None,
-        instances=_live_instances(project, chosen.name),
-        recipients=active_tokens(project.id),
-        self_url=self_url,
-        nav="projects",
-    )
+        return redirect(_status_url(self.project, chosen, publication))
 
 
 def _choice_url(self_url: str, channel: str, rollout: int | None) -> str:
@@ -221,8 +210,7 @@ def _choice_url(self_url: str, channel: str, rollout: int | None) -> str:
 )
 @require_project_role(Role.REVIEWER)
 def publish_version(project: Project, set_id: str, version: str) -> ResponseReturnValue:
-    prompt_set = load_prompt_set(project, set_id)
-    found = _load_version(prompt_set, version)
+    prompt_set, found = set_and_version(project, set_id, version)
     self_url = url_for(
         ".publish_version", project_id=project.id, set_id=prompt_set.id, version=found.version
     )
@@ -235,7 +223,7 @@ def publish_set(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
     self_url = url_for(".publish_set", project_id=project.id, set_id=prompt_set.id)
     if prompt_set.status == SetStatus.LOCKED.value:
-        from forge_app.services.workflow import latest_release
+        from forge_app.services.versions import latest_release
 
         latest = latest_release(db.session, prompt_set)
         if latest is None:

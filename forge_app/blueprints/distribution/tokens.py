@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import secrets
 
-from flask import (
-    flash,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import flash, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from anvil_client.errors import ConfigError
-from forge_app.authz import (
-    require_project_role,
-    safe_local_path,
-    signed_in_user,
-)
+from forge_app.authz import require_project_role, safe_local_path, signed_in_user
+from forge_app.blueprints._common import project_page
 from forge_app.blueprints.distribution._shared import (
     _flash_report,
     _instances_by_token,
@@ -78,17 +68,16 @@ def tokens(project: Project) -> ResponseReturnValue:
             .order_by(AccessToken.revoked_at.is_not(None), AccessToken.id.desc())
         )
     )
-    return render_template(
+    return project_page(
         "distribution/tokens.html",
-        project=project,
+        project,
+        tab="tokens",
         form=form,
         tokens=rows,
         created=created,
         instances=_instances_by_token(project),
         store_url=_store_url_for_clients(),
         public_key=publishing.forge_public_key_text(),
-        nav="projects",
-        tab="tokens",
     )
 
 
@@ -101,15 +90,14 @@ def reveal(project: Project, token_id: str) -> ResponseReturnValue:
     except ConfigError as e:
         flash(str(e), "error")
         return redirect(url_for(".tokens", project_id=project.id))
-    return render_template(
+    return project_page(
         "distribution/token_reveal.html",
-        project=project,
+        project,
+        tab="tokens",
         token=token,
         text=text,
         store_url=_store_url_for_clients(),
         public_key=publishing.forge_public_key_text(),
-        nav="projects",
-        tab="tokens",
     )
 
 
@@ -145,15 +133,14 @@ def revoke(project: Project, token_id: str) -> ResponseReturnValue:
         state = publishing.channel_state(channel)
         channels.append((channel, state))
     users = _live_instances(project, token_id=token.token_id)
-    return render_template(
+    return project_page(
         "distribution/revoke.html",
-        project=project,
+        project,
+        tab="tokens",
         token=token,
         remaining=remaining,
         channels=channels,
         instances=users,
-        nav="projects",
-        tab="tokens",
     )
 
 

@@ -5,22 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import (
-    Blueprint,
-    abort,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import defer, joinedload
 
+from forge_app.authz import load_prompt_set
 from forge_app.extensions import db
-from forge_app.models import (
-    Project,
-    PromptSet,
-    PromptSetVersion,
-    User,
-)
+from forge_app.models import Project, PromptSet, PromptSetVersion, User
 
 bp = Blueprint("prompt_sets", __name__, url_prefix="/projects/<uuid:project_id>/sets")
 
@@ -72,6 +63,15 @@ def _load_version(prompt_set: PromptSet, version: str) -> PromptSetVersion:
     if record is None:
         abort(404)
     return record
+
+
+def set_and_version(
+    project: Project, set_id: str, version: str
+) -> tuple[PromptSet, PromptSetVersion]:
+    """The project's prompt set ``set_id`` and its version named ``version`` (404 for
+    either missing)."""
+    prompt_set = load_prompt_set(project, set_id)
+    return prompt_set, _load_version(prompt_set, version)
 
 
 def _file_stem(prompt_set: PromptSet) -> str:

@@ -4,38 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import (
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-)
+from flask import flash, g, redirect, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.blueprints._common import project_page, transition
 from forge_app.blueprints.prompt_sets._shared import _expected_revision, _people, _set_url, bp
 from forge_app.diffing import diff_prompt_sets
-from forge_app.errors import ForgeError, flash_and_redirect
+from forge_app.errors import ForgeError, Kind, flash_and_redirect
 from forge_app.extensions import db
-from forge_app.models import (
-    Project,
-    PromptSet,
-    PromptSetVersion,
-    Role,
-    SetStatus,
-)
+from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus
+from forge_app.services.drafts import draft_prompts
+from forge_app.services.versions import BUMPS, latest_release, next_version, snapshot_prompts
 from forge_app.services.workflow import (
-    BUMPS,
     approve,
-    draft_prompts,
     four_eyes_problem,
-    latest_release,
-    next_version,
     record_refusal,
     request_changes,
-    snapshot_prompts,
     submit,
     unlock,
     withdraw,
@@ -58,11 +44,9 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
                 errors={"changelog": "Describe the change in the changelog for the reviewer."},
             )
         try:
-            version = submit(
-                db.session,
+            version = transition(
+                submit,
                 prompt_set,
-                signed_in_user(),
-                role=g.role,
                 bump=request.form.get("bump", ""),
                 changelog=request.form.get("changelog", ""),
                 expected_revision=_expected_revision(),
@@ -70,7 +54,8 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
         except ForgeError as e:
             db.session.rollback()
             db.session.refresh(prompt_set)
-            if e.status == 400 and prompt_set.status == SetStatus.LIVE.value and not e.problems:
+            live = prompt_set.status == SetStatus.LIVE.value
+            if e.kind is Kind.INVALID and live and not e.problems:
                 flash(str(e), "error")
                 return _render_submit(project, prompt_set, latest, 400)
             return flash_and_redirect(e, _set_url(project, prompt_set))
@@ -98,9 +83,9 @@ def _render_submit(
     old = snapshot_prompts(latest) if latest else {}
     diff = diff_prompt_sets(old, draft_prompts(db.session, prompt_set))
     return (
-        render_template(
+        project_page(
             "prompt_sets/submit.html",
-            project=project,
+            project,
             prompt_set=prompt_set,
             latest=latest,
             choices=choices,
@@ -108,7 +93,6 @@ def _render_submit(
             changelog=request.form.get("changelog", ""),
             errors=errors or {},
             diff=diff,
-            nav="projects",
         ),
         status,
     )
@@ -125,15 +109,14 @@ def review(project: Project, set_id: str) -> ResponseReturnValue:
     old = snapshot_prompts(latest) if latest else {}
     diff = diff_prompt_sets(old, draft_prompts(db.session, prompt_set))
     user = signed_in_user()
-    return render_template(
+    return project_page(
         "prompt_sets/review.html",
-        project=project,
+        project,
         prompt_set=prompt_set,
         latest=latest,
         diff=diff,
         submitter=_people(prompt_set.submitted_by_id).get(prompt_set.submitted_by_id or -1),
         four_eyes=four_eyes_problem(db.session, prompt_set, user),
-        nav="projects",
     )
 
 
@@ -165,11 +148,9 @@ def approve_view(project: Project, set_id: str) -> ResponseReturnValue:
 def request_changes_view(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
     try:
-        request_changes(
-            db.session,
+        transition(
+            request_changes,
             prompt_set,
-            signed_in_user(),
-            role=g.role,
             comment=request.form.get("comment", ""),
             expected_revision=_expected_revision(),
         )
@@ -205,13 +186,7 @@ def _transition(
     """Run a workflow transition that needs nothing but the expected revision."""
     prompt_set = load_prompt_set(project, set_id)
     try:
-        action(
-            db.session,
-            prompt_set,
-            signed_in_user(),
-            role=g.role,
-            expected_revision=_expected_revision(),
-        )
+        transition(action, prompt_set, expected_revision=_expected_revision())
     except ForgeError as e:
         return flash_and_redirect(e, _set_url(project, prompt_set))
     db.session.commit()

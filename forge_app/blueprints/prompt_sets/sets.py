@@ -2,53 +2,31 @@
 
 from __future__ import annotations
 
-from flask import (
-    abort,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import abort, flash, g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.blueprints._common import created, project_page, saved
 from forge_app.blueprints.prompt_sets._shared import _people, _set_url, _versions, bp
 from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.forms import PromptSetForm
-from forge_app.models import (
-    Project,
-    Prompt,
-    PromptSetVersion,
-    Role,
-    User,
-)
-from forge_app.services.naming import (
-    NameTaken,
-    create_prompt_set,
-    delete_prompt_set,
-    update_prompt_set,
-)
+from forge_app.models import Project, Prompt, PromptSetVersion, Role, User
+from forge_app.services.naming import create_prompt_set, delete_prompt_set, update_prompt_set
 
 
 @bp.route("/new", methods=["GET", "POST"])
 @require_project_role(Role.EDITOR)
 def create(project: Project) -> ResponseReturnValue:
     form = PromptSetForm()
-    if form.validate_on_submit():
-        try:
-            prompt_set = create_prompt_set(
-                project, form.name.data or "", form.description.data or "", user=signed_in_user()
-            )
-        except NameTaken as e:
-            form.name.errors = [str(e)]
-        else:
-            flash(f"Prompt set {prompt_set.name} is created. Add its first prompt.", "success")
-            return redirect(_set_url(project, prompt_set))
-    return render_template("prompt_sets/create.html", project=project, form=form, nav="projects")
+    prompt_set = created(
+        form, lambda name, text: create_prompt_set(project, name, text, user=signed_in_user())
+    )
+    if prompt_set is not None:
+        flash(f"Prompt set {prompt_set.name} is created. Add its first prompt.", "success")
+        return redirect(_set_url(project, prompt_set))
+    return project_page("prompt_sets/create.html", project, form=form)
 
 
 @bp.get("/<uuid:set_id>")
@@ -66,15 +44,14 @@ def show(project: Project, set_id: str) -> ResponseReturnValue:
     people = _people(
         prompt_set.submitted_by_id, prompt_set.review_comment_by_id, prompt_set.updated_by_id
     )
-    return render_template(
+    return project_page(
         "prompt_sets/show.html",
-        project=project,
+        project,
         prompt_set=prompt_set,
         rows=rows,
         versions=versions,
         latest=latest,
         people=people,
-        nav="projects",
     )
 
 
@@ -86,27 +63,21 @@ def settings(project: Project, set_id: str) -> ResponseReturnValue:
     if request.method == "POST":
         if g.role < Role.EDITOR:
             abort(403)
-        if form.validate_on_submit():
-            try:
-                update_prompt_set(prompt_set, form.name.data or "", form.description.data or "")
-            except NameTaken as e:
-                form.name.errors = [str(e)]
-            else:
-                flash("Prompt set settings are saved.", "success")
-                return redirect(_set_url(project, prompt_set))
+        if saved(form, lambda name, text: update_prompt_set(prompt_set, name, text)):
+            flash("Prompt set settings are saved.", "success")
+            return redirect(_set_url(project, prompt_set))
     has_versions = (
         db.session.scalar(
             select(PromptSetVersion.id).where(PromptSetVersion.prompt_set_id == prompt_set.id)
         )
         is not None
     )
-    return render_template(
+    return project_page(
         "prompt_sets/settings.html",
-        project=project,
+        project,
         prompt_set=prompt_set,
         form=form,
         has_versions=has_versions,
-        nav="projects",
     )
 
 

@@ -6,20 +6,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from flask import (
-    Response,
-    abort,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-)
+from flask import Response, abort, flash, g, redirect, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.blueprints._common import project_page
 from forge_app.blueprints.prompt_sets._shared import (
     DRAFT,
     _file_stem,
@@ -27,41 +20,30 @@ from forge_app.blueprints.prompt_sets._shared import (
     _set_url,
     _versions,
     bp,
+    set_and_version,
 )
 from forge_app.diffing import SetDiff, diff_prompt_sets
 from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
-from forge_app.models import (
-    Project,
-    PromptSetVersion,
-    Role,
-    SetStatus,
-)
-from forge_app.services.workflow import (
-    draft_prompts,
-    restore_version,
-    snapshot_prompts,
-)
+from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus
+from forge_app.services.drafts import draft_prompts
+from forge_app.services.versions import snapshot_prompts
+from forge_app.services.workflow import restore_version
 
 
 @bp.get("/<uuid:set_id>/versions")
 @require_project_role(Role.VIEWER)
 def versions(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
-    return render_template(
-        "prompt_sets/versions.html",
-        project=project,
-        prompt_set=prompt_set,
-        versions=_versions(prompt_set),
-        nav="projects",
+    return project_page(
+        "prompt_sets/versions.html", project, prompt_set=prompt_set, versions=_versions(prompt_set)
     )
 
 
 @bp.get("/<uuid:set_id>/versions/<version>")
 @require_project_role(Role.VIEWER)
 def version(project: Project, set_id: str, version: str) -> ResponseReturnValue:
-    prompt_set = load_prompt_set(project, set_id)
-    record = _load_version(prompt_set, version)
+    prompt_set, record = set_and_version(project, set_id, version)
     document = json.loads(record.bundle_json)
     previous = db.session.scalar(
         select(PromptSetVersion.version)
@@ -69,14 +51,13 @@ def version(project: Project, set_id: str, version: str) -> ResponseReturnValue:
         .order_by(PromptSetVersion.id.desc())
         .limit(1)
     )
-    return render_template(
+    return project_page(
         "prompt_sets/version.html",
-        project=project,
+        project,
         prompt_set=prompt_set,
         version=record,
         document=document,
         previous=previous,
-        nav="projects",
     )
 
 
@@ -128,16 +109,15 @@ def prompt_history(project: Project, set_id: str, key: str) -> ResponseReturnVal
     if not changes:
         abort(404)
     changes.reverse()
-    return render_template(
+    return project_page(
         "prompt_sets/prompt_history.html",
-        project=project,
+        project,
         prompt_set=prompt_set,
         key=key,
         changes=changes,
         exists=before is not None,
         capped=len(records) == HISTORY_VERSIONS,
         DRAFT=DRAFT,
-        nav="projects",
     )
 
 
@@ -145,8 +125,7 @@ def prompt_history(project: Project, set_id: str, key: str) -> ResponseReturnVal
 @require_project_role(Role.VIEWER)
 def version_bundle(project: Project, set_id: str, version: str) -> ResponseReturnValue:
     """The exact stored bundle bytes (what ``content_sha256`` names)."""
-    prompt_set = load_prompt_set(project, set_id)
-    record = _load_version(prompt_set, version)
+    prompt_set, record = set_and_version(project, set_id, version)
     response = Response(record.bundle_bytes, mimetype="application/json")
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{_file_stem(prompt_set)}-{record.version}.bundle.json"'
@@ -158,8 +137,7 @@ def version_bundle(project: Project, set_id: str, version: str) -> ResponseRetur
 @bp.post("/<uuid:set_id>/versions/<version>/restore")
 @require_project_role(Role.EDITOR)
 def restore(project: Project, set_id: str, version: str) -> ResponseReturnValue:
-    prompt_set = load_prompt_set(project, set_id)
-    record = _load_version(prompt_set, version)
+    prompt_set, record = set_and_version(project, set_id, version)
     try:
         summary = restore_version(db.session, prompt_set, record, signed_in_user(), role=g.role)
     except ForgeError as e:
@@ -178,16 +156,25 @@ def restore(project: Project, set_id: str, version: str) -> ResponseReturnValue:
     return redirect(_set_url(project, prompt_set))
 
 
-@bp.get("/<uuid:set_id>/diff")
-@require_project_role(Role.VIEWER)
-def diff(project: Project, set_id: str) -> ResponseReturnValue:
-    prompt_set = load_prompt_set(project, set_id)
-    all_versions = _versions(prompt_set)
-    names = [v.version for v in all_versions]
+@dataclass(frozen=True)
+class Comparison:
+    """The diff page: the versions to pick from (newest first), the two sides picked (a
+    version's name or :data:`DRAFT`; no ``from`` when there is nothing to compare with) and
+    their diff."""
+
+    names: list[str]
+    from_name: str | None
+    to_name: str
+    diff: SetDiff
+
+
+def _compare(prompt_set: PromptSet, asked_from: str | None, asked_to: str | None) -> Comparison:
+    """Compare what was asked, by default the newest version with the draft (with the version
+    before it for a LOCKED set). A 404 page for a version the set does not have."""
+    names = [v.version for v in _versions(prompt_set)]
     default_to = DRAFT if prompt_set.status != SetStatus.LOCKED.value or not names else names[0]
-    to_name = request.args.get("to") or default_to
-    from_default = next((n for n in names if n != to_name), None)
-    from_name = request.args.get("from") or from_default
+    to_name = asked_to or default_to
+    from_name = asked_from or next((n for n in names if n != to_name), None)
     sides: dict[str, dict[str, dict[str, Any]]] = {}
     for side, name in (("from", from_name), ("to", to_name)):
         if name is None:
@@ -196,15 +183,14 @@ def diff(project: Project, set_id: str) -> ResponseReturnValue:
             sides[side] = draft_prompts(db.session, prompt_set)
         else:
             sides[side] = snapshot_prompts(_load_version(prompt_set, name))
-    result = diff_prompt_sets(sides["from"], sides["to"])
-    return render_template(
-        "prompt_sets/diff.html",
-        project=project,
-        prompt_set=prompt_set,
-        names=names,
-        from_name=from_name,
-        to_name=to_name,
-        diff=result,
-        DRAFT=DRAFT,
-        nav="projects",
+    return Comparison(names, from_name, to_name, diff_prompt_sets(sides["from"], sides["to"]))
+
+
+@bp.get("/<uuid:set_id>/diff")
+@require_project_role(Role.VIEWER)
+def diff(project: Project, set_id: str) -> ResponseReturnValue:
+    prompt_set = load_prompt_set(project, set_id)
+    page = _compare(prompt_set, request.args.get("from"), request.args.get("to"))
+    return project_page(
+        "prompt_sets/diff.html", project, prompt_set=prompt_set, page=page, DRAFT=DRAFT
     )

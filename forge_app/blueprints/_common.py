@@ -1,0 +1,82 @@
+"""What the FORGE's views share (the HTML pages and the REST API alike)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import abort, flash, g, render_template
+from flask_wtf import FlaskForm
+from sqlalchemy import ScalarSelect, func, select
+
+from forge_app.authz import signed_in_user
+from forge_app.extensions import db
+from forge_app.models import Project, PromptSet
+from forge_app.services.naming import NameTaken
+
+__all__ = [
+    "count_per",
+    "created",
+    "flash_form_errors",
+    "found_or_404",
+    "project_page",
+    "saved",
+    "transition",
+]
+
+T = TypeVar("T")
+
+
+def transition(action: Callable[..., T], prompt_set: PromptSet, **fields: Any) -> T:
+    """Run a workflow transition of :mod:`forge_app.services.workflow` on ``prompt_set`` as
+    the signed-in user with their role in the project (the caller commits)."""
+    return action(db.session, prompt_set, signed_in_user(), role=g.role, **fields)
+
+
+def project_page(template: str, project: Project, tab: str | None = None, **context: Any) -> str:
+    """Render a page of ``project``: the sidebar shows Projects as the current place and the
+    project's tabs show ``tab`` (none: the page is not one of the tabs)."""
+    if tab is not None:
+        context["tab"] = tab
+    return render_template(template, project=project, nav="projects", **context)
+
+
+def found_or_404(found: T | None) -> T:
+    """``found``, or a 404 page when there is nothing."""
+    if found is None:
+        abort(404)
+    return found
+
+
+def count_per(counted: Any, condition: Any, outer: Any) -> ScalarSelect[int]:
+    """How many ``counted`` rows meet ``condition`` for each row of ``outer`` (a correlated
+    subquery for a list page's column)."""
+    return select(func.count(counted)).where(condition).correlate(outer).scalar_subquery()
+
+
+def saved(form: FlaskForm, save: Callable[[str, str], object]) -> bool:
+    """Whether a submitted and valid name form was saved by ``save(name, description)``;
+    False when the form is to be shown (again), with a taken name as the error of its
+    ``name`` field."""
+    if not form.validate_on_submit():
+        return False
+    try:
+        save(form.name.data or "", form.description.data or "")
+    except NameTaken as e:
+        form.name.errors = [str(e)]
+        return False
+    return True
+
+
+def created(form: FlaskForm, create: Callable[[str, str], T]) -> T | None:
+    """The object ``create(name, description)`` made from a name form, as :func:`saved`
+    (None when the form is to be shown again)."""
+    made: list[T] = []
+    return made[0] if saved(form, lambda name, text: made.append(create(name, text))) else None
+
+
+def flash_form_errors(form: FlaskForm) -> None:
+    """Flash each error of a form posted from a page that shows no form fields."""
+    for errors in form.errors.values():
+        for error in errors:
+            flash(str(error), "error")
