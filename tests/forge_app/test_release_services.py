@@ -122,15 +122,25 @@ def env(app: Any, world: World) -> Env:
     return Env(app, world)
 
 
-def test_publish_confirmed_audits_the_confirmed_warnings(env: Env) -> None:
+def _released(env: Env) -> str:
+    """A token (the channel's recipient) and a locked version; returns the version."""
     env.token()
     add_prompts(env.app, env.world, SAMPLE_PROMPTS)
-    version_text = lock_version(env.app, env.world)
+    return lock_version(env.app, env.world)
+
+
+def _publishable(env: Env, version_text: str) -> tuple[User, Project, PromptSet, PromptSetVersion]:
+    """The owner, the project, its set and the version (inside an app context)."""
+    owner, project = _owner_and_project(env.world)
+    prompt_set = db.session.get(PromptSet, env.world.set_id)
+    assert prompt_set is not None
+    return owner, project, prompt_set, prompt_set_version(prompt_set, version_text)
+
+
+def test_publish_confirmed_audits_the_confirmed_warnings(env: Env) -> None:
+    version_text = _released(env)
     with env.app.app_context():
-        owner, project = _owner_and_project(env.world)
-        prompt_set = db.session.get(PromptSet, env.world.set_id)
-        assert prompt_set is not None
-        version = prompt_set_version(prompt_set, version_text)
+        owner, project, prompt_set, version = _publishable(env, version_text)
         channel = _production(project)
         publication = publish_confirmed(
             prompt_set,
@@ -150,14 +160,9 @@ def test_publish_confirmed_audits_the_confirmed_warnings(env: Env) -> None:
 
 
 def test_publish_confirmed_refuses_a_role_and_records_nothing(env: Env) -> None:
-    env.token()
-    add_prompts(env.app, env.world, SAMPLE_PROMPTS)
-    version_text = lock_version(env.app, env.world)
+    version_text = _released(env)
     with env.app.app_context():
-        owner, project = _owner_and_project(env.world)
-        prompt_set = db.session.get(PromptSet, env.world.set_id)
-        assert prompt_set is not None
-        version = prompt_set_version(prompt_set, version_text)
+        owner, project, prompt_set, version = _publishable(env, version_text)
         with pytest.raises(ForgeError) as caught:
             publish_confirmed(
                 prompt_set,
