@@ -60,13 +60,30 @@ def _request(port: int, token: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+class _Cursor:
+    """Requests taken in turn (bytes, or a callable building them: usage reports). Shared by
+    every connection of a timed run, so each instance sends about as often as the others and
+    a fast connection does not run its own instances into the per-instance limit."""
+
+    def __init__(self, requests: list[Any]) -> None:
+        self.requests = requests
+        self.next = 0
+
+    def take(self) -> Any:
+        item = self.requests[self.next % len(self.requests)]
+        self.next += 1
+        return item
+
+    def once_through(self) -> bool:
+        return self.next >= len(self.requests)
+
+
 class _Connection:
     """One keep-alive connection with at most one request in flight."""
 
-    def __init__(self, port: int, requests: list[Any]) -> None:
+    def __init__(self, port: int, cursor: _Cursor) -> None:
         self.port = port
-        self.requests = requests  # bytes, or a callable building them (usage reports)
-        self.next = 0
+        self.cursor = cursor
         self.buffer = b""
         self.started = 0.0
         self.sock = self._connect()
@@ -78,8 +95,7 @@ class _Connection:
         return sock
 
     def send(self) -> None:
-        item = self.requests[self.next % len(self.requests)]
-        self.next += 1
+        item = self.cursor.take()
         data = item() if callable(item) else item
         self.started = time.perf_counter()
         self.sock.setblocking(True)
@@ -136,7 +152,7 @@ def _loop(conns: list[_Connection], end: float | None) -> tuple[Counter[int], li
             selector.unregister(conn.sock)
             if answer[1]:
                 conn.reconnect()
-            if time.time() >= end if end is not None else conn.next >= len(conn.requests):
+            if time.time() >= end if end is not None else conn.cursor.once_through():
                 conn.sock.close()
                 active -= 1
             else:
@@ -169,8 +185,12 @@ def _client(
             )
         return _request(port, token, heartbeat_body(project_id, instance))
 
-    slices = [[build(i) for i in instances[n::connections]] for n in range(connections)]
-    conns = [_Connection(port, s) for s in slices if s]
+    if seconds > 0:  # a timed run: every connection takes the next instance in turn
+        shared = _Cursor([build(i) for i in instances])
+        conns = [_Connection(port, shared) for _ in range(min(connections, len(instances)))]
+    else:  # the warm-up: each instance once, split between the connections
+        slices = [[build(i) for i in instances[n::connections]] for n in range(connections)]
+        conns = [_Connection(port, _Cursor(s)) for s in slices if s]
     while time.time() < start_at:
         time.sleep(0.005)
     cpu_before = time.process_time()

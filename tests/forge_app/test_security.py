@@ -11,6 +11,7 @@ from flask import Flask
 
 from forge_app import create_app
 from forge_app.app import CONTENT_SECURITY_POLICY
+from forge_app.authz import public
 from forge_app.extensions import db
 from forge_app.models import LoginAttempt
 from tests.forge_app.conftest import PASSWORD, SAMPLE_PROMPTS, World, add_prompts, lock_version
@@ -57,6 +58,25 @@ def test_secure_cookies_when_configured(app_config: dict[str, Any], password_has
     assert app.config["REMEMBER_COOKIE_SECURE"] is True
     response = app.test_client().get("/login")
     assert "max-age" in response.headers["Strict-Transport-Security"]
+
+
+def test_security_headers_keep_what_a_view_set(app_config: dict[str, Any]) -> None:
+    app = create_app(app_config)
+
+    @app.get("/framed")
+    @public
+    def framed() -> Any:
+        response = app.make_response("<p>framed</p>")
+        response.headers["x-frame-options"] = "SAMEORIGIN"  # any case: the same header
+        response.headers["Cache-Control"] = "max-age=60"
+        return response
+
+    response = app.test_client().get("/framed")
+    assert response.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers.getlist("Cache-Control") == ["max-age=60"]
+    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" not in response.headers  # not configured
 
 
 def test_sign_in_only_redirects_within_the_site(csrf_app: Flask, csrf_world: World) -> None:
