@@ -344,7 +344,7 @@ def wants_json() -> bool:
 
 
 #: The headers every answer carries unless its view set them itself.
-_DEFAULT_HEADERS = (
+_DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
