@@ -279,11 +279,23 @@ def webhook(project: Project) -> ResponseReturnValue:
             flash("The project has no webhook now.", "success")
             return redirect(back)
         try:
-            save_webhook(project, url, enabled=bool(form.enabled.data), user=signed_in_user())
+            hook, secret = save_webhook(
+                project, url, enabled=bool(form.enabled.data), user=signed_in_user()
+            )
         except ForgeError as e:
             return flash_and_redirect(e, back)
-        flash("The webhook is saved.", "success")
-        return redirect(back)
+        if secret is None:
+            flash("The webhook is saved.", "success")
+            return redirect(back)
+        # Shown once, on this answer only (never in the session cookie or a log).
+        return render_template(
+            "releases/webhook.html",
+            project=project,
+            form=form,
+            hook=hook,
+            secret=secret,
+            nav="projects",
+        )
     return render_template(
         "releases/webhook.html", project=project, form=form, hook=hook, nav="projects"
     )

@@ -152,4 +152,6 @@ class ProjectWebhook(Base):
     )
     url: Mapped[str] = mapped_column(String(2000))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The HMAC signing secret, encrypted like ACCESS_TOKEN secrets (forge_app.webhooks).
+    secret_encrypted: Mapped[str | None] = mapped_column(String(200), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -342,7 +342,10 @@ def test_scheduling_and_cancelling_on_the_page(env: Env, client_as: Any) -> None
     )
 
 
-def test_owners_set_the_webhook(env: Env, client_as: Any) -> None:
+def test_owners_set_the_webhook(env: Env, client_as: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge_app import webhooks
+
+    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["93.184.215.14"])
     url = f"/projects/{env.pid}/webhook"
     owner = client_as("owner")
     assert owner.get(url).status_code == 200
@@ -350,13 +353,23 @@ def test_owners_set_the_webhook(env: Env, client_as: Any) -> None:
         url, data={"url": "ftp://example.com/x", "enabled": "y"}, follow_redirects=True
     )
     assert "must start with https:// or http://" in bad.get_data(as_text=True)
-    assert (
-        owner.post(url, data={"url": "https://hooks.example.com/a", "enabled": "y"}).status_code
-        == 302
-    )
+    private = owner.post(
+        url, data={"url": "https://10.0.0.5/x", "enabled": "y"}, follow_redirects=True
+    ).get_data(as_text=True)
+    assert "The webhook address 10.0.0.5 is a private address" in private
+    saved = owner.post(url, data={"url": "https://hooks.example.com/a", "enabled": "y"})
+    # The new signing secret is shown once, on this answer (not in a redirect's cookie).
+    assert saved.status_code == 200
+    page = saved.get_data(as_text=True)
+    assert "Copy its signing secret now" in page
     with env.app.app_context():
         hook = db.session.scalar(select(ProjectWebhook))
         assert hook is not None and hook.url == "https://hooks.example.com/a" and hook.enabled
+        secret = webhooks._open_secret(hook)
+        assert secret and secret in page
+    assert secret not in owner.get(url).get_data(as_text=True)
+    again = owner.post(url, data={"url": "https://hooks.example.com/a"})
+    assert again.status_code == 302
     assert client_as("reviewer").get(url).status_code == 403
     owner.post(url, data={"url": ""})
     with env.app.app_context():

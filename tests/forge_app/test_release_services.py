@@ -86,28 +86,49 @@ def test_delete_guard_audits_only_a_guard_that_was_there(app: Any, world: World)
         assert event.actor_id == owner.id and event.project_id == project.id
 
 
-def test_save_webhook_refuses_a_bad_address_and_saves_a_good_one(app: Any, world: World) -> None:
+@pytest.fixture
+def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every host resolves to a public address (the tests have no DNS)."""
+    monkeypatch.setattr(webhooks, "resolve_host", lambda host, port: ["93.184.215.14"])
+
+
+def test_save_webhook_refuses_a_bad_address_and_saves_a_good_one(
+    app: Any, world: World, public_dns: None
+) -> None:
     with app.app_context():
         owner, project = _owner_and_project(world)
         with pytest.raises(ForgeError, match="must start with https:// or http://") as caught:
             webhooks.save_webhook(project, "ftp://hooks.example.com", enabled=True, user=owner)
         assert caught.value.kind is Kind.INVALID
         assert webhooks.webhook_of(project.id) is None and _events("webhook.update") == []
-        webhooks.save_webhook(project, "https://hooks.example.com/a", enabled=False, user=owner)
-        webhooks.save_webhook(project, "https://hooks.example.com/b", enabled=True, user=owner)
+        _, first = webhooks.save_webhook(
+            project, "https://hooks.example.com/a", enabled=False, user=owner
+        )
+        _, again = webhooks.save_webhook(
+            project, "https://hooks.example.com/a", enabled=True, user=owner
+        )
+        _, second = webhooks.save_webhook(
+            project, "https://hooks.example.com/b", enabled=True, user=owner
+        )
+        # A secret is made when the webhook is created and when its address changes.
+        assert first and second and again is None and first != second
         assert db.session.scalar(select(func.count(ProjectWebhook.id))) == 1
         hook = webhooks.webhook_of(project.id)
         assert hook is not None and (hook.url, hook.enabled) == (
             "https://hooks.example.com/b",
             True,
         )
+        assert hook.secret_encrypted and second not in hook.secret_encrypted
         assert [e.details for e in _events("webhook.update")] == [
-            {"enabled": False},
-            {"enabled": True},
+            {"enabled": False, "new_secret": True},
+            {"enabled": True, "new_secret": False},
+            {"enabled": True, "new_secret": True},
         ]
 
 
-def test_delete_webhook_audits_even_without_a_webhook(app: Any, world: World) -> None:
+def test_delete_webhook_audits_even_without_a_webhook(
+    app: Any, world: World, public_dns: None
+) -> None:
     with app.app_context():
         owner, project = _owner_and_project(world)
         webhooks.save_webhook(project, "https://hooks.example.com/", enabled=True, user=owner)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import select
 
-from forge_app import scheduling, worker
+from forge_app import scheduling, webhooks, worker
 from forge_app.extensions import db
 from forge_app.models import utcnow
 from forge_app.models.releases import GuardPolicy, ProjectWebhook, ScheduledJob
@@ -67,6 +67,7 @@ def env(app: Flask, world: World) -> Env:
 
 
 def _bad_release_with_a_guard(env: Env, app: Flask, hook_url: str | None) -> str:
+    app.config["FORGE_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"  # the loopback receiver
     token = env.token()
     first, second = two_versions(env)
     env.call(publishing.publish_version, f"version:{second}", "channel:production")
@@ -83,7 +84,12 @@ def _bad_release_with_a_guard(env: Env, app: Flask, hook_url: str | None) -> str
             )
         )
         if hook_url:
-            db.session.add(ProjectWebhook(project_id=env.world.project_id, url=hook_url))
+            secret = webhooks.seal_secret(env.world.project_id, "test-secret")
+            db.session.add(
+                ProjectWebhook(
+                    project_id=env.world.project_id, url=hook_url, secret_encrypted=secret
+                )
+            )
         db.session.commit()
     # Heartbeats are judged only every FORGE_GUARD_EVALUATE_SECONDS: the first one below
     # (the channel's first judgement) has fewer calls than needed, so only the worker acts.
