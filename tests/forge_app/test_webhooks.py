@@ -6,10 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -20,6 +17,7 @@ from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Project, User
 from tests.forge_app.conftest import World
+from tests.forge_app.webhook_receiver import Receiver
 
 PUBLIC = "93.184.215.14"
 
@@ -150,36 +148,6 @@ def test_saving_refuses_a_private_address_and_changes_nothing(
         assert webhooks.webhook_of(project.id) is None
 
 
-class Receiver:
-    """A loopback webhook receiver that records each request's headers and exact body."""
-
-    def __init__(self, status: int = 204, location: str | None = None) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                receiver.requests.append((dict(self.headers.items()), self.rfile.read(length)))
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook?x=1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     found = Receiver()
@@ -254,7 +222,7 @@ def test_delivery_connects_to_the_address_it_checked(
 
 def test_a_redirect_is_not_followed(app: Flask, world: World) -> None:
     target = Receiver()
-    redirecting = Receiver(status=307, location=target.url)
+    redirecting = Receiver([307], location=target.url)
     try:
         app.config["FORGE_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
         with app.app_context():

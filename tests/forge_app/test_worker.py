@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -22,41 +18,12 @@ from forge_app.services import publishing
 from tests.forge_app.conftest import World
 from tests.forge_app.safe_releases_helpers import heartbeat, two_versions
 from tests.forge_app.test_distribution import Env
-
-
-class Hook:
-    """A loopback webhook receiver answering the statuses in ``answers`` (then 204)."""
-
-    def __init__(self, answers: list[int]) -> None:
-        self.answers = answers
-        self.bodies: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                hook.bodies.append(json.loads(self.rfile.read(length)))
-                status = hook.answers.pop(0) if hook.answers else 204
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.forge_app.webhook_receiver import Receiver
 
 
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    found = Hook([500])
+def hook() -> Iterator[Receiver]:
+    found = Receiver([500])
     yield found
     found.close()
 
@@ -126,7 +93,7 @@ def _bad_release_with_a_guard(env: Env, app: Flask, hook_url: str | None) -> str
 
 
 def test_a_round_rolls_back_and_the_webhook_is_retried_until_delivered(
-    env: Env, app: Flask, hook: Hook
+    env: Env, app: Flask, hook: Receiver
 ) -> None:
     first = _bad_release_with_a_guard(env, app, hook.url)
     done = worker.run_round(app, "w1")
