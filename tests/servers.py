@@ -17,8 +17,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 _SEAWEED_SERVICES = ("master", "volume", "filer", "s3")
 
@@ -182,3 +187,26 @@ class SeaweedFS:
         for service, port in zip(_SEAWEED_SERVICES, self.ports, strict=True):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/tmp/seaweedfs-{service}-grpc-{port + 10000}.sock")
+
+
+@contextlib.contextmanager
+def served(app: Flask) -> Iterator[str]:
+    """Serve a FORGE ``app`` on a loopback port in a thread (werkzeug); yields its base URL.
+    Afterwards the app's database connections are closed."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from forge_app.extensions import db
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        with app.app_context():
+            db.engine.dispose()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from forge_app.extensions import db
 from forge_app.models import Role
 from forge_app.schema import upgrade_database
 from forge_app.services.users import add_member, create_org, create_user, hash_password
+from tests.servers import served
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -67,7 +67,6 @@ def page(browser: Any) -> Iterator[Any]:
 @pytest.fixture
 def live_forge(tmp_path: Path) -> Iterator[LiveForge]:
     """A FORGE with org "acme" (editor, reviewer, owner), served on a free port."""
-    from werkzeug.serving import make_server
 
     url = f"sqlite:///{tmp_path / 'forge.db'}"
     upgrade_database(url)
@@ -91,17 +90,8 @@ def live_forge(tmp_path: Path) -> Iterator[LiveForge]:
             add_member(db.session, org, user, Role.parse(role))
             emails[role] = email
         db.session.commit()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield LiveForge(f"http://127.0.0.1:{server.server_port}", app, emails)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        with app.app_context():
-            db.engine.dispose()
+    with served(app) as url:
+        yield LiveForge(url, app, emails)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from forge_app.extensions import db
 from forge_app.models import LoginAttempt, User, utcnow
 from forge_app.services.users import RateLimited, ThrottlePolicy, authenticate
 from tests.forge_app.conftest import PASSWORD, World
+from tests.servers import served as serve_app
 
 WRONG = "not the password"
 
@@ -208,16 +209,8 @@ def test_forwarded_headers_are_ignored_without_trusted_proxies(app: Flask, world
 @pytest.fixture
 def served(app: Flask) -> Iterator[str]:
     """The app in a real threaded HTTP server on 127.0.0.1."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 def _parallel_sign_ins(url: str, email: str, passwords: list[str]) -> Counter[int]:

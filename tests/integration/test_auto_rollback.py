@@ -22,18 +22,21 @@ from sqlalchemy import select
 
 from anvil_client import AnvilClient
 from anvil_client.errors import MissingVariable
-from forge_app import create_app
 from forge_app.extensions import db
 from forge_app.models import AuditEvent, Project, PromptSet, Role, User
 from forge_app.models.distribution import Publication
 from forge_app.models.releases import GuardAction, GuardPolicy
-from forge_app.schema import upgrade_database
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from forge_app.services.users import add_member, create_org, create_user, hash_password
+from forge_app.services.users import add_member, create_user
 from forge_app.services.versions import latest_release
 from forge_app.worker import run_worker
-from tests.integration._releases import release_locked_version
+from tests.integration._releases import (
+    live_forge_app,
+    release_locked_version,
+    seed_checkout,
+)
+from tests.servers import served
 
 pytestmark = pytest.mark.integration
 
@@ -104,46 +107,11 @@ class Forge:
 
 @pytest.fixture
 def forge(tmp_path: Path) -> Iterator[Forge]:
-    from werkzeug.serving import make_server
-
-    url = f"sqlite:///{tmp_path / 'forge.db'}"
-    upgrade_database(url)
     store = f"file://{tmp_path / 'store'}"
-    app = create_app(
-        {
-            "FORGE_DATABASE_URL": url,
-            "FORGE_INSTANCE_PATH": str(tmp_path / "instance"),
-            "FORGE_SECRET_KEY": "live-" + "k" * 40,
-            "FORGE_DATA_KEY": "live-data-key",
-            "FORGE_STORE_URL": store,
-            "FORGE_GUARD_EVALUATE_SECONDS": 0.5,
-            "TESTING": True,
-        }
-    )
-    with app.app_context():
-        org = create_org(db.session, "Acme", "acme")
-        owner = create_user(
-            db.session, "owner@acme.test", name="Owner", password_hash=hash_password("x" * 12)
-        )
-        add_member(db.session, org, owner, Role.OWNER)
-        project = Project(org_id=org.id, name="Checkout", description="")
-        db.session.add(project)
-        db.session.flush()
-        prompt_set = PromptSet(project_id=project.id, name="Main", description="", revision=1)
-        db.session.add(prompt_set)
-        db.session.commit()
-        ids = (str(project.id), owner.id, prompt_set.id)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Forge(app, f"http://127.0.0.1:{server.server_port}", store, *ids)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        with app.app_context():
-            db.engine.dispose()
+    app = live_forge_app(tmp_path, store, FORGE_GUARD_EVALUATE_SECONDS=0.5)
+    seeded = seed_checkout(app)
+    with served(app) as url:
+        yield Forge(app, url, store, seeded.project_id, seeded.owner_id, seeded.set_id)
 
 
 @dataclass

@@ -25,17 +25,19 @@ from flask import Flask
 from sqlalchemy import select
 
 from anvil_client.wire import in_rollout
-from forge_app import create_app
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, Role, User
 from forge_app.models.distribution import AccessToken, Publication
-from forge_app.schema import upgrade_database
 from forge_app.services import publishing
 from forge_app.services.tokens import create_token
-from forge_app.services.users import add_member, create_org, create_user, hash_password
 from forge_app.services.versions import latest_release
 from tests.forge_app.conftest import login
-from tests.integration._releases import release_locked_version
+from tests.integration._releases import (
+    live_forge_app,
+    release_locked_version,
+    seed_checkout,
+)
+from tests.servers import served
 
 pytestmark = pytest.mark.integration
 
@@ -286,60 +288,25 @@ class Forge:
 
 @pytest.fixture
 def forge(seaweed_bucket: str, tmp_path: Path) -> Iterator[Forge]:
-    from werkzeug.serving import make_server
-
-    url = f"sqlite:///{tmp_path / 'forge.db'}"
-    upgrade_database(url)
-    app = create_app(
-        {
-            "FORGE_DATABASE_URL": url,
-            "FORGE_INSTANCE_PATH": str(tmp_path / "instance"),
-            "FORGE_SECRET_KEY": "live-" + "k" * 40,
-            "FORGE_DATA_KEY": "live-data-key",
-            "FORGE_STORE_URL": seaweed_bucket,
-            "TESTING": True,
-        }
-    )
-    with app.app_context():
-        org = create_org(db.session, "Acme", "acme")
-        owner = create_user(
-            db.session, "owner@acme.test", name="Owner", password_hash=hash_password("x" * 12)
+    app = live_forge_app(tmp_path, seaweed_bucket)
+    seeded = seed_checkout(app, reviewer=True)
+    assert seeded.reviewer_id is not None
+    with served(app) as url:
+        forge = Forge(
+            app=app,
+            url=url,
+            store=seaweed_bucket,
+            project_id=seeded.project_id,
+            owner_id=seeded.owner_id,
+            reviewer_id=seeded.reviewer_id,
+            set_id=seeded.set_id,
+            tmp=tmp_path,
         )
-        add_member(db.session, org, owner, Role.OWNER)
-        reviewer = create_user(
-            db.session, "reviewer@acme.test", name="Reviewer", password_hash=owner.password_hash
-        )
-        add_member(db.session, org, reviewer, Role.REVIEWER)
-        project = Project(org_id=org.id, name="Checkout", description="")
-        db.session.add(project)
-        db.session.flush()
-        prompt_set = PromptSet(project_id=project.id, name="Main", description="", revision=1)
-        db.session.add(prompt_set)
-        db.session.commit()
-        ids = (str(project.id), owner.id, reviewer.id, prompt_set.id)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    forge = Forge(
-        app=app,
-        url=f"http://127.0.0.1:{server.server_port}",
-        store=seaweed_bucket,
-        project_id=ids[0],
-        owner_id=ids[1],
-        reviewer_id=ids[2],
-        set_id=ids[3],
-        tmp=tmp_path,
-    )
-    try:
-        yield forge
-    finally:
-        for client in forge.clients:
-            client.stop()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        with app.app_context():
-            db.engine.dispose()
+        try:
+            yield forge
+        finally:
+            for client in forge.clients:
+                client.stop()
 
 
 def serving(clients: list[ClientProcess], content: Callable[[ClientProcess], str]) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from tests.forge_app.conftest import (  # noqa: F401 - fixtures are used by name
     sqlite_template,
     world,
 )
+from tests.servers import served
 
 pytestmark = pytest.mark.integration
 
@@ -328,17 +328,8 @@ def test_a_channel_serves_two_sets_on_seaweedfs(
 
 @pytest.fixture
 def live_forge(app: Flask) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with served(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("store_url", [""])
