@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from publisher._bundle import BuiltBundle, build_bundle
 from publisher._entries import BundleSource
-from publisher._errors import NoRolloutInProgress, PromptIdClash
+from publisher._errors import NoRolloutInProgress, PromptIdClash, RemovalRefused
 from publisher._files import dump_prompt_file, load_prompt_files, parse_prompt_file
 from publisher._gc import GcReport, collect_garbage
 from publisher._history import read_history
@@ -33,6 +33,7 @@ __all__ = [
     "PromptIdClash",
     "PublishResult",
     "Publisher",
+    "RemovalRefused",
     "SourceLocation",
     "build_bundle",
     "collect_garbage",

@@ -18,7 +18,7 @@ from anvil_client.errors import ConfigError
 from anvil_client.wire import RELEASE_NAME_MAX, RELEASES_MAX, ObjectRef, Pointer, Release, Rollout
 from publisher._bundle import BuiltBundle
 from publisher._entries import PENDING, Entries
-from publisher._errors import NoRolloutInProgress
+from publisher._errors import NoRolloutInProgress, RemovalRefused
 
 __all__ = [
     "Draft",
@@ -104,20 +104,28 @@ def removing(
         assert latest is not None
         gone = latest.entry(prompt_set_id)
         if gone is None:
-            raise ConfigError(
+            raise RemovalRefused(
+                "not_served",
+                channel,
                 f"channel {channel!r} serves no prompt set {prompt_set_id[:128]!r}; "
-                f"it serves {describe_list(latest.releases)}"
+                f"it serves {describe_list(latest.releases)}",
             )
         if latest.rollout is not None:
-            raise ConfigError(
+            raise RemovalRefused(
+                "rollout",
+                channel,
                 f"channel {channel!r} has a rollout in progress; complete or abort it "
-                "before removing a prompt set"
+                "before removing a prompt set",
+                gone,
             )
         if len(latest.releases) == 1:
-            raise ConfigError(
+            raise RemovalRefused(
+                "last",
+                channel,
                 f"{gone.describe()} is the only prompt set on {channel!r}; a channel never "
                 "serves nothing, so its last entry cannot be removed (publish another set "
-                "first)"
+                "first)",
+                gone,
             )
         kept = others_than(latest, prompt_set_id)
         return Draft(kept, None, latest.expires_at if keep_expiry else expires)

@@ -7,10 +7,12 @@ True
 
 from __future__ import annotations
 
+from typing import Literal
+
 from anvil_client.errors import AnvilError, ConfigError
 from anvil_client.wire import Release
 
-__all__ = ["NoRolloutInProgress", "PromptIdClash"]
+__all__ = ["NoRolloutInProgress", "PromptIdClash", "RemovalRefused"]
 
 
 class PromptIdClash(AnvilError):
@@ -44,3 +46,25 @@ class NoRolloutInProgress(ConfigError):
     def __init__(self, channel: str) -> None:
         self.channel = channel
         super().__init__(f"channel {channel!r} has no rollout in progress")
+
+
+RemovalReason = Literal["not_served", "rollout", "last"]
+
+
+class RemovalRefused(ConfigError):
+    """:meth:`Publisher.remove <publisher.Publisher.remove>` refused to drop an entry.
+
+    A :class:`~anvil_client.errors.ConfigError`, so ``anvil-publish`` reports it as before.
+    ``reason`` says why: ``"not_served"`` (the channel has no entry for the set), ``"rollout"``
+    (a rollout is in progress) or ``"last"`` (it is the channel's only entry, and a pointer
+    never has zero entries). ``entry`` is the set's entry (None when not served); ``channel``
+    is the channel, which is left untouched.
+    """
+
+    def __init__(
+        self, reason: RemovalReason, channel: str, message: str, entry: Release | None = None
+    ) -> None:
+        self.reason: RemovalReason = reason
+        self.channel = channel
+        self.entry = entry
+        super().__init__(message)

@@ -69,20 +69,10 @@ def remove_from_channel(
             pointer = pub.current(channel.name)
             entry = pointer.entry(prompt_set_id) if pointer is not None else None
             if pointer is None or entry is None:
-                raise ForgeError(
-                    f"Channel {channel.name} does not serve that prompt set.", kind=Kind.NOT_FOUND
-                )
-            if pointer.rollout is not None:
-                raise ForgeError(
-                    f"Channel {channel.name} has a rollout in progress; complete or abort it "
-                    "before removing a prompt set."
-                )
-            if len(pointer.releases) == 1:
-                raise ForgeError(
-                    f"{entry.describe()} is the only prompt set on {channel.name}, and a channel "
-                    "always serves at least one; publish another set first."
-                )
+                raise _not_served(channel)
             result = pub.remove(channel.name, prompt_set_id)
+        except publisher.RemovalRefused as e:
+            raise _removal_refused(channel, e) from e
         except ConfigError as e:
             raise ForgeError(f"Nothing was removed: {e}.") from e
         except AnvilError as e:
@@ -101,6 +91,28 @@ def remove_from_channel(
         changes=summary,
     )
     return publication
+
+
+def _removal_refused(channel: Channel, refused: publisher.RemovalRefused) -> ForgeError:
+    """The FORGE's sentence for a removal the publisher refused (it re-checks on the pointer
+    it swaps against, so a rollout started meanwhile is caught too)."""
+    if refused.reason == "rollout":
+        return ForgeError(
+            f"Channel {channel.name} has a rollout in progress; complete or abort it "
+            "before removing a prompt set."
+        )
+    if refused.reason == "last" and refused.entry is not None:
+        return ForgeError(
+            f"{refused.entry.describe()} is the only prompt set on {channel.name}, and a "
+            "channel always serves at least one; publish another set first."
+        )
+    return _not_served(channel)
+
+
+def _not_served(channel: Channel) -> ForgeError:
+    return ForgeError(
+        f"Channel {channel.name} does not serve that prompt set.", kind=Kind.NOT_FOUND
+    )
 
 
 def history_pointer(channel: Channel, sequence: int) -> Pointer:

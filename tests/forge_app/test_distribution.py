@@ -742,6 +742,29 @@ def test_the_last_token_cannot_be_revoked_while_channels_serve_releases(
     assert env.pointer("staging").sequence == 1
 
 
+def test_a_set_cannot_be_removed_during_a_rollout(env: Env, client_as: Any, locked: str) -> None:
+    env.token()
+    checkout = add_set(env, "Checkout helper", CHECKOUT)
+    env.call(publishing.publish_version, f"version:{locked}", "channel:staging")
+    publish(env, checkout, "0.1.0", "staging")
+    second = env.release_new_version("Second {{ name }}")
+    env.call(publishing.publish_version, f"version:{second}", "channel:staging", rollout_percent=10)
+    before = env.pointer("staging")
+    assert before.rollout is not None
+
+    owner = client_as("owner")
+    response = owner.post(f"{env.channel_url('staging')}/remove", data={"set": str(checkout)})
+    assert response.status_code == 302
+    assert any(
+        m == "Channel staging has a rollout in progress; complete or abort it before removing a "
+        "prompt set."
+        for m in flashes(owner)
+    )
+    assert env.pointer("staging").sequence == before.sequence, "nothing was written"
+    assert "remove" not in [p.kind for p in env.publications()]
+    assert "channel.remove_set" not in env.actions()
+
+
 @BOTH_BACKENDS
 def test_rollback_reencrypts_the_old_content_for_the_current_tokens(
     env: Env, client_as: Any, locked: str

@@ -18,7 +18,14 @@ from anvil_client.wire import (
     rollout_key,
     verify_pointer,
 )
-from publisher import BuiltBundle, PromptIdClash, Publisher, build_bundle, read_history
+from publisher import (
+    BuiltBundle,
+    PromptIdClash,
+    Publisher,
+    RemovalRefused,
+    build_bundle,
+    read_history,
+)
 from tests.publisher.conftest import client_apply, public_text
 
 CHANNEL = "production"
@@ -271,17 +278,21 @@ def test_remove_drops_one_entry_and_refuses_the_last(
         SUPPORT_ID: "0.3.0"
     }
     before = snapshot(file_store)
-    with pytest.raises(ConfigError, match="only prompt set on 'production'"):
+    with pytest.raises(RemovalRefused, match="only prompt set on 'production'") as last:
         pub.remove(CHANNEL, SUPPORT_ID)
-    with pytest.raises(ConfigError, match="serves no prompt set 'nope'"):
+    assert (last.value.reason, last.value.entry) == ("last", kept)
+    with pytest.raises(RemovalRefused, match="serves no prompt set 'nope'") as unknown:
         pub.remove(CHANNEL, "nope")
+    assert (unknown.value.reason, unknown.value.entry) == ("not_served", None)
+    assert isinstance(unknown.value, ConfigError), "anvil-publish reports it as before"
     with pytest.raises(NotFound, match="nothing published"):
         pub.remove("staging", SUPPORT_ID)
     assert snapshot(file_store) == before
     pub.publish(checkout(project_id), CHANNEL, recipients=[token_a.text])
     pub.publish(support(project_id, "0.4.0"), CHANNEL, recipients=[token_a.text], rollout_percent=5)
-    with pytest.raises(ConfigError, match="rollout in progress"):
+    with pytest.raises(RemovalRefused, match="rollout in progress") as rolling:
         pub.remove(CHANNEL, CHECKOUT_ID)
+    assert rolling.value.reason == "rollout" and rolling.value.channel == CHANNEL
 
 
 # -- rollback, promote, rollout: whole lists ------------------------------------------------------
