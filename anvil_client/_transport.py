@@ -267,8 +267,7 @@ class Transport:
                     path,
                     body=body,
                     headers=dict(headers),
-                    redirect=False,
-                    retries=False,
+                    redirect=False,  # no retries either: the pool is built with retries=False
                     preload_content=False,
                     decode_content=False,
                     timeout=urllib3.Timeout(

@@ -41,6 +41,7 @@ __all__ = [
     "expiry_option",
     "json_option",
     "pass_move",
+    "project_id_option",
     "reading_options",
     "recipient_options",
     "recipients_from",
@@ -57,17 +58,22 @@ Command = Callable[..., None]
 
 
 def store_options(func: F) -> F:
-    return compose(
-        click.option(
-            "--store",
-            "store_url",
-            required=True,
-            envvar="ANVIL_STORE",
-            help="Store URL: s3://bucket/prefix, file:///path.",
-        ),
-        click.option(
-            "--project-id", required=True, envvar="ANVIL_PROJECT_ID", help="Project UUID."
-        ),
+    return compose(_store_url_option, project_id_option)(func)
+
+
+def _store_url_option(func: F) -> F:
+    return click.option(
+        "--store",
+        "store_url",
+        required=True,
+        envvar="ANVIL_STORE",
+        help="Store URL: s3://bucket/prefix, file:///path.",
+    )(func)
+
+
+def project_id_option(func: F) -> F:
+    return click.option(
+        "--project-id", required=True, envvar="ANVIL_PROJECT_ID", help="Project UUID."
     )(func)
 
 

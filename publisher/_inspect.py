@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-
 from anvil_client.errors import ConfigError, FormatError, NotFound, SignatureError
 from anvil_client.stores import ObjectStore, open_store
 from anvil_client.wire import (
@@ -31,14 +29,12 @@ from anvil_client.wire import (
     Pointer,
     Release,
     TrustedKey,
-    b64decode_any,
     check_bundle_matches,
     check_disjoint,
     fetch_object,
+    find_signing_key,
     open_object,
-    pae,
     parse_bundle,
-    parse_json_object,
     pointer_key,
     recipient_ids,
     served_version,
@@ -109,6 +105,7 @@ class Inspection:
 
     def to_json(self) -> dict[str, Any]:
         """The ``anvil-publish inspect --json`` object."""
+        previous = None if self.previous is None else [r.to_json() for r in self.previous]
         return {
             "project_id": self.project_id,
             "channel": self.channel,
@@ -120,7 +117,7 @@ class Inspection:
             "expired": self.expired,
             "releases": [r.to_json() for r in self.releases],
             "rollout_percent": self.rollout_percent,
-            "previous": None if self.previous is None else [r.to_json() for r in self.previous],
+            "previous": previous,
             "prompt_count": self.prompt_count,
         }
 
@@ -300,20 +297,4 @@ def _verified_keyid(envelope: bytes, keys: list[TrustedKey]) -> str:
 
     Only names the key: whether the pointer is trusted was decided by ``verify_pointer``.
     """
-    doc = parse_json_object(envelope, "pointer envelope")
-    body = b64decode_any(doc.get("payload"), "payload")
-    message = pae(str(doc.get("payloadType")), body)
-    for entry in doc.get("signatures") or []:
-        if not isinstance(entry, dict):
-            continue
-        try:
-            sig = b64decode_any(entry.get("sig"), "signature")
-        except FormatError:
-            continue
-        for trusted in keys:
-            try:
-                trusted.key.verify(sig, message)
-            except InvalidSignature:
-                continue
-            return trusted.keyid
-    return keys[0].keyid
+    return (find_signing_key(envelope, keys) or keys[0]).keyid

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -56,6 +56,23 @@ __all__ = ["BundleSource", "HistoryEntry", "PublishResult", "Publisher", "read_h
 
 _KEEP: Any = object()
 """``expires_at`` not given to an operation that keeps the current pointer's expiry."""
+
+
+class ReencryptingOptions(TypedDict, total=False):
+    """The keyword options :meth:`Publisher.rollback` and :meth:`Publisher.promote` share:
+    whom the entries are encrypted for, how old entries are read, when the pointer expires.
+    """
+
+    recipients: Recipients | None
+    """ACCESS_TOKEN texts or a ``token_id -> KEK`` mapping (default None)."""
+    plaintext: bool
+    """Serve the entries unencrypted on purpose, instead of for ``recipients`` (default False)."""
+    access_token: str | AccessToken | None
+    """A token that can decrypt old entries (default None)."""
+    bundle_source: BundleSource | None
+    """Plaintext bundle bytes by ``content_sha256`` (default None: read the objects)."""
+    expires_at: Expiry
+    """When the new pointer expires (default None: never)."""
 
 
 class Publisher:
@@ -232,8 +249,8 @@ class Publisher:
 
         Raises:
             NotFound: if the channel has nothing published.
-            ConfigError: if the set has no entry there, it is the channel's last entry (a
-                pointer never has zero entries), or a rollout is in progress.
+            RemovalRefused: (a ConfigError) if the set has no entry there, it is the channel's
+                last entry (a pointer never has zero entries), or a rollout is in progress.
             SignatureError, FormatError, StoreError, PreconditionFailed: as for :meth:`publish`.
         """
         keep = expires_at is _KEEP
@@ -247,11 +264,7 @@ class Publisher:
         channel: str,
         *,
         to_sequence: int,
-        recipients: Recipients | None = None,
-        plaintext: bool = False,
-        access_token: str | AccessToken | None = None,
-        bundle_source: BundleSource | None = None,
-        expires_at: Expiry = None,
+        **options: Unpack[ReencryptingOptions],
     ) -> PublishResult:
         """Serve the whole entry list of history entry ``to_sequence`` again, as a new sequence.
 
@@ -269,10 +282,8 @@ class Publisher:
             StoreError, PreconditionFailed: as for :meth:`publish`.
         """
         check_channel(channel)
-        keks = resolve_recipients(recipients, plaintext=plaintext)
-        expires = expiry_of(expires_at, self._now())
+        entries, expires = self._reencrypting(options)
         old = self._pointers.history_copy(channel, to_sequence)
-        entries = self._entries(keks, access_token=access_token, bundle_source=bundle_source)
         for release in old.releases:
             entries.plaintext(release)
         entries.check_disjoint(old.releases, channel)
@@ -286,11 +297,7 @@ class Publisher:
         to_channel: str,
         *,
         prompt_set_id: str | None = None,
-        recipients: Recipients | None = None,
-        plaintext: bool = False,
-        access_token: str | AccessToken | None = None,
-        bundle_source: BundleSource | None = None,
-        expires_at: Expiry = None,
+        **options: Unpack[ReencryptingOptions],
     ) -> PublishResult:
         """Serve what ``from_channel`` serves on ``to_channel`` too, signed anew.
 
@@ -313,12 +320,8 @@ class Publisher:
         check_channel(to_channel)
         if from_channel == to_channel:
             raise ConfigError("promote needs two different channels")
-        expires = expiry_of(expires_at, self._now())
-        as_is = not recipients and not plaintext
-        keks = None if as_is else resolve_recipients(recipients, plaintext=plaintext)
-        entries = self._entries(
-            keks, access_token=access_token, bundle_source=bundle_source, as_is=as_is
-        )
+        as_is = not options.get("recipients") and not options.get("plaintext")
+        entries, expires = self._reencrypting(options, as_is=as_is)
         source = self._pointers.read(from_channel).pointer
         if source is None:
             raise NotFound(f"channel {from_channel!r} has nothing published to promote")
@@ -413,6 +416,30 @@ class Publisher:
                 f"bundle belongs to project {built.project_id!r}, not {self.project_id!r}"
             )
         return built
+
+    def _reencrypting(
+        self, options: ReencryptingOptions, *, as_is: bool = False
+    ) -> tuple[Entries, str | None]:
+        """The entries and expiry of a rollback or promote (``as_is``: keep every object).
+
+        Raises:
+            TypeError: for a keyword that is no option, as a plain signature would.
+            ConfigError: for bad recipients, expiry or access token.
+        """
+        unknown = sorted(options.keys() - ReencryptingOptions.__optional_keys__)
+        if unknown:
+            raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
+        recipients = options.get("recipients")
+        plaintext = options.get("plaintext", False)
+        keks = None if as_is else resolve_recipients(recipients, plaintext=plaintext)
+        expires = expiry_of(options.get("expires_at"), self._now())
+        entries = self._entries(
+            keks,
+            access_token=options.get("access_token"),
+            bundle_source=options.get("bundle_source"),
+            as_is=as_is,
+        )
+        return entries, expires
 
     def _move(self, channel: str, draft: DraftFn, entries: Entries | None = None) -> PublishResult:
         check_channel(channel)

@@ -44,6 +44,7 @@ from publisher._cli_options import (
     expiry_option,
     json_option,
     pass_move,
+    project_id_option,
     reading_options,
     recipient_options,
     reencrypting_options,
@@ -172,7 +173,7 @@ def _bundle_from_directory(
 
 @cli.command()
 @click.argument("prompts_dir", type=click.Path(file_okay=False))
-@click.option("--project-id", required=True, envvar="ANVIL_PROJECT_ID", help="Project UUID.")
+@project_id_option
 @click.option("--version", "version", required=True, help="Semantic version, like 1.4.0.")
 @click.option("--prompt-set-id", help="Default: a UUID5 of the project and directory name.")
 @click.option("--out", required=True, help="Bundle file to write ('-' for stdout).")

@@ -30,7 +30,13 @@ from anvil_client.wire._checks import (
     open_object,
     verify_pointer,
 )
-from anvil_client.wire._dsse import POINTER_PAYLOAD_TYPE, pae, sign_envelope, verify_envelope
+from anvil_client.wire._dsse import (
+    POINTER_PAYLOAD_TYPE,
+    find_signing_key,
+    pae,
+    sign_envelope,
+    verify_envelope,
+)
 from anvil_client.wire._jwe import (
     BUNDLE_MEDIA_TYPE,
     decrypt_bundle,
@@ -144,6 +150,7 @@ __all__ = [
     "encrypt_bundle",
     "fetch_object",
     "find_shared_prompt_id",
+    "find_signing_key",
     "format_timestamp",
     "generate_private_key",
     "history_key",

@@ -65,6 +65,30 @@ def verify_envelope(
             another payload type.
         SignatureError: if no signature verifies with a trusted key.
     """
+    envelope_type, body, signatures = _parse_envelope(data)
+    if _signing_key(signatures, pae(envelope_type, body), trusted_keys) is None:
+        raise SignatureError("pointer signature does not verify with any trusted key")
+    if envelope_type != payload_type:
+        raise FormatError(f"envelope payloadType is {envelope_type!r}, expected {payload_type!r}")
+    return body
+
+
+def find_signing_key(data: bytes, trusted_keys: Sequence[TrustedKey]) -> TrustedKey | None:
+    """The trusted key whose signature on a DSSE envelope verifies, or None if none does.
+
+    Signatures are tried as ``verify_envelope`` tries them (a ``keyid`` selects the key);
+    the payload type is not checked.
+
+    Raises:
+        FormatError: if the envelope is malformed.
+        SignatureError: if it carries no signatures.
+    """
+    envelope_type, body, signatures = _parse_envelope(data)
+    return _signing_key(signatures, pae(envelope_type, body), trusted_keys)
+
+
+def _parse_envelope(data: bytes) -> tuple[str, bytes, list[object]]:
+    """The payload type, payload bytes and signatures of an envelope, in DESIGN §4's checks."""
     envelope = parse_json_object(data, "pointer envelope")
     envelope_type = envelope.get("payloadType")
     signatures = envelope.get("signatures")
@@ -74,18 +98,12 @@ def verify_envelope(
         raise FormatError("pointer envelope has no signatures list")
     if not signatures:
         raise SignatureError("pointer envelope carries no signatures")
-    body = b64decode_any(envelope.get("payload"), "pointer payload")
-    message = pae(envelope_type, body)
-    if not _one_signature_verifies(signatures, message, trusted_keys):
-        raise SignatureError("pointer signature does not verify with any trusted key")
-    if envelope_type != payload_type:
-        raise FormatError(f"envelope payloadType is {envelope_type!r}, expected {payload_type!r}")
-    return body
+    return envelope_type, b64decode_any(envelope.get("payload"), "pointer payload"), signatures
 
 
-def _one_signature_verifies(
+def _signing_key(
     signatures: list[object], message: bytes, trusted_keys: Sequence[TrustedKey]
-) -> bool:
+) -> TrustedKey | None:
     for entry in signatures:
         if not isinstance(entry, dict):
             continue
@@ -103,5 +121,5 @@ def _one_signature_verifies(
                 trusted.key.verify(sig, message)
             except InvalidSignature:
                 continue
-            return True
-    return False
+            return trusted
+    return None

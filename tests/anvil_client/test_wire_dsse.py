@@ -13,6 +13,7 @@ from anvil_client.errors import FormatError, SignatureError
 from anvil_client.wire import (
     POINTER_PAYLOAD_TYPE,
     TrustedKey,
+    find_signing_key,
     generate_private_key,
     key_id,
     pae,
@@ -113,6 +114,14 @@ def test_one_good_signature_among_bad_ones_is_enough(
     envelope = _envelope(sign_envelope(BODY, key))
     envelope["signatures"] = [bad, "junk", {"sig": 5}, {"keyid": good["keyid"], "sig": "!!"}, good]
     assert verify_envelope(_dump(envelope), trusted) == BODY
+
+
+def test_find_signing_key_names_the_key_that_verifies(key: Ed25519PrivateKey) -> None:
+    mine = TrustedKey.from_key(key.public_key())
+    others = [TrustedKey.from_key(generate_private_key().public_key()) for _ in range(2)]
+    data = sign_envelope(BODY, key, payload_type="application/vnd.other+json")
+    assert find_signing_key(data, [others[0], mine, others[1]]) is mine
+    assert find_signing_key(data, others) is None
 
 
 def test_tampered_payload_fails(key: Ed25519PrivateKey, trusted: list[TrustedKey]) -> None:

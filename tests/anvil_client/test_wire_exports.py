@@ -56,6 +56,7 @@ WIRE = [
     "encrypt_bundle",
     "fetch_object",
     "find_shared_prompt_id",
+    "find_signing_key",
     "format_timestamp",
     "generate_private_key",
     "history_key",

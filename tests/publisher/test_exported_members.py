@@ -20,6 +20,7 @@ def test_public_names() -> None:
         "PromptIdClash",
         "PublishResult",
         "Publisher",
+        "RemovalRefused",
         "SourceLocation",
         "build_bundle",
         "collect_garbage",

@@ -598,6 +598,14 @@ def test_promote_copies_the_release_signed_anew(
         pub.promote(CHANNEL, CHANNEL)
 
 
+def test_rollback_and_promote_refuse_an_unknown_keyword(pub: Publisher) -> None:
+    # Their shared options travel as **kwargs: a misspelt one must not pass unnoticed.
+    with pytest.raises(TypeError, match="'recipient'"):
+        pub.promote("staging", CHANNEL, recipient=["x"])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'expires'"):
+        pub.rollback(CHANNEL, to_sequence=1, expires="1d")  # type: ignore[call-arg]
+
+
 def test_reencrypt_for_a_revoked_token_covers_the_rollout_previous(
     pub: Publisher,
     file_store: FileStore,
