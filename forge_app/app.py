@@ -60,6 +60,9 @@ TUNABLES: dict[str, Any] = {
     "FORGE_PAGE_SIZE": 50,
 }
 
+#: The settings also in ``app.config``, as ``FORGE_<NAME>`` (``FORGE_SETTINGS`` holds them all).
+_SETTINGS_IN_CONFIG = ("env", "database_url", "store_url", "signing_key", "data_key")
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -109,13 +112,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config.update(
+        {f"FORGE_{name.upper()}": getattr(settings, name) for name in _SETTINGS_IN_CONFIG},
         SECRET_KEY=settings.secret_key,
-        FORGE_SETTINGS=settings,
-        FORGE_ENV=settings.env,
-        FORGE_DATABASE_URL=settings.database_url,
-        FORGE_STORE_URL=settings.store_url,
-        FORGE_SIGNING_KEY=settings.signing_key,
-        FORGE_DATA_KEY=settings.data_key,
         SESSION_COOKIE_NAME="forge_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -140,7 +138,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for key, value in (config or {}).items():
         if key in TUNABLES or not key.startswith("FORGE_") or key not in app.config:
             app.config[key] = value
-    app.config["FORGE_SETTINGS"] = settings
+    app.config["FORGE_SETTINGS"] = settings  # the resolved settings, whatever was given
     if settings.trusted_proxies:
         # The client address and scheme as the proxies saw them (the sign-in throttle and
         # secure cookies depend on them); only the last ``n`` hops are believed.

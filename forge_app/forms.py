@@ -27,9 +27,8 @@ __all__ = [
     "CreateUserForm",
     "InviteForm",
     "LoginForm",
+    "NameForm",
     "PasswordForm",
-    "ProjectForm",
-    "PromptSetForm",
     "PublishForm",
     "TokenForm",
 ]
@@ -66,12 +65,9 @@ class PasswordForm(FlaskForm):  # type: ignore[misc]
     )
 
 
-class ProjectForm(FlaskForm):  # type: ignore[misc]
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
+class NameForm(FlaskForm):  # type: ignore[misc]
+    """A name and a description: the create and settings form of projects and prompt sets."""
 
-
-class PromptSetForm(FlaskForm):  # type: ignore[misc]
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
 

@@ -1,6 +1,6 @@
 """Health guards (issue 11 §2): judge the list a channel newly serves, roll back a bad one.
 
-    >>> Health(requests=200, errors=30).error_rate
+    >>> Health(renders=150, calls=50, render_errors=10, call_errors=20).error_rate
     0.15
 
 A channel may have one :class:`~forge_app.models.releases.GuardPolicy`. :func:`judge` looks at
@@ -40,7 +40,7 @@ from forge_app.extensions import db
 from forge_app.models import Project, User, utcnow
 from forge_app.models.distribution import Channel, Publication
 from forge_app.models.releases import GuardAction, GuardPolicy
-from forge_app.usage import DEFAULT_BUCKET_SECONDS, bucket_start
+from forge_app.usage import DEFAULT_BUCKET_SECONDS, UsageCounts, bucket_start
 from forge_app.usage_reads import usage_series
 
 __all__ = [
@@ -56,19 +56,21 @@ __all__ = [
 
 
 @dataclass
-class Health:
-    """Usage of some entries: uses (renders + reported calls) and errors (render + call)."""
+class Health(UsageCounts):
+    """Usage of some entries, with the figures a guard judges: uses (renders + reported calls)
+    and errors (render + call errors)."""
 
-    requests: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 0
-    errors_by_class: dict[str, int] = field(default_factory=dict)
+    @property
+    def requests(self) -> int:
+        return self.renders + self.calls
+
+    @property
+    def error_count(self) -> int:
+        return self.render_errors + self.call_errors
 
     @property
     def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
+        return self.error_count / self.requests if self.requests else None
 
     @property
     def tokens_per_call(self) -> tuple[float, float] | None:
@@ -80,9 +82,9 @@ class Health:
     def figures(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
-            "errors": self.errors,
+            "errors": self.error_count,
             "error_rate": None if self.error_rate is None else round(self.error_rate, 4),
-            "errors_by_class": dict(sorted(self.errors_by_class.items())),
+            "errors_by_class": dict(sorted(self.errors.items())),
         }
 
 
@@ -101,13 +103,7 @@ def health_of(
         content_sha256s=sorted(content_sha256s),
         since=bucket_start(since, seconds),
     ):
-        health.requests += bucket.renders + bucket.calls
-        health.errors += bucket.render_errors + bucket.call_errors
-        health.calls += bucket.calls
-        health.input_tokens += bucket.input_tokens
-        health.output_tokens += bucket.output_tokens
-        for name, n in bucket.errors.items():
-            health.errors_by_class[name] = health.errors_by_class.get(name, 0) + n
+        health.add_stored(bucket)
     return health
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -36,6 +36,7 @@ from forge_app.models.releases import ScheduledJob
 from forge_app.services import publishing
 
 __all__ = [
+    "JobTarget",
     "ScheduleError",
     "cancel_job",
     "claim_next",
@@ -89,18 +90,27 @@ def describe_job(job: ScheduledJob) -> str:
     return "Send the webhook notice"
 
 
+class JobTarget(TypedDict, total=False):
+    """What a job moves to, by kind: the ``version`` a publish serves (to ``percent`` of the
+    instances, if given), the ``percent`` of a rollout step, the ``to_sequence`` of a rollback
+    (none: abort the rollout)."""
+
+    version: PromptSetVersion | None
+    percent: int | None
+    to_sequence: int | None
+
+
 def schedule_job(
     channel: Channel,
     kind: str,
     run_at: datetime,
     *,
     user: User,
-    version: PromptSetVersion | None = None,
-    percent: int | None = None,
-    to_sequence: int | None = None,
     now: datetime | None = None,
+    **target: Unpack[JobTarget],
 ) -> ScheduledJob:
-    """Add (and audit) a pending job; the caller commits.
+    """Add (and audit) a pending ``kind`` job (``publish``, ``rollout`` or ``rollback``); the
+    caller commits.
 
     Raises:
         ScheduleError: for a time in the past, a version of another project or that the
@@ -108,14 +118,15 @@ def schedule_job(
     """
     now = now or utcnow()
     _check_time(run_at, now)
-    percent = _checked_step(channel, kind, version, percent, to_sequence)
+    percent = _checked_step(channel, kind, target)
+    version = target.get("version")
     job = ScheduledJob(
         project_id=channel.project_id,
         channel_id=channel.id,
         kind=kind,
         prompt_set_version_id=version.id if version is not None else None,
         percent=percent,
-        to_sequence=to_sequence,
+        to_sequence=target.get("to_sequence"),
         payload_json="{}",
         run_at=run_at,
         status="pending",
@@ -145,18 +156,14 @@ def _check_time(run_at: datetime, now: datetime) -> None:
         raise ScheduleError("Schedule at most a year ahead.")
 
 
-def _checked_step(
-    channel: Channel,
-    kind: str,
-    version: PromptSetVersion | None,
-    percent: int | None,
-    to_sequence: int | None,
-) -> int | None:
+def _checked_step(channel: Channel, kind: str, target: JobTarget) -> int | None:
     """The job's percentage (a publish to 100 % is no rollout) after checking what it does.
 
     Raises:
         ScheduleError: as for :func:`schedule_job`.
     """
+    version, percent = target.get("version"), target.get("percent")
+    to_sequence = target.get("to_sequence")
     if kind == "publish":
         if version is None or version.prompt_set.project_id != channel.project_id:
             raise ScheduleError("Choose a version of this project to publish.")

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -50,9 +50,13 @@ from forge_app.models import Project, UTCDateTime
 from forge_app.models.instances import LiveInstance
 from forge_app.models.usage import BUCKET_KEY, OTHER_PROMPT_ID, CallerVariables, PromptUsage
 
+if TYPE_CHECKING:
+    from forge_app.usage_reads import UsageBucket
+
 __all__ = [
     "DEFAULT_BUCKET_SECONDS",
     "DEFAULT_RETENTION_DAYS",
+    "UsageCounts",
     "UsageReport",
     "bucket_start",
     "project_uuid",
@@ -165,8 +169,22 @@ def bucket_start(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(stamp - stamp % seconds, UTC)
 
 
+_COUNTED = (
+    "renders",
+    "render_errors",
+    "calls",
+    "call_errors",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+)
+
+
 @dataclass
-class _Row:
+class UsageCounts:
+    """Summed usage: renders and calls, their errors (``errors``: a count per error class),
+    tokens and latency."""
+
     renders: int = 0
     render_errors: int = 0
     calls: int = 0
@@ -177,6 +195,7 @@ class _Row:
     errors: dict[str, int] = field(default_factory=dict)
 
     def add(self, counts: OtherCounts) -> None:
+        """Add one report's counts (a prompt's, or its ``other`` tail)."""
         self.renders += counts.renders
         self.render_errors += counts.error_total()
         self.calls += counts.calls
@@ -184,19 +203,20 @@ class _Row:
         self.input_tokens += counts.input_tokens
         self.output_tokens += counts.output_tokens
         self.latency_ms += counts.latency_ms
-        for name, n in counts.error_classes().items():
+        self._add_errors(counts.error_classes())
+
+    def add_stored(self, bucket: UsageBucket) -> None:
+        """Add the counts of a stored bucket."""
+        for name in _COUNTED:
+            setattr(self, name, getattr(self, name) + getattr(bucket, name))
+        self._add_errors(bucket.errors)
+
+    def _add_errors(self, errors: Mapping[str, int]) -> None:
+        for name, n in errors.items():
             self.errors[name] = self.errors.get(name, 0) + n
 
     def empty(self) -> bool:
-        return not (
-            self.renders
-            or self.render_errors
-            or self.calls
-            or self.call_errors
-            or self.input_tokens
-            or self.output_tokens
-            or self.latency_ms
-        )
+        return not any(getattr(self, name) for name in _COUNTED)
 
 
 def _insert(session: Session | Connection) -> Any:
@@ -253,32 +273,21 @@ def record_usage(
     if moment > now or moment < now - timedelta(days=retention_days):
         moment = now
     start = bucket_start(moment, bucket_seconds)
-    rows: dict[tuple[str, str], _Row] = {}
+    rows: dict[tuple[str, str], UsageCounts] = {}
     variables: dict[str, set[tuple[str, ...]]] = {}
     for prompt in report.prompts:
         key = (prompt.prompt_id, prompt.content_sha256 or "")
-        rows.setdefault(key, _Row()).add(prompt)
+        rows.setdefault(key, UsageCounts()).add(prompt)
         if prompt.variables:
             variables.setdefault(prompt.prompt_id, set()).update(
                 tuple(sorted(set(names))) for names in prompt.variables
             )
     if report.other is not None:
-        rows.setdefault((OTHER_PROMPT_ID, ""), _Row()).add(report.other)
+        rows.setdefault((OTHER_PROMPT_ID, ""), UsageCounts()).add(report.other)
     _add_counts(session, project_id, channel, start, rows)
     _add_variables(session, project_id, instance.instance_id, channel, variables, now)
     _maybe_prune(session, now, retention_days)
     return True
-
-
-_COUNTED = (
-    "renders",
-    "render_errors",
-    "calls",
-    "call_errors",
-    "input_tokens",
-    "output_tokens",
-    "latency_ms",
-)
 
 
 #: Short bind names (psycopg caches the parsing of statements under 4 KiB only).
@@ -308,7 +317,7 @@ def _add_counts(
     project_id: uuid.UUID,
     channel: str,
     start: datetime,
-    rows: Mapping[tuple[str, str], _Row],
+    rows: Mapping[tuple[str, str], UsageCounts],
 ) -> None:
     ordered = [(key, row) for key, row in sorted(rows.items()) if not row.empty()]
     if not ordered:

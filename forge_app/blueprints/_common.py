@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import abort, flash, g, render_template
+from flask import abort, flash, g, render_template, request
 from flask_wtf import FlaskForm
 from sqlalchemy import ScalarSelect, func, select
 
 from forge_app.authz import signed_in_user
 from forge_app.extensions import db
-from forge_app.models import Project, PromptSet
+from forge_app.models import Project, PromptSet, Role
 from forge_app.services.naming import NameTaken
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "created",
     "flash_form_errors",
     "found_or_404",
+    "posted_by",
     "project_page",
     "saved",
     "transition",
@@ -54,25 +55,37 @@ def count_per(counted: Any, condition: Any, outer: Any) -> ScalarSelect[int]:
     return select(func.count(counted)).where(condition).correlate(outer).scalar_subquery()
 
 
-def saved(form: FlaskForm, save: Callable[[str, str], object]) -> bool:
-    """Whether a submitted and valid name form was saved by ``save(name, description)``;
-    False when the form is to be shown (again), with a taken name as the error of its
-    ``name`` field."""
+def saved(form: FlaskForm, save: Callable[..., object], *args: Any) -> bool:
+    """Whether a submitted and valid name form was saved by ``save(*args, name,
+    description)``; False when the form is to be shown (again), with a taken name as the
+    error of its ``name`` field."""
     if not form.validate_on_submit():
         return False
     try:
-        save(form.name.data or "", form.description.data or "")
+        save(*args, form.name.data or "", form.description.data or "")
     except NameTaken as e:
         form.name.errors = [str(e)]
         return False
     return True
 
 
-def created(form: FlaskForm, create: Callable[[str, str], T]) -> T | None:
-    """The object ``create(name, description)`` made from a name form, as :func:`saved`
-    (None when the form is to be shown again)."""
+def created(form: FlaskForm, create: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """The object ``create(*args, name, description, **kwargs)`` made from a name form, as
+    :func:`saved` (None when the form is to be shown again)."""
     made: list[T] = []
-    return made[0] if saved(form, lambda name, text: made.append(create(name, text))) else None
+    if saved(form, lambda name, text: made.append(create(*args, name, text, **kwargs))):
+        return made[0]
+    return None
+
+
+def posted_by(minimum: Role, refusal: str | None = None) -> bool:
+    """Whether this request sends the page's form; a 403 page (saying ``refusal``) when the
+    user's role in the project is below ``minimum``, the page itself being open to others."""
+    if request.method != "POST":
+        return False
+    if g.role < minimum:
+        abort(403, refusal)
+    return True
 
 
 def flash_form_errors(form: FlaskForm) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
+from flask_wtf import FlaskForm
 from sqlalchemy import select
 
 from forge_app.authz import require_admin, signed_in_user
@@ -15,6 +20,8 @@ from forge_app.services.orgs import create_org_with_owner
 from forge_app.services.users import AccountError, register_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+F = TypeVar("F", bound=FlaskForm)
 
 
 @bp.get("/")
@@ -34,45 +41,63 @@ def index() -> ResponseReturnValue:
     )
 
 
-@bp.post("/users")
-@require_admin
-def create_user_view() -> ResponseReturnValue:
-    form = CreateUserForm(prefix="user")
-    if form.validate_on_submit():
-        try:
-            user = register_user(
-                db.session,
-                form.email.data or "",
-                form.password.data or "",
-                name=form.name.data or "",
-                is_admin=bool(form.is_admin.data),
-                actor=signed_in_user(),
-            )
-        except AccountError as e:
-            flash(str(e), "error")
-        else:
-            flash(f"User {user.email} is created. Add them to an organisation.", "success")
-    else:
-        for field in form:
-            for error in field.errors:
-                flash(f"{field.label.text}: {error}", "error")
-    return redirect(url_for("admin.index"))
+def _create_view(
+    rule: str, form_class: type[F], prefix: str, invalid: str | None = None
+) -> Callable[[Callable[[F], str | None]], Callable[[], ResponseReturnValue]]:
+    """Declare ``POST /admin<rule>`` for site administrators, for the create form
+    ``form_class(prefix=prefix)`` of the admin page. The view gets the valid form, calls the
+    service, flashes what it made and answers where to go (None: the admin page). An invalid
+    form flashes ``invalid`` (None: each field's errors) and the service's
+    :class:`AccountError` its sentence, both back on the admin page."""
+
+    def decorate(create: Callable[[F], str | None]) -> Callable[[], ResponseReturnValue]:
+        @bp.post(rule)
+        @require_admin
+        @wraps(create)
+        def view() -> ResponseReturnValue:
+            form = form_class(prefix=prefix)
+            target = None
+            if form.validate_on_submit():
+                try:
+                    target = create(form)
+                except AccountError as e:
+                    flash(str(e), "error")
+            else:
+                _flash_invalid(form, invalid)
+            return redirect(target or url_for("admin.index"))
+
+        return view
+
+    return decorate
 
 
-@bp.post("/orgs")
-@require_admin
-def create_org_view() -> ResponseReturnValue:
-    form = CreateOrgForm(prefix="org")
-    if form.validate_on_submit():
-        try:
-            org = create_org_with_owner(
-                db.session, form.name.data or "", form.slug.data or None, signed_in_user()
-            )
-        except AccountError as e:
-            flash(str(e), "error")
-        else:
-            flash(f"Organisation {org.name} is created; you are its owner.", "success")
-            return redirect(url_for("orgs.show", org_slug=org.slug))
-    else:
-        flash("Give the organisation a name.", "error")
-    return redirect(url_for("admin.index"))
+def _flash_invalid(form: FlaskForm, sentence: str | None) -> None:
+    if sentence is not None:
+        flash(sentence, "error")
+        return
+    for field in form:
+        for error in field.errors:
+            flash(f"{field.label.text}: {error}", "error")
+
+
+@_create_view("/users", CreateUserForm, "user")
+def create_user_view(form: CreateUserForm) -> str | None:
+    user = register_user(
+        db.session,
+        form.email.data or "",
+        form.password.data or "",
+        name=form.name.data or "",
+        is_admin=bool(form.is_admin.data),
+        actor=signed_in_user(),
+    )
+    flash(f"User {user.email} is created. Add them to an organisation.", "success")
+    return None
+
+
+@_create_view("/orgs", CreateOrgForm, "org", invalid="Give the organisation a name.")
+def create_org_view(form: CreateOrgForm) -> str | None:
+    org = create_org_with_owner(
+        db.session, form.name.data or "", form.slug.data or None, signed_in_user()
+    )
+    flash(f"Organisation {org.name} is created; you are its owner.", "success")
+    return url_for("orgs.show", org_slug=org.slug)

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
-from sqlalchemy import func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import select
 
 from forge_app.audit import ACTION_LABELS, AuditFilter, event_links, filter_choices, project_events
 from forge_app.authz import require_org_role, require_project_role, signed_in_user
-from forge_app.blueprints._common import count_per, created, project_page, saved
+from forge_app.blueprints._common import count_per, created, posted_by, project_page, saved
 from forge_app.extensions import db
-from forge_app.forms import ProjectForm
-from forge_app.models import (
-    AuditEvent,
-    Membership,
-    Organisation,
-    Project,
-    Prompt,
-    PromptSet,
-    PromptSetVersion,
-    Role,
-    User,
-)
+from forge_app.forms import NameForm
+from forge_app.models import AuditEvent, Membership, Organisation, Project, Prompt, PromptSet, Role
 from forge_app.services.naming import create_project, update_project
+from forge_app.services.project_pages import search_prompts, set_summaries
 
 bp = Blueprint("projects", __name__, url_prefix="/projects")
 
@@ -62,55 +52,21 @@ def index() -> ResponseReturnValue:
 @bp.route("/new/<org_slug>", methods=["GET", "POST"])
 @require_org_role(Role.OWNER)
 def create(org: Organisation) -> ResponseReturnValue:
-    form = ProjectForm()
-    project = created(
-        form, lambda name, text: create_project(org, name, text, user=signed_in_user())
-    )
-    if project is not None:
-        flash(f"Project {project.name} is created. Add a prompt set to start.", "success")
-        return redirect(url_for("projects.show", project_id=project.id))
-    return render_template("projects/create.html", form=form, org=org, nav="projects")
+    form = NameForm()
+    if (project := created(form, create_project, org, user=signed_in_user())) is None:
+        return render_template("projects/create.html", form=form, org=org, nav="projects")
+    flash(f"Project {project.name} is created. Add a prompt set to start.", "success")
+    return redirect(url_for("projects.show", project_id=project.id))
 
 
 @bp.get("/<uuid:project_id>")
 @require_project_role(Role.VIEWER)
 def show(project: Project) -> ResponseReturnValue:
-    prompt_count = (
-        select(func.count(Prompt.id))
-        .where(Prompt.prompt_set_id == PromptSet.id)
-        .correlate(PromptSet)
-        .scalar_subquery()
-    )
-    latest_ids = (
-        select(
-            PromptSetVersion.prompt_set_id.label("set_id"),
-            func.max(PromptSetVersion.id).label("version_id"),
-        )
-        .where(~PromptSetVersion.version.contains("-"))
-        .group_by(PromptSetVersion.prompt_set_id)
-        .subquery()
-    )
-    latest = aliased(PromptSetVersion)
-    rows = db.session.execute(
-        select(PromptSet, prompt_count, latest.version, latest.created_at, User)
-        .outerjoin(latest_ids, latest_ids.c.set_id == PromptSet.id)
-        .outerjoin(latest, latest.id == latest_ids.c.version_id)
-        .outerjoin(User, User.id == PromptSet.updated_by_id)
-        .where(PromptSet.project_id == project.id)
-        .order_by(PromptSet.name)
-    ).all()
-    sets = [
-        {
-            "set": prompt_set,
-            "prompts": count,
-            "version": version,
-            "version_at": version_at,
-            "updated_by": updated_by,
-        }
-        for prompt_set, count, version, version_at, updated_by in rows
-    ]
     return project_page(
-        "projects/show.html", project, sets=sets, channels=_channels_overview(project)
+        "projects/show.html",
+        project,
+        sets=set_summaries(project),
+        channels=_channels_overview(project),
     )
 
 
@@ -138,15 +94,10 @@ def _channels_overview(project: Project) -> list[dict[str, Any]]:
 @bp.route("/<uuid:project_id>/settings", methods=["GET", "POST"])
 @require_project_role(Role.VIEWER)
 def settings(project: Project) -> ResponseReturnValue:
-    from flask import g
-
-    form = ProjectForm(obj=project)
-    if request.method == "POST":
-        if g.role < Role.OWNER:
-            abort(403)
-        if saved(form, lambda name, text: update_project(project, name, text)):
-            flash("Project settings are saved.", "success")
-            return redirect(url_for("projects.settings", project_id=project.id))
+    form = NameForm(obj=project)
+    if posted_by(Role.OWNER) and saved(form, update_project, project):
+        flash("Project settings are saved.", "success")
+        return redirect(url_for("projects.settings", project_id=project.id))
     return project_page("projects/settings.html", project, tab="settings", form=form)
 
 
@@ -194,18 +145,7 @@ def search(project: Project) -> ResponseReturnValue:
     truncated = False
     if query:
         needle = query.lower()
-        rows = db.session.execute(
-            select(Prompt, PromptSet.name, PromptSet.status)
-            .join(PromptSet, PromptSet.id == Prompt.prompt_set_id)
-            .where(
-                PromptSet.project_id == project.id,
-                Prompt.search_text.contains(needle, autoescape=True),
-            )
-            .order_by(
-                Prompt.key.contains(needle, autoescape=True).desc(), PromptSet.name, Prompt.key
-            )
-            .limit(SEARCH_LIMIT + 1)
-        ).all()
+        rows = search_prompts(project, needle, SEARCH_LIMIT + 1)
         truncated = len(rows) > SEARCH_LIMIT
         for prompt, set_name, status in rows[:SEARCH_LIMIT]:
             results.append(

@@ -13,7 +13,9 @@ come from the ``safe_releases`` template helper registered here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import wraps
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
@@ -30,7 +32,7 @@ from forge_app.blueprints._common import flash_form_errors
 from forge_app.blueprints.distribution._shared import _channel_or_404
 from forge_app.charts import usage_panel
 from forge_app.compat import CompatWarning
-from forge_app.errors import ForgeError, flash_and_redirect
+from forge_app.errors import ForgeError, Kind, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, utcnow
 from forge_app.models.distribution import Channel, Publication
@@ -86,15 +88,19 @@ class WebhookForm(FlaskForm):  # type: ignore[misc]
     enabled = BooleanField("Send notices", default=True)
 
 
+def _invalid(sentence: str) -> ForgeError:
+    return ForgeError(sentence, kind=Kind.INVALID)
+
+
 def _parse_stages(text: str) -> list[int]:
     parts = [p.strip().rstrip("%") for p in text.replace(";", ",").split(",") if p.strip()]
     if not parts:
         return []
     if not all(p.isdigit() for p in parts):
-        raise ValueError("Write the plan as percentages separated by commas, e.g. 10, 50, 100.")
+        raise _invalid("Write the plan as percentages separated by commas, e.g. 10, 50, 100.")
     stages = [int(p) for p in parts]
     if any(not 1 <= s <= 100 for s in stages) or stages != sorted(set(stages)):
-        raise ValueError("The plan's steps must rise from 1 to 100 percent, e.g. 10, 50, 100.")
+        raise _invalid("The plan's steps must rise from 1 to 100 percent, e.g. 10, 50, 100.")
     return stages
 
 
@@ -105,7 +111,7 @@ def _parse_when(text: str) -> datetime:
             return datetime.strptime(value, pattern).replace(tzinfo=UTC)
         except ValueError:
             continue
-    raise ValueError("Give the time as YYYY-MM-DD HH:MM (UTC).")
+    raise _invalid("Give the time as YYYY-MM-DD HH:MM (UTC).")
 
 
 @bp.get("/projects/<uuid:project_id>/channels/<channel>/safety")
@@ -163,55 +169,62 @@ def _channel_to_change(project: Project, name: str) -> Channel:
     return found
 
 
-@bp.post("/projects/<uuid:project_id>/channels/<channel>/guard")
-@require_project_role(Role.OWNER)
-def save_guard(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_or_404(project, channel)
+def _channel_post(
+    action: str, role: Role, load: Callable[[Project, str], Channel] = _channel_or_404
+) -> Callable[[Callable[[Project, Channel], None]], Callable[..., ResponseReturnValue]]:
+    """Declare ``POST .../channels/<channel>/<action>`` for members with ``role``: the view
+    gets the channel (``load``: a 404 page, or a 403 page too) and flashes its outcome, or
+    raises a :class:`ForgeError` (see :func:`flash_and_redirect`); the answer is the
+    channel's safety page."""
+
+    def decorate(view: Callable[[Project, Channel], None]) -> Callable[..., ResponseReturnValue]:
+        @bp.post(f"/projects/<uuid:project_id>/channels/<channel>/{action}")
+        @require_project_role(role)
+        @wraps(view)
+        def answer(project: Project, channel: str) -> ResponseReturnValue:
+            found = load(project, channel)
+            try:
+                view(project, found)
+            except ForgeError as e:
+                return flash_and_redirect(e, _back(project, found))
+            return redirect(_back(project, found))
+
+        return answer
+
+    return decorate
+
+
+@_channel_post("guard", Role.OWNER)
+def save_guard(project: Project, found: Channel) -> None:
     form = GuardForm()
     if not form.validate_on_submit():
         flash_form_errors(form)
-        return redirect(_back(project, found))
-    try:
-        stages = _parse_stages(form.stages.data or "")
-    except ValueError as e:
-        flash(str(e), "error")
-        return redirect(_back(project, found))
+        return
     settings = guards.GuardSettings(
         enabled=bool(form.enabled.data),
         max_error_rate=float(form.max_error_rate.data) / 100,
         min_calls=int(form.min_calls.data),
         window_minutes=int(form.window_minutes.data),
-        stages=stages,
+        stages=_parse_stages(form.stages.data or ""),
         hold_minutes=int(form.hold_minutes.data or 0),
     )
     guards.save_guard(found, settings, user=signed_in_user())
     flash(f"The guard of {found.name} is saved.", "success")
-    return redirect(_back(project, found))
 
 
-@bp.post("/projects/<uuid:project_id>/channels/<channel>/guard/delete")
-@require_project_role(Role.OWNER)
-def delete_guard(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_or_404(project, channel)
+@_channel_post("guard/delete", Role.OWNER)
+def delete_guard(project: Project, found: Channel) -> None:
     if guards.delete_guard(found, user=signed_in_user()):
         flash(f"{found.name} has no guard now.", "success")
-    return redirect(_back(project, found))
 
 
-@bp.post("/projects/<uuid:project_id>/channels/<channel>/schedule")
-@require_project_role(Role.VIEWER)
-def schedule(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_to_change(project, channel)
+@_channel_post("schedule", Role.VIEWER, _channel_to_change)
+def schedule(project: Project, found: Channel) -> None:
     form = ScheduleForm()
-    back = _back(project, found)
     if not form.validate_on_submit():
         flash_form_errors(form)
-        return redirect(back)
-    try:
-        run_at = _parse_when(form.run_at.data or "")
-    except ValueError as e:
-        flash(str(e), "error")
-        return redirect(back)
+        return
+    run_at = _parse_when(form.run_at.data or "")
     version = None
     if form.kind.data == "publish":
         version_id = (form.version.data or "").strip()
@@ -219,34 +232,26 @@ def schedule(project: Project, channel: str) -> ResponseReturnValue:
             db.session.get(PromptSetVersion, int(version_id)) if version_id.isdigit() else None
         )
         if version is None or version.prompt_set.project_id != project.id:
-            flash("Choose a version of this project to publish.", "error")
-            return redirect(back)
-    try:
-        job = scheduling.schedule_job(
-            found,
-            form.kind.data,
-            run_at,
-            user=signed_in_user(),
-            version=version,
-            percent=form.percent.data,
-            to_sequence=form.to_sequence.data,
-        )
-    except scheduling.ScheduleError as e:
-        flash(str(e), "error")
-        return redirect(back)
+            raise _invalid("Choose a version of this project to publish.")
+    job = scheduling.schedule_job(
+        found,
+        form.kind.data,
+        run_at,
+        user=signed_in_user(),
+        version=version,
+        percent=form.percent.data,
+        to_sequence=form.to_sequence.data,
+    )
     db.session.commit()
     flash(
         f"Scheduled: {scheduling.describe_job(job)} on {found.name} at "
         f"{run_at:%Y-%m-%d %H:%M} UTC.",
         "success",
     )
-    return redirect(back)
 
 
-@bp.post("/projects/<uuid:project_id>/channels/<channel>/schedule/cancel")
-@require_project_role(Role.VIEWER)
-def cancel(project: Project, channel: str) -> ResponseReturnValue:
-    found = _channel_to_change(project, channel)
+@_channel_post("schedule/cancel", Role.VIEWER, _channel_to_change)
+def cancel(project: Project, found: Channel) -> None:
     job_id = request.form.get("job", type=int)
     job = db.session.get(ScheduledJob, job_id) if job_id else None
     if job is None or job.channel_id != found.id or job.kind == "webhook":
@@ -257,7 +262,6 @@ def cancel(project: Project, channel: str) -> ResponseReturnValue:
     else:
         db.session.rollback()
         flash("That change is no longer pending (it ran or was cancelled).", "error")
-    return redirect(_back(project, found))
 
 
 @bp.route("/projects/<uuid:project_id>/webhook", methods=["GET", "POST"])

@@ -69,10 +69,6 @@ class AccessToken(Base):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     revoked_by: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id])
 
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
-
     def __repr__(self) -> str:  # never the secret
         return f"AccessToken(token_id={self.token_id!r}, name={self.name!r})"
 

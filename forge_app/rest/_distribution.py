@@ -14,7 +14,7 @@ from forge_app.models import Project, Role
 from forge_app.models.distribution import DEFAULT_CHANNELS, POLICIES, Channel
 from forge_app.rest import _schemas as s
 from forge_app.rest._projects import load_version
-from forge_app.rest._registry import ApiError, Resource, committed, read_body
+from forge_app.rest._registry import Resource, committed, found_or_api_404, read_body
 
 __all__: list[str] = []
 
@@ -70,9 +70,7 @@ def _channel(project: Project, name: str) -> Channel:
     if found is None and name in DEFAULT_CHANNELS:
         publishing.ensure_default_channels(project)
         found = publishing.get_channel(project, name)
-    if found is None:
-        raise ApiError(404, f"The project has no channel {name[:40]!r}.")
-    return found
+    return found_or_api_404(found, f"The project has no channel {name[:40]!r}.")
 
 
 def _publication_model(publication: Any, channel: Channel) -> s.Publication:

@@ -9,8 +9,7 @@ from typing import Any
 from flask import g
 from sqlalchemy import func, select
 
-from forge_app.authz import load_prompt_set, require_org_role, require_project_role, signed_in_user
-from forge_app.blueprints._common import count_per
+from forge_app.authz import require_org_role, require_project_role, signed_in_user
 from forge_app.extensions import db
 from forge_app.models import (
     Membership,
@@ -22,8 +21,9 @@ from forge_app.models import (
     Role,
 )
 from forge_app.rest import _schemas as s
-from forge_app.rest._registry import ApiError, Resource, paged
-from forge_app.services.versions import latest_release, snapshot_prompts
+from forge_app.rest._registry import Resource, found_or_api_404, paged, require_set_role
+from forge_app.services.project_pages import set_summaries
+from forge_app.services.versions import snapshot_prompts
 
 __all__ = ["load_version", "set_model", "version_model"]
 
@@ -127,31 +127,21 @@ def get_project(project: Project) -> s.ProjectSummary:
 def _set_rows(
     project: Project, set_id: uuid.UUID | None, offset: int, limit: int
 ) -> list[s.PromptSet]:
-    prompt_count = count_per(Prompt.id, Prompt.prompt_set_id == PromptSet.id, PromptSet)
-    query = select(PromptSet, prompt_count).where(PromptSet.project_id == project.id)
-    if set_id is not None:
-        query = query.where(PromptSet.id == set_id)
-    rows = db.session.execute(
-        query.order_by(PromptSet.name, PromptSet.id).offset(offset).limit(limit)
-    ).all()
-    out = []
-    for prompt_set, count in rows:
-        latest = latest_release(db.session, prompt_set)
-        out.append(
-            s.PromptSet(
-                id=prompt_set.id,
-                project_id=prompt_set.project_id,
-                name=prompt_set.name,
-                description=prompt_set.description or "",
-                status=prompt_set.status,  # type: ignore[arg-type]
-                revision=prompt_set.revision,
-                current_version=latest.version if latest else None,
-                pending_version=prompt_set.pending_version,
-                prompt_count=count or 0,
-                updated_at=prompt_set.updated_at,
-            )
+    return [
+        s.PromptSet(
+            id=row.prompt_set.id,
+            project_id=row.prompt_set.project_id,
+            name=row.prompt_set.name,
+            description=row.prompt_set.description or "",
+            status=row.prompt_set.status,  # type: ignore[arg-type]
+            revision=row.prompt_set.revision,
+            current_version=row.version,
+            pending_version=row.prompt_set.pending_version,
+            prompt_count=row.prompts,
+            updated_at=row.prompt_set.updated_at,
         )
-    return out
+        for row in set_summaries(project, set_id=set_id, offset=offset, limit=limit)
+    ]
 
 
 def set_model(project: Project, prompt_set: PromptSet) -> s.PromptSet:
@@ -170,9 +160,9 @@ def list_sets(project: Project) -> s.PromptSetList:
 
 
 @SETS.get("/<set_id>", s.PromptSet, "One prompt set")
-@require_project_role(Role.VIEWER)
-def get_set(project: Project, set_id: str) -> s.PromptSet:
-    return set_model(project, load_prompt_set(project, set_id))
+@require_set_role(Role.VIEWER)
+def get_set(project: Project, prompt_set: PromptSet) -> s.PromptSet:
+    return set_model(project, prompt_set)
 
 
 def version_model(version: PromptSetVersion) -> s.Version:
@@ -187,9 +177,8 @@ def version_model(version: PromptSetVersion) -> s.Version:
 
 
 @VERSIONS.get("", s.VersionList, "A prompt set's versions, newest first", paginated=True)
-@require_project_role(Role.VIEWER)
-def list_versions(project: Project, set_id: str) -> s.VersionList:
-    prompt_set = load_prompt_set(project, set_id)
+@require_set_role(Role.VIEWER)
+def list_versions(project: Project, prompt_set: PromptSet) -> s.VersionList:
     query = (
         select(PromptSetVersion)
         .where(PromptSetVersion.prompt_set_id == prompt_set.id)
@@ -207,17 +196,14 @@ def load_version(prompt_set: PromptSet, version: str) -> PromptSetVersion:
             PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version
         )
     )
-    if found is None:
-        raise ApiError(404, f"Prompt set {prompt_set.name} has no version {version[:80]!r}.")
-    return found
+    return found_or_api_404(found, f"Prompt set {prompt_set.name} has no version {version[:80]!r}.")
 
 
 @VERSIONS.get("/<version>", s.VersionDetail, "One version and its snapshot")
-@require_project_role(Role.VIEWER)
-def get_version(project: Project, set_id: str, version: str) -> s.VersionDetail:
+@require_set_role(Role.VIEWER)
+def get_version(project: Project, prompt_set: PromptSet, version: str) -> s.VersionDetail:
     """The version's exact bundle bytes (``bundle``, whose SHA-256 is ``content_sha256``) and
     its prompts in prompt-file shape."""
-    prompt_set = load_prompt_set(project, set_id)
     found = load_version(prompt_set, version)
     return s.VersionDetail(
         **version_model(found).model_dump(),

@@ -10,11 +10,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.authz import signed_in_user
 from forge_app.extensions import db
 from forge_app.models import Project, Prompt, PromptSet, Role
 from forge_app.rest import _schemas as s
-from forge_app.rest._registry import ApiError, Resource, committed, paged, read_body
+from forge_app.rest._registry import (
+    ApiError,
+    Resource,
+    committed,
+    found_or_api_404,
+    paged,
+    read_body,
+    require_set_role,
+)
 from forge_app.services import prompt_edits as edits
 from forge_app.services.editing import PromptDraft, check_draft, prompt_file_entry
 
@@ -36,9 +44,8 @@ def _prompt_model(prompt: Prompt) -> s.Prompt:
 
 
 @PROMPTS.get("", s.PromptList, "The prompts of a set's draft", paginated=True)
-@require_project_role(Role.VIEWER)
-def list_prompts(project: Project, set_id: str) -> s.PromptList:
-    prompt_set = load_prompt_set(project, set_id)
+@require_set_role(Role.VIEWER)
+def list_prompts(project: Project, prompt_set: PromptSet) -> s.PromptList:
     query = select(Prompt).where(Prompt.prompt_set_id == prompt_set.id).order_by(Prompt.key)
     return paged(
         s.PromptList, lambda page: db.session.scalars(page.window(query)).all(), _prompt_model
@@ -49,15 +56,13 @@ def _load_prompt(prompt_set: PromptSet, key: str) -> Prompt:
     prompt = db.session.scalar(
         select(Prompt).where(Prompt.prompt_set_id == prompt_set.id, Prompt.key == key)
     )
-    if prompt is None:
-        raise ApiError(404, f"Prompt set {prompt_set.name} has no prompt {key[:130]!r}.")
-    return prompt
+    return found_or_api_404(prompt, f"Prompt set {prompt_set.name} has no prompt {key[:130]!r}.")
 
 
 @PROMPTS.get("/<key>", s.Prompt, "One prompt of a set's draft")
-@require_project_role(Role.VIEWER)
-def get_prompt(project: Project, set_id: str, key: str) -> s.Prompt:
-    return _prompt_model(_load_prompt(load_prompt_set(project, set_id), key))
+@require_set_role(Role.VIEWER)
+def get_prompt(project: Project, prompt_set: PromptSet, key: str) -> s.Prompt:
+    return _prompt_model(_load_prompt(prompt_set, key))
 
 
 def _checked_entry(
@@ -94,10 +99,9 @@ def _require_editable(prompt_set: PromptSet) -> None:
 
 
 @PROMPTS.post("", s.Prompt, "Create a prompt in a LIVE draft", body=s.PromptCreate, status=201)
-@require_project_role(Role.EDITOR)
-def create_prompt(project: Project, set_id: str) -> s.Prompt:
+@require_set_role(Role.EDITOR)
+def create_prompt(project: Project, prompt_set: PromptSet) -> s.Prompt:
     """Validated exactly as the editor validates it (template syntax, metadata, the id)."""
-    prompt_set = load_prompt_set(project, set_id)
     body = read_body(s.PromptCreate)
     change = _checked_entry(body.key, body)
     _require_editable(prompt_set)
@@ -114,11 +118,10 @@ def create_prompt(project: Project, set_id: str) -> s.Prompt:
 
 
 @PROMPTS.put("/<key>", s.Prompt, "Replace a prompt of a LIVE draft", body=s.PromptUpdate)
-@require_project_role(Role.EDITOR)
-def update_prompt(project: Project, set_id: str, key: str) -> s.Prompt:
+@require_set_role(Role.EDITOR)
+def update_prompt(project: Project, prompt_set: PromptSet, key: str) -> s.Prompt:
     """Optimistic, like the editor: send the ``revision`` you read; if someone saved since,
     the answer is 409 with the current revision in ``details`` and nothing is changed."""
-    prompt_set = load_prompt_set(project, set_id)
     prompt = _load_prompt(prompt_set, key)
     body = read_body(s.PromptUpdate)
     change = _checked_entry(key, body)

@@ -27,9 +27,10 @@ from sqlalchemy.sql.selectable import GenerativeSelect
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from forge_app.authz import is_public
+from forge_app.authz import is_public, load_prompt_set, require_project_role
 from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import db
+from forge_app.models import Project, Role
 from forge_app.services.heartbeat_limits import SlidingWindowLimiter
 
 __all__ = [
@@ -41,9 +42,11 @@ __all__ = [
     "bp",
     "committed",
     "error_response",
+    "found_or_api_404",
     "paged",
     "read_body",
     "read_pagination",
+    "require_set_role",
 ]
 
 bp = Blueprint("rest", __name__, url_prefix="/api/v1")
@@ -95,6 +98,13 @@ class ApiError(Exception):
         self.status = status
         self.code = code or CODES.get(status, "error")
         self.details = details
+
+
+def found_or_api_404(found: T | None, message: str) -> T:
+    """``found``, or an API 404 answer saying ``message`` when there is nothing."""
+    if found is None:
+        raise ApiError(404, message)
+    return found
 
 
 def error_response(
@@ -209,6 +219,20 @@ class Resource:
         self, rule: str, response: type[BaseModel], summary: str, *, body: type[BaseModel]
     ) -> Operation:
         return Operation("PUT", self.prefix + rule, summary, self.tag, response, body=body)
+
+
+def require_set_role(minimum: Role) -> Callable[[F], F]:
+    """:func:`~forge_app.authz.require_project_role`, then the prompt set of the ``set_id`` URL
+    argument passed to the view as its second argument (a 404 when the project has none)."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def with_set(project: Project, set_id: str, **kwargs: Any) -> Any:
+            return view(project, load_prompt_set(project, set_id), **kwargs)
+
+        return require_project_role(minimum)(with_set)  # type: ignore[return-value]
+
+    return decorate
 
 
 def read_body(model: type[M]) -> M:

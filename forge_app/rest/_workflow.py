@@ -15,12 +15,11 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
-from forge_app.authz import load_prompt_set, require_project_role
 from forge_app.blueprints._common import transition
 from forge_app.models import Project, PromptSet, Role
 from forge_app.rest import _schemas as s
 from forge_app.rest._projects import set_model, version_model
-from forge_app.rest._registry import ApiError, Resource, committed, read_body
+from forge_app.rest._registry import ApiError, Resource, committed, read_body, require_set_role
 from forge_app.services.workflow import approve, request_changes, submit
 
 __all__: list[str] = []
@@ -88,8 +87,7 @@ _TRANSITIONS = (
 
 
 def _register(spec: _Transition) -> None:
-    def view(project: Project, set_id: str) -> BaseModel:
-        prompt_set = load_prompt_set(project, set_id)
+    def view(project: Project, prompt_set: PromptSet) -> BaseModel:
         body = read_body(spec.body)
         fields = dict(body)  # the action's keywords; the body's revision is the expected one
         fields["expected_revision"] = fields.pop("revision")
@@ -99,7 +97,7 @@ def _register(spec: _Transition) -> None:
     view.__name__ = view.__qualname__ = spec.endpoint
     view.__doc__ = spec.doc or None
     declare = WORKFLOW.post(f"/{spec.path}", spec.response, spec.summary, body=spec.body)
-    declare(require_project_role(spec.role)(view))
+    declare(require_set_role(spec.role)(view))
 
 
 for _spec in _TRANSITIONS:

@@ -26,7 +26,7 @@ from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
 from forge_app.models import User, utcnow
 from forge_app.models.api_tokens import API_SCOPES, ApiToken
-from forge_app.services.tokens import TOUCH_EVERY, bearer_text, hash_token
+from forge_app.services.tokens import TOUCH_EVERY, bearer_text, hash_token, record_token_event
 
 __all__ = [
     "EXPIRY_DAYS",
@@ -129,13 +129,7 @@ def revoke_api_token(session: Session, user: User, token_id: str) -> ApiToken:
         raise ApiTokenError("You have no such token.")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
-        record_event(
-            "api_token.revoke",
-            token,
-            actor=user,
-            details={"token_id": token.token_id, "name": token.name},
-            session=session,
-        )
+        record_token_event("api_token.revoke", token, user=user, session=session)
     return token
 
 

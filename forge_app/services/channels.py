@@ -40,6 +40,7 @@ from publisher import (
     Publisher,
     PublishResult,
 )
+from publisher._results import release_json
 
 _PRERELEASE_RE = re.compile(r"^(\d+\.\d+\.\d+)-(rc|dev)\.(\d+)$")
 
@@ -309,15 +310,12 @@ def latest_publication(channel: Channel) -> Publication | None:
     )
 
 
-def entry_json(release: Release) -> dict[str, str]:
-    """An entry as the Publication rows keep it (``Publication.releases``)."""
-    return {
-        "prompt_set_id": release.prompt_set_id,
-        "name": release.name,
-        "version": release.version,
-        "content_sha256": release.content_sha256,
-        "object_path": release.object.path,
-    }
+def entry_json(release: Release) -> dict[str, Any]:
+    """An entry as the Publication rows keep it (``Publication.releases``): the publisher's
+    ``--json`` form without the object's encoding."""
+    entry = release_json(release)
+    del entry["encoding"]
+    return entry
 
 
 def _label(entry: Release | dict[str, Any], names: dict[str, str] | None = None) -> str:

@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -190,19 +190,34 @@ def _audit(
     record_event(action, channel, project=project, actor=user, details=details)
 
 
+class PublishOptions(TypedDict, total=False):
+    """How a publish is made: ``role`` (the user's role in the project) is checked against the
+    channel when given; ``rollout_percent`` 1-99 starts a gradual rollout, None or 100 serves
+    everyone."""
+
+    role: Role | None
+    rollout_percent: int | None
+
+
+#: The fields of a publish's result that its audit event keeps, in this order.
+_PUBLISHED = ("prompt_set_id", "version", "sequence", "content_sha256", "rollout_percent")
+
+
+def _published_details(result: PublishResult, name: str) -> dict[str, Any]:
+    """The audit details of a publish: the set's ``name``, then the entry it published."""
+    return {"prompt_set": name, **{key: getattr(result, key) for key in _PUBLISHED}}
+
+
 def publish_version(
     version: PromptSetVersion,
     channel: Channel,
     *,
     user: User | None,
-    role: Role | None = None,
-    rollout_percent: int | None = None,
+    **options: Unpack[PublishOptions],
 ) -> Publication:
     """Publish a stored version to ``channel`` for every active ACCESS_TOKEN: its set's entry
-    is replaced (or added); every other set on the channel stays.
-
-    ``role`` (the user's role in the project) is checked against the channel when given.
-    ``rollout_percent`` 1-99 starts a gradual rollout; None or 100 serves everyone.
+    is replaced (or added); every other set on the channel stays (``options``: see
+    :class:`PublishOptions`).
 
     Raises:
         ForgeError: for a role or status the channel does not take, a project without
@@ -210,11 +225,11 @@ def publish_version(
             failure (then nothing changed).
     """
     project = channel.project
-    if role is not None:
-        _check_role(role, channel, "publish to")
+    _check_publish_role(channel, options)
     check_policy(channel, version_status(version))
     if version.prompt_set.project_id != project.id:
         raise ForgeError("This version belongs to another project.", kind=Kind.NOT_FOUND)
+    rollout_percent = options.get("rollout_percent")
     if rollout_percent == 100:
         rollout_percent = None
     if rollout_percent is not None and not 1 <= rollout_percent <= 99:
@@ -252,19 +267,9 @@ def publish_version(
     publication = _record(
         project, channel, result, kind="publish", user=user, version=version, summary=summary
     )
+    details = _published_details(result, name)
     _audit(
-        "channel.publish",
-        channel,
-        project,
-        user,
-        prompt_set=name,
-        prompt_set_id=result.prompt_set_id,
-        version=result.version,
-        sequence=result.sequence,
-        content_sha256=result.content_sha256,
-        rollout_percent=result.rollout_percent,
-        recipients=len(keks),
-        changes=summary,
+        "channel.publish", channel, project, user, **details, recipients=len(keks), changes=summary
     )
     log.info(
         "published %s %s to %s/%s as sequence %d",
@@ -278,12 +283,7 @@ def publish_version(
 
 
 def publish_prompt_set(
-    prompt_set: PromptSet,
-    channel: Channel,
-    *,
-    user: User,
-    role: Role | None = None,
-    rollout_percent: int | None = None,
+    prompt_set: PromptSet, channel: Channel, *, user: User, **options: Unpack[PublishOptions]
 ) -> Publication:
     """Publish a set as it is now: its latest release (LOCKED) or a pre-release snapshot.
 
@@ -292,8 +292,7 @@ def publish_prompt_set(
     """
     from forge_app.services.versions import latest_release
 
-    if role is not None:
-        _check_role(role, channel, "publish to")
+    _check_publish_role(channel, options)
     check_policy(channel, prompt_set.status)
     if prompt_set.status == SetStatus.LOCKED.value:
         version = latest_release(db.session, prompt_set)
@@ -301,7 +300,13 @@ def publish_prompt_set(
             raise ForgeError(f"Prompt set {prompt_set.name} has no released version.")
     else:
         version = snapshot_prerelease(prompt_set, user=user)
-    return publish_version(version, channel, user=user, role=role, rollout_percent=rollout_percent)
+    return publish_version(version, channel, user=user, **options)
+
+
+def _check_publish_role(channel: Channel, options: PublishOptions) -> None:
+    role = options.get("role")
+    if role is not None:
+        _check_role(role, channel, "publish to")
 
 
 def publish_confirmed(
@@ -310,21 +315,16 @@ def publish_confirmed(
     channel: Channel,
     *,
     user: User,
-    role: Role | None,
-    rollout_percent: int | None = None,
     confirmed_warnings: Sequence[str] = (),
+    **options: Unpack[PublishOptions],
 ) -> Publication:
     """The publish page's confirmed POST: publish ``version`` (None: the set as it is now),
     audit the owner's confirmation of the compatibility warnings with it, and commit. Raises
     :class:`ForgeError` as :func:`publish_version` and :func:`publish_prompt_set` do."""
     if version is None:
-        publication = publish_prompt_set(
-            prompt_set, channel, user=user, role=role, rollout_percent=rollout_percent
-        )
+        publication = publish_prompt_set(prompt_set, channel, user=user, **options)
     else:
-        publication = publish_version(
-            version, channel, user=user, role=role, rollout_percent=rollout_percent
-        )
+        publication = publish_version(version, channel, user=user, **options)
     if confirmed_warnings:
         _audit(
             "channel.publish_compat_confirmed",

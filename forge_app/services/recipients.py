@@ -16,7 +16,6 @@ from anvil_client.wire import (
     CHANNEL_RE,
     pointer_key,
 )
-from forge_app.audit import record_event
 from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import (
@@ -39,7 +38,7 @@ from forge_app.services.channels import (
 )
 from forge_app.services.publish import _audit, _record
 from forge_app.services.store import _explain, _publisher
-from forge_app.services.tokens import active_tokens
+from forge_app.services.tokens import active_tokens, record_token_event
 from publisher import (
     Publisher,
 )
@@ -173,12 +172,6 @@ def revoke_token(token: AccessToken, *, user: User) -> RecipientsReport:
         )
     token.revoked_at = utcnow()
     token.revoked_by_id = user.id
-    record_event(
-        "token.revoke",
-        token,
-        project=project,
-        actor=user,
-        details={"token_id": token.token_id, "name": token.name},
-    )
+    record_token_event("token.revoke", token, user=user, project=project)
     db.session.flush()
     return sync_recipients(project, user=user, reason=f"revoked token {token.token_id}")

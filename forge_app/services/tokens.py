@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from anvil_client.errors import AnvilError, ConfigError
 from anvil_client.wire import AccessToken as WireToken
@@ -33,6 +34,7 @@ from forge_app.audit import record_event
 from forge_app.errors import ForgeError
 from forge_app.extensions import db
 from forge_app.models import Project, User, utcnow
+from forge_app.models.api_tokens import ApiToken
 from forge_app.models.distribution import AccessToken
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ __all__ = [
     "generate_token",
     "hash_token",
     "lookup_token_status",
+    "record_token_event",
     "reveal_token",
     "show_token",
     "touch_last_used",
@@ -148,19 +151,27 @@ def generate_token(
 
     token, text = create_token(project, name, user=user)
     db.session.flush()
-    record_event(
-        "token.create",
-        token,
-        project=project,
-        details={"token_id": token.token_id, "name": token.name},
-        actor=user,
-    )
+    record_token_event("token.create", token, user=user, project=project)
     try:
         report = sync_recipients(project, user=user, reason=f"new token {token.token_id}")
     except ForgeError as e:
         report = RecipientsReport(failed=[("all channels", str(e))])
     db.session.commit()
     return token, text, report
+
+
+def record_token_event(
+    action: str,
+    token: AccessToken | ApiToken,
+    *,
+    user: User,
+    project: Project | None = None,
+    session: Session | None = None,
+) -> None:
+    """Audit ``action`` by ``user`` on an ACCESS_TOKEN or a personal API token, naming it by
+    its id and name."""
+    details = {"token_id": token.token_id, "name": token.name}
+    record_event(action, token, project=project, actor=user, details=details, session=session)
 
 
 def show_token(token: AccessToken) -> str:

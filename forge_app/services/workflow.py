@@ -18,8 +18,9 @@ the versions in :mod:`forge_app.services.versions`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -39,6 +40,7 @@ from forge_app.services.versions import (
 )
 
 __all__ = [
+    "Attempt",
     "approve",
     "four_eyes_problem",
     "record_refusal",
@@ -62,20 +64,13 @@ def require_role(
         )
 
 
-@dataclass(frozen=True)
-class _Move:
-    """One transition of the set: from a status to another, and what the user tried to do."""
+class Attempt(TypedDict):
+    """Who tries a transition: their role in the project, and the set's revision they saw
+    (``None``: do not check it)."""
 
-    before: SetStatus
-    after: SetStatus
-    what: str
+    role: Role
+    expected_revision: int | None
 
-
-_SUBMIT = _Move(SetStatus.LIVE, SetStatus.REVIEW, "submit")
-_WITHDRAW = _Move(SetStatus.REVIEW, SetStatus.LIVE, "withdraw the submission")
-_APPROVE = _Move(SetStatus.REVIEW, SetStatus.LOCKED, "approve")
-_REQUEST_CHANGES = _Move(SetStatus.REVIEW, SetStatus.LIVE, "request changes")
-_UNLOCK = _Move(SetStatus.LOCKED, SetStatus.LIVE, "unlock")
 
 #: The columns of a submission, cleared when it leaves review.
 _NO_SUBMISSION: dict[str, Any] = dict.fromkeys(
@@ -87,6 +82,39 @@ _NO_COMMENT: dict[str, Any] = dict.fromkeys(
 )
 
 
+@dataclass(frozen=True)
+class _Move:
+    """One transition of the set: from a status to another, what the user tried to do, its
+    audit action, and the columns it clears."""
+
+    before: SetStatus
+    after: SetStatus
+    what: str
+    action: str
+    cleared: Mapping[str, Any]
+
+
+_SUBMIT = _Move(SetStatus.LIVE, SetStatus.REVIEW, "submit", "prompt_set.submit", _NO_COMMENT)
+_WITHDRAW = _Move(
+    SetStatus.REVIEW,
+    SetStatus.LIVE,
+    "withdraw the submission",
+    "prompt_set.withdraw",
+    _NO_SUBMISSION,
+)
+_APPROVE = _Move(
+    SetStatus.REVIEW, SetStatus.LOCKED, "approve", "prompt_set.approve", _NO_SUBMISSION
+)
+_REQUEST_CHANGES = _Move(
+    SetStatus.REVIEW,
+    SetStatus.LIVE,
+    "request changes",
+    "prompt_set.request_changes",
+    _NO_SUBMISSION,
+)
+_UNLOCK = _Move(SetStatus.LOCKED, SetStatus.LIVE, "unlock", "prompt_set.unlock", _NO_COMMENT)
+
+
 def _claim(
     session: Session,
     prompt_set: PromptSet,
@@ -94,7 +122,8 @@ def _claim(
     expected_revision: int | None,
     **values: Any,
 ) -> None:
-    """Make ``move`` atomically, or explain why it cannot."""
+    """Make ``move`` atomically (setting ``values`` and clearing its columns), or explain why
+    it cannot."""
     query = update(PromptSet).where(
         PromptSet.id == prompt_set.id, PromptSet.status == move.before.value
     )
@@ -102,7 +131,7 @@ def _claim(
         query = query.where(PromptSet.revision == expected_revision)
     result = session.execute(
         query.values(
-            revision=PromptSet.revision + 1, status=move.after.value, **values
+            revision=PromptSet.revision + 1, status=move.after.value, **move.cleared, **values
         ).execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -167,10 +196,9 @@ def submit(
     prompt_set: PromptSet,
     user: User,
     *,
-    role: Role,
     bump: str,
     changelog: str,
-    expected_revision: int | None,
+    **attempt: Unpack[Attempt],
 ) -> str:
     """LIVE → REVIEW. Returns the version the set will get when approved.
 
@@ -178,7 +206,7 @@ def submit(
         ForgeError: for a viewer, an empty or invalid set, no change since the last
             version, or a set that is not LIVE or changed meanwhile.
     """
-    require_role(role, Role.EDITOR, "submit a prompt set for review")
+    require_role(attempt["role"], Role.EDITOR, "submit a prompt set for review")
     if bump not in BUMPS:
         raise ForgeError("Choose patch, minor or major.", kind=Kind.INVALID)
     changelog = changelog.strip()
@@ -192,13 +220,12 @@ def submit(
         session,
         prompt_set,
         _SUBMIT,
-        expected_revision,
+        attempt["expected_revision"],
         pending_version=version,
         pending_bump=bump,
         pending_changelog=changelog,
         submitted_by_id=user.id,
         submitted_at=utcnow(),
-        **_NO_COMMENT,
     )
     prompts = draft_prompts(session, prompt_set)
     problem = _content_problem(prompts, prompt_set.project, prompt_set, latest)
@@ -206,7 +233,7 @@ def submit(
         raise ForgeError(problem[0], kind=Kind.INVALID, problems=problem[1])
     _record(
         session,
-        "prompt_set.submit",
+        _SUBMIT.action,
         prompt_set,
         user,
         version=version,
@@ -235,31 +262,28 @@ def _content_problem(
     return None
 
 
+def _back_to_live(
+    session: Session, prompt_set: PromptSet, user: User, move: _Move, attempt: Attempt, what: str
+) -> None:
+    """Make ``move`` (back to LIVE) as an editor, who may ``what``."""
+    require_role(attempt["role"], Role.EDITOR, what)
+    _claim(session, prompt_set, move, attempt["expected_revision"])
+    _record(session, move.action, prompt_set, user)
+
+
 def withdraw(
-    session: Session,
-    prompt_set: PromptSet,
-    user: User,
-    *,
-    role: Role,
-    expected_revision: int | None,
+    session: Session, prompt_set: PromptSet, user: User, **attempt: Unpack[Attempt]
 ) -> None:
     """REVIEW → LIVE, by an editor (typically the submitter, to fix something).
 
     Raises:
         ForgeError: for a viewer, or a set that is not in review.
     """
-    require_role(role, Role.EDITOR, "withdraw a submission")
-    _claim(session, prompt_set, _WITHDRAW, expected_revision, **_NO_SUBMISSION)
-    _record(session, "prompt_set.withdraw", prompt_set, user)
+    _back_to_live(session, prompt_set, user, _WITHDRAW, attempt, "withdraw a submission")
 
 
 def approve(
-    session: Session,
-    prompt_set: PromptSet,
-    user: User,
-    *,
-    role: Role,
-    expected_revision: int | None,
+    session: Session, prompt_set: PromptSet, user: User, **attempt: Unpack[Attempt]
 ) -> PromptSetVersion:
     """REVIEW → LOCKED, creating the immutable version (the exact bundle bytes, DESIGN §3).
 
@@ -268,7 +292,8 @@ def approve(
             (``refused="prompt_set.approve_refused"``), a set that is not in review or
             changed since the reviewer opened it, or a snapshot that does not validate.
     """
-    require_role(role, Role.REVIEWER, "approve a prompt set")
+    require_role(attempt["role"], Role.REVIEWER, "approve a prompt set")
+    expected_revision = attempt["expected_revision"]
     if expected_revision is None:
         raise ForgeError(
             "Approve from the review page, after looking at the changes.", kind=Kind.INVALID
@@ -279,7 +304,7 @@ def approve(
     version = prompt_set.pending_version
     submitted_by_id = prompt_set.submitted_by_id
     changelog = prompt_set.pending_changelog or ""
-    _claim(session, prompt_set, _APPROVE, expected_revision, **_NO_SUBMISSION)
+    _claim(session, prompt_set, _APPROVE, expected_revision)
     if version is None or session.scalar(
         select(PromptSetVersion.id).where(
             PromptSetVersion.prompt_set_id == prompt_set.id, PromptSetVersion.version == version
@@ -302,7 +327,7 @@ def approve(
     session.flush()
     _record(
         session,
-        "prompt_set.approve",
+        _APPROVE.action,
         prompt_set,
         user,
         version=version,
@@ -316,16 +341,15 @@ def request_changes(
     prompt_set: PromptSet,
     user: User,
     *,
-    role: Role,
     comment: str,
-    expected_revision: int | None,
+    **attempt: Unpack[Attempt],
 ) -> None:
     """REVIEW → LIVE with the reviewer's comment (shown on the set until the next submit).
 
     Raises:
         ForgeError: for a role below reviewer, an empty comment, or a set not in review.
     """
-    require_role(role, Role.REVIEWER, "request changes")
+    require_role(attempt["role"], Role.REVIEWER, "request changes")
     comment = comment.strip()
     if not comment:
         raise ForgeError("Say what should change, so the editor knows.", kind=Kind.INVALID)
@@ -333,31 +357,21 @@ def request_changes(
         session,
         prompt_set,
         _REQUEST_CHANGES,
-        expected_revision,
+        attempt["expected_revision"],
         review_comment=comment,
         review_comment_by_id=user.id,
         review_comment_at=utcnow(),
-        **_NO_SUBMISSION,
     )
-    _record(session, "prompt_set.request_changes", prompt_set, user, comment=comment[:500])
+    _record(session, _REQUEST_CHANGES.action, prompt_set, user, comment=comment[:500])
 
 
-def unlock(
-    session: Session,
-    prompt_set: PromptSet,
-    user: User,
-    *,
-    role: Role,
-    expected_revision: int | None,
-) -> None:
+def unlock(session: Session, prompt_set: PromptSet, user: User, **attempt: Unpack[Attempt]) -> None:
     """LOCKED → LIVE; its versions stay as they are.
 
     Raises:
         ForgeError: for a viewer or a set that is not locked.
     """
-    require_role(role, Role.EDITOR, "unlock a prompt set")
-    _claim(session, prompt_set, _UNLOCK, expected_revision, **_NO_COMMENT)
-    _record(session, "prompt_set.unlock", prompt_set, user)
+    _back_to_live(session, prompt_set, user, _UNLOCK, attempt, "unlock a prompt set")
 
 
 def restore_version(

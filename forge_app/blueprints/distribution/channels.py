@@ -9,7 +9,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from forge_app.authz import require_project_role, signed_in_user
-from forge_app.blueprints._common import project_page
+from forge_app.blueprints._common import posted_by, project_page
 from forge_app.blueprints.distribution._shared import (
     _channel_and_page,
     _channel_or_404,
@@ -33,21 +33,18 @@ from forge_app.services.tokens import active_tokens
 def channels(project: Project) -> ResponseReturnValue:
     publishing.ensure_default_channels(project)
     form = ChannelForm()
-    if request.method == "POST":
-        if g.role < Role.OWNER:
-            abort(403, "Only owners can add channels.")
-        if form.validate_on_submit():
-            try:
-                channel = create_channel(project, form.name.data or "", user=signed_in_user())
-            except NameTaken as e:
-                form.name.errors = [str(e)]
-                return _render_channels(project, form, status=400)
-            flash(
-                f"Channel {channel.name} is added. It accepts LOCKED versions; its publishers "
-                "are owners.",
-                "success",
-            )
-            return redirect(url_for(".channel", project_id=project.id, channel=channel.name))
+    if posted_by(Role.OWNER, "Only owners can add channels.") and form.validate_on_submit():
+        try:
+            channel = create_channel(project, form.name.data or "", user=signed_in_user())
+        except NameTaken as e:
+            form.name.errors = [str(e)]
+            return _render_channels(project, form, status=400)
+        flash(
+            f"Channel {channel.name} is added. It accepts LOCKED versions; its publishers "
+            "are owners.",
+            "success",
+        )
+        return redirect(url_for(".channel", project_id=project.id, channel=channel.name))
     return _render_channels(project, form)
 
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import flash, g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
-from forge_app.blueprints._common import flash_form_errors, found_or_404
+from forge_app.blueprints._common import flash_form_errors, found_or_404, project_page
 from forge_app.blueprints.distribution._shared import _live_instances, _status_url, bp
 from forge_app.blueprints.prompt_sets._shared import set_and_version
 from forge_app.errors import ForgeError, flash_and_redirect
@@ -104,14 +104,13 @@ class _Flow:
         return self.prompt_set.status
 
     def _page(self, template: str, **context: Any) -> str:
-        return render_template(
+        return project_page(
             template,
-            project=self.project,
+            self.project,
             prompt_set=self.prompt_set,
             version=self.version,
             status=self.status,
             self_url=self.self_url,
-            nav="projects",
             **context,
         )
 

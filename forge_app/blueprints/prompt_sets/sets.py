@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, g, redirect, request, url_for
+from flask import flash, redirect, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
-from forge_app.blueprints._common import created, project_page, saved
+from forge_app.blueprints._common import created, posted_by, project_page, saved
 from forge_app.blueprints.prompt_sets._shared import _people, _set_url, _versions, bp
 from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
-from forge_app.forms import PromptSetForm
+from forge_app.forms import NameForm
 from forge_app.models import Project, Prompt, PromptSetVersion, Role, User
 from forge_app.services.naming import create_prompt_set, delete_prompt_set, update_prompt_set
 
@@ -19,14 +19,11 @@ from forge_app.services.naming import create_prompt_set, delete_prompt_set, upda
 @bp.route("/new", methods=["GET", "POST"])
 @require_project_role(Role.EDITOR)
 def create(project: Project) -> ResponseReturnValue:
-    form = PromptSetForm()
-    prompt_set = created(
-        form, lambda name, text: create_prompt_set(project, name, text, user=signed_in_user())
-    )
-    if prompt_set is not None:
-        flash(f"Prompt set {prompt_set.name} is created. Add its first prompt.", "success")
-        return redirect(_set_url(project, prompt_set))
-    return project_page("prompt_sets/create.html", project, form=form)
+    form = NameForm()
+    if (prompt_set := created(form, create_prompt_set, project, user=signed_in_user())) is None:
+        return project_page("prompt_sets/create.html", project, form=form)
+    flash(f"Prompt set {prompt_set.name} is created. Add its first prompt.", "success")
+    return redirect(_set_url(project, prompt_set))
 
 
 @bp.get("/<uuid:set_id>")
@@ -59,13 +56,10 @@ def show(project: Project, set_id: str) -> ResponseReturnValue:
 @require_project_role(Role.VIEWER)
 def settings(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
-    form = PromptSetForm(obj=prompt_set)
-    if request.method == "POST":
-        if g.role < Role.EDITOR:
-            abort(403)
-        if saved(form, lambda name, text: update_prompt_set(prompt_set, name, text)):
-            flash("Prompt set settings are saved.", "success")
-            return redirect(_set_url(project, prompt_set))
+    form = NameForm(obj=prompt_set)
+    if posted_by(Role.EDITOR) and saved(form, update_prompt_set, prompt_set):
+        flash("Prompt set settings are saved.", "success")
+        return redirect(_set_url(project, prompt_set))
     has_versions = (
         db.session.scalar(
             select(PromptSetVersion.id).where(PromptSetVersion.prompt_set_id == prompt_set.id)

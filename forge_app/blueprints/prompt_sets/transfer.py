@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, abort, flash, g, redirect, request
+from flask import Response, flash, redirect, request
 from flask.typing import ResponseReturnValue
 
 from anvil_client.errors import ValidationError
 from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
-from forge_app.blueprints._common import project_page
+from forge_app.blueprints._common import posted_by, project_page
 from forge_app.blueprints.prompt_sets._shared import (
     MAX_IMPORT_BYTES,
     _file_stem,
@@ -59,9 +59,7 @@ def import_view(project: Project, set_id: str) -> ResponseReturnValue:
     problems: list[str] = []
     text = ""
     replace = False
-    if request.method == "POST":
-        if g.role < Role.EDITOR:
-            abort(403)
+    if posted_by(Role.EDITOR):
         replace = request.form.get("mode") == "replace"
         text, filename, problems = _posted_file()
         if not problems:
