@@ -19,7 +19,7 @@ from publisher._gc import GcReport, collect_garbage
 from publisher._history import read_history
 from publisher._inspect import Inspection, export_bootstrap, inspect
 from publisher._publish import Publisher
-from publisher._results import HistoryEntry, PublishResult
+from publisher._results import HistoryEntry, PublishResult, release_json
 from publisher._validate import PromptFiles, SourceLocation, validate_prompts
 
 __all__ = [
@@ -43,5 +43,6 @@ __all__ = [
     "load_prompt_files",
     "parse_prompt_file",
     "read_history",
+    "release_json",
     "validate_prompts",
 ]

@@ -39,8 +39,8 @@ from publisher import (
     HistoryEntry,
     Publisher,
     PublishResult,
+    release_json,
 )
-from publisher._results import release_json
 
 _PRERELEASE_RE = re.compile(r"^(\d+\.\d+\.\d+)-(rc|dev)\.(\d+)$")
 

@@ -30,6 +30,7 @@ def test_public_names() -> None:
         "load_prompt_files",
         "parse_prompt_file",
         "read_history",
+        "release_json",
         "validate_prompts",
     }
     for name in publisher.__all__:
