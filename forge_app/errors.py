@@ -24,6 +24,7 @@ __all__ = [
     "Kind",
     "NoRolloutInProgress",
     "flash_and_redirect",
+    "flash_error",
     "http_status",
 ]
 
@@ -96,10 +97,18 @@ class NoRolloutInProgress(ForgeError):
 
 
 def flash_and_redirect(error: ForgeError, target: str) -> ResponseReturnValue:
-    """A view's answer to a service error: roll back, then an error page for a rule about who
-    may act or a missing object (re-raised to the app's handler), or one flash sentence (and
-    its problems) and a redirect to ``target``."""
-    from flask import flash, redirect
+    """A view's answer to a service error: :func:`flash_error`, then a redirect to
+    ``target``."""
+    from flask import redirect
+
+    flash_error(error)
+    return redirect(target)
+
+
+def flash_error(error: ForgeError) -> None:
+    """Roll back, then an error page for a rule about who may act or a missing object
+    (re-raised to the app's handler), or one flash sentence and its problems."""
+    from flask import flash
 
     from forge_app.extensions import db
 
@@ -109,4 +118,3 @@ def flash_and_redirect(error: ForgeError, target: str) -> ResponseReturnValue:
     flash(str(error), "error")
     for problem in error.problems[:20]:
         flash(problem, "error")
-    return redirect(target)

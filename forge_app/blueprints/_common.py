@@ -13,6 +13,7 @@ from forge_app.authz import signed_in_user
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, Role
 from forge_app.services.naming import NameTaken
+from forge_app.services.transaction import unit_of_work
 
 __all__ = [
     "count_per",
@@ -30,8 +31,9 @@ T = TypeVar("T")
 
 def transition(action: Callable[..., T], prompt_set: PromptSet, **fields: Any) -> T:
     """Run a workflow transition of :mod:`forge_app.services.workflow` on ``prompt_set`` as
-    the signed-in user with their role in the project (the caller commits)."""
-    return action(db.session, prompt_set, signed_in_user(), role=g.role, **fields)
+    the signed-in user with their role in the project, as one unit of work (committed, or
+    rolled back when it raises)."""
+    return unit_of_work(action, db.session, prompt_set, signed_in_user(), role=g.role, **fields)
 
 
 def project_page(template: str, project: Project, tab: str | None = None, **context: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from forge_app.authz import signed_in_user
@@ -26,6 +26,7 @@ from forge_app.services.api_tokens import (
     revoke_api_token,
     user_tokens,
 )
+from forge_app.services.transaction import unit_of_work
 
 bp = Blueprint("api_tokens", __name__, url_prefix="/account/api-tokens")
 
@@ -59,7 +60,8 @@ def create() -> ResponseReturnValue:
     user = signed_in_user()
     days_text = request.form.get("days", "")
     try:
-        _token, text = create_api_token(
+        _token, text = unit_of_work(
+            create_api_token,
             db.session,
             user,
             request.form.get("name", ""),
@@ -67,9 +69,7 @@ def create() -> ResponseReturnValue:
             days=int(days_text) if days_text.isdigit() else 0,
             create_key=request.form.get("form_key", "")[:64] or None,
         )
-        db.session.commit()
     except ApiTokenError as e:
-        db.session.rollback()
         return _page(problem=str(e), status=400)
     return _page(created=text)
 
@@ -77,12 +77,8 @@ def create() -> ResponseReturnValue:
 @bp.post("/<token_id>/revoke")
 def revoke(token_id: str) -> ResponseReturnValue:
     try:
-        token = revoke_api_token(db.session, signed_in_user(), token_id)
+        token = unit_of_work(revoke_api_token, db.session, signed_in_user(), token_id)
     except ApiTokenError:
-        db.session.rollback()
-        from flask import abort
-
         abort(404)
-    db.session.commit()
     flash(f"API token {token.name} is revoked; it no longer works.", "success")
     return redirect(url_for("api_tokens.index"))

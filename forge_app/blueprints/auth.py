@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -34,10 +34,10 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from forge_app.authz import public, safe_local_path, signed_in_user
-from forge_app.extensions import db, delete_unlocked, insert_ignore
+from forge_app.extensions import db
 from forge_app.forms import LoginForm, PasswordForm
-from forge_app.models import User, utcnow
-from forge_app.models.accounts import LoginId, RevokedSession
+from forge_app.models import User
+from forge_app.models.accounts import LoginId
 from forge_app.services import users
 from forge_app.services.users import (
     AccountError,
@@ -162,17 +162,7 @@ def _revoke_current_session() -> None:
     parsed = LoginId.parse(current_user.get_id())
     if parsed is None:
         return
-    max_age: timedelta = current_app.config["FORGE_SESSION_MAX_AGE"]
-    now = utcnow()
-    delete_unlocked(db.session, RevokedSession.session_id, RevokedSession.expires_at < now)
-    insert_ignore(
-        db.session,
-        RevokedSession,
-        session_id=parsed.session_id,
-        user_id=parsed.user_id,
-        expires_at=max(now, datetime.fromtimestamp(parsed.issued_at, UTC) + max_age),
-    )
-    db.session.commit()
+    users.revoke_login(db.session, parsed, current_app.config["FORGE_SESSION_MAX_AGE"])
 
 
 @bp.post("/logout")

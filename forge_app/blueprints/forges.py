@@ -60,6 +60,7 @@ from forge_app.services.remote_projects import (
     copy_version,
     disconnect_project,
 )
+from forge_app.services.transaction import unit_of_work
 
 bp = Blueprint("forges", __name__, url_prefix="/forges")
 
@@ -204,10 +205,8 @@ def _peered(action: Callable[..., T], user: User, peer: KnownForge, **options: A
     """Run a peering ``action`` as ``user`` with a client of the FORGE ``peer`` and commit;
     None (the error flashed, nothing changed) when it fails."""
     try:
-        done = action(db.session, user, client=peer_client(_app(), peer), **options)
-        db.session.commit()
+        done = unit_of_work(action, db.session, user, client=peer_client(_app(), peer), **options)
     except PeeringError as e:
-        db.session.rollback()
         flash(str(e), "error")
         return None
     return done
@@ -267,11 +266,9 @@ def disconnect(connection_id: int) -> ResponseReturnValue:
     reference, _ = _reference_or_404(connection_id)
     name, forge_name = reference.name, reference.forge_name
     try:
-        disconnect_project(db.session, signed_in_user(), reference)
+        unit_of_work(disconnect_project, db.session, signed_in_user(), reference)
     except PeeringError as e:
-        db.session.rollback()
         abort(http_status(e.kind), str(e))
-    db.session.commit()
     flash(f"Disconnected {name} of {forge_name}. Nothing changed on {forge_name}.", "success")
     return redirect(url_for("forges.index")), 303
 

@@ -31,6 +31,7 @@ from forge_app.services.invitations import (
     pending_invitations,
     revoke_invitation,
 )
+from forge_app.services.transaction import unit_of_work
 from forge_app.services.users import AccountError
 
 bp = Blueprint("orgs", __name__, url_prefix="/orgs")
@@ -93,7 +94,8 @@ def invite(org: Organisation) -> ResponseReturnValue:
         flash("Choose a role and how long the link works.", "error")
         return redirect(url_for("orgs.show", org_slug=org.slug))
     try:
-        invitation, text = create_invitation(
+        invitation, text = unit_of_work(
+            create_invitation,
             db.session,
             org,
             Role.parse(form.role.data or "viewer"),
@@ -104,7 +106,6 @@ def invite(org: Organisation) -> ResponseReturnValue:
     except (InvitationError, ValueError) as e:
         flash(str(e), "error")
         return redirect(url_for("orgs.show", org_slug=org.slug))
-    db.session.commit()
     response = make_response(
         render_template(
             "orgs/invitation_created.html",
@@ -121,8 +122,7 @@ def invite(org: Organisation) -> ResponseReturnValue:
 @bp.post("/<org_slug>/invitations/<int:invitation_id>/revoke")
 @require_org_role(Role.OWNER)
 def revoke_invitation_view(org: Organisation, invitation_id: int) -> ResponseReturnValue:
-    if revoke_invitation(db.session, org, invitation_id, signed_in_user()):
-        db.session.commit()
+    if unit_of_work(revoke_invitation, db.session, org, invitation_id, signed_in_user()):
         flash("The invitation is withdrawn: its link no longer works.", "success")
     else:
         flash("That invitation was already used or withdrawn.", "info")
@@ -145,16 +145,17 @@ def join(token: str) -> ResponseReturnValue:
         status = 400
         try:
             if user is not None:  # CSRFProtect has checked the form's token
-                return _joined(org_service.join(db.session, token, user._get_current_object()))
+                joining = user._get_current_object()
+                return _joined(unit_of_work(org_service.join, db.session, token, joining))
             if form.validate_on_submit():
                 fields = (form.email.data or "", form.password.data or "", form.name.data or "")
-                membership = org_service.join_with_new_account(db.session, token, *fields)
+                membership = unit_of_work(
+                    org_service.join_with_new_account, db.session, token, *fields
+                )
                 return _joined(membership, created=True)
         except InvitationError as e:
-            db.session.rollback()
             return _no_referrer(render_template("orgs/join.html", problem=str(e)), 409)
         except AccountError as e:
-            db.session.rollback()
             _show_account_problem(form, str(e))
     return _no_referrer(
         render_template(

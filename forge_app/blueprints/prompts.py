@@ -304,7 +304,6 @@ def _conflict(
     project: Project, prompt_set: PromptSet, prompt: Prompt, draft: PromptDraft
 ) -> ResponseReturnValue:
     """Someone saved first: keep this editor's text, show theirs, and let them decide."""
-    db.session.rollback()
     db.session.refresh(prompt)
     other = db.session.get(User, prompt.updated_by_id) if prompt.updated_by_id else None
     checked = check_draft(draft)

@@ -38,6 +38,7 @@ from forge_app.models import Project, PromptSet, PromptSetVersion, Role, utcnow
 from forge_app.models.distribution import Channel, Publication
 from forge_app.models.releases import ScheduledJob
 from forge_app.services import publishing
+from forge_app.services.transaction import unit_of_work
 from forge_app.usage_reads import usage_series
 from forge_app.webhooks import delete_webhook, save_webhook, webhook_of
 
@@ -233,7 +234,8 @@ def schedule(project: Project, found: Channel) -> None:
         )
         if version is None or version.prompt_set.project_id != project.id:
             raise _invalid("Choose a version of this project to publish.")
-    job = scheduling.schedule_job(
+    job = unit_of_work(
+        scheduling.schedule_job,
         found,
         form.kind.data,
         run_at,
@@ -242,7 +244,6 @@ def schedule(project: Project, found: Channel) -> None:
         percent=form.percent.data,
         to_sequence=form.to_sequence.data,
     )
-    db.session.commit()
     flash(
         f"Scheduled: {scheduling.describe_job(job)} on {found.name} at "
         f"{run_at:%Y-%m-%d %H:%M} UTC.",
@@ -256,11 +257,9 @@ def cancel(project: Project, found: Channel) -> None:
     job = db.session.get(ScheduledJob, job_id) if job_id else None
     if job is None or job.channel_id != found.id or job.kind == "webhook":
         abort(404)
-    if scheduling.cancel_job(job, user=signed_in_user()):
-        db.session.commit()
+    if unit_of_work(scheduling.cancel_job, job, user=signed_in_user()):
         flash(f"Cancelled: {scheduling.describe_job(job)}.", "success")
     else:
-        db.session.rollback()
         flash("That change is no longer pending (it ran or was cancelled).", "error")
 
 

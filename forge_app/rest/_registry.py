@@ -32,6 +32,7 @@ from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import db
 from forge_app.models import Project, Role
 from forge_app.services.heartbeat_limits import SlidingWindowLimiter
+from forge_app.services.transaction import unit_of_work
 
 __all__ = [
     "OPERATIONS",
@@ -267,16 +268,12 @@ def committed(work: Callable[[], T], *, race: tuple[type[Exception], ApiError] |
     problems."""
     caught: type[Exception] | tuple[()] = race[0] if race is not None else ()
     try:
-        result = work()
-        db.session.commit()
+        return unit_of_work(work)
     except caught:
-        db.session.rollback()
         assert race is not None
         raise race[1] from None
     except ForgeError as e:
-        db.session.rollback()
         raise ApiError(http_status(e.kind), str(e), details=e.problems or None) from None
-    return result
 
 
 @dataclass(frozen=True)

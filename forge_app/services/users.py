@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -39,7 +39,7 @@ from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import delete_unlocked, insert_ignore
 from forge_app.models import LoginAttempt, Membership, Organisation, Role, User, utcnow
-from forge_app.models.accounts import LoginThrottle
+from forge_app.models.accounts import LoginId, LoginThrottle, RevokedSession
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -54,6 +54,7 @@ __all__ = [
     "hash_password",
     "normalise_email",
     "register_user",
+    "revoke_login",
     "sign_out_everywhere",
     "slugify",
 ]
@@ -196,6 +197,22 @@ def sign_out_everywhere(session: Session, user: User) -> None:
         .execution_options(synchronize_session=False)
     )
     record_event("user.sign_out_everywhere", user, actor=user, session=session)
+    session.commit()
+
+
+def revoke_login(session: Session, login: LoginId, max_age: timedelta) -> None:
+    """Refuse the session id of ``login`` from now on (sign-out, on the server: a copied
+    cookie too), until the session would have expired anyway (``max_age`` after it was
+    issued); forget the refusals that have expired; commit."""
+    now = utcnow()
+    delete_unlocked(session, RevokedSession.session_id, RevokedSession.expires_at < now)
+    insert_ignore(
+        session,
+        RevokedSession,
+        session_id=login.session_id,
+        user_id=login.user_id,
+        expires_at=max(now, datetime.fromtimestamp(login.issued_at, UTC) + max_age),
+    )
     session.commit()
 
 

@@ -3,18 +3,23 @@ instance counts, and the helpers other blueprints' templates use."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, request, url_for
+from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from anvil_client.errors import ConfigError
+from forge_app.authz import signed_in_user
+from forge_app.errors import ForgeError, flash_and_redirect, flash_error
 from forge_app.extensions import db
 from forge_app.models import Project
 from forge_app.models.distribution import AccessToken, Channel, Publication
 from forge_app.models.instances import LiveInstance
 from forge_app.services import publishing
 from forge_app.services.publishing import RecipientsReport
+from forge_app.services.transaction import unit_of_work
 
 bp = Blueprint("distribution", __name__)
 
@@ -77,6 +82,39 @@ def _flash_report(report: RecipientsReport, *, intro: str | None) -> None:
             "channel page once the problem is fixed.",
             "error",
         )
+
+
+def _channel_move(move: Callable[..., Publication], *args: Any) -> Publication | None:
+    """``move(*args)`` (a publishing service that changes a channel) as the signed-in user
+    with their role, as one unit of work: its publication, or None when it was refused
+    (see :func:`~forge_app.errors.flash_error`)."""
+    try:
+        return unit_of_work(move, *args, user=signed_in_user(), role=g.role)
+    except ForgeError as e:
+        flash_error(e)
+        return None
+
+
+def _reencrypt(
+    project: Project, back: str, *, already: str, only: Channel | None = None
+) -> ResponseReturnValue:
+    """Re-encrypt ``only`` (else every channel of ``project``) for the active tokens, as one
+    unit of work, and say what happened (``already``: nothing was to do)."""
+    try:
+        report = unit_of_work(
+            publishing.sync_recipients,
+            project,
+            user=signed_in_user(),
+            reason="re-encrypt requested",
+            only=only,
+        )
+    except ForgeError as e:
+        return flash_and_redirect(e, back)
+    if not report.reencrypted and not report.failed:
+        flash(already, "info")
+    else:
+        _flash_report(report, intro="Re-encryption finished." if report.reencrypted else None)
+    return redirect(back)
 
 
 _INSTANCES_LISTED = 200

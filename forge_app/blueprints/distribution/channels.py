@@ -3,6 +3,9 @@ re-encrypt."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from flask import abort, flash, g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
@@ -12,9 +15,10 @@ from forge_app.authz import require_project_role, signed_in_user
 from forge_app.blueprints._common import posted_by, project_page
 from forge_app.blueprints.distribution._shared import (
     _channel_and_page,
+    _channel_move,
     _channel_or_404,
-    _flash_report,
     _instance_count,
+    _reencrypt,
     _status_url,
     bp,
 )
@@ -127,11 +131,9 @@ def rollback(project: Project, channel: str) -> ResponseReturnValue:
             plan=publishing.rollback_plan(found, state.pointer, target),
             recipients=active_tokens(project.id),
         )
-    try:
-        publication = publishing.rollback_to(found, sequence, user=signed_in_user(), role=g.role)
-    except ForgeError as e:
-        return flash_and_redirect(e, back)
-    db.session.commit()
+    publication = _channel_move(publishing.rollback_to, found, sequence)
+    if publication is None:
+        return redirect(back)
     flash(
         f"Channel {found.name} is rolled back (sequence {publication.sequence}), re-encrypted "
         f"for the active tokens: {publication.summary}.",
@@ -150,13 +152,9 @@ def remove_set(project: Project, channel: str) -> ResponseReturnValue:
         flash("Choose the prompt set to remove.", "error")
         return redirect(back)
     if request.method == "POST":
-        try:
-            publication = publishing.remove_from_channel(
-                found, set_id, user=signed_in_user(), role=g.role
-            )
-        except ForgeError as e:
-            return flash_and_redirect(e, back)
-        db.session.commit()
+        publication = _channel_move(publishing.remove_from_channel, found, set_id)
+        if publication is None:
+            return redirect(back)
         flash(
             f"{publication.summary} on {found.name} (sequence {publication.sequence}); the "
             "other prompt sets are served as before.",
@@ -198,28 +196,26 @@ def remove_set(project: Project, channel: str) -> ResponseReturnValue:
 def rollout(project: Project, channel: str) -> ResponseReturnValue:
     found, back = _channel_and_page(project, channel)
     action = request.form.get("action", "")
-    user = signed_in_user()
-    try:
-        if action == "complete":
-            publication = publishing.complete_rollout(found, user=user, role=g.role)
-            message = f"{publication.summary} — on every instance of {found.name}."
-        elif action == "abort":
-            publication = publishing.abort_rollout(found, user=user, role=g.role)
-            message = f"{publication.summary} — on every instance of {found.name}."
-        elif action == "set":
-            percent = request.form.get("percent", type=int)
-            if percent is None:
-                flash("Give the new percentage, from 1 to 100.", "error")
-                return redirect(back)
-            publication = publishing.set_rollout(found, percent, user=user, role=g.role)
-            shown = publication.rollout_percent if publication.rollout_percent is not None else 100
-            message = f"The new list now goes to {shown}% of instances on {found.name}."
-        else:
-            abort(400, "Unknown rollout action.")
-    except ForgeError as e:
-        return flash_and_redirect(e, back)
-    db.session.commit()
-    flash(message, "success")
+    move: Callable[..., Publication]
+    if action == "set":
+        percent = request.form.get("percent", type=int)
+        if percent is None:
+            flash("Give the new percentage, from 1 to 100.", "error")
+            return redirect(back)
+        move = partial(publishing.set_rollout, found, percent)
+    elif action in ("complete", "abort"):
+        ending = publishing.complete_rollout if action == "complete" else publishing.abort_rollout
+        move = partial(ending, found)
+    else:
+        abort(400, "Unknown rollout action.")
+    publication = _channel_move(move)
+    if publication is None:
+        return redirect(back)
+    if action == "set":
+        shown = publication.rollout_percent if publication.rollout_percent is not None else 100
+        flash(f"The new list now goes to {shown}% of instances on {found.name}.", "success")
+    else:
+        flash(f"{publication.summary} — on every instance of {found.name}.", "success")
     return redirect(back)
 
 
@@ -229,18 +225,12 @@ def reencrypt_channel(project: Project, channel: str) -> ResponseReturnValue:
     found, back = _channel_and_page(project, channel)
     if not publishing.can_publish(g.role, found):
         abort(403, f"Only {publishing.required_role(found).label}s can re-encrypt {found.name}.")
-    try:
-        report = publishing.sync_recipients(
-            project, user=signed_in_user(), reason="re-encrypt requested", only=found
-        )
-    except ForgeError as e:
-        return flash_and_redirect(e, back)
-    db.session.commit()
-    if not report.reencrypted and not report.failed:
-        flash(f"{found.name} is already encrypted for exactly the active tokens.", "info")
-    else:
-        _flash_report(report, intro="Re-encryption finished." if report.reencrypted else None)
-    return redirect(back)
+    return _reencrypt(
+        project,
+        back,
+        already=f"{found.name} is already encrypted for exactly the active tokens.",
+        only=found,
+    )
 
 
 @bp.get("/projects/<uuid:project_id>/channels/<channel>/publications/<int:sequence>")

@@ -15,6 +15,7 @@ from forge_app.blueprints.distribution._shared import (
     _flash_report,
     _instances_by_token,
     _live_instances,
+    _reencrypt,
     _store_url_for_clients,
     _token_or_404,
     bp,
@@ -26,6 +27,7 @@ from forge_app.models import Project, Role
 from forge_app.models.distribution import AccessToken
 from forge_app.services import publishing
 from forge_app.services.tokens import generate_token, show_token
+from forge_app.services.transaction import unit_of_work
 
 _TOKEN_REQUESTS_KEPT = 20
 
@@ -112,10 +114,9 @@ def revoke(project: Project, token_id: str) -> ResponseReturnValue:
     if request.method == "POST":
         user = signed_in_user()
         try:
-            report = publishing.revoke_token(token, user=user)
+            report = unit_of_work(publishing.revoke_token, token, user=user)
         except ForgeError as e:
             return flash_and_redirect(e, back)
-        db.session.commit()
         _flash_report(report, intro=f"Token {token.name} is revoked.")
         return redirect(back)
     publishing.ensure_default_channels(project)
@@ -149,15 +150,6 @@ def revoke(project: Project, token_id: str) -> ResponseReturnValue:
 def reencrypt_all(project: Project) -> ResponseReturnValue:
     back = safe_local_path(request.form.get("next")) or url_for(".tokens", project_id=project.id)
     publishing.ensure_default_channels(project)
-    try:
-        report = publishing.sync_recipients(
-            project, user=signed_in_user(), reason="re-encrypt requested"
-        )
-    except ForgeError as e:
-        return flash_and_redirect(e, back)
-    db.session.commit()
-    if not report.reencrypted and not report.failed:
-        flash("Every channel is already encrypted for exactly the active tokens.", "info")
-    else:
-        _flash_report(report, intro="Re-encryption finished." if report.reencrypted else None)
-    return redirect(back)
+    return _reencrypt(
+        project, back, already="Every channel is already encrypted for exactly the active tokens."
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import flash, g, redirect, request
+from flask import flash, redirect, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
@@ -16,6 +16,7 @@ from forge_app.errors import ForgeError, Kind, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus
 from forge_app.services.drafts import draft_prompts
+from forge_app.services.transaction import unit_of_work
 from forge_app.services.versions import BUMPS, latest_release, next_version, snapshot_prompts
 from forge_app.services.workflow import (
     approve,
@@ -52,14 +53,12 @@ def submit_view(project: Project, set_id: str) -> ResponseReturnValue:
                 expected_revision=_expected_revision(),
             )
         except ForgeError as e:
-            db.session.rollback()
             db.session.refresh(prompt_set)
             live = prompt_set.status == SetStatus.LIVE.value
             if e.kind is Kind.INVALID and live and not e.problems:
                 flash(str(e), "error")
                 return _render_submit(project, prompt_set, latest, 400)
             return flash_and_redirect(e, _set_url(project, prompt_set))
-        db.session.commit()
         flash(f"Submitted for review as {version}. A reviewer can now approve it.", "success")
         return redirect(_set_url(project, prompt_set, "review"))
     if prompt_set.status != SetStatus.LIVE.value:
@@ -124,19 +123,13 @@ def review(project: Project, set_id: str) -> ResponseReturnValue:
 @require_project_role(Role.REVIEWER)
 def approve_view(project: Project, set_id: str) -> ResponseReturnValue:
     prompt_set = load_prompt_set(project, set_id)
-    user = signed_in_user()
     try:
-        version = approve(
-            db.session, prompt_set, user, role=g.role, expected_revision=_expected_revision()
-        )
-        db.session.commit()
+        version = transition(approve, prompt_set, expected_revision=_expected_revision())
     except ForgeError as e:
-        db.session.rollback()
-        if record_refusal(db.session, prompt_set, user, e):
-            db.session.commit()  # the refusal is on record, apart from the rolled-back attempt
+        # The refusal is on record, apart from the rolled-back attempt.
+        unit_of_work(record_refusal, db.session, prompt_set, signed_in_user(), e)
         return flash_and_redirect(e, _set_url(project, prompt_set))
     except IntegrityError:  # a concurrent approval created the same version first
-        db.session.rollback()
         flash("Someone approved this prompt set at the same moment.", "info")
         return redirect(_set_url(project, prompt_set))
     flash(f"Approved. Version {version.version} is locked and ready to publish.", "success")
@@ -159,7 +152,6 @@ def request_changes_view(project: Project, set_id: str) -> ResponseReturnValue:
         if prompt_set.status != SetStatus.REVIEW.value:
             target = _set_url(project, prompt_set)
         return flash_and_redirect(e, target)
-    db.session.commit()
     flash("Changes requested. The prompt set is a draft (LIVE) again.", "success")
     return redirect(_set_url(project, prompt_set))
 
@@ -189,6 +181,5 @@ def _transition(
         transition(action, prompt_set, expected_revision=_expected_revision())
     except ForgeError as e:
         return flash_and_redirect(e, _set_url(project, prompt_set))
-    db.session.commit()
     flash(done, "success")
     return redirect(_set_url(project, prompt_set))

@@ -27,6 +27,7 @@ from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus
 from forge_app.services.drafts import draft_prompts
+from forge_app.services.transaction import unit_of_work
 from forge_app.services.versions import snapshot_prompts
 from forge_app.services.workflow import restore_version
 
@@ -139,10 +140,11 @@ def version_bundle(project: Project, set_id: str, version: str) -> ResponseRetur
 def restore(project: Project, set_id: str, version: str) -> ResponseReturnValue:
     prompt_set, record = set_and_version(project, set_id, version)
     try:
-        summary = restore_version(db.session, prompt_set, record, signed_in_user(), role=g.role)
+        summary = unit_of_work(
+            restore_version, db.session, prompt_set, record, signed_in_user(), role=g.role
+        )
     except ForgeError as e:
         return flash_and_redirect(e, _set_url(project, prompt_set, "version", version=version))
-    db.session.commit()
     changes = sum(len(v) for v in summary.values())
     if changes:
         flash(
