@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from flask import abort, g, request
@@ -25,6 +25,7 @@ from forge_app.extensions import db
 from forge_app.models import Membership, Organisation, Project, PromptSet, Role, User
 
 __all__ = [
+    "View",
     "current_role",
     "is_public",
     "load_prompt_set",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+#: A view whose URL arguments a decorator replaces by the objects they name.
+View = Callable[..., Any]
 
 
 def public(view: F) -> F:
@@ -90,21 +95,21 @@ def current_role() -> Role | None:
     return role
 
 
-def require_project_role(minimum: Role) -> Callable[[F], F]:
+def require_project_role(minimum: Role) -> Callable[[View], View]:
     """Load the project of the ``project_id`` URL argument and check the user's role."""
     return _loading("project_id", "project", lambda project_id: _load_project(project_id, minimum))
 
 
-def _loading(url_arg: str, into: str, load: Callable[[Any], Any]) -> Callable[[F], F]:
+def _loading(url_arg: str, into: str, load: Callable[[Any], Any]) -> Callable[[View], View]:
     """A decorator passing ``load(<url_arg>)`` to the view as ``into`` instead of ``url_arg``."""
 
-    def decorate(view: F) -> F:
+    def decorate(view: View) -> View:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             kwargs[into] = load(kwargs.pop(url_arg))
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
@@ -133,7 +138,7 @@ def _load_project(project_id: uuid.UUID | str, minimum: Role) -> Project:
     return project
 
 
-def require_org_role(minimum: Role) -> Callable[[F], F]:
+def require_org_role(minimum: Role) -> Callable[[View], View]:
     """Load the organisation of the ``org_slug`` URL argument and check the user's role."""
     return _loading("org_slug", "org", lambda slug: _load_org(slug, minimum))
 
@@ -157,16 +162,16 @@ def _load_org(slug: str, minimum: Role) -> Organisation:
     return org
 
 
-def require_admin(view: F) -> F:
+def require_admin(view: Callable[P, R]) -> Callable[P, R]:
     """Only site administrators (``User.is_admin``)."""
 
     @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if not signed_in_user().is_admin:
             abort(403)
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def load_prompt_set(

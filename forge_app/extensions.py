@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+from werkzeug.local import LocalProxy
 
 __all__ = ["Database", "csrf", "db", "delete_unlocked", "insert_ignore", "login_manager"]
 
@@ -67,6 +68,18 @@ class Database:
         session: Session | None = g.pop("_forge_db_session", None)
         if session is not None:
             session.close()
+
+
+def current_app_object() -> Flask:
+    """The application behind ``current_app``, for work that outlives the request context (a
+    hint stream, a peer client, a thread)."""
+    return cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE, DELETE or INSERT that ``session.execute`` ran changed (its
+    ``CursorResult.rowcount``)."""
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
 
 
 def make_engine(url: str) -> Engine:

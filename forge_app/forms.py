@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    DecimalField,
     EmailField,
     HiddenField,
     IntegerField,
@@ -25,12 +26,16 @@ __all__ = [
     "ChannelForm",
     "CreateOrgForm",
     "CreateUserForm",
+    "Form",
+    "GuardForm",
     "InviteForm",
     "LoginForm",
     "NameForm",
     "PasswordForm",
     "PublishForm",
+    "ScheduleForm",
     "TokenForm",
+    "WebhookForm",
 ]
 
 ROLE_CHOICES = [
@@ -48,13 +53,17 @@ _PASSWORD_LENGTH = Length(
 )
 
 
-class LoginForm(FlaskForm):  # type: ignore[misc]
+class Form(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type hints
+    """The base of every form here: Flask-WTF's form (with its CSRF token), typed once."""
+
+
+class LoginForm(Form):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
     remember = BooleanField("Keep me signed in on this device")
 
 
-class PasswordForm(FlaskForm):  # type: ignore[misc]
+class PasswordForm(Form):
     current = PasswordField("Current password", validators=[DataRequired()])
     new = PasswordField(
         "New password",
@@ -65,19 +74,19 @@ class PasswordForm(FlaskForm):  # type: ignore[misc]
     )
 
 
-class NameForm(FlaskForm):  # type: ignore[misc]
+class NameForm(Form):
     """A name and a description: the create and settings form of projects and prompt sets."""
 
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     description = TextAreaField("Description", validators=[Optional(), Length(max=2000)])
 
 
-class CreateOrgForm(FlaskForm):  # type: ignore[misc]
+class CreateOrgForm(Form):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     slug = StringField("Short name (in URLs)", validators=[Optional(), Length(max=64)])
 
 
-class InviteForm(FlaskForm):  # type: ignore[misc]
+class InviteForm(Form):
     role = SelectField("Role", choices=ROLE_CHOICES, default="editor")
     days = SelectField(
         "The link works for",
@@ -89,7 +98,7 @@ class InviteForm(FlaskForm):  # type: ignore[misc]
     )
 
 
-class AcceptInvitationForm(FlaskForm):  # type: ignore[misc]
+class AcceptInvitationForm(Form):
     email = EmailField(
         "Your e-mail", validators=[DataRequired("Give your e-mail address."), Length(max=254)]
     )
@@ -106,14 +115,14 @@ class AcceptInvitationForm(FlaskForm):  # type: ignore[misc]
     )
 
 
-class CreateUserForm(FlaskForm):  # type: ignore[misc]
+class CreateUserForm(Form):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     name = StringField("Name", validators=[Optional(), Length(max=120)])
     password = PasswordField("Initial password", validators=[DataRequired(), _PASSWORD_LENGTH])
     is_admin = BooleanField("Site administrator")
 
 
-class TokenForm(FlaskForm):  # type: ignore[misc]
+class TokenForm(Form):
     name = StringField(
         "Token name",
         validators=[DataRequired(), Length(max=120)],
@@ -123,7 +132,7 @@ class TokenForm(FlaskForm):  # type: ignore[misc]
     request_id = HiddenField(validators=[Optional(), Length(max=64)])
 
 
-class ChannelForm(FlaskForm):  # type: ignore[misc]
+class ChannelForm(Form):
     name = StringField(
         "Channel name",
         validators=[
@@ -134,9 +143,53 @@ class ChannelForm(FlaskForm):  # type: ignore[misc]
     )
 
 
-class PublishForm(FlaskForm):  # type: ignore[misc]
+class PublishForm(Form):
     channel = StringField("Channel", validators=[DataRequired(), Length(max=32)])
     rollout = IntegerField(
         "Gradual rollout (% of instances)",
         validators=[Optional(), NumberRange(min=1, max=100)],
     )
+
+
+class GuardForm(Form):
+    enabled = BooleanField("Guard on", default=True)
+    max_error_rate = DecimalField(
+        "Maximum error rate (%)", places=2, validators=[DataRequired(), NumberRange(0, 100)]
+    )
+    min_calls = IntegerField(
+        "Minimum calls before judging", validators=[DataRequired(), NumberRange(1, 10_000_000)]
+    )
+    window_minutes = IntegerField(
+        "Observation window after a publish (minutes)",
+        validators=[DataRequired(), NumberRange(1, 7 * 24 * 60)],
+    )
+    stages = StringField(
+        "Staged rollout plan (%)",
+        validators=[Optional(), Length(max=60)],
+        description="E.g. 10, 50, 100: a rollout advances to the next step while healthy.",
+    )
+    hold_minutes = IntegerField(
+        "Hold between steps (minutes)", validators=[Optional(), NumberRange(0, 7 * 24 * 60)]
+    )
+
+
+class ScheduleForm(Form):
+    kind = SelectField(
+        "What",
+        choices=[
+            SelectChoice("publish", "Publish a version"),
+            SelectChoice("rollout", "Rollout step"),
+            SelectChoice("rollback", "Roll back / abort rollout"),
+        ],
+    )
+    run_at = StringField("When (UTC)", validators=[DataRequired(), Length(max=32)])
+    version = StringField("Version to publish", validators=[Optional(), Length(max=300)])
+    percent = IntegerField("Percent", validators=[Optional(), NumberRange(1, 100)])
+    to_sequence = IntegerField(
+        "Roll back to sequence (empty: abort the rollout)", validators=[Optional(), NumberRange(1)]
+    )
+
+
+class WebhookForm(Form):
+    url = StringField("Webhook address", validators=[Optional(), Length(max=2000)])
+    enabled = BooleanField("Send notices", default=True)

@@ -50,12 +50,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from forge_app.authz import public
+from forge_app.extensions import current_app_object
 from forge_app.metrics import HINT_STREAMS, HINTS_SENT
 from forge_app.services.heartbeat_limits import number_setting
 
@@ -349,7 +350,7 @@ def hints() -> ResponseReturnValue:
     if project_id != token.project_id:
         HINT_STREAMS.labels(outcome="refused").inc()
         return _problem(403, "this ACCESS_TOKEN belongs to another project")
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app_object()
     if not _can_hold_streams():
         HINT_STREAMS.labels(outcome="full").inc()
         return _problem(

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from forge_app.audit import record_event
 from forge_app.authz import member_role
 from forge_app.errors import ForgeError, Kind
-from forge_app.extensions import db
+from forge_app.extensions import db, rows_changed
 from forge_app.models import Project, PromptSetVersion, User, utcnow
 from forge_app.models.distribution import Channel
 from forge_app.models.releases import ScheduledJob
@@ -195,7 +195,7 @@ def cancel_job(job: ScheduledJob, *, user: User) -> bool:
         .values(status="cancelled", finished_at=utcnow(), note=f"Cancelled by {user.email}.")
         .execution_options(synchronize_session=False)
     )
-    if not getattr(done, "rowcount", 0):
+    if not rows_changed(done):
         return False
     channel = job.channel
     record_event(
@@ -261,7 +261,7 @@ def claim_next(worker: str, *, now: datetime | None = None) -> ScheduledJob | No
             )
             .execution_options(synchronize_session=False)
         )
-        if getattr(won, "rowcount", 0) == 1:
+        if rows_changed(won) == 1:
             db.session.commit()
             job = db.session.get(ScheduledJob, job_id)
             if job is not None:

@@ -46,6 +46,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from forge_app.extensions import rows_changed
 from forge_app.models import Project, UTCDateTime
 from forge_app.models.instances import LiveInstance
 from forge_app.models.usage import BUCKET_KEY, OTHER_PROMPT_ID, CallerVariables, PromptUsage
@@ -267,7 +268,7 @@ def record_usage(
         )
         .values(last_usage_report_id=report.report_id)
     )
-    if not getattr(claimed, "rowcount", 0):
+    if not rows_changed(claimed):
         return False
     moment = report.to
     if moment > now or moment < now - timedelta(days=retention_days):
@@ -451,4 +452,4 @@ def prune_usage(
         .where(CallerVariables.last_seen_at < cutoff)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rows_changed(result)

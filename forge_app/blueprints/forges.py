@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -41,7 +40,7 @@ from sqlalchemy import select
 from forge_app.authz import member_role, signed_in_user
 from forge_app.config import KnownForge
 from forge_app.errors import http_status
-from forge_app.extensions import db
+from forge_app.extensions import current_app_object, db
 from forge_app.models import Membership, Organisation, Project, Role, User
 from forge_app.models.peering import RemoteProject
 from forge_app.peering import PeerError, fetch_all, find_forge, known_forges, peer_client, segment
@@ -71,14 +70,10 @@ T = TypeVar("T")
 
 
 def _forge_or_404(slug: str) -> KnownForge:
-    forge = find_forge(current_app._get_current_object(), slug)  # type: ignore[attr-defined]
+    forge = find_forge(current_app_object(), slug)
     if forge is None:
         abort(404)
     return forge
-
-
-def _app() -> Any:
-    return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
 def _connected_for(user_id: int) -> list[tuple[RemoteProject, Organisation]]:
@@ -119,7 +114,7 @@ def _template_helpers() -> dict[str, Any]:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     user = signed_in_user()
-    app = _app()
+    app = current_app_object()
     forges = known_forges(app)
     results = fetch_all(
         app, [partial(peer_client(app, f).get, "/orgs?per_page=100", OrgList) for f in forges]
@@ -141,7 +136,7 @@ def index() -> ResponseReturnValue:
 def browse(forge: str) -> ResponseReturnValue:
     user = signed_in_user()
     found = _forge_or_404(forge)
-    app = _app()
+    app = current_app_object()
     client = peer_client(app, found)
     error = None
     groups: list[dict[str, Any]] = []
@@ -205,7 +200,8 @@ def _peered(action: Callable[..., T], user: User, peer: KnownForge, **options: A
     """Run a peering ``action`` as ``user`` with a client of the FORGE ``peer`` and commit;
     None (the error flashed, nothing changed) when it fails."""
     try:
-        done = unit_of_work(action, db.session, user, client=peer_client(_app(), peer), **options)
+        client = peer_client(current_app_object(), peer)
+        done = unit_of_work(action, db.session, user, client=client, **options)
     except PeeringError as e:
         flash(str(e), "error")
         return None
@@ -220,7 +216,7 @@ def _reference_or_404(connection_id: int) -> tuple[RemoteProject, KnownForge | N
     if role is None:
         abort(404)
     g.role = role
-    return reference, find_forge(_app(), reference.forge_name)
+    return reference, find_forge(current_app_object(), reference.forge_name)
 
 
 def _remote(
@@ -232,7 +228,7 @@ def _remote(
             f"The FORGE {reference.forge_name} is no longer configured here, so this project "
             "cannot be read."
         )
-    app = _app()
+    app = current_app_object()
     client = peer_client(app, forge)
     results: list[Any] = fetch_all(
         app, [partial(client.get, path, model) for path, model in paths_and_models]

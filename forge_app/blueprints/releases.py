@@ -20,11 +20,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from forge_app import compat, guards, scheduling
 from forge_app.authz import require_project_role, signed_in_user
@@ -34,6 +30,7 @@ from forge_app.charts import usage_panel
 from forge_app.compat import CompatWarning
 from forge_app.errors import ForgeError, Kind, flash_and_redirect
 from forge_app.extensions import db
+from forge_app.forms import GuardForm, ScheduleForm, WebhookForm
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, utcnow
 from forge_app.models.distribution import Channel, Publication
 from forge_app.models.releases import ScheduledJob
@@ -43,50 +40,6 @@ from forge_app.usage_reads import usage_series
 from forge_app.webhooks import delete_webhook, save_webhook, webhook_of
 
 bp = Blueprint("releases", __name__)
-
-
-class GuardForm(FlaskForm):  # type: ignore[misc]
-    enabled = BooleanField("Guard on", default=True)
-    max_error_rate = DecimalField(
-        "Maximum error rate (%)", places=2, validators=[DataRequired(), NumberRange(0, 100)]
-    )
-    min_calls = IntegerField(
-        "Minimum calls before judging", validators=[DataRequired(), NumberRange(1, 10_000_000)]
-    )
-    window_minutes = IntegerField(
-        "Observation window after a publish (minutes)",
-        validators=[DataRequired(), NumberRange(1, 7 * 24 * 60)],
-    )
-    stages = StringField(
-        "Staged rollout plan (%)",
-        validators=[Optional(), Length(max=60)],
-        description="E.g. 10, 50, 100: a rollout advances to the next step while healthy.",
-    )
-    hold_minutes = IntegerField(
-        "Hold between steps (minutes)", validators=[Optional(), NumberRange(0, 7 * 24 * 60)]
-    )
-
-
-class ScheduleForm(FlaskForm):  # type: ignore[misc]
-    kind = SelectField(
-        "What",
-        choices=[
-            SelectChoice("publish", "Publish a version"),
-            SelectChoice("rollout", "Rollout step"),
-            SelectChoice("rollback", "Roll back / abort rollout"),
-        ],
-    )
-    run_at = StringField("When (UTC)", validators=[DataRequired(), Length(max=32)])
-    version = StringField("Version to publish", validators=[Optional(), Length(max=300)])
-    percent = IntegerField("Percent", validators=[Optional(), NumberRange(1, 100)])
-    to_sequence = IntegerField(
-        "Roll back to sequence (empty: abort the rollout)", validators=[Optional(), NumberRange(1)]
-    )
-
-
-class WebhookForm(FlaskForm):  # type: ignore[misc]
-    url = StringField("Webhook address", validators=[Optional(), Length(max=2000)])
-    enabled = BooleanField("Send notices", default=True)
 
 
 def _invalid(sentence: str) -> ForgeError:

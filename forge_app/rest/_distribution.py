@@ -4,12 +4,12 @@ the user's roles apply, as on the publish pages)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import g
 from pydantic import BaseModel
 
-from forge_app.authz import load_prompt_set, require_project_role, signed_in_user
+from forge_app.authz import View, load_prompt_set, require_project_role, signed_in_user
 from forge_app.models import Project, Role
 from forge_app.models.distribution import DEFAULT_CHANNELS, POLICIES, Channel
 from forge_app.rest import _schemas as s
@@ -18,7 +18,6 @@ from forge_app.rest._registry import Resource, committed, found_or_api_404, read
 
 __all__: list[str] = []
 
-V = TypeVar("V", bound=Callable[..., Any])
 
 CHANNELS = Resource("channels", "/projects/<project_id>/channels")
 
@@ -85,7 +84,7 @@ def _publication_model(publication: Any, channel: Channel) -> s.Publication:
     )
 
 
-def _channel_post(action: str, body: type[BaseModel], summary: str) -> Callable[[V], V]:
+def _channel_post(action: str, body: type[BaseModel], summary: str) -> Callable[[View], View]:
     """Declare a channel write answering the new publication (503 when the store is down).
     Any member may call it: the publishing service applies the channel's policy and roles."""
     declare = CHANNELS.post(

@@ -27,7 +27,7 @@ from sqlalchemy.sql.selectable import GenerativeSelect
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from forge_app.authz import is_public, load_prompt_set, require_project_role
+from forge_app.authz import View, is_public, load_prompt_set, require_project_role
 from forge_app.errors import ForgeError, http_status
 from forge_app.extensions import db
 from forge_app.models import Project, Role
@@ -222,16 +222,16 @@ class Resource:
         return Operation("PUT", self.prefix + rule, summary, self.tag, response, body=body)
 
 
-def require_set_role(minimum: Role) -> Callable[[F], F]:
+def require_set_role(minimum: Role) -> Callable[[View], View]:
     """:func:`~forge_app.authz.require_project_role`, then the prompt set of the ``set_id`` URL
     argument passed to the view as its second argument (a 404 when the project has none)."""
 
-    def decorate(view: F) -> F:
+    def decorate(view: View) -> View:
         @wraps(view)
         def with_set(project: Project, set_id: str, **kwargs: Any) -> Any:
             return view(project, load_prompt_set(project, set_id), **kwargs)
 
-        return require_project_role(minimum)(with_set)  # type: ignore[return-value]
+        return require_project_role(minimum)(with_set)
 
     return decorate
 

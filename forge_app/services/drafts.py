@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from anvil_client.errors import ValidationError
 from forge_app.errors import ForgeError, Kind
-from forge_app.extensions import insert_ignore
+from forge_app.extensions import insert_ignore, rows_changed
 from forge_app.models import Prompt, PromptSet, SetStatus, User, utcnow
 from forge_app.models.audit import PromptSetContributor
 from forge_app.services.editing import prompt_file_entry, search_text_of
@@ -44,7 +44,7 @@ def touch_live_set(session: Session, prompt_set: PromptSet, user: User) -> None:
         .execution_options(synchronize_session=False)
     )
     session.expire(prompt_set, ["revision", "updated_at", "updated_by_id"])
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rows_changed(result) != 1:
         session.refresh(prompt_set)
         raise ForgeError(
             f"This prompt set is {prompt_set.status} now, so it cannot be edited. "

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from forge_app.extensions import rows_changed
 from forge_app.models import AuditEvent, Project, utcnow
 from forge_app.models.instances import LiveInstance
 
@@ -117,7 +118,7 @@ def forget_silent_instances(
     result = session.execute(
         delete(LiveInstance).where(condition).execution_options(synchronize_session=False)
     )
-    count = int(getattr(result, "rowcount", 0) or 0)
+    count = rows_changed(result)
     _system_event(
         session,
         "instance.forget_bulk",

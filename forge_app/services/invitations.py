@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
+from forge_app.extensions import rows_changed
 from forge_app.models import Membership, Organisation, Role, User, utcnow
 from forge_app.models.invitations import Invitation
 from forge_app.services.users import add_member
@@ -157,7 +158,7 @@ def accept_invitation(session: Session, text: str, user: User) -> Membership:
         .values(accepted_at=now, accepted_by_id=user.id)
         .execution_options(synchronize_session=False)
     )
-    if getattr(result, "rowcount", 0) != 1:
+    if rows_changed(result) != 1:
         raise InvitationError("This invitation was already used: ask an owner for a new one.")
     membership = add_member(session, invitation.org, user, invitation.role)
     record_event(

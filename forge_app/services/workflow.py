@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from anvil_client.errors import ValidationError
 from forge_app.audit import record_event
 from forge_app.errors import ForgeError, Kind
+from forge_app.extensions import rows_changed
 from forge_app.models import Project, PromptSet, PromptSetVersion, Role, SetStatus, User, utcnow
 from forge_app.models.audit import PromptSetContributor
 from forge_app.services.drafts import contributor_ids, draft_prompts, replace_prompts
@@ -134,7 +135,7 @@ def _claim(
             revision=PromptSet.revision + 1, status=move.after.value, **move.cleared, **values
         ).execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rows_changed(result) != 1:
         session.refresh(prompt_set)
         if prompt_set.status != move.before.value:
             raise ForgeError(
