@@ -24,12 +24,21 @@ from sqlalchemy import select
 
 from anvil_client.errors import AnvilError
 from anvil_client.wire import parse_bundle
+from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import db
-from forge_app.models import PromptSetVersion, utcnow
+from forge_app.models import PromptSetVersion, Role, utcnow
+from forge_app.models.distribution import Channel
 from forge_app.models.instances import LiveInstance
 from forge_app.models.usage import CallerVariables
 
-__all__ = ["CompatWarning", "compat_warnings", "prompts_warnings", "version_variables"]
+__all__ = [
+    "CompatWarning",
+    "compat_warnings",
+    "confirmed_warnings",
+    "prompts_warnings",
+    "publish_warnings",
+    "version_variables",
+]
 
 LIVE_WITHIN = timedelta(days=1)
 
@@ -186,3 +195,55 @@ def served_version(project_id: uuid.UUID, content_sha256: str | None) -> PromptS
     return db.session.scalar(
         select(PromptSetVersion).where(PromptSetVersion.content_sha256 == content_sha256).limit(1)
     )
+
+
+def publish_warnings(
+    version: PromptSetVersion | None, channel: Channel | None = None
+) -> list[CompatWarning]:
+    """Warnings for publishing ``version`` (None: nothing to check) to ``channel`` (None: any
+    channel's callers), the set's version the channel serves now being the previous one."""
+    from forge_app.services.channels import latest_publication
+
+    if version is None:
+        return []
+    previous = None
+    latest = latest_publication(channel) if channel is not None else None
+    if channel is not None and latest is not None:
+        set_id = str(version.prompt_set_id)
+        entry = next((e for e in latest.releases if e.get("prompt_set_id") == set_id), None)
+        if entry is not None:
+            previous = served_version(channel.project_id, str(entry.get("content_sha256") or ""))
+    return compat_warnings(
+        version, channel=channel.name if channel is not None else None, previous=previous
+    )
+
+
+def confirmed_warnings(
+    version: PromptSetVersion | None, channel: Channel, role: Role | None, confirmed: bool
+) -> list[CompatWarning]:
+    """The warnings a publish of ``version`` to ``channel`` goes ahead despite (to audit with
+    it): publishing despite warnings needs an owner's explicit confirmation, wherever the
+    publish comes from (the publish page, the REST API, a scheduled job).
+
+    Raises:
+        ForgeError: (conflict, the warnings as its problems) when there are warnings and no
+            confirmation; (forbidden) when someone below owner confirmed them.
+    """
+    warnings = publish_warnings(version, channel)
+    if not warnings:
+        return []
+    problems = [w.sentence for w in warnings]
+    if not confirmed:
+        raise ForgeError(
+            "Live instances call prompts of this version in a way it does not support; an owner "
+            "must confirm the compatibility warnings to publish.",
+            kind=Kind.CONFLICT,
+            problems=problems,
+        )
+    if role is None or role < Role.OWNER:
+        raise ForgeError(
+            "Only an owner can confirm the compatibility warnings.",
+            kind=Kind.FORBIDDEN,
+            problems=problems,
+        )
+    return warnings

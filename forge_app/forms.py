@@ -188,6 +188,10 @@ class ScheduleForm(Form):
     to_sequence = IntegerField(
         "Roll back to sequence (empty: abort the rollout)", validators=[Optional(), NumberRange(1)]
     )
+    compat_confirmed = BooleanField(
+        "I am an owner: publish even with caller-compatibility warnings (now or when it runs; "
+        "recorded in the audit log)"
+    )
 
 
 class WebhookForm(Form):

@@ -26,6 +26,7 @@ from typing import Any, TypedDict, Unpack
 from flask import current_app
 from sqlalchemy import select, update
 
+from forge_app import compat
 from forge_app.audit import record_event
 from forge_app.authz import member_role
 from forge_app.errors import ForgeError, Kind
@@ -107,19 +108,26 @@ def schedule_job(
     *,
     user: User,
     now: datetime | None = None,
+    compat_confirmed: bool = False,
     **target: Unpack[JobTarget],
 ) -> ScheduledJob:
     """Add (and audit) a pending ``kind`` job (``publish``, ``rollout`` or ``rollback``); the
-    caller commits.
+    caller commits. A publish with caller-compatibility warnings needs an owner's
+    ``compat_confirmed``, now and when it runs (the warnings are judged again then).
 
     Raises:
         ScheduleError: for a time in the past, a version of another project or that the
-            channel does not take, or a bad percentage or sequence.
+            channel does not take, a bad percentage or sequence, or compatibility warnings
+            that an owner did not confirm.
     """
     now = now or utcnow()
     _check_time(run_at, now)
     percent = _checked_step(channel, kind, target)
     version = target.get("version")
+    payload = "{}"
+    if kind == "publish":
+        _check_compat(channel, version, user, compat_confirmed)
+        payload = json.dumps({"compat_confirmed": compat_confirmed})
     job = ScheduledJob(
         project_id=channel.project_id,
         channel_id=channel.id,
@@ -127,7 +135,7 @@ def schedule_job(
         prompt_set_version_id=version.id if version is not None else None,
         percent=percent,
         to_sequence=target.get("to_sequence"),
-        payload_json="{}",
+        payload_json=payload,
         run_at=run_at,
         status="pending",
         note="",
@@ -154,6 +162,18 @@ def _check_time(run_at: datetime, now: datetime) -> None:
         raise ScheduleError("That time has passed; choose a time in the future.")
     if run_at > now + timedelta(days=366):
         raise ScheduleError("Schedule at most a year ahead.")
+
+
+def _check_compat(
+    channel: Channel, version: PromptSetVersion | None, user: User, confirmed: bool
+) -> None:
+    """Raises: ScheduleError: for warnings an owner did not confirm (see
+    :func:`forge_app.compat.confirmed_warnings`)."""
+    role = member_role(user, channel.project.org_id)
+    try:
+        compat.confirmed_warnings(version, channel, role, confirmed)
+    except ForgeError as e:
+        raise ScheduleError(str(e), problems=e.problems) from e
 
 
 def _checked_step(channel: Channel, kind: str, target: JobTarget) -> int | None:
@@ -304,8 +324,14 @@ def run_job(job: ScheduledJob, *, now: datetime | None = None) -> None:
             version = db.session.get(PromptSetVersion, job.prompt_set_version_id or 0)
             if version is None:
                 raise ForgeError("The version to publish no longer exists.", kind=Kind.NOT_FOUND)
-            publication = publishing.publish_version(
-                version, channel, user=user, role=role, rollout_percent=job.percent
+            publication = publishing.publish_confirmed(
+                version.prompt_set,
+                version,
+                channel,
+                user=user,
+                role=role,
+                rollout_percent=job.percent,
+                compat_confirmed=job.payload.get("compat_confirmed") is True,
             )
         elif job.kind == "rollout":
             publication = publishing.set_rollout(channel, job.percent or 100, user=user, role=role)

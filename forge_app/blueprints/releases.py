@@ -196,6 +196,7 @@ def schedule(project: Project, found: Channel) -> None:
         version=version,
         percent=form.percent.data,
         to_sequence=form.to_sequence.data,
+        compat_confirmed=bool(form.compat_confirmed.data),
     )
     flash(
         f"Scheduled: {scheduling.describe_job(job)} on {found.name} at "
@@ -308,21 +309,7 @@ class _SafeReleases:
     def compat(
         self, version: PromptSetVersion | None, channel: Channel | None = None
     ) -> list[CompatWarning]:
-        if version is None:
-            return []
-        previous = None
-        if channel is not None:
-            latest = publishing.latest_publication(channel)
-            if latest is not None:
-                set_id = str(version.prompt_set_id)
-                entry = next((e for e in latest.releases if e.get("prompt_set_id") == set_id), None)
-                if entry is not None:
-                    previous = compat.served_version(
-                        channel.project_id, str(entry.get("content_sha256") or "")
-                    )
-        return compat.compat_warnings(
-            version, channel=channel.name if channel is not None else None, previous=previous
-        )
+        return compat.publish_warnings(version, channel)
 
     def compat_draft(self, prompt_set: PromptSet) -> list[CompatWarning]:
         """For the review page: the set's draft against the callers on every channel."""
@@ -342,22 +329,3 @@ class _SafeReleases:
 @bp.app_context_processor
 def _helpers() -> dict[str, Any]:
     return {"safe_releases": _SafeReleases()}
-
-
-def compat_confirmation_problem(
-    version: PromptSetVersion | None, channel: Channel, role: Role | None, confirmed: bool
-) -> tuple[str | None, list[CompatWarning]]:
-    """For the publish POST: (a sentence why it cannot go ahead, the warnings). Publishing
-    despite warnings needs an owner's explicit confirmation."""
-    warnings = _SafeReleases().compat(version, channel)
-    if not warnings:
-        return None, []
-    if not confirmed:
-        return (
-            "Live instances call prompts of this version in a way it does not support; an owner "
-            "must confirm the compatibility warnings to publish.",
-            warnings,
-        )
-    if role is None or role < Role.OWNER:
-        return "Only an owner can confirm the compatibility warnings.", warnings
-    return None, warnings

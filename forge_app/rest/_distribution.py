@@ -112,9 +112,16 @@ def publish(project: Project, channel: str) -> s.Publication:
 
     def write(found: Channel) -> Any:
         body = read_body(s.PublishRequest)
-        version = load_version(load_prompt_set(project, body.prompt_set_id), body.version)
-        return publishing.publish_version(
-            version, found, user=signed_in_user(), role=g.role, rollout_percent=body.rollout_percent
+        prompt_set = load_prompt_set(project, body.prompt_set_id)
+        version = load_version(prompt_set, body.version)
+        return publishing.publish_confirmed(
+            prompt_set,
+            version,
+            found,
+            user=signed_in_user(),
+            role=g.role,
+            rollout_percent=body.rollout_percent,
+            compat_confirmed=body.confirm_compatibility,
         )
 
     return _write_to_channel(project, channel, write)

@@ -233,6 +233,13 @@ class PublishRequest(_Request):
     prompt_set_id: uuid.UUID
     version: str = Field(max_length=256)
     rollout_percent: int | None = Field(default=None, ge=1, le=100)
+    confirm_compatibility: bool = Field(
+        default=False,
+        description=(
+            "Publish despite caller-compatibility warnings (owners only; recorded in the audit "
+            "log). Without it a publish with warnings is refused with 409 and the warnings."
+        ),
+    )
 
 
 class RollbackRequest(_Request):

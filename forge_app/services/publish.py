@@ -315,17 +315,28 @@ def publish_confirmed(
     channel: Channel,
     *,
     user: User,
-    confirmed_warnings: Sequence[str] = (),
+    compat_confirmed: bool = False,
     **options: Unpack[PublishOptions],
 ) -> Publication:
-    """The publish page's confirmed POST: publish ``version`` (None: the set as it is now),
-    audit the owner's confirmation of the compatibility warnings with it, and commit. Raises
-    :class:`ForgeError` as :func:`publish_version` and :func:`publish_prompt_set` do."""
+    """A publish from the publish page, the REST API or a scheduled job: publish ``version``
+    (None: the set as it is now) unless live instances' calls give compatibility warnings that
+    an owner did not confirm (``compat_confirmed``); audit the confirmed warnings with it. The
+    caller commits.
+
+    Raises:
+        ForgeError: for a role that may not publish to the channel, warnings not confirmed
+            (conflict) or confirmed by someone below owner (forbidden), and as
+            :func:`publish_version` and :func:`publish_prompt_set` do.
+    """
+    from forge_app.compat import confirmed_warnings
+
+    _check_publish_role(channel, options)
+    warnings = confirmed_warnings(version, channel, options.get("role"), compat_confirmed)
     if version is None:
         publication = publish_prompt_set(prompt_set, channel, user=user, **options)
     else:
         publication = publish_version(version, channel, user=user, **options)
-    if confirmed_warnings:
+    if warnings:
         _audit(
             "channel.publish_compat_confirmed",
             channel,
@@ -333,9 +344,8 @@ def publish_confirmed(
             user,
             sequence=publication.sequence,
             version=publication.version,
-            warnings=list(confirmed_warnings),
+            warnings=[w.sentence for w in warnings],
         )
-    db.session.commit()
     return publication
 
 

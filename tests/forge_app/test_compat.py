@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -165,3 +166,118 @@ def test_the_review_page_warns_too(env: Env, app: Flask, client_as: Any) -> None
     page = client_as("reviewer").get(f"/projects/{env.pid}/sets/{env.world.set_id}/review")
     assert "call welcome.message with {name, plan}" in page.get_data(as_text=True)
     assert "also needs vip" in page.get_data(as_text=True)
+
+
+def test_the_rest_api_needs_an_owner_s_confirmation_too(env: Env, app: Flask) -> None:
+    from tests.forge_app.test_rest_api import Api, make_token
+
+    token = env.token()
+    first, second = two_versions(env, publish_first_to="staging")
+    _report_callers(env, app, token, 2, ["name", "plan"])
+    url = f"/projects/{env.world.project_id}/channels/staging/publish"
+    body: dict[str, Any] = {"prompt_set_id": str(env.world.set_id), "version": second}
+    owner = Api(app.test_client(), make_token(app, env.world, "owner"))
+    reviewer = Api(app.test_client(), make_token(app, env.world, "reviewer"))
+
+    refused = owner.send("POST", url, body)
+    assert refused.status_code == 409
+    error = refused.get_json()["error"]
+    assert error["message"].startswith("Live instances call prompts of this version")
+    assert any("also needs tier" in d for d in error["details"])
+    forbidden = reviewer.send("POST", url, {**body, "confirm_compatibility": True})
+    assert forbidden.status_code == 403
+    assert forbidden.get_json()["error"]["message"] == (
+        "Only an owner can confirm the compatibility warnings."
+    )
+    assert env.entry("staging").version == first, "nothing was published"
+
+    done = owner.send("POST", url, {**body, "confirm_compatibility": True})
+    assert done.status_code in (200, 201), done.get_json()
+    assert env.entry("staging").version == second
+    with app.app_context():
+        events = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "channel.publish_compat_confirmed")
+        ).all()
+        assert [e.actor_email for e in events] == [env.world.emails["owner"]]
+        assert "also needs tier" in events[0].details["warnings"][0]
+
+
+def _schedule_on_staging(
+    env: Env, version_text: str, user: str, *, confirmed: bool, at: datetime
+) -> int:
+    from forge_app import scheduling
+    from forge_app.models import PromptSetVersion, User
+    from forge_app.services import publishing
+
+    with env.app.app_context():
+        version = db.session.scalar(
+            select(PromptSetVersion).where(PromptSetVersion.version == version_text)
+        )
+        actor = db.session.get(User, env.world.users[user])
+        assert version is not None and actor is not None
+        channel = publishing.get_channel(version.prompt_set.project, "staging")
+        assert channel is not None
+        job = scheduling.schedule_job(
+            channel,
+            "publish",
+            at,
+            user=actor,
+            version=version,
+            compat_confirmed=confirmed,
+            now=at - timedelta(minutes=5),
+        )
+        db.session.commit()
+        return job.id
+
+
+def test_a_scheduled_publish_needs_an_owner_s_confirmation(
+    env: Env, app: Flask, client_as: Any
+) -> None:
+    from forge_app import scheduling
+    from forge_app.models.releases import ScheduledJob
+
+    safety = f"{env.channel_url('staging')}/safety"
+    assert 'id="schedule-compat-confirmed"' in client_as("owner").get(safety).get_data(True)
+    reviewer_page = client_as("reviewer").get(safety).get_data(as_text=True)
+    assert 'id="schedule-form"' in reviewer_page
+    assert 'id="schedule-compat-confirmed"' not in reviewer_page
+    token = env.token()
+    first, second = two_versions(env, publish_first_to="staging")
+    _report_callers(env, app, token, 1, ["name", "plan"])
+    at = utcnow()
+    with pytest.raises(scheduling.ScheduleError, match="an owner must confirm") as caught:
+        _schedule_on_staging(env, second, "owner", confirmed=False, at=at)
+    assert any("also needs tier" in p for p in caught.value.problems)
+    with pytest.raises(scheduling.ScheduleError, match="Only an owner can confirm"):
+        _schedule_on_staging(env, second, "reviewer", confirmed=True, at=at)
+
+    job_id = _schedule_on_staging(env, second, "owner", confirmed=True, at=at)
+    with app.app_context():
+        assert scheduling.run_due_jobs("w1", now=at) == [job_id]
+        job = db.session.get(ScheduledJob, job_id)
+        assert job is not None and job.status == "done", job.note if job else None
+        event = db.session.scalar(
+            select(AuditEvent).where(AuditEvent.action == "channel.publish_compat_confirmed")
+        )
+        assert event is not None and event.actor_email == env.world.emails["owner"]
+    assert env.entry("staging").version == second
+    assert first != second
+
+
+def test_warnings_that_appear_after_scheduling_stop_an_unconfirmed_job(
+    env: Env, app: Flask
+) -> None:
+    from forge_app import scheduling
+    from forge_app.models.releases import ScheduledJob
+
+    token = env.token()
+    first, second = two_versions(env, publish_first_to="staging")
+    at = utcnow()
+    job_id = _schedule_on_staging(env, second, "owner", confirmed=False, at=at)
+    _report_callers(env, app, token, 1, ["name", "plan"])  # callers without tier show up
+    with app.app_context():
+        assert scheduling.run_due_jobs("w1", now=at) == [job_id]
+        job = db.session.get(ScheduledJob, job_id)
+        assert job is not None and job.status == "failed"
+        assert "an owner must confirm the compatibility warnings" in job.note
+    assert env.entry("staging").version == first, "nothing was published"

@@ -158,28 +158,6 @@ def _publishable(env: Env, version_text: str) -> tuple[User, Project, PromptSet,
     return owner, project, prompt_set, prompt_set_version(prompt_set, version_text)
 
 
-def test_publish_confirmed_audits_the_confirmed_warnings(env: Env) -> None:
-    version_text = _released(env)
-    with env.app.app_context():
-        owner, project, prompt_set, version = _publishable(env, version_text)
-        channel = _production(project)
-        publication = publish_confirmed(
-            prompt_set,
-            version,
-            channel,
-            user=owner,
-            role=Role.OWNER,
-            confirmed_warnings=["Callers pass tier, which welcome.message no longer uses."],
-        )
-        (event,) = _events("channel.publish_compat_confirmed")
-        assert event.details == {
-            "sequence": publication.sequence,
-            "version": version_text,
-            "warnings": ["Callers pass tier, which welcome.message no longer uses."],
-        }
-        assert event.actor_id == owner.id and len(_events("channel.publish")) == 1
-
-
 def test_publish_confirmed_refuses_a_role_and_records_nothing(env: Env) -> None:
     version_text = _released(env)
     with env.app.app_context():
@@ -191,7 +169,7 @@ def test_publish_confirmed_refuses_a_role_and_records_nothing(env: Env) -> None:
                 _production(project),
                 user=owner,
                 role=Role.EDITOR,
-                confirmed_warnings=["A warning."],
+                compat_confirmed=True,
             )
         assert caught.value.kind is Kind.FORBIDDEN
         assert _events("channel.publish_compat_confirmed") == []

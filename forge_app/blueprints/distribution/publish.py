@@ -22,6 +22,7 @@ from forge_app.models.distribution import Channel
 from forge_app.services import publishing
 from forge_app.services.publish import publish_confirmed
 from forge_app.services.tokens import active_tokens
+from forge_app.services.transaction import unit_of_work
 
 
 def _publish_flow(
@@ -157,29 +158,22 @@ class _Flow:
 
     def publish(self) -> ResponseReturnValue:
         """The confirmed POST: publish, then the publication's status page."""
-        from forge_app.blueprints.releases import compat_confirmation_problem
-
         form = PublishForm()
         if not form.validate_on_submit():
             flash_form_errors(form)
             return redirect(self.self_url)
         chosen = found_or_404(publishing.get_channel(self.project, form.channel.data or ""))
         again = _choice_url(self.self_url, chosen.name, form.rollout.data)
-        compat_problem, compat_warnings = compat_confirmation_problem(
-            self.version, chosen, g.role, request.form.get("compat_confirmed") == "1"
-        )
-        if compat_problem is not None:
-            flash(compat_problem, "error")
-            return redirect(again)
         try:
-            publication = publish_confirmed(
+            publication = unit_of_work(
+                publish_confirmed,
                 self.prompt_set,
                 self.version,
                 chosen,
                 user=signed_in_user(),
                 role=g.role,
                 rollout_percent=form.rollout.data,
-                confirmed_warnings=[w.sentence for w in compat_warnings],
+                compat_confirmed=request.form.get("compat_confirmed") == "1",
             )
         except ForgeError as e:
             # Back to the confirmation of the same choice: the user can retry or go back.
