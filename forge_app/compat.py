@@ -32,6 +32,7 @@ from forge_app.models.instances import LiveInstance
 from forge_app.models.usage import CallerVariables
 
 __all__ = [
+    "CompatRefused",
     "CompatWarning",
     "compat_warnings",
     "confirmed_warnings",
@@ -218,6 +219,11 @@ def publish_warnings(
     )
 
 
+class CompatRefused(ForgeError):
+    """A publish refused for caller-compatibility warnings that no owner confirmed; the
+    warnings' sentences are its problems."""
+
+
 def confirmed_warnings(
     version: PromptSetVersion | None, channel: Channel, role: Role | None, confirmed: bool
 ) -> list[CompatWarning]:
@@ -226,22 +232,22 @@ def confirmed_warnings(
     publish comes from (the publish page, the REST API, a scheduled job).
 
     Raises:
-        ForgeError: (conflict, the warnings as its problems) when there are warnings and no
-            confirmation; (forbidden) when someone below owner confirmed them.
+        CompatRefused: (conflict, the warnings as its problems) when there are warnings and
+            no confirmation; (forbidden) when someone below owner confirmed them.
     """
     warnings = publish_warnings(version, channel)
     if not warnings:
         return []
     problems = [w.sentence for w in warnings]
     if not confirmed:
-        raise ForgeError(
+        raise CompatRefused(
             "Live instances call prompts of this version in a way it does not support; an owner "
             "must confirm the compatibility warnings to publish.",
             kind=Kind.CONFLICT,
             problems=problems,
         )
     if role is None or role < Role.OWNER:
-        raise ForgeError(
+        raise CompatRefused(
             "Only an owner can confirm the compatibility warnings.",
             kind=Kind.FORBIDDEN,
             problems=problems,

@@ -158,13 +158,23 @@ def test_charts_guard_schedule_and_compatibility(live_forge: LiveForge, page: An
     page.goto(channel_url)
     expect(page.locator("#guard-status")).to_contain_text("passes 5.0% after 30 calls")
 
-    # Schedule a publish of 0.2.0, see it on the channel page, cancel it.
-    page.goto(f"{channel_url}/safety")
+    # Schedule a publish of 0.2.0: its compatibility warnings need the owner's tick here too.
+    # Then see it on the channel page, and cancel it.
     when = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
-    page.select_option("#kind", "publish")
-    page.fill("#run_at", when)
-    page.select_option("#version", label="Support bot 0.2.0")
-    page.click("#schedule-form button[type=submit]")
+
+    def schedule(confirm: bool) -> None:
+        page.goto(f"{channel_url}/safety")
+        page.select_option("#kind", "publish")
+        page.fill("#run_at", when)
+        page.select_option("#version", label="Support bot 0.2.0")
+        if confirm:
+            page.check("#schedule-compat-confirmed")
+        page.click("#schedule-form button[type=submit]")
+
+    schedule(confirm=False)
+    expect(page.locator(".flash-error").first).to_contain_text("an owner must confirm")
+    expect(page.locator(".flash-error").nth(1)).to_contain_text("0.2.0 also needs tier")
+    schedule(confirm=True)
     expect(page.locator(".flash-success")).to_contain_text(
         f"Publish Support bot 0.2.0 on production at {when} UTC"
     )

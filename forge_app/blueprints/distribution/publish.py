@@ -14,6 +14,7 @@ from forge_app.authz import load_prompt_set, require_project_role, signed_in_use
 from forge_app.blueprints._common import flash_form_errors, found_or_404, project_page
 from forge_app.blueprints.distribution._shared import _live_instances, _status_url, bp
 from forge_app.blueprints.prompt_sets._shared import set_and_version
+from forge_app.compat import CompatRefused
 from forge_app.errors import ForgeError, flash_and_redirect
 from forge_app.extensions import db
 from forge_app.forms import PublishForm
@@ -175,6 +176,9 @@ class _Flow:
                 rollout_percent=form.rollout.data,
                 compat_confirmed=request.form.get("compat_confirmed") == "1",
             )
+        except CompatRefused as e:  # the page shows the warnings: one sentence is enough
+            flash(str(e), "error")
+            return redirect(again)
         except ForgeError as e:
             # Back to the confirmation of the same choice: the user can retry or go back.
             return flash_and_redirect(e, again)
