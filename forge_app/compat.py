@@ -30,6 +30,7 @@ from forge_app.models import PromptSetVersion, Role, utcnow
 from forge_app.models.distribution import Channel
 from forge_app.models.instances import LiveInstance
 from forge_app.models.usage import CallerVariables
+from forge_app.services.channels import latest_publication
 
 __all__ = [
     "CompatRefused",
@@ -203,20 +204,18 @@ def publish_warnings(
 ) -> list[CompatWarning]:
     """Warnings for publishing ``version`` (None: nothing to check) to ``channel`` (None: any
     channel's callers), the set's version the channel serves now being the previous one."""
-    from forge_app.services.channels import latest_publication
-
     if version is None:
         return []
+    if channel is None:
+        return compat_warnings(version)
+    latest = latest_publication(channel)
+    set_id = str(version.prompt_set_id)
+    entries = latest.releases if latest is not None else []
+    entry = next((e for e in entries if e.get("prompt_set_id") == set_id), None)
     previous = None
-    latest = latest_publication(channel) if channel is not None else None
-    if channel is not None and latest is not None:
-        set_id = str(version.prompt_set_id)
-        entry = next((e for e in latest.releases if e.get("prompt_set_id") == set_id), None)
-        if entry is not None:
-            previous = served_version(channel.project_id, str(entry.get("content_sha256") or ""))
-    return compat_warnings(
-        version, channel=channel.name if channel is not None else None, previous=previous
-    )
+    if entry is not None:
+        previous = served_version(channel.project_id, str(entry.get("content_sha256") or ""))
+    return compat_warnings(version, channel=channel.name, previous=previous)
 
 
 class CompatRefused(ForgeError):

@@ -24,6 +24,7 @@ from anvil_client.wire import (
     Release,
 )
 from forge_app.audit import record_event
+from forge_app.compat import confirmed_warnings
 from forge_app.errors import ForgeError, Kind
 from forge_app.extensions import db
 from forge_app.models import (
@@ -328,8 +329,6 @@ def publish_confirmed(
             (conflict) or confirmed by someone below owner (forbidden), and as
             :func:`publish_version` and :func:`publish_prompt_set` do.
     """
-    from forge_app.compat import confirmed_warnings
-
     _check_publish_role(channel, options)
     warnings = confirmed_warnings(version, channel, options.get("role"), compat_confirmed)
     if version is None:
