@@ -16,6 +16,7 @@ from sqlalchemy.orm import aliased
 
 from forge_app.extensions import db
 from forge_app.models import Project, Prompt, PromptSet, PromptSetVersion, User
+from forge_app.services.versions import IS_RELEASE
 
 __all__ = ["SetSummary", "search_prompts", "set_summaries"]
 
@@ -39,7 +40,8 @@ def set_summaries(
     offset: int = 0,
     limit: int | None = None,
 ) -> list[SetSummary]:
-    """The project's sets (only ``set_id``, when given) by name, in one query."""
+    """The project's sets (only ``set_id``, when given) by name, in one query; the latest
+    release is :func:`~forge_app.services.versions.latest_release`'s, for every set at once."""
     prompt_count = (
         select(func.count(Prompt.id))
         .where(Prompt.prompt_set_id == PromptSet.id)
@@ -51,7 +53,7 @@ def set_summaries(
             PromptSetVersion.prompt_set_id.label("set_id"),
             func.max(PromptSetVersion.id).label("version_id"),
         )
-        .where(~PromptSetVersion.version.contains("-"))
+        .where(IS_RELEASE)
         .group_by(PromptSetVersion.prompt_set_id)
         .subquery()
     )

@@ -18,7 +18,14 @@ from anvil_client.wire import SEMVER_RE
 from forge_app.errors import ForgeError
 from forge_app.models import PromptSet, PromptSetVersion, utcnow
 
-__all__ = ["BUMPS", "latest_release", "new_version", "next_version", "snapshot_prompts"]
+__all__ = [
+    "BUMPS",
+    "IS_RELEASE",
+    "latest_release",
+    "new_version",
+    "next_version",
+    "snapshot_prompts",
+]
 
 BUMPS = ("patch", "minor", "major")
 
@@ -34,13 +41,17 @@ def snapshot_prompts(version: PromptSetVersion) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: In a query: the versions that are releases, not pre-releases (``-rc.N``/``-dev.N``).
+IS_RELEASE = ~PromptSetVersion.version.contains("-")
+
+
 def latest_release(session: Session, prompt_set: PromptSet) -> PromptSetVersion | None:
     """The newest version that is not a pre-release (``-rc.N``/``-dev.N`` are not)."""
     return session.scalar(
         select(PromptSetVersion)
         .where(
             PromptSetVersion.prompt_set_id == prompt_set.id,
-            ~PromptSetVersion.version.contains("-"),
+            IS_RELEASE,
         )
         .order_by(PromptSetVersion.id.desc())
         .limit(1)
